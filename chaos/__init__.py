@@ -1,0 +1,1 @@
+"""distlog.chaos: workloads, fault schedules, the history checker and the report writer."""

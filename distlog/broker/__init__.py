@@ -1,0 +1,1 @@
+"""distlog.broker: the broker process — event loop, request handlers, topic registry."""

@@ -1,0 +1,1 @@
+"""distlog.client: the ZeroMQ client library — Producer, Consumer, Admin."""

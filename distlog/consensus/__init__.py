@@ -1,0 +1,1 @@
+"""distlog.consensus: Raft as a pure state machine, and its deterministic simulator."""

@@ -1,0 +1,1 @@
+"""distlog.log: the storage engine — record batches, segments, indexes, partition logs."""

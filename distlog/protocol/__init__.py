@@ -1,0 +1,1 @@
+"""distlog.protocol: request/response types, the frame codec, error codes, versions."""

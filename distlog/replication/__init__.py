@@ -1,0 +1,1 @@
+"""distlog.replication: a partition replica — one Raft group driving one partition log."""

@@ -1,0 +1,1 @@
+"""distlog.supervisor: spawns, watches, restarts brokers and injects faults."""

@@ -1,0 +1,1 @@
+"""distlog.transports: how frames move between clients and brokers (ZeroMQ, fault rules)."""
