@@ -1,0 +1,327 @@
+"""Request and response types: one frozen dataclass per message, each with its API key, version and schema.
+
+Nested items (a partition inside a Produce request, say) stay plain dicts whose shape the SCHEMA
+declares; distlog.protocol.schema checks every field both ways. Raw record batches travel as
+separate frames (schema.FRAME), never inside msgpack, so the broker can append them and serve
+them without copying or decoding a record.
+
+Conventions shared with Kafka: `acks` is 0, 1 or -1 ("all"); ListOffsets takes the timestamps
+EARLIEST_TIMESTAMP (-2) and LATEST_TIMESTAMP (-1); `leader` is None while a partition has none.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from distlog.protocol.schema import FRAME, Optional, StrMap
+
+EARLIEST_TIMESTAMP = -2
+LATEST_TIMESTAMP = -1
+ACKS_ALL = -1
+
+
+class ApiKey(enum.IntEnum):
+    API_VERSIONS = 0
+    METADATA = 1
+    CREATE_TOPICS = 2
+    DELETE_TOPICS = 3
+    PRODUCE = 4
+    FETCH = 5
+    LIST_OFFSETS = 6
+    METADATA_SYNC = 7  # broker -> controller: "my metadata is at version V; anything newer?"
+    SET_FAULT_RULES = 8  # supervisor -> broker: drop frames to/from peers (injected partitions)
+    ERROR = 255  # a reply to a request that could not be decoded well enough to answer in kind
+
+
+class Message:
+    """Base of every request and response type."""
+
+    API_KEY: ClassVar[ApiKey]
+    VERSION: ClassVar[int] = 0
+    MIN_VERSION: ClassVar[int] = 0
+    SCHEMA: ClassVar[dict]
+
+    def body(self) -> dict:
+        return {name: getattr(self, name) for name in self.SCHEMA}
+
+
+_ERROR_FIELDS = {"error_code": int, "error_message": str}
+
+
+# ---------------------------------------------------------------------------------- ApiVersions
+
+
+@dataclass(frozen=True)
+class ApiVersionsRequest(Message):
+    API_KEY = ApiKey.API_VERSIONS
+    SCHEMA = {}
+
+
+@dataclass(frozen=True)
+class ApiVersionsResponse(Message):
+    API_KEY = ApiKey.API_VERSIONS
+    SCHEMA = {
+        **_ERROR_FIELDS,
+        "api_versions": [{"api_key": int, "min_version": int, "max_version": int}],
+        "broker_id": int,
+        "controller_id": Optional(int),
+        "cluster_id": str,
+    }
+    error_code: int
+    error_message: str
+    api_versions: list
+    broker_id: int
+    controller_id: int | None
+    cluster_id: str
+
+
+# ------------------------------------------------------------------------------------- Metadata
+
+PARTITION_METADATA = {
+    "partition": int,
+    "leader": Optional(int),
+    "leader_epoch": int,
+    "replicas": [int],
+    "in_sync": [int],
+}
+
+
+@dataclass(frozen=True)
+class MetadataRequest(Message):
+    API_KEY = ApiKey.METADATA
+    SCHEMA = {"topics": Optional([str])}
+    topics: list | None = None  # None = every topic
+
+
+@dataclass(frozen=True)
+class MetadataResponse(Message):
+    API_KEY = ApiKey.METADATA
+    SCHEMA = {
+        "brokers": [{"broker_id": int, "address": str}],
+        "controller_id": Optional(int),
+        "topics": [{**_ERROR_FIELDS, "name": str, "configs": StrMap, "partitions": [PARTITION_METADATA]}],
+    }
+    brokers: list
+    controller_id: int | None
+    topics: list
+
+
+# ------------------------------------------------------------------------- CreateTopics, Delete
+
+_TOPIC_RESULT = {"name": str, **_ERROR_FIELDS}
+
+
+@dataclass(frozen=True)
+class CreateTopicsRequest(Message):
+    API_KEY = ApiKey.CREATE_TOPICS
+    SCHEMA = {
+        "topics": [{"name": str, "partitions": int, "replication_factor": int, "configs": StrMap}],
+        "timeout_ms": int,
+        "validate_only": bool,
+    }
+    topics: list
+    timeout_ms: int = 10_000
+    validate_only: bool = False
+
+
+@dataclass(frozen=True)
+class CreateTopicsResponse(Message):
+    API_KEY = ApiKey.CREATE_TOPICS
+    SCHEMA = {"topics": [_TOPIC_RESULT]}
+    topics: list
+
+
+@dataclass(frozen=True)
+class DeleteTopicsRequest(Message):
+    API_KEY = ApiKey.DELETE_TOPICS
+    SCHEMA = {"topics": [str], "timeout_ms": int}
+    topics: list
+    timeout_ms: int = 10_000
+
+
+@dataclass(frozen=True)
+class DeleteTopicsResponse(Message):
+    API_KEY = ApiKey.DELETE_TOPICS
+    SCHEMA = {"topics": [_TOPIC_RESULT]}
+    topics: list
+
+
+# -------------------------------------------------------------------------------------- Produce
+
+
+@dataclass(frozen=True)
+class ProduceRequest(Message):
+    API_KEY = ApiKey.PRODUCE
+    SCHEMA = {
+        "acks": int,
+        "timeout_ms": int,
+        "partitions": [{"topic": str, "partition": int, "records": FRAME}],
+    }
+    acks: int
+    timeout_ms: int
+    partitions: list
+
+
+@dataclass(frozen=True)
+class ProduceResponse(Message):
+    API_KEY = ApiKey.PRODUCE
+    SCHEMA = {
+        "partitions": [
+            {"topic": str, "partition": int, **_ERROR_FIELDS, "base_offset": int, "log_start_offset": int}
+        ]
+    }
+    partitions: list
+
+
+# ---------------------------------------------------------------------------------------- Fetch
+
+
+@dataclass(frozen=True)
+class FetchRequest(Message):
+    API_KEY = ApiKey.FETCH
+    SCHEMA = {
+        "max_wait_ms": int,
+        "min_bytes": int,
+        "max_bytes": int,
+        "partitions": [{"topic": str, "partition": int, "fetch_offset": int, "max_bytes": int}],
+    }
+    max_wait_ms: int
+    min_bytes: int
+    max_bytes: int
+    partitions: list
+
+
+@dataclass(frozen=True)
+class FetchResponse(Message):
+    API_KEY = ApiKey.FETCH
+    SCHEMA = {
+        "partitions": [
+            {
+                "topic": str,
+                "partition": int,
+                **_ERROR_FIELDS,
+                "high_watermark": int,
+                "log_start_offset": int,
+                "records": FRAME,
+            }
+        ]
+    }
+    partitions: list
+
+
+# ---------------------------------------------------------------------------------- ListOffsets
+
+
+@dataclass(frozen=True)
+class ListOffsetsRequest(Message):
+    API_KEY = ApiKey.LIST_OFFSETS
+    SCHEMA = {"partitions": [{"topic": str, "partition": int, "timestamp_ms": int}]}
+    partitions: list
+
+
+@dataclass(frozen=True)
+class ListOffsetsResponse(Message):
+    API_KEY = ApiKey.LIST_OFFSETS
+    SCHEMA = {
+        "partitions": [
+            {"topic": str, "partition": int, **_ERROR_FIELDS, "offset": int, "timestamp_ms": int}
+        ]
+    }
+    partitions: list
+
+
+# ------------------------------------------------------------------------- internal: metadata sync
+
+CLUSTER_METADATA = {
+    "version": int,
+    "brokers": [{"broker_id": int, "address": str}],
+    "topics": [
+        {
+            "name": str,
+            "configs": StrMap,
+            "partitions": [{"partition": int, "replicas": [int]}],
+        }
+    ],
+}
+
+
+@dataclass(frozen=True)
+class MetadataSyncRequest(Message):
+    API_KEY = ApiKey.METADATA_SYNC
+    SCHEMA = {"broker_id": int, "known_version": int}
+    broker_id: int
+    known_version: int
+
+
+@dataclass(frozen=True)
+class MetadataSyncResponse(Message):
+    API_KEY = ApiKey.METADATA_SYNC
+    SCHEMA = {**_ERROR_FIELDS, "metadata": Optional(CLUSTER_METADATA)}
+    error_code: int
+    error_message: str
+    metadata: dict | None  # None when the asker is already up to date
+
+
+# -------------------------------------------------------------------- internal: fault injection
+
+
+@dataclass(frozen=True)
+class SetFaultRulesRequest(Message):
+    API_KEY = ApiKey.SET_FAULT_RULES
+    SCHEMA = {"drop_to": [str], "drop_from": [str]}
+    drop_to: list = field(default_factory=list)  # peer names ("broker-2") whose frames we stop sending
+    drop_from: list = field(default_factory=list)  # peer names whose frames we stop accepting
+
+
+@dataclass(frozen=True)
+class SetFaultRulesResponse(Message):
+    API_KEY = ApiKey.SET_FAULT_RULES
+    SCHEMA = {**_ERROR_FIELDS}
+    error_code: int
+    error_message: str
+
+
+# ------------------------------------------------------------------------------------- Error
+
+
+@dataclass(frozen=True)
+class ErrorResponse(Message):
+    API_KEY = ApiKey.ERROR
+    SCHEMA = {**_ERROR_FIELDS, "request_api_key": int}
+    error_code: int
+    error_message: str
+    request_api_key: int = -1
+
+
+REQUEST_TYPES = {
+    cls.API_KEY: cls
+    for cls in (
+        ApiVersionsRequest,
+        MetadataRequest,
+        CreateTopicsRequest,
+        DeleteTopicsRequest,
+        ProduceRequest,
+        FetchRequest,
+        ListOffsetsRequest,
+        MetadataSyncRequest,
+        SetFaultRulesRequest,
+    )
+}
+
+RESPONSE_TYPES = {
+    cls.API_KEY: cls
+    for cls in (
+        ApiVersionsResponse,
+        MetadataResponse,
+        CreateTopicsResponse,
+        DeleteTopicsResponse,
+        ProduceResponse,
+        FetchResponse,
+        ListOffsetsResponse,
+        MetadataSyncResponse,
+        SetFaultRulesResponse,
+        ErrorResponse,
+    )
+}
