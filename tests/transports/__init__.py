@@ -1,0 +1,1 @@
+"""Tests of distlog.transports: ZeroMQ envelopes, pipelining, fault rules."""
