@@ -1,0 +1,1 @@
+"""Tests for distlog.log, the storage engine."""
