@@ -488,6 +488,51 @@ def build_batch_from_arrays(
     )
 
 
+def _gather(payload: np.ndarray, positions: np.ndarray, lengths: np.ndarray) -> bytes:
+    """The bytes of the given (position, length) runs of payload, concatenated, without a loop."""
+    sizes = np.maximum(lengths, 0).astype(np.int64)
+    total_bytes = int(sizes.sum())
+    if total_bytes == 0:
+        return b""
+    run_starts = np.cumsum(sizes) - sizes
+    indexes = np.arange(total_bytes, dtype=np.int64) + np.repeat(positions - run_starts, sizes)
+    return payload[indexes].tobytes()
+
+
+def filter_batch(batch: RecordBatch, keep: np.ndarray) -> bytes:
+    """A copy of batch holding only the records where keep is True, with their original
+    offsets, the batch's span (last_offset_delta), term and producer fields. Keeping nothing
+    gives a record-less batch, so the log's offsets stay contiguous (compaction uses this)."""
+    arrays = batch.arrays()
+    table = batch._table()
+    keep = np.asarray(keep, dtype=bool)
+    headers_lengths = table["headers_length"]
+    values_end = int(np.maximum(arrays.value_lengths, 0).sum(dtype=np.int64)) + (
+        int(arrays.value_positions[0]) if len(table) else 0
+    )
+    headers_positions = _exclusive_cumsum(headers_lengths) + values_end
+    payload = np.frombuffer(arrays.payload, dtype=np.uint8)
+    return assemble_batch(
+        offset_deltas=table["offset_delta"][keep],
+        timestamps_ms=arrays.timestamps_ms[keep],
+        key_lengths=arrays.key_lengths[keep],
+        value_lengths=arrays.value_lengths[keep],
+        headers_lengths=headers_lengths[keep],
+        payload_parts=[
+            _gather(payload, arrays.key_positions[keep], arrays.key_lengths[keep]),
+            _gather(payload, arrays.value_positions[keep], arrays.value_lengths[keep]),
+            _gather(payload, headers_positions[keep], headers_lengths[keep]),
+        ],
+        last_offset_delta=batch.last_offset_delta,
+        base_offset=batch.base_offset,
+        leader_term=batch.leader_term,
+        producer_id=batch.producer_id,
+        producer_epoch=batch.producer_epoch,
+        base_sequence=batch.base_sequence,
+        attributes=batch.attributes,
+    )
+
+
 def iter_batches(buf, verify: bool = True) -> Iterator[RecordBatch]:
     """Yield the batches stored back to back in buf. A trailing incomplete batch (a fetch cut
     it off) is ignored; a corrupt one raises CorruptBatchError naming its byte position."""

@@ -1,0 +1,57 @@
+"""The storage engine's exceptions: each one says what went wrong and what is valid instead."""
+
+from __future__ import annotations
+
+
+class LogError(Exception):
+    """Base class of every storage engine error (CorruptBatchError lives in batch.py)."""
+
+
+class OffsetOutOfRangeError(LogError, IndexError):
+    """An offset outside [log_start_offset, log_end_offset] was asked for."""
+
+    def __init__(self, offset: int, log_start_offset: int, log_end_offset: int):
+        self.offset = offset
+        self.log_start_offset = log_start_offset
+        self.log_end_offset = log_end_offset
+        super().__init__(
+            f"offset {offset} is out of range: this log holds offsets {log_start_offset} to "
+            f"{log_end_offset - 1} and the next offset written will be {log_end_offset} "
+            f"(valid read positions are {log_start_offset}..{log_end_offset})"
+        )
+
+
+class RecordTooLargeError(LogError, ValueError):
+    """A batch larger than max.message.bytes."""
+
+    def __init__(self, batch_bytes: int, max_message_bytes: int):
+        self.batch_bytes = batch_bytes
+        self.max_message_bytes = max_message_bytes
+        super().__init__(
+            f"batch of {batch_bytes} bytes exceeds max.message.bytes={max_message_bytes} "
+            f"(send smaller batches or raise max.message.bytes for this topic)"
+        )
+
+
+class NotAPartitionLogError(LogError):
+    """A directory that holds files a partition log never writes."""
+
+    def __init__(self, directory: str, foreign_names: list[str]):
+        self.directory = directory
+        self.foreign_names = foreign_names
+        shown = ", ".join(sorted(foreign_names)[:5])
+        super().__init__(
+            f"{directory} is not a partition log directory: it holds {len(foreign_names)} file(s) "
+            f"a partition log never writes ({shown}); point the log at an empty or partition directory"
+        )
+
+
+class CorruptSegmentNameError(LogError):
+    """A segment or index file whose name is not a 20-digit base offset."""
+
+    def __init__(self, path: str):
+        self.path = path
+        super().__init__(
+            f"segment file {path} does not have a 20-digit base offset name such as "
+            f"00000000000000000000.log; rename or remove it"
+        )

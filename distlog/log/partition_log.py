@@ -1,0 +1,409 @@
+"""PartitionLog: one partition's ordered segments — append, read, roll, flush, recovery,
+truncation, retention and compaction.
+
+Threads: mutations (append, truncate, retention, compaction, flush) take one lock; read()
+takes none — it works on a snapshot of the segment list, and segments are only ever
+replaced, never changed under a reader (see segment.py), so a read in flight stays valid.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+import shutil
+import threading
+import time
+from typing import Callable
+
+from distlog.log.batch import BatchHeader, CorruptBatchError, RecordBatch, peek_header, stamp_batch
+from distlog.log.compaction import CompactionStats, compact_segments
+from distlog.log.config import LogConfig
+from distlog.log.errors import (
+    CorruptSegmentNameError,
+    NotAPartitionLogError,
+    OffsetOutOfRangeError,
+    RecordTooLargeError,
+)
+from distlog.log.retention import expired_segment_count
+from distlog.log.segment import Segment
+
+_SEGMENT_SUFFIXES = (".log", ".index", ".timeindex")
+# Left behind by a crash during a swap; the real files are still whole, so these just go.
+_TEMP_SUFFIXES = (".tmp", ".cleaned")
+_SEGMENT_NAME = re.compile(r"^(\d{20})$")
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _classify(directory: str) -> list[int]:
+    """Base offsets of the segments in directory; removes crash leftovers; raises on files
+    that a partition log never writes or whose names do not parse."""
+    base_offsets = set()
+    foreign = []
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if name.endswith(_TEMP_SUFFIXES) and os.path.isfile(path):
+            os.unlink(path)
+            continue
+        stem, suffix = os.path.splitext(name)
+        if suffix not in _SEGMENT_SUFFIXES or not os.path.isfile(path):
+            foreign.append(name)
+            continue
+        if not _SEGMENT_NAME.match(stem):
+            raise CorruptSegmentNameError(path)
+        if suffix == ".log":
+            base_offsets.add(int(stem))
+    if foreign:
+        raise NotAPartitionLogError(directory, foreign)
+    for name in os.listdir(directory):
+        stem, suffix = os.path.splitext(name)
+        if suffix != ".log" and int(stem) not in base_offsets:
+            os.unlink(os.path.join(directory, name))  # an index without its log is useless
+    return sorted(base_offsets)
+
+
+class PartitionLog:
+    """An append-only log of record batches in a directory of segments."""
+
+    def __init__(self, directory: str, config: LogConfig, clock_ms: Callable[[], int], segments: list[Segment]):
+        self.directory = directory
+        self.config = config
+        self._clock_ms = clock_ms
+        self._segments = segments
+        self._base_offsets = [segment.base_offset for segment in segments]
+        self._lock = threading.RLock()
+        self._dirty_segments: list[Segment] = []
+        self._directory_dirty = False
+        self._last_flush_ms = clock_ms()
+        self._closed = False
+
+    @classmethod
+    def open(cls, directory: str, config: LogConfig = LogConfig(), clock_ms: Callable[[], int] = _wall_clock_ms) -> PartitionLog:
+        """Open (creating if missing) the log in directory, recovering the last segment."""
+        os.makedirs(directory, exist_ok=True)
+        base_offsets = _classify(directory)
+        interval = config.index_interval_bytes
+        if not base_offsets:
+            segments = [Segment.create(directory, 0, interval)]
+        else:
+            segments = [Segment.open(directory, base, interval, recover=False) for base in base_offsets[:-1]]
+            segments.append(Segment.open(directory, base_offsets[-1], interval, recover=True))
+        log = cls(directory, config, clock_ms, segments)
+        if segments[-1].size_bytes:
+            segments[-1].first_append_ms = clock_ms()
+        return log
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def segments(self) -> list[Segment]:
+        """The segments, oldest first; the last one is active."""
+        return list(self._segments)
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._segments[0].base_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        """The offset the next appended record gets."""
+        return self._segments[-1].next_offset
+
+    @property
+    def last_term(self) -> int:
+        """leader_term of the last batch, 0 if the log is empty."""
+        for segment in reversed(self._segments):
+            if segment.size_bytes:
+                return segment.last_term
+        return 0
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(segment.size_bytes for segment in self._segments)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"partition log {self.directory} is closed")
+
+    # -- append --------------------------------------------------------------------------
+
+    def _split(self, view: memoryview) -> list[tuple[int, BatchHeader]]:
+        """(position, header) of each batch in view, each verified; raises before anything is written."""
+        batches = []
+        position = 0
+        while position < len(view):
+            header = peek_header(view, position)
+            if position + header.batch_length > len(view):
+                raise CorruptBatchError(
+                    f"batch at byte {position} of the appended buffer is cut off: batch_length "
+                    f"{header.batch_length}, {len(view) - position} bytes present"
+                )
+            if header.batch_length > self.config.max_message_bytes:
+                raise RecordTooLargeError(header.batch_length, self.config.max_message_bytes)
+            RecordBatch(view[position : position + header.batch_length]).verify()
+            batches.append((position, header))
+            position += header.batch_length
+        if not batches:
+            raise ValueError("append needs at least one batch")
+        return batches
+
+    def append(self, batch, *, assign_offsets: bool = True, leader_term: int | None = None) -> tuple[int, int]:
+        """Append one or more batches (back to back in one buffer); returns (base_offset,
+        last_offset) of what was written.
+
+        assign_offsets=True (leader): the bytes are copied and each batch stamped with the next
+        offsets (and leader_term, if given). False (follower): the batches carry their offsets
+        and must continue exactly at log_end_offset. Verifies every crc before writing
+        anything; never fsyncs (see flush/maybe_flush)."""
+        view = memoryview(batch).cast("B")
+        batches = self._split(view)
+        with self._lock:
+            self._check_open()
+            next_offset = self.log_end_offset
+            if assign_offsets:
+                data = bytearray(view)
+                view = memoryview(data)
+                stamped = []
+                for position, header in batches:
+                    term = header.leader_term if leader_term is None else leader_term
+                    stamp_batch(view[position:], next_offset, term)
+                    stamped.append((position, header._replace(base_offset=next_offset, leader_term=term)))
+                    next_offset += header.last_offset_delta + 1
+                batches = stamped
+            else:
+                for position, header in batches:
+                    if header.base_offset != next_offset:
+                        raise ValueError(
+                            f"follower append: batch at byte {position} starts at offset {header.base_offset}, "
+                            f"but the log continues at {next_offset}"
+                        )
+                    next_offset = header.last_offset + 1
+            self._write(view, batches)
+            return batches[0][1].base_offset, batches[-1][1].last_offset
+
+    def _write(self, view: memoryview, batches: list[tuple[int, BatchHeader]]) -> None:
+        """Write batches to the active segment, rolling before any batch that does not fit."""
+        now_ms = self._clock_ms()
+        run_start = 0
+        run: list[tuple[int, BatchHeader]] = []
+        active = self._segments[-1]
+        pending_bytes = 0
+        for position, header in batches:
+            if self._should_roll(active, pending_bytes, header.batch_length, now_ms):
+                if run:
+                    active.append(view[run_start:position], [(p - run_start, h) for p, h in run], now_ms)
+                active = self._roll(header.base_offset)
+                run, run_start, pending_bytes = [], position, 0
+            run.append((position, header))
+            pending_bytes += header.batch_length
+        end = batches[-1][0] + batches[-1][1].batch_length
+        active.append(view[run_start:end], [(p - run_start, h) for p, h in run], now_ms)
+        if active not in self._dirty_segments:
+            self._dirty_segments.append(active)
+
+    def _should_roll(self, active: Segment, pending_bytes: int, batch_bytes: int, now_ms: int) -> bool:
+        """Roll before a batch that would overflow segment.bytes or once segment.ms passed;
+        an empty segment takes any batch, so a big batch never loops."""
+        used_bytes = active.size_bytes + pending_bytes
+        if used_bytes == 0:
+            return False
+        if used_bytes + batch_bytes > self.config.segment_bytes:
+            return True
+        return active.first_append_ms is not None and now_ms - active.first_append_ms >= self.config.segment_ms
+
+    def _roll(self, base_offset: int) -> Segment:
+        """Close the active segment and start a new one at base_offset."""
+        closing = self._segments[-1]
+        closing.persist_indexes()
+        if closing not in self._dirty_segments and closing.dirty:
+            self._dirty_segments.append(closing)
+        segment = Segment.create(self.directory, base_offset, self.config.index_interval_bytes)
+        self._segments = self._segments + [segment]
+        self._base_offsets = self._base_offsets + [base_offset]
+        self._directory_dirty = True
+        return segment
+
+    # -- read ----------------------------------------------------------------------------
+
+    def _check_range(self, offset: int) -> None:
+        if not isinstance(offset, int) or offset < self.log_start_offset or offset > self.log_end_offset:
+            raise OffsetOutOfRangeError(offset, self.log_start_offset, self.log_end_offset)
+
+    def read(self, offset: int, max_bytes: int, max_offset: int | None = None) -> memoryview:
+        """Whole batches from the one containing offset: up to max_bytes (at least one batch
+        if any is available), none with base_offset >= max_offset (the high watermark).
+        Empty at log_end_offset; OffsetOutOfRangeError outside [log_start, log_end]."""
+        segments = self._segments
+        base_offsets = self._base_offsets
+        self._check_range(offset)
+        index = bisect.bisect_right(base_offsets, offset) - 1
+        for segment in segments[max(index, 0) :]:
+            if segment.next_offset > offset:
+                return segment.read(offset, max_bytes, max_offset)
+        return memoryview(b"")
+
+    def batch_header_at(self, offset: int) -> BatchHeader:
+        """The header of the batch containing offset (Raft reads entry terms with this)."""
+        self._check_range(offset)
+        if offset == self.log_end_offset:
+            raise OffsetOutOfRangeError(offset, self.log_start_offset, self.log_end_offset)
+        segment = self._segments[bisect.bisect_right(self._base_offsets, offset) - 1]
+        found = segment.locate(offset)
+        if found is None:
+            raise OffsetOutOfRangeError(offset, self.log_start_offset, self.log_end_offset)
+        return found[1]
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
+        """The first offset whose record timestamp is >= timestamp_ms, or None."""
+        for segment in self._segments:
+            found = segment.offset_for_timestamp(timestamp_ms)
+            if found is not None:
+                return found
+        return None
+
+    # -- truncation ----------------------------------------------------------------------
+
+    def truncate_to(self, offset: int) -> None:
+        """Drop every batch with base_offset >= offset (a batch boundary or log_end_offset)."""
+        with self._lock:
+            self._check_open()
+            if offset == self.log_end_offset:
+                return
+            if not isinstance(offset, int) or offset < self.log_start_offset or offset > self.log_end_offset:
+                raise ValueError(
+                    f"cannot truncate to {offset}: it must be a batch boundary in "
+                    f"{self.log_start_offset}..{self.log_end_offset}"
+                )
+            keep = max(bisect.bisect_right(self._base_offsets, offset) - 1, 0)
+            while keep > 0 and self._segments[keep].base_offset == offset:
+                keep -= 1  # an empty segment starting at offset goes too; its predecessor ends there
+            target = self._segments[keep]
+            if target.next_offset > offset:
+                target.truncate_to_offset(offset)
+            dropped = self._segments[keep + 1 :]
+            self._segments = self._segments[: keep + 1]
+            self._base_offsets = self._base_offsets[: keep + 1]
+            for segment in dropped:
+                segment.delete_files()
+            self._dirty_segments = [s for s in self._dirty_segments if s not in dropped]
+            if target not in self._dirty_segments:
+                self._dirty_segments.append(target)
+            target.first_append_ms = self._clock_ms() if target.size_bytes else None
+            self._directory_dirty = True
+
+    def reset_to(self, offset: int) -> None:
+        """Delete everything; the log becomes empty and continues at offset."""
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"cannot reset to {offset!r}: offsets are integers >= 0")
+        with self._lock:
+            self._check_open()
+            old = self._segments
+            for segment in old:
+                segment.delete_files()
+            self._segments = [Segment.create(self.directory, offset, self.config.index_interval_bytes)]
+            self._base_offsets = [offset]
+            self._dirty_segments = []
+            self._directory_dirty = True
+
+    # -- durability ------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """fsync everything written since the last flush (and the directory if files changed)."""
+        with self._lock:
+            for segment in self._dirty_segments:
+                segment.flush()
+            self._dirty_segments = []
+            if self._directory_dirty:
+                directory_fd = os.open(self.directory, os.O_RDONLY)
+                try:
+                    os.fsync(directory_fd)
+                finally:
+                    os.close(directory_fd)
+                self._directory_dirty = False
+            self._last_flush_ms = self._clock_ms()
+
+    def maybe_flush(self, now_ms: int | None = None) -> bool:
+        """Flush as flush.policy says: 'always' whenever dirty (call once per loop iteration,
+        before sending acks), 'interval:<ms>' when that much time passed, 'never' not at all.
+        Returns whether it flushed."""
+        interval_ms = self.config.flush_interval_ms
+        if interval_ms is None or not (self._dirty_segments or self._directory_dirty):
+            return False
+        now_ms = self._clock_ms() if now_ms is None else now_ms
+        if interval_ms and now_ms - self._last_flush_ms < interval_ms:
+            return False
+        self.flush()
+        return True
+
+    # -- cleanup ---------------------------------------------------------------------------
+
+    def apply_retention(self, now_ms: int | None = None) -> int:
+        """Delete whole closed segments past retention.ms / retention.bytes (cleanup.policy
+        'delete' only); moves log_start_offset. Returns the number deleted."""
+        if self.config.cleanup_policy != "delete":
+            return 0
+        with self._lock:
+            self._check_open()
+            now_ms = self._clock_ms() if now_ms is None else now_ms
+            count = expired_segment_count(self._segments, self.config, now_ms)
+            if count:
+                expired = self._segments[:count]
+                self._segments = self._segments[count:]
+                self._base_offsets = self._base_offsets[count:]
+                self._dirty_segments = [s for s in self._dirty_segments if s not in expired]
+                for segment in expired:
+                    segment.delete_files()
+                self._directory_dirty = True
+            return count
+
+    def compact(self, now_ms: int | None = None) -> CompactionStats:
+        """Keep the last record per key in closed segments (cleanup.policy 'compact' only; a
+        no-op otherwise); tombstones stay for delete.retention.ms."""
+        if self.config.cleanup_policy != "compact":
+            return CompactionStats()
+        with self._lock:
+            self._check_open()
+            now_ms = self._clock_ms() if now_ms is None else now_ms
+            closed = self._segments[:-1]
+            if not closed:
+                return CompactionStats()
+            for segment in closed:
+                if segment in self._dirty_segments:
+                    segment.flush()
+            self._dirty_segments = [s for s in self._dirty_segments if s not in closed]
+            cleaned, stats = compact_segments(
+                closed, self.config.delete_retention_ms, now_ms, self.config.index_interval_bytes
+            )
+            self._segments = cleaned + self._segments[len(closed) :]
+            self._directory_dirty = True
+            return stats
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush and close every segment; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self.flush()
+            for segment in self._segments:
+                segment.close()
+            self._closed = True
+
+    def delete(self) -> None:
+        """Close the log and remove its whole directory."""
+        self.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> PartitionLog:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"PartitionLog({self.directory!r}, log_start_offset={self.log_start_offset}, "
+                f"log_end_offset={self.log_end_offset}, segments={len(self._segments)})")

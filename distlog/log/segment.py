@@ -1,0 +1,345 @@
+"""One segment: a .log file of whole batches plus its two sparse indexes, with recovery.
+
+Reads are served as memoryviews of a read-only mmap of the file, so a fetch copies nothing.
+A file that has been mapped is never shrunk in place (a reader touching a page past the new
+end would get SIGBUS): truncating into the mapped range writes the kept prefix to a new file
+and swaps it in with os.replace, exactly as compaction does. Readers holding a view of the
+old mapping keep valid bytes; the old inode lives until its last view is dropped.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import mmap
+import os
+import weakref
+
+import numpy as np
+
+from distlog.log.batch import HEADER_SIZE, BatchHeader, CorruptBatchError, RecordBatch, peek_header
+from distlog.log.index import IndexCorruptError, OffsetIndex, TimeIndex
+
+logger = logging.getLogger(__name__)
+
+_SCAN_CHUNK_BYTES = 4 * 1024 * 1024
+_COPY_CHUNK_BYTES = 16 * 1024 * 1024
+_EMPTY = memoryview(b"")
+
+
+def segment_file_name(base_offset: int, suffix: str) -> str:
+    """'00000000000000000042.log' for base_offset 42 and suffix '.log'."""
+    return f"{base_offset:020d}{suffix}"
+
+
+def scan_batches(fd: int, start: int, end: int, expected_offset: int | None, verify: bool):
+    """Yield (position, header) for consecutive sound batches in the file range [start, end).
+
+    Stops silently at the first torn batch (header or body cut off), bad header, crc or
+    table mismatch (when verify), or offset discontinuity; the caller truncates there.
+    Reads in large chunks, so a recovery scan costs a few syscalls per megabytes."""
+    pos = start
+    chunk, chunk_pos = b"", start
+    while end - pos >= HEADER_SIZE:
+        if pos + HEADER_SIZE > chunk_pos + len(chunk):
+            chunk, chunk_pos = os.pread(fd, min(_SCAN_CHUNK_BYTES, end - pos), pos), pos
+        try:
+            header = peek_header(chunk, pos - chunk_pos)
+        except CorruptBatchError as error:
+            logger.warning("stopping scan at byte %d: %s", pos, error)
+            return
+        batch_end = pos + header.batch_length
+        if batch_end > end:
+            logger.warning("stopping scan at byte %d: batch of %d bytes is cut off", pos, header.batch_length)
+            return
+        if expected_offset is not None and header.base_offset != expected_offset:
+            logger.warning("stopping scan at byte %d: batch starts at offset %d, expected %d",
+                           pos, header.base_offset, expected_offset)
+            return
+        if verify:
+            if batch_end > chunk_pos + len(chunk):
+                chunk, chunk_pos = os.pread(fd, max(min(_SCAN_CHUNK_BYTES, end - pos), header.batch_length), pos), pos
+            try:
+                RecordBatch(memoryview(chunk)[pos - chunk_pos : batch_end - chunk_pos]).verify()
+            except CorruptBatchError as error:
+                logger.warning("stopping scan at byte %d: %s", pos, error)
+                return
+        yield pos, header
+        expected_offset = header.last_offset + 1
+        pos = batch_end
+
+
+class Segment:
+    """A .log file holding batches with offsets [base_offset, next_offset), and its indexes."""
+
+    def __init__(self, directory: str, base_offset: int, index_interval_bytes: int):
+        self.directory = directory
+        self.base_offset = base_offset
+        self.index_interval_bytes = index_interval_bytes
+        self.log_path = os.path.join(directory, segment_file_name(base_offset, ".log"))
+        self.offset_index = OffsetIndex(os.path.join(directory, segment_file_name(base_offset, ".index")))
+        self.time_index = TimeIndex(os.path.join(directory, segment_file_name(base_offset, ".timeindex")))
+        self.size_bytes = 0
+        self.next_offset = base_offset
+        self.last_term = 0
+        self.max_timestamp_ms = -1
+        self.first_append_ms: int | None = None
+        self.dirty = False
+        self._bytes_since_index_entry = 0
+        self._scan_end = 0
+        self._fd = -1
+        self._close_fd = None
+        self._map: mmap.mmap | None = None
+        self._mapped_bytes = 0
+
+    def _open_fd(self, flags: int) -> None:
+        self._fd = os.open(self.log_path, flags | os.O_RDWR | os.O_APPEND, 0o644)
+        # Retired segments (compacted, deleted) close their fd once no reader holds them.
+        self._close_fd = weakref.finalize(self, os.close, self._fd)
+
+    @classmethod
+    def create(cls, directory: str, base_offset: int, index_interval_bytes: int) -> Segment:
+        """A new empty segment; any old files of that name are replaced."""
+        segment = cls(directory, base_offset, index_interval_bytes)
+        segment._open_fd(os.O_CREAT | os.O_TRUNC)
+        segment.offset_index.rewrite()
+        segment.time_index.rewrite()
+        return segment
+
+    @classmethod
+    def open(cls, directory: str, base_offset: int, index_interval_bytes: int, recover: bool) -> Segment:
+        """Open an existing segment. recover=True (the last segment) scans every batch with its
+        crc and truncates a torn or corrupt tail; otherwise the indexes are sanity-checked and
+        only the bytes after the last index entry are walked (full recovery if anything is off)."""
+        segment = cls(directory, base_offset, index_interval_bytes)
+        segment._open_fd(0)
+        segment.size_bytes = os.fstat(segment._fd).st_size
+        if recover or not segment._load_indexes():
+            segment._recover()
+        return segment
+
+    def _load_indexes(self) -> bool:
+        try:
+            self.offset_index = OffsetIndex.load(self.offset_index.path)
+            self.time_index = TimeIndex.load(self.time_index.path)
+            self._walk_tail(verify=False)
+        except (IndexCorruptError, OSError) as error:
+            logger.warning("rebuilding indexes of %s: %s", self.log_path, error)
+            return False
+        if self._scan_end != self.size_bytes:
+            logger.warning("rebuilding indexes of %s: the batches after the last index entry do not parse",
+                           self.log_path)
+            return False
+        last_time_offset = self.time_index.values[-1] if len(self.time_index) else 0
+        if last_time_offset > self.next_offset - self.base_offset:
+            logger.warning("rebuilding indexes of %s: time index points past the log", self.log_path)
+            return False
+        return True
+
+    def _walk_tail(self, verify: bool) -> None:
+        """Recompute next_offset, last_term, max_timestamp_ms and _scan_end by walking the
+        batches from the last index entry (the index is trusted up to there)."""
+        index = self.offset_index
+        if len(index):
+            position = index.values[-1]
+            expected_offset = self.base_offset + index.keys[-1]
+            if position >= self.size_bytes:
+                raise IndexCorruptError(f"{index.path} points at byte {position} past the end of the log")
+        else:
+            position, expected_offset = 0, self.base_offset
+        self.next_offset = expected_offset
+        self.last_term = 0
+        self.max_timestamp_ms = self.time_index.keys[-1] if len(self.time_index) else -1
+        self._bytes_since_index_entry = 0
+        self._scan_end = position
+        for pos, header in scan_batches(self._fd, position, self.size_bytes, expected_offset, verify):
+            self._account(header)
+            self._scan_end = pos + header.batch_length
+        if len(index) and self._scan_end == position:
+            raise IndexCorruptError(f"{index.path} points at byte {position}, which is not a sound batch")
+
+    def _recover(self) -> None:
+        """Rebuild both indexes from a crc-verified scan; truncate at the first bad batch."""
+        self.offset_index.truncate_entries(0)
+        self.time_index.truncate_entries(0)
+        self.next_offset = self.base_offset
+        self.max_timestamp_ms = -1
+        self.last_term = 0
+        self._bytes_since_index_entry = 0
+        valid_end = 0
+        for pos, header in scan_batches(self._fd, 0, self.size_bytes, self.base_offset, verify=True):
+            self._index_batch(pos, header)
+            valid_end = pos + header.batch_length
+        if valid_end < self.size_bytes:
+            logger.warning("recovery of %s: truncating %d bytes after byte %d (torn or corrupt tail)",
+                           self.log_path, self.size_bytes - valid_end, valid_end)
+            os.ftruncate(self._fd, valid_end)
+            os.fsync(self._fd)
+            self.size_bytes = valid_end
+        self.offset_index.rewrite()
+        self.time_index.rewrite()
+
+    def _account(self, header: BatchHeader) -> None:
+        self.next_offset = header.last_offset + 1
+        self.last_term = header.leader_term
+        if header.record_count and header.max_timestamp_ms > self.max_timestamp_ms:
+            self.max_timestamp_ms = header.max_timestamp_ms
+        self._bytes_since_index_entry += header.batch_length
+
+    def _index_batch(self, position: int, header: BatchHeader) -> None:
+        """Account for a batch written at position, adding index entries every interval."""
+        if self._bytes_since_index_entry >= self.index_interval_bytes:
+            relative_offset = header.base_offset - self.base_offset
+            self.offset_index.append(relative_offset, position)
+            self._bytes_since_index_entry = 0
+            running_max_ms = max(self.max_timestamp_ms, header.max_timestamp_ms if header.record_count else -1)
+            if not len(self.time_index) or running_max_ms > self.time_index.keys[-1]:
+                self.time_index.append(running_max_ms, relative_offset)
+        self._account(header)
+
+    def append(self, data: memoryview, headers: list[tuple[int, BatchHeader]], now_ms: int) -> None:
+        """Write verified, stamped batches; headers holds (position within data, header) of each."""
+        position = self.size_bytes
+        written = 0
+        while written < len(data):
+            written += os.write(self._fd, data[written:])
+        for relative_position, header in headers:
+            self._index_batch(position + relative_position, header)
+        self.size_bytes += len(data)
+        if self.first_append_ms is None:
+            self.first_append_ms = now_ms
+        self.dirty = True
+
+    def _mapped(self) -> memoryview:
+        if self._mapped_bytes < self.size_bytes:
+            self._map = mmap.mmap(self._fd, self.size_bytes, access=mmap.ACCESS_READ)
+            self._mapped_bytes = self.size_bytes
+        return memoryview(self._map) if self._map is not None else _EMPTY
+
+    def locate(self, offset: int) -> tuple[int, BatchHeader] | None:
+        """(position, header) of the first batch whose last offset is >= offset, or None."""
+        view = self._mapped()
+        entry = self.offset_index.floor(offset - self.base_offset)
+        position = self.offset_index.values[entry] if entry is not None else 0
+        size_bytes = len(view)
+        while position < size_bytes:
+            header = peek_header(view, position)
+            if header.last_offset >= offset:
+                return position, header
+            position += header.batch_length
+        return None
+
+    def read(self, offset: int, max_bytes: int, max_offset: int | None) -> memoryview:
+        """Whole batches from the one holding offset, at most max_bytes (but at least one batch),
+        none whose base_offset >= max_offset. Empty if there is nothing to return."""
+        found = self.locate(offset)
+        if found is None:
+            return _EMPTY
+        start, first = found
+        if max_offset is not None and first.base_offset >= max_offset:
+            return _EMPTY
+        view = self._mapped()
+        limit = start + max(max_bytes, first.batch_length)
+        position = start + first.batch_length
+        # Jump over batches the index already proves fit, then walk the last few headers.
+        index = self.offset_index
+        entry = index.position_floor(limit)
+        if max_offset is not None and entry is not None:
+            offset_entry = index.floor(max_offset - 1 - self.base_offset)
+            entry = None if offset_entry is None else min(entry, offset_entry)
+        if entry is not None and index.values[entry] > position:
+            position = index.values[entry]
+        size_bytes = len(view)
+        while position < size_bytes:
+            header = peek_header(view, position)
+            if position + header.batch_length > limit or (max_offset is not None and header.base_offset >= max_offset):
+                break
+            position += header.batch_length
+        return view[start:position]
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
+        """First offset in this segment whose record timestamp is >= timestamp_ms, or None."""
+        if self.max_timestamp_ms < timestamp_ms:
+            return None
+        entry = self.time_index.lower(timestamp_ms)
+        start_offset = self.base_offset + (self.time_index.values[entry] if entry is not None else 0)
+        found = self.locate(start_offset)
+        if found is None:
+            return None
+        position = found[0]
+        view = self._mapped()
+        while position < len(view):
+            header = peek_header(view, position)
+            if header.record_count and header.max_timestamp_ms >= timestamp_ms:
+                arrays = RecordBatch(view[position : position + header.batch_length]).arrays()
+                return int(arrays.offsets[int(np.argmax(arrays.timestamps_ms >= timestamp_ms))])
+            position += header.batch_length
+        return None
+
+    def truncate_to_offset(self, offset: int) -> None:
+        """Drop every batch with base_offset >= offset; offset must be a batch boundary here."""
+        found = self.locate(offset)
+        if found is None:
+            return
+        position, header = found
+        if header.base_offset != offset:
+            raise ValueError(
+                f"offset {offset} is inside the batch {header.base_offset}..{header.last_offset}; "
+                f"truncate to a batch boundary ({header.base_offset} or {header.last_offset + 1})"
+            )
+        if position < self._mapped_bytes:
+            self._replace_with_prefix(position)
+        else:
+            os.ftruncate(self._fd, position)
+        self.size_bytes = position
+        self.offset_index.truncate_entries(bisect.bisect_left(self.offset_index.values, position))
+        self.time_index.truncate_entries(bisect.bisect_left(self.time_index.values, offset - self.base_offset))
+        self._walk_tail(verify=False)
+        self.dirty = True
+
+    def _replace_with_prefix(self, length: int) -> None:
+        """Swap in a copy of the first length bytes, leaving mapped readers the old inode."""
+        temp_path = self.log_path + ".tmp"
+        temp_fd = os.open(temp_path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+        try:
+            copied = 0
+            while copied < length:
+                chunk = os.pread(self._fd, min(_COPY_CHUNK_BYTES, length - copied), copied)
+                os.write(temp_fd, chunk)
+                copied += len(chunk)
+            os.fsync(temp_fd)
+        finally:
+            os.close(temp_fd)
+        os.replace(temp_path, self.log_path)
+        self._map, self._mapped_bytes = None, 0
+        self._close_fd()
+        self._open_fd(0)
+
+    def persist_indexes(self) -> None:
+        self.offset_index.persist()
+        self.time_index.persist()
+
+    def flush(self) -> None:
+        """fsync the log file if anything was written since the last flush; persist indexes."""
+        if self.dirty:
+            os.fsync(self._fd)
+            self.dirty = False
+        self.persist_indexes()
+
+    def close(self) -> None:
+        """Persist the indexes and close the file descriptor (mapped views stay valid)."""
+        self.persist_indexes()
+        self._close_fd()
+        self._map, self._mapped_bytes = None, 0
+
+    def delete_files(self) -> None:
+        """Unlink the segment's files; open views and the fd stay usable until dropped."""
+        for path in (self.log_path, self.offset_index.path, self.time_index.path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def __repr__(self) -> str:
+        return (f"Segment(base_offset={self.base_offset}, next_offset={self.next_offset}, "
+                f"size_bytes={self.size_bytes})")
