@@ -1,1 +1,20 @@
 """distlog.client: the ZeroMQ client library — Producer, Consumer, Admin."""
+
+from distlog.client.accumulator import RecordMetadata
+from distlog.client.admin import Admin
+from distlog.client.consumer import Consumer, ConsumerRecord, TopicPartition
+from distlog.client.errors import BufferFullError, DistlogError, ErrorCode, RequestTimedOutError
+from distlog.client.producer import Producer
+
+__all__ = [
+    "Admin",
+    "BufferFullError",
+    "Consumer",
+    "ConsumerRecord",
+    "DistlogError",
+    "ErrorCode",
+    "Producer",
+    "RecordMetadata",
+    "RequestTimedOutError",
+    "TopicPartition",
+]

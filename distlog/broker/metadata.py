@@ -1,0 +1,130 @@
+"""Cluster metadata: which topics exist, their configs, and which brokers hold each partition.
+
+Pure data and pure functions. The controller (for now statically the lowest broker id; the
+controller Raft group replaces that) owns the authoritative copy and bumps `version` on every
+change; every other broker pulls newer versions with MetadataSync and applies them. Each
+broker persists its copy (write temp, fsync, rename) so it can serve after a restart even
+while the controller is away.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zlib
+from dataclasses import dataclass, field
+
+from distlog.log.config import LogConfig
+from distlog.protocol.errors import DistlogError, ErrorCode
+
+TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+MAX_PARTITIONS = 10_000
+# Until partitions are Raft groups (the replication issue), a partition lives on one broker.
+MAX_SUPPORTED_REPLICATION_FACTOR = 1
+
+
+@dataclass
+class TopicMetadata:
+    name: str
+    configs: dict  # Kafka-style dotted keys, all values strings, as given at creation
+    replicas: list  # replicas[p] = broker ids holding partition p; the first is the preferred leader
+
+    @property
+    def partition_count(self) -> int:
+        return len(self.replicas)
+
+
+@dataclass
+class ClusterMetadata:
+    version: int = 0
+    brokers: dict = field(default_factory=dict)  # broker id -> address
+    topics: dict = field(default_factory=dict)  # name -> TopicMetadata
+
+    # ------------------------------------------------------------------ wire and disk forms
+
+    def to_wire(self) -> dict:
+        return {
+            "version": self.version,
+            "brokers": [{"broker_id": b, "address": a} for b, a in sorted(self.brokers.items())],
+            "topics": [
+                {
+                    "name": t.name,
+                    "configs": dict(t.configs),
+                    "partitions": [{"partition": p, "replicas": list(r)} for p, r in enumerate(t.replicas)],
+                }
+                for t in self.topics.values()
+            ],
+        }
+
+    @classmethod
+    def from_wire(cls, wire: dict) -> "ClusterMetadata":
+        topics = {}
+        for t in wire["topics"]:
+            replicas = [list(p["replicas"]) for p in sorted(t["partitions"], key=lambda p: p["partition"])]
+            topics[t["name"]] = TopicMetadata(t["name"], dict(t["configs"]), replicas)
+        brokers = {b["broker_id"]: b["address"] for b in wire["brokers"]}
+        return cls(wire["version"], brokers, topics)
+
+    def save(self, path: str) -> None:
+        """Persist atomically: a crash leaves either the old file or the new one, never half of one."""
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.to_wire(), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str) -> "ClusterMetadata | None":
+        try:
+            with open(path) as f:
+                return cls.from_wire(json.load(f))
+        except FileNotFoundError:
+            return None
+
+    # --------------------------------------------------------------------------- changes
+
+    def with_topic_created(self, name: str, partitions: int, replication_factor: int, configs: dict) -> "ClusterMetadata":
+        """A new version with the topic added; DistlogError (with the right code) when the request is invalid."""
+        validate_topic_request(name, partitions, replication_factor, configs, live_broker_count=len(self.brokers))
+        if name in self.topics:
+            raise DistlogError(ErrorCode.TOPIC_ALREADY_EXISTS, f"topic '{name}' already exists")
+        topics = dict(self.topics)
+        topics[name] = TopicMetadata(name, dict(configs), place_replicas(name, partitions, replication_factor, sorted(self.brokers)))
+        return ClusterMetadata(self.version + 1, dict(self.brokers), topics)
+
+    def with_topic_deleted(self, name: str) -> "ClusterMetadata":
+        if name not in self.topics:
+            raise DistlogError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic '{name}' does not exist")
+        topics = {n: t for n, t in self.topics.items() if n != name}
+        return ClusterMetadata(self.version + 1, dict(self.brokers), topics)
+
+
+def validate_topic_request(name: str, partitions: int, replication_factor: int, configs: dict, live_broker_count: int) -> None:
+    if not TOPIC_NAME.match(name) or name in (".", ".."):
+        raise DistlogError(ErrorCode.INVALID_TOPIC, f"invalid topic name {name!r}")
+    if not 1 <= partitions <= MAX_PARTITIONS:
+        raise DistlogError(ErrorCode.INVALID_PARTITIONS, f"partitions must be 1..{MAX_PARTITIONS}, got {partitions}")
+    if replication_factor > MAX_SUPPORTED_REPLICATION_FACTOR:
+        raise DistlogError(
+            ErrorCode.INVALID_REPLICATION_FACTOR,
+            f"replication factor {replication_factor} is not supported yet: this version keeps one replica per "
+            "partition (replicated partitions arrive with Raft replication); use --replication-factor 1",
+        )
+    if not 1 <= replication_factor <= live_broker_count:
+        raise DistlogError(
+            ErrorCode.INVALID_REPLICATION_FACTOR,
+            f"replication factor {replication_factor} needs 1..{live_broker_count} (the number of brokers)",
+        )
+    try:
+        LogConfig.from_dict(configs)
+    except ValueError as exc:
+        raise DistlogError(ErrorCode.INVALID_CONFIG, str(exc)) from None
+
+
+def place_replicas(topic: str, partitions: int, replication_factor: int, broker_ids: list) -> list:
+    """Round-robin placement from a per-topic starting broker, so leaders of many topics spread out."""
+    n = len(broker_ids)
+    start = zlib.crc32(topic.encode()) % n
+    return [[broker_ids[(start + p + i) % n] for i in range(replication_factor)] for p in range(partitions)]

@@ -1,0 +1,565 @@
+"""The broker process: one event loop serving produce, fetch, metadata and admin requests over ZeroMQ.
+
+Theory of operation
+-------------------
+One thread, one loop. Each iteration:
+
+  1. sleep in zmq poll until a request arrives or the earliest deadline (a parked fetch, a pending
+     topic creation, the next metadata sync or housekeeping run);
+  2. drain every request that is waiting and handle it: appends go to partition logs, replies go
+     to the outbox (not yet to the socket);
+  3. group commit: every partition log written in this iteration is flushed per its flush
+     policy, once, so under flush.policy=always many produce requests share one fsync;
+  4. send the outbox. No acknowledgement leaves before the flush that makes it true;
+  5. wake parked fetches whose partitions grew and answer those that now have enough bytes.
+
+Cluster metadata: the lowest broker id is the controller (static until the controller Raft
+group exists). It owns topic creation and deletion; every other broker pulls newer metadata
+versions from it every METADATA_SYNC_INTERVAL_S and opens or deletes its partition logs to
+match. A topic creation is answered once every live broker has the new version (or after a
+deadline), so a client can produce right after `topic create` returns.
+
+A request that does not decode gets an ErrorResponse and is counted; a handler that raises
+gets UNKNOWN_SERVER_ERROR and is logged with its traceback; neither stops the loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import zmq
+
+from distlog import __version__
+from distlog.broker.delayed import FetchPurgatory, ParkedFetch
+from distlog.broker.logs import BrokerLogger
+from distlog.broker.metadata import ClusterMetadata
+from distlog.log.batch import CorruptBatchError
+from distlog.log.config import LogConfig
+from distlog.log.errors import OffsetOutOfRangeError, RecordTooLargeError
+from distlog.log.partition_log import PartitionLog
+from distlog.protocol.codec import decode_request, decode_response, encode, peek_api_key
+from distlog.protocol.errors import DistlogError, ErrorCode, ProtocolError
+from distlog.protocol.messages import (
+    EARLIEST_TIMESTAMP,
+    LATEST_TIMESTAMP,
+    REQUEST_TYPES,
+    ApiKey,
+    ApiVersionsResponse,
+    CreateTopicsResponse,
+    DeleteTopicsResponse,
+    ErrorResponse,
+    FetchResponse,
+    ListOffsetsResponse,
+    MetadataResponse,
+    MetadataSyncRequest,
+    MetadataSyncResponse,
+    ProduceResponse,
+    SetFaultRulesResponse,
+)
+from distlog.replication.replica import PartitionReplica
+from distlog.transports.faults import FaultRules
+from distlog.transports.zmq_transport import DealerConnection, RouterServer
+
+METADATA_SYNC_INTERVAL_S = 0.1
+METADATA_SYNC_TIMEOUT_S = 1.0
+# A peer that has synced within this window counts as live when a topic creation waits for it.
+PEER_LIVE_WINDOW_S = 1.0
+TOPIC_CHANGE_WAIT_MAX_S = 5.0
+HOUSEKEEPING_INTERVAL_S = 5.0
+# How often, at most, the loop wakes when nothing happens; also bounds how long SIGTERM waits.
+IDLE_POLL_MS = 200
+# Requests handled per iteration before flushing and replying, so a flood cannot starve acks.
+MAX_REQUESTS_PER_ITERATION = 2000
+
+
+@dataclass
+class BrokerConfig:
+    broker_id: int
+    data_dir: str
+    listen: str
+    peers: dict  # broker id -> address, this broker included
+    log_defaults: dict = field(default_factory=dict)  # topic config keys every topic starts from
+    cluster_id: str = "distlog"
+
+    @property
+    def controller_id(self) -> int:
+        return min(self.peers)
+
+
+@dataclass
+class PendingTopicChange:
+    """A CreateTopics/DeleteTopics answer held until live peers have the new metadata version."""
+
+    peer: bytes
+    cid: int
+    response: object
+    version: int
+    deadline_s: float
+
+
+def partition_dir_name(topic: str, partition: int) -> str:
+    return f"{topic}-{partition}"
+
+
+class Broker:
+    """One broker: owns its sockets, its partition replicas and its copy of the cluster metadata."""
+
+    def __init__(self, config: BrokerConfig, logger: BrokerLogger | None = None):
+        self.config = config
+        self.broker_id = config.broker_id
+        self.logger = logger or BrokerLogger(config.broker_id)
+        os.makedirs(self._path("topics"), exist_ok=True)
+        self.context = zmq.Context()
+        self.fault_rules = FaultRules()
+        self.server = RouterServer(config.listen, context=self.context, fault_rules=self.fault_rules)
+        self.running = False
+        self.replicas: dict = {}
+        self.purgatory = FetchPurgatory()
+        self.outbox: list = []
+        self.touched: set = set()  # partitions appended to in this iteration
+        self.dirty: set = set()  # partitions with unflushed appends
+        self.pending_topic_changes: list = []
+        self.peer_sync_state: dict = {}  # broker id -> (known metadata version, monotonic time seen)
+        self.malformed_requests = 0
+        self.metadata = ClusterMetadata.load(self._path("metadata.json")) or ClusterMetadata()
+        self.metadata.brokers = dict(config.peers)
+        self._open_local_replicas()
+        self.controller_connection = None
+        self._sync_sent_at_s = None  # when the outstanding MetadataSync went out, if one is out
+        self._next_sync_s = 0.0
+        if not self.is_controller:
+            controller = config.controller_id
+            self.controller_connection = DealerConnection(
+                config.peers[controller],
+                identity=f"broker-{self.broker_id}".encode(),
+                context=self.context,
+                fault_rules=self.fault_rules,
+                peer=f"broker-{controller}",
+            )
+        self.handlers = {
+            ApiKey.API_VERSIONS: self._handle_api_versions,
+            ApiKey.METADATA: self._handle_metadata,
+            ApiKey.CREATE_TOPICS: self._handle_create_topics,
+            ApiKey.DELETE_TOPICS: self._handle_delete_topics,
+            ApiKey.PRODUCE: self._handle_produce,
+            ApiKey.FETCH: self._handle_fetch,
+            ApiKey.LIST_OFFSETS: self._handle_list_offsets,
+            ApiKey.METADATA_SYNC: self._handle_metadata_sync,
+            ApiKey.SET_FAULT_RULES: self._handle_set_fault_rules,
+        }
+
+    @property
+    def is_controller(self) -> bool:
+        return self.broker_id == self.config.controller_id
+
+    def _path(self, *parts) -> str:
+        return os.path.join(self.config.data_dir, *parts)
+
+    # ------------------------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        """Serve until stop() (or SIGTERM/SIGINT through install_signal_handlers)."""
+        self.running = True
+        self.logger.info("started", listen=self.server.endpoint, version=__version__,
+                         controller=self.config.controller_id, topics=len(self.metadata.topics))
+        poller = zmq.Poller()
+        poller.register(self.server.socket, zmq.POLLIN)
+        if self.controller_connection is not None:
+            poller.register(self.controller_connection.socket, zmq.POLLIN)
+        next_housekeeping_s = time.monotonic() + HOUSEKEEPING_INTERVAL_S
+        try:
+            while self.running:
+                poller.poll(self._poll_timeout_ms())
+                self._drain_requests()
+                now_s = time.monotonic()
+                self._sync_metadata(now_s)
+                self._expire(now_s)
+                if now_s >= next_housekeeping_s:
+                    self._housekeeping()
+                    next_housekeeping_s = now_s + HOUSEKEEPING_INTERVAL_S
+                self._flush()
+                self._send_outbox()
+                self._wake_parked_fetches()
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        self.running = False
+
+    def install_signal_handlers(self) -> None:
+        def on_signal(signum, _frame):
+            self.logger.info("stopping", signal=signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def _poll_timeout_ms(self) -> int:
+        now_s = time.monotonic()
+        deadlines = [now_s + IDLE_POLL_MS / 1000]
+        parked = self.purgatory.next_deadline_s()
+        if parked is not None:
+            deadlines.append(parked)
+        deadlines.extend(change.deadline_s for change in self.pending_topic_changes)
+        if self.controller_connection is not None:
+            deadlines.append(now_s + METADATA_SYNC_INTERVAL_S)
+        if self.dirty:
+            deadlines.append(now_s + 0.01)  # interval flush policies need a nudge even when idle
+        return max(0, int((min(deadlines) - now_s) * 1000))
+
+    def _drain_requests(self) -> None:
+        for _ in range(MAX_REQUESTS_PER_ITERATION):
+            received = self.server.recv_nowait()
+            if received is None:
+                return
+            peer, cid, frames = received
+            self._on_request(peer, cid, frames)
+
+    def _on_request(self, peer: bytes, cid: int, frames: list) -> None:
+        try:
+            request = decode_request(frames)
+        except ProtocolError as error:
+            self.malformed_requests += 1
+            self.logger.warning("malformed_request", error=error.message, count=self.malformed_requests)
+            self._reply(peer, cid, ErrorResponse(int(error.code), error.message, peek_api_key(frames)))
+            return
+        try:
+            response = self.handlers[request.API_KEY](peer, cid, request)
+        except Exception as error:  # a bug in one handler must not take the broker down
+            self.logger.error("handler_failed", api=request.API_KEY.name, error=repr(error), trace=traceback.format_exc())
+            response = ErrorResponse(int(ErrorCode.UNKNOWN_SERVER_ERROR), f"{type(error).__name__}: {error}", int(request.API_KEY))
+        if response is not None:
+            self._reply(peer, cid, response)
+
+    def _reply(self, peer: bytes, cid: int, response) -> None:
+        self.outbox.append((peer, cid, response))
+
+    def _flush(self) -> None:
+        """Group commit: one flush per written log per iteration, before any reply leaves."""
+        if not self.dirty:
+            return
+        now_ms = int(time.time() * 1000)
+        failed = set()
+        for key in list(self.dirty):
+            replica = self.replicas.get(key)
+            if replica is None:
+                self.dirty.discard(key)
+                continue
+            try:
+                if replica.maybe_flush(now_ms) or replica.log.config.flush_policy == "never":
+                    self.dirty.discard(key)
+            except OSError as error:
+                self.logger.error("flush_failed", partition=f"{key[0]}-{key[1]}", error=str(error))
+                failed.add(key)
+                self.dirty.discard(key)
+        if failed:
+            self._fail_unflushed_acks(failed)
+
+    def _fail_unflushed_acks(self, failed: set) -> None:
+        """A produce whose data did not reach the disk must not be acknowledged as written."""
+        for i, (peer, cid, response) in enumerate(self.outbox):
+            if isinstance(response, ProduceResponse):
+                partitions = [
+                    {**p, "error_code": int(ErrorCode.STORAGE_ERROR), "error_message": "flush to disk failed"}
+                    if (p["topic"], p["partition"]) in failed else p
+                    for p in response.partitions
+                ]
+                self.outbox[i] = (peer, cid, ProduceResponse(partitions))
+
+    def _send_outbox(self) -> None:
+        outbox, self.outbox = self.outbox, []
+        for peer, cid, response in outbox:
+            self.server.send(peer, cid, encode(response))
+
+    def _shutdown(self) -> None:
+        for replica in self.replicas.values():
+            try:
+                replica.log.flush()
+                replica.close()
+            except OSError as error:
+                self.logger.error("close_failed", partition=f"{replica.topic}-{replica.partition}", error=str(error))
+        self._send_outbox()
+        self.server.close(linger_ms=100)
+        if self.controller_connection is not None:
+            self.controller_connection.close()
+        self.context.term()
+        self.logger.info("stopped")
+
+    # ------------------------------------------------------------------- partitions on this broker
+
+    def _open_local_replicas(self) -> None:
+        """Open every partition this broker holds and delete logs of topics that no longer exist."""
+        wanted = {}
+        for topic in self.metadata.topics.values():
+            for partition, replicas in enumerate(topic.replicas):
+                if self.broker_id in replicas:
+                    wanted[(topic.name, partition)] = topic
+        for key in [k for k in self.replicas if k not in wanted]:
+            replica = self.replicas.pop(key)
+            replica.delete()
+            self.dirty.discard(key)
+            self.logger.info("partition_deleted", partition=f"{key[0]}-{key[1]}")
+        for key, topic in wanted.items():
+            if key not in self.replicas:
+                config = LogConfig.from_dict({**self.config.log_defaults, **topic.configs})
+                log = PartitionLog.open(self._path("topics", partition_dir_name(*key)), config)
+                self.replicas[key] = PartitionReplica(key[0], key[1], log)
+        self._delete_orphan_partition_dirs(wanted)
+
+    def _delete_orphan_partition_dirs(self, wanted: dict) -> None:
+        keep = {partition_dir_name(*key) for key in wanted}
+        for name in os.listdir(self._path("topics")):
+            if name not in keep:
+                shutil.rmtree(self._path("topics", name), ignore_errors=True)
+
+    def _apply_metadata(self, metadata: ClusterMetadata) -> None:
+        metadata.brokers = dict(self.config.peers)
+        self.metadata = metadata
+        metadata.save(self._path("metadata.json"))
+        self._open_local_replicas()
+        self.logger.info("metadata_applied", version=metadata.version, topics=len(metadata.topics))
+
+    def _replica(self, topic: str, partition: int):
+        """(replica, None) or (None, (code, message)) for a partition a client names."""
+        meta = self.metadata.topics.get(topic)
+        if meta is None:
+            return None, (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                          f"topic '{topic}' does not exist (create it with `distlog topic create {topic}`)")
+        if not 0 <= partition < meta.partition_count:
+            return None, (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                          f"topic '{topic}' has partitions 0..{meta.partition_count - 1}, not {partition}")
+        replica = self.replicas.get((topic, partition))
+        if replica is None:
+            leader = meta.replicas[partition][0]
+            return None, (ErrorCode.NOT_LEADER, f"partition {topic}-{partition} is led by broker {leader}, not {self.broker_id}")
+        return replica, None
+
+    # ------------------------------------------------------------------------------ handlers
+
+    def _handle_api_versions(self, peer, cid, request):
+        versions = [{"api_key": int(k), "min_version": c.MIN_VERSION, "max_version": c.VERSION} for k, c in REQUEST_TYPES.items()]
+        return ApiVersionsResponse(0, "", versions, self.broker_id, self.config.controller_id, self.config.cluster_id)
+
+    def _handle_metadata(self, peer, cid, request):
+        names = request.topics if request.topics is not None else sorted(self.metadata.topics)
+        topics = []
+        for name in names:
+            meta = self.metadata.topics.get(name)
+            if meta is None:
+                topics.append({"name": name, "error_code": int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),
+                               "error_message": f"topic '{name}' does not exist", "configs": {}, "partitions": []})
+                continue
+            partitions = [
+                {"partition": p, "leader": replicas[0], "leader_epoch": 0, "replicas": list(replicas), "in_sync": list(replicas)}
+                for p, replicas in enumerate(meta.replicas)
+            ]
+            topics.append({"name": name, "error_code": 0, "error_message": "", "configs": dict(meta.configs), "partitions": partitions})
+        brokers = [{"broker_id": b, "address": a} for b, a in sorted(self.config.peers.items())]
+        return MetadataResponse(brokers, self.config.controller_id, topics)
+
+    def _handle_create_topics(self, peer, cid, request):
+        results, metadata = [], self.metadata
+        for spec in request.topics:
+            code, message = self._controller_check()
+            if code == 0:
+                try:
+                    created = metadata.with_topic_created(spec["name"], spec["partitions"], spec["replication_factor"], spec["configs"])
+                    if not request.validate_only:
+                        metadata = created
+                except DistlogError as error:
+                    code, message = int(error.code), error.message
+            results.append({"name": spec["name"], "error_code": int(code), "error_message": message})
+        return self._commit_topic_change(peer, cid, metadata, CreateTopicsResponse(results), request.timeout_ms)
+
+    def _handle_delete_topics(self, peer, cid, request):
+        results, metadata = [], self.metadata
+        for name in request.topics:
+            code, message = self._controller_check()
+            if code == 0:
+                try:
+                    metadata = metadata.with_topic_deleted(name)
+                except DistlogError as error:
+                    code, message = int(error.code), error.message
+            results.append({"name": name, "error_code": int(code), "error_message": message})
+        return self._commit_topic_change(peer, cid, metadata, DeleteTopicsResponse(results), request.timeout_ms)
+
+    def _controller_check(self):
+        if self.is_controller:
+            return 0, ""
+        return int(ErrorCode.NOT_CONTROLLER), f"broker {self.broker_id} is not the controller; broker {self.config.controller_id} is"
+
+    def _commit_topic_change(self, peer, cid, metadata, response, timeout_ms):
+        if metadata is self.metadata:
+            return response
+        self._apply_metadata(metadata)
+        wait_s = min(max(timeout_ms, 0) / 1000, TOPIC_CHANGE_WAIT_MAX_S)
+        self.pending_topic_changes.append(PendingTopicChange(peer, cid, response, metadata.version, time.monotonic() + wait_s))
+        return None
+
+    def _handle_metadata_sync(self, peer, cid, request):
+        code, message = self._controller_check()
+        if code:
+            return MetadataSyncResponse(code, message, None)
+        self.peer_sync_state[request.broker_id] = (request.known_version, time.monotonic())
+        newer = self.metadata.to_wire() if request.known_version < self.metadata.version else None
+        return MetadataSyncResponse(0, "", newer)
+
+    def _handle_set_fault_rules(self, peer, cid, request):
+        self.fault_rules.replace(FaultRules(drop_to=request.drop_to, drop_from=request.drop_from))
+        self.logger.info("fault_rules_set", drop_to=request.drop_to, drop_from=request.drop_from)
+        return SetFaultRulesResponse(0, "")
+
+    def _handle_produce(self, peer, cid, request):
+        if request.acks not in (0, 1, -1):
+            return ErrorResponse(int(ErrorCode.INVALID_REQUEST), f"acks must be 0, 1 or -1 (all), got {request.acks}", int(ApiKey.PRODUCE))
+        results = [self._append(p["topic"], p["partition"], p["records"]) for p in request.partitions]
+        return None if request.acks == 0 else ProduceResponse(results)
+
+    def _append(self, topic: str, partition: int, records) -> dict:
+        result = {"topic": topic, "partition": partition, "error_code": 0, "error_message": "", "base_offset": -1, "log_start_offset": -1}
+        replica, error = self._replica(topic, partition)
+        if error is not None:
+            result["error_code"], result["error_message"] = int(error[0]), error[1]
+            return result
+        try:
+            base_offset, _ = replica.append_as_leader(records)
+        except RecordTooLargeError as exc:
+            result["error_code"], result["error_message"] = int(ErrorCode.MESSAGE_TOO_LARGE), str(exc)
+        except (CorruptBatchError, ValueError) as exc:
+            result["error_code"], result["error_message"] = int(ErrorCode.CORRUPT_MESSAGE), str(exc)
+        except OSError as exc:
+            what = "disk full" if exc.errno == errno.ENOSPC else "write failed"
+            self.logger.error("append_failed", partition=f"{topic}-{partition}", error=str(exc))
+            result["error_code"], result["error_message"] = int(ErrorCode.STORAGE_ERROR), f"{what}: {exc.strerror}"
+        else:
+            result["base_offset"] = base_offset
+            result["log_start_offset"] = replica.log_start_offset
+            self.touched.add((topic, partition))
+            self.dirty.add((topic, partition))
+        return result
+
+    def _handle_fetch(self, peer, cid, request):
+        response, total_bytes, waiting_on = self._read_for_fetch(request)
+        if request.max_wait_ms <= 0 or total_bytes >= max(request.min_bytes, 1) or not waiting_on:
+            return response
+        deadline_s = time.monotonic() + request.max_wait_ms / 1000
+        self.purgatory.park(ParkedFetch(peer, cid, request, deadline_s, frozenset(waiting_on)))
+        return None
+
+    def _read_for_fetch(self, request):
+        """The fetch response as of now, the bytes it carries, and the partitions worth waiting on."""
+        budget = request.max_bytes
+        entries, total_bytes, waiting_on = [], 0, set()
+        for p in request.partitions:
+            topic, partition = p["topic"], p["partition"]
+            entry = {"topic": topic, "partition": partition, "error_code": 0, "error_message": "",
+                     "high_watermark": -1, "log_start_offset": -1, "records": b""}
+            replica, error = self._replica(topic, partition)
+            if error is not None:
+                entry["error_code"], entry["error_message"] = int(error[0]), error[1]
+            else:
+                entry["high_watermark"] = replica.high_watermark
+                entry["log_start_offset"] = replica.log_start_offset
+                limit = min(p["max_bytes"], budget)
+                try:
+                    data = replica.read(p["fetch_offset"], limit) if limit > 0 else b""
+                except OffsetOutOfRangeError as exc:
+                    entry["error_code"], entry["error_message"] = int(ErrorCode.OFFSET_OUT_OF_RANGE), str(exc)
+                else:
+                    entry["records"] = data
+                    size = len(data)
+                    budget -= size
+                    total_bytes += size
+                    waiting_on.add((topic, partition))
+            entries.append(entry)
+        return FetchResponse(entries), total_bytes, waiting_on
+
+    def _handle_list_offsets(self, peer, cid, request):
+        results = []
+        for p in request.partitions:
+            entry = {"topic": p["topic"], "partition": p["partition"], "error_code": 0, "error_message": "", "offset": -1, "timestamp_ms": -1}
+            replica, error = self._replica(p["topic"], p["partition"])
+            if error is not None:
+                entry["error_code"], entry["error_message"] = int(error[0]), error[1]
+            elif p["timestamp_ms"] == EARLIEST_TIMESTAMP:
+                entry["offset"] = replica.log_start_offset
+            elif p["timestamp_ms"] == LATEST_TIMESTAMP:
+                entry["offset"] = replica.high_watermark
+            else:
+                found = replica.offset_for_timestamp(p["timestamp_ms"])
+                if found is not None and found < replica.high_watermark:
+                    entry["offset"], entry["timestamp_ms"] = found, p["timestamp_ms"]
+            results.append(entry)
+        return ListOffsetsResponse(results)
+
+    # ------------------------------------------------------------------------ timers and waiting
+
+    def _wake_parked_fetches(self) -> None:
+        if not self.touched:
+            return
+        touched, self.touched = self.touched, set()
+        for fetch in self.purgatory.waiting_on(touched):
+            response, total_bytes, _ = self._read_for_fetch(fetch.request)
+            if total_bytes >= max(fetch.request.min_bytes, 1):
+                fetch.done = True
+                self.server.send(fetch.peer, fetch.cid, encode(response))
+            else:
+                self.purgatory.repark(fetch)
+
+    def _expire(self, now_s: float) -> None:
+        for fetch in self.purgatory.expired(now_s):
+            fetch.done = True
+            self._reply(fetch.peer, fetch.cid, self._read_for_fetch(fetch.request)[0])
+        still_waiting = []
+        for change in self.pending_topic_changes:
+            if now_s >= change.deadline_s or self._live_peers_have(change.version, now_s):
+                self._reply(change.peer, change.cid, change.response)
+            else:
+                still_waiting.append(change)
+        self.pending_topic_changes = still_waiting
+
+    def _live_peers_have(self, version: int, now_s: float) -> bool:
+        for broker_id in self.config.peers:
+            if broker_id == self.broker_id:
+                continue
+            known, seen_s = self.peer_sync_state.get(broker_id, (-1, -1e9))
+            if now_s - seen_s <= PEER_LIVE_WINDOW_S and known < version:
+                return False
+        return True
+
+    def _sync_metadata(self, now_s: float) -> None:
+        """Followers: ask the controller for newer metadata; apply whatever comes back."""
+        connection = self.controller_connection
+        if connection is None:
+            return
+        while (reply := connection.recv_reply_nowait()) is not None:
+            self._sync_sent_at_s = None
+            self._next_sync_s = now_s + METADATA_SYNC_INTERVAL_S
+            try:
+                response = decode_response(reply[1])
+            except ProtocolError as error:
+                self.logger.warning("bad_metadata_sync_reply", error=error.message)
+                continue
+            if isinstance(response, MetadataSyncResponse) and response.metadata is not None:
+                metadata = ClusterMetadata.from_wire(response.metadata)
+                if metadata.version > self.metadata.version:
+                    self._apply_metadata(metadata)
+        waiting = self._sync_sent_at_s is not None
+        if (waiting and now_s - self._sync_sent_at_s > METADATA_SYNC_TIMEOUT_S) or (not waiting and now_s >= self._next_sync_s):
+            request = MetadataSyncRequest(self.broker_id, self.metadata.version)
+            if connection.send_request(encode(request)) is not None:
+                self._sync_sent_at_s = now_s
+
+    def _housekeeping(self) -> None:
+        now_ms = int(time.time() * 1000)
+        for replica in list(self.replicas.values()):
+            try:
+                replica.run_housekeeping(now_ms)
+            except OSError as error:
+                self.logger.error("housekeeping_failed", partition=f"{replica.topic}-{replica.partition}", error=str(error))

@@ -1,0 +1,31 @@
+"""Small one-shot calls the supervisor makes to a single broker: is it up, and set its fault rules."""
+
+from __future__ import annotations
+
+from distlog.client.connection import BrokerConnection
+from distlog.protocol.errors import DistlogError
+from distlog.protocol.messages import ApiVersionsRequest, SetFaultRulesRequest
+
+
+def ping(endpoint: str, timeout_s: float) -> dict | None:
+    """{"broker_id", "controller_id", "cluster_id"} if the broker at `endpoint` answers in time, else None."""
+    connection = BrokerConnection(endpoint)
+    try:
+        response = connection.request(ApiVersionsRequest(), timeout_s)
+    except DistlogError:
+        return None
+    finally:
+        connection.close()
+    return {"broker_id": response.broker_id, "controller_id": response.controller_id, "cluster_id": response.cluster_id}
+
+
+def set_fault_rules(endpoint: str, rules: dict, timeout_s: float) -> None:
+    """Replace the broker's fault rules with {"drop_to": [peer names], "drop_from": [...]}; {} heals.
+
+    Raises DistlogError (a RequestTimedOutError if the broker does not answer)."""
+    request = SetFaultRulesRequest(drop_to=list(rules.get("drop_to", [])), drop_from=list(rules.get("drop_from", [])))
+    connection = BrokerConnection(endpoint)
+    try:
+        connection.request(request, timeout_s)
+    finally:
+        connection.close()

@@ -1,0 +1,229 @@
+"""Produce and consume through real broker processes with the client library."""
+
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from distlog.client import Admin, Consumer, DistlogError, ErrorCode, Producer, RequestTimedOutError, TopicPartition
+from distlog.protocol.messages import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
+
+pytestmark = pytest.mark.integration
+
+
+def new_topic(admin, partitions=1, **config):
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    admin.create_topic(name, partitions=partitions, config=config)
+    return name
+
+
+def consume_all(bootstrap, topic, partitions, expected, timeout_s=20):
+    consumer = Consumer(bootstrap, fetch_max_wait_ms=100)
+    try:
+        consumer.assign([(topic, p) for p in range(partitions)])
+        records = []
+        deadline = time.monotonic() + timeout_s
+        while len(records) < expected and time.monotonic() < deadline:
+            records.extend(consumer.poll(timeout=0.5))
+        return records
+    finally:
+        consumer.close()
+
+
+def test_records_come_back_in_order_with_keys_values_headers_and_nulls(one_broker):
+    with Admin(one_broker.address) as admin:
+        topic = new_topic(admin)
+    with Producer(one_broker.address, acks="all", linger_ms=1) as producer:
+        sent = [
+            producer.send(topic, b"v0", key=b"k0"),
+            producer.send(topic, None, key=b"tombstone"),
+            producer.send(topic, b"v2", headers=[("trace", b"abc")]),
+            producer.send(topic, "text value", key="text key"),
+        ]
+        offsets = [f.get(timeout=10).offset for f in sent]
+    assert offsets == [0, 1, 2, 3]
+    records = consume_all(one_broker.address, topic, 1, 4)
+    assert [(r.offset, r.key, r.value) for r in records] == [
+        (0, b"k0", b"v0"), (1, b"tombstone", None), (2, None, b"v2"), (3, b"text key", b"text value")]
+    assert records[2].headers == [("trace", b"abc")]
+
+
+def test_many_records_round_trip_through_send_and_send_batch(one_broker):
+    with Admin(one_broker.address) as admin:
+        topic = new_topic(admin, partitions=3)
+    values = [f"value-{i}".encode() for i in range(5000)]
+    with Producer(one_broker.address, acks=1, linger_ms=2, batch_size=16 * 1024) as producer:
+        futures = [producer.send(topic, v, key=str(i % 50).encode()) for i, v in enumerate(values)]
+        array_values = np.random.default_rng(1).integers(0, 256, size=(3000, 20), dtype=np.uint8)
+        batch_futures = producer.send_batch(topic, array_values, partition=1)
+        producer.flush(30)
+    assert all(f.get(0).offset >= 0 for f in futures)
+    assert all(f.get(0).partition == 1 for f in batch_futures)
+    records = consume_all(one_broker.address, topic, 3, 8000)
+    assert len(records) == 8000
+    assert sorted(r.value for r in records if len(r.value) != 20) == sorted(values)
+    per_partition = {}
+    for r in records:
+        per_partition.setdefault(r.partition, []).append(r.offset)
+    for offsets in per_partition.values():
+        assert offsets == list(range(len(offsets)))
+    # a key always maps to the same partition
+    by_key = {}
+    for r in records:
+        if r.key is not None:
+            by_key.setdefault(r.key, set()).add(r.partition)
+    assert all(len(parts) == 1 for parts in by_key.values())
+    batch_values = [r.value for r in records if r.partition == 1 and len(r.value) == 20]
+    assert batch_values == [bytes(row) for row in array_values]
+
+
+def test_acks_zero_sends_without_waiting_for_offsets(one_broker):
+    with Admin(one_broker.address) as admin:
+        topic = new_topic(admin)
+    with Producer(one_broker.address, acks=0) as producer:
+        futures = [producer.send(topic, b"x%d" % i) for i in range(100)]
+        producer.flush(10)
+    assert all(f.get(0).offset == -1 for f in futures)
+    assert len(consume_all(one_broker.address, topic, 1, 100)) == 100
+
+
+def test_long_poll_returns_as_soon_as_a_record_arrives(one_broker):
+    with Admin(one_broker.address) as admin:
+        topic = new_topic(admin)
+    consumer = Consumer(one_broker.address, fetch_max_wait_ms=5000)
+    consumer.assign([(topic, 0)])
+    consumer.seek_to_end()
+    assert consumer.poll(timeout=0.2) == []
+    producer = Producer(one_broker.address, linger_ms=0)
+    try:
+        timer = threading.Timer(0.3, lambda: producer.send(topic, b"late").get(10))
+        timer.start()
+        started = time.monotonic()
+        records = []
+        while not records and time.monotonic() - started < 10:
+            records = consumer.poll(timeout=5)
+        timer.join()
+        assert [r.value for r in records] == [b"late"]
+        assert time.monotonic() - started < 4, "the fetch should wake on the append, not on max_wait_ms"
+    finally:
+        producer.close()
+        consumer.close()
+
+
+def test_list_offsets_and_seek(one_broker):
+    with Admin(one_broker.address) as admin:
+        topic = new_topic(admin)
+        with Producer(one_broker.address) as producer:
+            for i in range(10):
+                producer.send(topic, b"%d" % i, timestamp_ms=1_000_000 + i * 1000)
+        offsets = admin.list_offsets({(topic, 0): EARLIEST_TIMESTAMP})
+        assert offsets == {(topic, 0): 0}
+        assert admin.list_offsets({(topic, 0): LATEST_TIMESTAMP}) == {(topic, 0): 10}
+        assert admin.list_offsets({(topic, 0): 1_004_500}) == {(topic, 0): 5}
+        assert admin.list_offsets({(topic, 0): 9_999_999}) == {(topic, 0): -1}
+    consumer = Consumer(one_broker.address)
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        consumer.seek((topic, 0), 7)
+        records = []
+        while len(records) < 3:
+            records.extend(consumer.poll(timeout=2))
+        assert [r.value for r in records] == [b"7", b"8", b"9"]
+        assert consumer.position((topic, 0)) == 10
+    finally:
+        consumer.close()
+
+
+def test_unknown_topic_and_bad_topic_requests_fail_clearly(one_broker):
+    with Admin(one_broker.address) as admin:
+        with pytest.raises(DistlogError) as info:
+            admin.describe_topic("no-such-topic")
+        assert info.value.code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        topic = new_topic(admin)
+        with pytest.raises(DistlogError) as info:
+            admin.create_topic(topic)
+        assert info.value.code == ErrorCode.TOPIC_ALREADY_EXISTS
+        with pytest.raises(DistlogError) as info:
+            admin.create_topic("bad/name")
+        assert info.value.code == ErrorCode.INVALID_TOPIC
+        with pytest.raises(DistlogError) as info:
+            admin.create_topic("rf-too-big", replication_factor=3)
+        assert info.value.code == ErrorCode.INVALID_REPLICATION_FACTOR
+        with pytest.raises(DistlogError) as info:
+            admin.create_topic("bad-config", config={"cleanup.policy": "shred"})
+        assert info.value.code == ErrorCode.INVALID_CONFIG and "cleanup.policy" in str(info.value)
+    with Producer(one_broker.address, max_block_ms=5000) as producer:
+        with pytest.raises(DistlogError) as info:
+            producer.send("no-such-topic", b"x")
+        assert info.value.code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        assert "distlog topic create" in str(info.value)
+
+
+def test_record_over_max_message_bytes_is_refused_and_others_still_land(one_broker):
+    with Admin(one_broker.address) as admin:
+        topic = new_topic(admin, **{"max.message.bytes": "2000"})
+    with Producer(one_broker.address, linger_ms=0) as producer:
+        big = producer.send(topic, b"x" * 5000)
+        with pytest.raises(DistlogError) as info:
+            big.get(10)
+        assert info.value.code == ErrorCode.MESSAGE_TOO_LARGE
+        assert producer.send(topic, b"small").get(10).offset == 0
+
+
+def test_data_survives_a_broker_restart(tmp_path):
+    from distlog.broker.launcher import start_brokers, stop_brokers
+
+    brokers = start_brokers(1, str(tmp_path))
+    try:
+        with Admin(brokers[0].address) as admin:
+            topic = new_topic(admin, partitions=2)
+        with Producer(brokers[0].address) as producer:
+            for i in range(100):
+                producer.send(topic, b"%d" % i, key=b"%d" % i)
+        assert brokers[0].stop() == 0, "SIGTERM should exit cleanly"
+    finally:
+        stop_brokers(brokers)
+    brokers = start_brokers(1, str(tmp_path))
+    try:
+        records = consume_all(brokers[0].address, topic, 2, 100)
+        assert sorted(int(r.value) for r in records) == list(range(100))
+    finally:
+        stop_brokers(brokers)
+
+
+def test_a_dead_address_times_out_with_a_clear_error():
+    from distlog.broker.launcher import free_loopback_ports
+
+    (port,) = free_loopback_ports(1)
+    with pytest.raises(RequestTimedOutError, match="is the cluster running"):
+        Admin(f"tcp://127.0.0.1:{port}", request_timeout_s=1).list_topics()
+    producer = Producer(f"tcp://127.0.0.1:{port}", max_block_ms=1000, request_timeout_ms=1000)
+    try:
+        started = time.monotonic()
+        with pytest.raises(RequestTimedOutError):
+            producer.send("t", b"x")
+        assert time.monotonic() - started < 10
+    finally:
+        producer.close(5)
+
+
+def test_partitions_spread_over_three_brokers_and_clients_follow_leaders(three_brokers):
+    bootstrap = three_brokers[1].address  # not the controller: topic creation must still work
+    with Admin(bootstrap) as admin:
+        topic = new_topic(admin, partitions=6)
+        description = admin.describe_topic(topic)
+    leaders = {p["leader"] for p in description["partitions"]}
+    assert leaders == {1, 2, 3}
+    with Producer(bootstrap, linger_ms=1) as producer:
+        futures = [producer.send(topic, b"%d" % i, key=b"%d" % i) for i in range(600)]
+        producer.flush(20)
+    assert {f.get(0).partition for f in futures} == set(range(6))
+    records = consume_all(bootstrap, topic, 6, 600)
+    assert sorted(int(r.value) for r in records) == list(range(600))
+    with Admin(bootstrap) as admin:
+        described = admin.describe_topic(topic)
+        assert sum(p["high_watermark"] for p in described["partitions"]) == 600
+        admin.delete_topic(topic)
+        assert topic not in admin.list_topics()
