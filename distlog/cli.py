@@ -1,14 +1,276 @@
-"""The `distlog` command line: click commands over the client library and the supervisor."""
+"""The `distlog` command line: click commands over the client library and the supervisor.
+
+Every command finds the cluster through --bootstrap (env DISTLOG_BOOTSTRAP) or else the
+cluster.json in --data-dir (env DISTLOG_DATA_DIR, default ./.distlog) that `distlog cluster up`
+writes. Data goes to stdout, messages to stderr; exit codes are 0 ok, 1 failure, 2 usage.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
 
 import click
+from tabulate import tabulate
 
 from distlog import __version__
+from distlog.protocol.errors import DistlogError
+
+DEFAULT_DATA_DIR = ".distlog"
+
+
+class CliError(click.ClickException):
+    """A failure to report on stderr with exit code 1 (usage errors stay click's, exit code 2)."""
+
+    exit_code = 1
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def resolve_bootstrap(bootstrap: str | None, data_dir: str | None) -> str:
+    """--bootstrap wins; otherwise the brokers listed in DATA_DIR/cluster.json."""
+    if bootstrap:
+        return bootstrap
+    data_dir = data_dir or DEFAULT_DATA_DIR
+    path = os.path.join(data_dir, "cluster.json")
+    try:
+        with open(path) as f:
+            cluster = json.load(f)
+    except FileNotFoundError:
+        raise CliError(
+            f"no cluster found: {path} does not exist (start one with `distlog cluster up -n 3`, "
+            "or point at one with --data-dir or --bootstrap tcp://HOST:PORT)"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise CliError(f"cannot read {path}: {error}") from None
+    addresses = [b.get("address") for b in cluster.get("brokers", []) if b.get("address")]
+    if not addresses:
+        raise CliError(f"{path} lists no brokers; bring the cluster up again with `distlog cluster up`")
+    return ",".join(addresses)
+
+
+def cluster_options(command):
+    """--bootstrap and --data-dir on a command, resolved into a `bootstrap` argument."""
+
+    @click.option("--bootstrap", envvar="DISTLOG_BOOTSTRAP", help="broker endpoint(s), e.g. tcp://127.0.0.1:9092")
+    @click.option("--data-dir", envvar="DISTLOG_DATA_DIR", type=click.Path(file_okay=False),
+                  help=f"the cluster's data dir holding cluster.json (default ./{DEFAULT_DATA_DIR})")
+    @functools.wraps(command)
+    def wrapper(*args, bootstrap=None, data_dir=None, **kwargs):
+        try:
+            return command(*args, bootstrap=resolve_bootstrap(bootstrap, data_dir), **kwargs)
+        except DistlogError as error:
+            raise CliError(str(error)) from None
+        except ValueError as error:
+            raise CliError(str(error)) from None
+
+    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="distlog")
 def main():
     """distlog: a Kafka-style distributed, partitioned, replicated log."""
+
+
+# ------------------------------------------------------------------------------------ topics
+
+
+@main.group()
+def topic():
+    """Create, list, describe and delete topics."""
+
+
+def parse_configs(ctx, param, values) -> dict:
+    configs = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE (e.g. retention.ms=60000)")
+        configs[key] = value
+    return configs
+
+
+@topic.command("create")
+@click.argument("name")
+@click.option("--partitions", "-p", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--replication-factor", "-r", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--config", "-c", "configs", multiple=True, callback=parse_configs, metavar="KEY=VALUE",
+              help="topic config, repeatable: segment.bytes, segment.ms, retention.ms, retention.bytes, "
+                   "cleanup.policy, delete.retention.ms, max.message.bytes, flush.policy")
+@cluster_options
+def topic_create(name, partitions, replication_factor, configs, bootstrap):
+    """Create topic NAME."""
+    from distlog.client import Admin
+
+    with Admin(bootstrap, request_timeout_s=15) as admin:
+        admin.create_topic(name, partitions, replication_factor, configs)
+    click.echo(f"created topic '{name}' with {partitions} partition(s), replication factor {replication_factor}", err=True)
+
+
+@topic.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON list")
+@cluster_options
+def topic_list(as_json, bootstrap):
+    """List topics."""
+    from distlog.client import Admin
+
+    with Admin(bootstrap, request_timeout_s=10) as admin:
+        names = admin.list_topics()
+    if as_json:
+        click.echo(json.dumps(names))
+    else:
+        for name in names:
+            click.echo(name)
+
+
+@topic.command("delete")
+@click.argument("name")
+@cluster_options
+def topic_delete(name, bootstrap):
+    """Delete topic NAME and all its data."""
+    from distlog.client import Admin
+
+    with Admin(bootstrap, request_timeout_s=15) as admin:
+        admin.delete_topic(name)
+    click.echo(f"deleted topic '{name}'", err=True)
+
+
+@topic.command("describe")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@cluster_options
+def topic_describe(name, as_json, bootstrap):
+    """Show partitions, leaders, replicas and offsets of topic NAME."""
+    from distlog.client import Admin
+
+    with Admin(bootstrap, request_timeout_s=10) as admin:
+        description = admin.describe_topic(name)
+    if as_json:
+        click.echo(json.dumps(description))
+        return
+    partitions = description["partitions"]
+    summary = [
+        ("NAME", name),
+        ("PARTITIONS", len(partitions)),
+        ("REPLICAS", len(partitions[0]["replicas"]) if partitions else 0),
+        ("CONFIGS", ", ".join(f"{k}={v}" for k, v in sorted(description["configs"].items())) or "(defaults)"),
+    ]
+    click.echo(tabulate(summary, tablefmt="plain"))
+    click.echo()
+    rows = [
+        (p["partition"], p["leader"], ",".join(map(str, p["replicas"])), ",".join(map(str, p["in_sync"])),
+         _or_dash(p["log_start_offset"]), _or_dash(p["high_watermark"]))
+        for p in partitions
+    ]
+    click.echo(tabulate(rows, headers=["PARTITION", "LEADER", "REPLICAS", "IN-SYNC", "LOG-START-OFFSET", "HIGH-WATERMARK"]))
+
+
+def _or_dash(value):
+    return "-" if value is None else value
+
+
+# ------------------------------------------------------------------------- produce / consume
+
+
+@main.command()
+@click.argument("topic_name", metavar="TOPIC")
+@click.option("--key", "-k", help="the key of every record")
+@click.option("--key-separator", help="split each line at the first SEP into key and value")
+@click.option("--partition", type=click.IntRange(min=0), help="send every record to this partition")
+@click.option("--acks", type=click.Choice(["all", "1", "0"]), default="all", show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="seconds to wait for the acknowledgements")
+@cluster_options
+def produce(topic_name, key, key_separator, partition, acks, timeout, bootstrap):
+    """Produce records read from stdin, one per line."""
+    from distlog.client import Producer
+
+    if key is not None and key_separator is not None:
+        raise click.UsageError("give --key or --key-separator, not both")
+    producer = Producer(bootstrap, acks=acks, linger_ms=5, max_block_ms=timeout * 1000,
+                        request_timeout_ms=timeout * 1000, delivery_timeout_ms=timeout * 1000)
+    futures, failures = [], 0
+    try:
+        for line in sys.stdin:
+            line = line.rstrip("\n")
+            record_key = key
+            if key_separator is not None:
+                record_key, sep, line = line.partition(key_separator)
+                if not sep:
+                    record_key, line = None, record_key
+            futures.append(producer.send(topic_name, line.encode(), key=record_key.encode() if record_key is not None else None,
+                                         partition=partition))
+        producer.flush(timeout)
+        for future in futures:
+            if future.exception(0) is not None:
+                failures += 1
+        first_error = next((f.exception(0) for f in futures if f.exception(0) is not None), None)
+    finally:
+        producer.close(timeout)
+    click.echo(f"produced {len(futures) - failures} record(s) to '{topic_name}'" + (f", {failures} failed" if failures else ""), err=True)
+    if failures:
+        raise CliError(f"{failures} record(s) were not acknowledged: {first_error}")
+
+
+@main.command()
+@click.argument("topic_name", metavar="TOPIC")
+@click.option("--from-beginning", is_flag=True, help="start at the earliest offset (default: only new records)")
+@click.option("--partition", type=click.IntRange(min=0), help="read only this partition")
+@click.option("--offset", type=click.IntRange(min=0), help="start at this offset (needs --partition)")
+@click.option("--max-records", type=click.IntRange(min=1), help="exit after this many records")
+@click.option("--timeout", type=click.FloatRange(min=0), help="exit after this many seconds without a record")
+@click.option("--format", "output_format", type=click.Choice(["plain", "json"]), default="plain", show_default=True)
+@cluster_options
+def consume(topic_name, from_beginning, partition, offset, max_records, timeout, output_format, bootstrap):
+    """Print records of TOPIC, one per line."""
+    from distlog.client import Consumer
+
+    if offset is not None and partition is None:
+        raise click.UsageError("--offset needs --partition")
+    consumer = Consumer(bootstrap, auto_offset_reset="earliest" if from_beginning else "latest", fetch_max_wait_ms=200)
+    printed = 0
+    try:
+        count = consumer._cluster.topic(topic_name).partition_count
+        partitions = [(topic_name, partition)] if partition is not None else [(topic_name, p) for p in range(count)]
+        consumer.assign(partitions)
+        if offset is not None:
+            consumer.seek((topic_name, partition), offset)
+        elif from_beginning:
+            consumer.seek_to_beginning()
+        else:
+            consumer.seek_to_end()
+        last_record_s = time.monotonic()
+        while max_records is None or printed < max_records:
+            records = consumer.poll(timeout=0.2, max_records=None if max_records is None else max_records - printed)
+            if not records:
+                if timeout is not None and time.monotonic() - last_record_s >= timeout:
+                    break
+                continue
+            last_record_s = time.monotonic()
+            for record in records[: None if max_records is None else max_records - printed]:
+                click.echo(_format_record(record, output_format))
+                printed += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    click.echo(f"consumed {printed} record(s) from '{topic_name}'", err=True)
+
+
+def _text(data):
+    return None if data is None else data.decode("utf-8", errors="replace")
+
+
+def _format_record(record, output_format: str) -> str:
+    if output_format == "json":
+        return json.dumps({"topic": record.topic, "partition": record.partition, "offset": record.offset,
+                           "key": _text(record.key), "value": _text(record.value), "timestamp": record.timestamp_ms})
+    return _text(record.value) or ""
 
 
 if __name__ == "__main__":
