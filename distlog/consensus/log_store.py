@@ -1,0 +1,137 @@
+"""The narrow storage interface the Raft core reads its stable log through, and MemoryStorage.
+
+The core only reads storage; the caller writes it while handling a Ready (reset, append,
+set_hard_state, in that order) and tells the core with advance(). Two implementations:
+MemoryStorage (the simulator and unit tests) and partition_storage.PartitionStorage (over
+distlog.log.PartitionLog). Retention may drop a committed prefix (compact), moving
+log_start_offset; the core then sends lagging followers a MsgStartOver.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import NamedTuple, Optional, Protocol, Sequence
+
+from distlog.consensus.messages import Entry, HardState
+
+
+class Span(NamedTuple):
+    """Where one entry sits, without its data: the records [base_offset, last_offset] of `term`."""
+
+    term: int
+    base_offset: int
+    last_offset: int
+
+
+class Storage(Protocol):
+    """What Raft needs from a durable log. Every write is durable when the call returns."""
+
+    def hard_state(self) -> HardState:
+        """The last hard state set (HardState() for a new node)."""
+
+    def set_hard_state(self, hard_state: HardState) -> None:
+        """Persist term, vote and commit atomically."""
+
+    @property
+    def log_start_offset(self) -> int:
+        """The first offset still held; entries below it were removed by retention."""
+
+    @property
+    def start_term(self) -> int:
+        """The term of the entry ending at log_start_offset - 1 (0 if there never was one)."""
+
+    @property
+    def last_index(self) -> int:
+        """The last_offset of the last entry, or log_start_offset - 1 for an empty log."""
+
+    def span_at(self, offset: int) -> Optional[Span]:
+        """The entry covering `offset`, None if outside [log_start_offset, last_index]."""
+
+    def entries_from(self, base_offset: int, max_count: int) -> list[Entry]:
+        """Up to max_count consecutive entries, the first with this base_offset."""
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Remove every entry at or after entries[0].base_offset, then append entries."""
+
+    def reset(self, log_start_offset: int, start_term: int) -> None:
+        """Discard the whole log; continue as an empty log starting at log_start_offset."""
+
+
+class MemoryStorage:
+    """Storage held in Python lists: what the simulator crashes and restarts nodes with."""
+
+    def __init__(self) -> None:
+        self._hard_state = HardState()
+        self._entries: list[Entry] = []
+        # Parallel to _entries, so lookups by offset are one bisect.
+        self._last_offsets: list[int] = []
+        self._log_start_offset = 0
+        self._start_term = 0
+
+    def hard_state(self) -> HardState:
+        return self._hard_state
+
+    def set_hard_state(self, hard_state: HardState) -> None:
+        self._hard_state = hard_state
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def start_term(self) -> int:
+        return self._start_term
+
+    @property
+    def last_index(self) -> int:
+        if self._entries:
+            return self._last_offsets[-1]
+        return self._log_start_offset - 1
+
+    @property
+    def entries(self) -> list[Entry]:
+        """Every entry held, oldest first (a copy; for checks and tests)."""
+        return list(self._entries)
+
+    def span_at(self, offset: int) -> Optional[Span]:
+        i = bisect_left(self._last_offsets, offset)
+        if i == len(self._entries) or offset < self._log_start_offset:
+            return None
+        entry = self._entries[i]
+        return Span(entry.term, entry.base_offset, entry.last_offset)
+
+    def entries_from(self, base_offset: int, max_count: int) -> list[Entry]:
+        i = bisect_left(self._last_offsets, base_offset)
+        if i == len(self._entries) or self._entries[i].base_offset != base_offset:
+            return []
+        return self._entries[i:i + max_count]
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        if not entries:
+            return
+        base_offset = entries[0].base_offset
+        if base_offset > self.last_index + 1 or base_offset < self._log_start_offset:
+            raise ValueError(
+                f"append at {base_offset} leaves a gap or reaches below the log "
+                f"[{self._log_start_offset}, {self.last_index}]")
+        keep = bisect_left(self._last_offsets, base_offset)
+        del self._entries[keep:]
+        del self._last_offsets[keep:]
+        self._entries.extend(entries)
+        self._last_offsets.extend(e.last_offset for e in entries)
+
+    def reset(self, log_start_offset: int, start_term: int) -> None:
+        self._entries.clear()
+        self._last_offsets.clear()
+        self._log_start_offset = log_start_offset
+        self._start_term = start_term
+
+    def compact(self, index: int) -> None:
+        """Retention: drop every entry with last_offset <= index (must be committed)."""
+        i = bisect_left(self._last_offsets, index)
+        if i == len(self._entries) or self._last_offsets[i] != index:
+            raise ValueError(f"compact to {index}: not the last offset of an entry")
+        self._start_term = self._entries[i].term
+        self._log_start_offset = index + 1
+        del self._entries[:i + 1]
+        del self._last_offsets[:i + 1]

@@ -1,0 +1,744 @@
+"""The Raft core: one node's consensus state machine, with no I/O, clock, thread or global RNG.
+
+Theory of operation
+===================
+
+A RaftNode is driven by three inputs and produces one output:
+
+  tick()                 one unit of logical time passed (the caller owns the clock)
+  step(message)          a message from another node arrived
+  propose(data, count)   (leader only) append a record batch of `count` records
+  ready() -> Ready       what the caller must now do, then advance(ready) when done
+
+Handling a Ready, in order:
+  1. send ready.messages (the leader's appends and heartbeats: safe before persisting,
+     thesis §10.2.1 — the leader counts itself only once its own entries are stable);
+  2. if ready.start_over: reset the log to an empty log at that offset;
+     append ready.entries (removing any tail at or after the first one's base_offset);
+     persist ready.hard_state; all durably;
+  3. send ready.messages_after_persist (votes and acks: they promise what was just written);
+  4. apply ready.committed_entries;
+  5. call advance(ready). Do not call tick/step/propose between ready() and advance().
+
+Positions are record offsets: an entry is a batch [base_offset, last_offset] and its index
+is its last_offset (see messages.py). The leader assigns offsets on propose and stamps the
+base offset and its term into the batch through the injected `stamp_batch`, so the core
+never decodes a batch. A new leader appends a one-record leader marker batch (as Kafka's
+KRaft writes a LeaderChange control record), which is the "no-op" of §8 that lets it commit
+entries of earlier terms: a leader commits by counting replicas only entries of its own
+term (§5.4.2); earlier ones become committed with them.
+
+The log the core sees is the caller's stable Storage plus an in-memory unstable suffix
+(entries appended but not yet persisted) and possibly a pending start-over. The core never
+writes Storage; the caller does, from the Ready.
+
+Every message carries a term; step() handles it in one place (§5.1): a higher term makes
+this node a follower of it, a lower one is dropped (or answered, so a stale leader learns
+the newer term). Then the message goes to the handler table of the current role, swapped
+on every role change, as in etcd's raft.
+
+Elections (§5.2) start after a randomized election timeout of [T, 2T) ticks drawn from the
+node's injected RNG. With pre_vote (thesis §9.6) a node first asks whether it could win
+without changing any term, so a partitioned node that rejoins does not depose a working
+leader. With check_quorum a leader that has not heard from a majority during an election
+timeout steps down, and followers that heard a leader within the timeout ignore vote
+requests (leader lease), so only the majority side of a partition accepts writes.
+
+Replication (§5.3): the leader keeps a Progress per follower. In PROBE it sends one append
+at a time and waits; a rejection carries a hint (the follower's last index at or below the
+probe whose term is <= the probe's term) so the leader skips a whole conflicting term per
+round trip. In REPLICATE it streams appends optimistically. When the entries a follower
+needs are below the leader's log start (retention removed them, all committed), the leader
+sends MsgStartOver and the follower continues from an empty log at the log start.
+A follower truncates its tail from the first entry that conflicts with the leader's, and
+never below its commit index (that would be a safety bug, so it raises).
+
+Leadership transfer (thesis §3.10): the leader stops accepting proposals, brings the
+target up to date, sends MsgTimeoutNow; the target campaigns at once, skipping pre-vote
+and the lease check. The transfer is abandoned after one election timeout.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from distlog.consensus.log_store import Span, Storage
+from distlog.consensus.messages import (
+    Entry,
+    HardState,
+    Message,
+    MsgApp,
+    MsgAppResp,
+    MsgHeartbeat,
+    MsgHeartbeatResp,
+    MsgPreVote,
+    MsgPreVoteResp,
+    MsgStartOver,
+    MsgTimeoutNow,
+    MsgVote,
+    MsgVoteResp,
+)
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+class NotLeaderError(Exception):
+    """The node cannot accept a proposal; `leader_id` is who to ask instead (None if unknown)."""
+
+    def __init__(self, node_id: int, leader_id: Optional[int]):
+        super().__init__(f"node {node_id} is not the leader (try node {leader_id})"
+                         if leader_id is not None else
+                         f"node {node_id} is not the leader and knows no leader (retry later)")
+        self.leader_id = leader_id
+
+
+def _no_stamp(data: object, base_offset: int, leader_term: int) -> object:
+    return data
+
+
+def _empty_marker(base_offset: int, leader_term: int) -> object:
+    return b""
+
+
+@dataclass
+class Config:
+    """How one node behaves. `peers` lists every voter, this node included."""
+
+    node_id: int
+    peers: tuple[int, ...]
+    election_timeout_ticks: int = 10
+    heartbeat_ticks: int = 2
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_entries_per_msg: int = 64
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    # (data, base_offset, leader_term) -> data stamped with both (distlog.log.batch.stamp_batch).
+    stamp_batch: Callable[[object, int, int], object] = _no_stamp
+    # (base_offset, leader_term) -> data of the one-record batch a new leader appends.
+    leader_marker: Callable[[int, int], object] = _empty_marker
+    # Where the state machine already is; None means it is rebuilt from the log start.
+    applied_offset: Optional[int] = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """What the caller must do now (order in the module comment), then advance(ready)."""
+
+    hard_state: Optional[HardState]
+    start_over: Optional[tuple[int, int]]  # (log_start_offset, start_term) to reset to first
+    entries: tuple[Entry, ...]
+    messages: tuple[Message, ...]
+    messages_after_persist: tuple[Message, ...]
+    committed_entries: tuple[Entry, ...]
+
+
+class ProgressState(enum.Enum):
+    PROBE = "probe"
+    REPLICATE = "replicate"
+    START_OVER = "start-over"
+
+
+@dataclass
+class Progress:
+    """The leader's view of one follower: `match` is the last index known replicated there."""
+
+    match: int
+    next: int
+    state: ProgressState = ProgressState.PROBE
+    paused: bool = False
+    recent_active: bool = True
+
+    def become_probe(self) -> None:
+        self.state = ProgressState.PROBE
+        self.next = self.match + 1
+        self.paused = False
+
+    def become_replicate(self) -> None:
+        self.state = ProgressState.REPLICATE
+        self.next = max(self.next, self.match + 1)
+        self.paused = False
+
+
+class _RaftLog:
+    """Stable storage plus the unstable suffix (and pending start-over) not yet persisted."""
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self.unstable: list[Entry] = []
+        self.unstable_lasts: list[int] = []
+        self.start_over: Optional[tuple[int, int]] = None
+
+    def log_start_offset(self) -> int:
+        return self.start_over[0] if self.start_over else self.storage.log_start_offset
+
+    def start_term(self) -> int:
+        return self.start_over[1] if self.start_over else self.storage.start_term
+
+    def last_index(self) -> int:
+        if self.unstable:
+            return self.unstable_lasts[-1]
+        if self.start_over:
+            return self.start_over[0] - 1
+        return self.storage.last_index
+
+    def stable_last_index(self) -> int:
+        if self.start_over:
+            return self.start_over[0] - 1
+        last = self.storage.last_index
+        return min(last, self.unstable[0].base_offset - 1) if self.unstable else last
+
+    def last_term(self) -> int:
+        return self.term_at(self.last_index())
+
+    def span_covering(self, offset: int) -> Optional[Span]:
+        if self.unstable and offset >= self.unstable[0].base_offset:
+            i = bisect_left(self.unstable_lasts, offset)
+            if i == len(self.unstable):
+                return None
+            e = self.unstable[i]
+            return Span(e.term, e.base_offset, e.last_offset)
+        if self.start_over:
+            return None
+        return self.storage.span_at(offset)
+
+    def term_at(self, index: int) -> Optional[int]:
+        """The term of the entry ending exactly at `index`; None if no entry ends there."""
+        if index == self.log_start_offset() - 1:
+            return self.start_term()
+        span = self.span_covering(index)
+        if span is None or span.last_offset != index:
+            return None
+        return span.term
+
+    def entries_from(self, base_offset: int, max_count: int) -> list[Entry]:
+        if self.unstable and base_offset >= self.unstable[0].base_offset:
+            i = bisect_left(self.unstable_lasts, base_offset)
+            return self.unstable[i:i + max_count]
+        if self.start_over:
+            return []
+        out = self.storage.entries_from(base_offset, max_count)
+        if self.unstable:
+            unstable_base = self.unstable[0].base_offset
+            out = [e for e in out if e.last_offset < unstable_base]
+            if len(out) < max_count and (out[-1].last_offset if out else base_offset - 1) == unstable_base - 1:
+                out.extend(self.unstable[:max_count - len(out)])
+        return out
+
+    def append(self, entries: list[Entry]) -> None:
+        base_offset = entries[0].base_offset
+        if self.unstable and base_offset > self.unstable[0].base_offset:
+            keep = bisect_left(self.unstable_lasts, base_offset)
+            del self.unstable[keep:]
+            del self.unstable_lasts[keep:]
+        else:
+            self.unstable.clear()
+            self.unstable_lasts.clear()
+        self.unstable.extend(entries)
+        self.unstable_lasts.extend(e.last_offset for e in entries)
+
+    def restart_at(self, log_start_offset: int, start_term: int) -> None:
+        self.unstable.clear()
+        self.unstable_lasts.clear()
+        self.start_over = (log_start_offset, start_term)
+
+    def mark_stable(self) -> None:
+        self.unstable = []
+        self.unstable_lasts = []
+        self.start_over = None
+
+    def find_conflict_by_term(self, index: int, term: int) -> int:
+        """The last index <= `index` whose entry's term is <= `term` (log start - 1 at worst)."""
+        start = self.log_start_offset()
+        index = min(index, self.last_index())
+        while index >= start:
+            span = self.span_covering(index)
+            if span.last_offset == index and span.term <= term:
+                return index
+            index = span.base_offset - 1
+        return start - 1
+
+
+_IMMEDIATE = (MsgApp, MsgHeartbeat, MsgStartOver, MsgTimeoutNow)
+
+
+class RaftNode:
+    """One Raft node. See the module comment for how to drive it."""
+
+    def __init__(self, config: Config, storage: Storage):
+        self.config = config
+        self.node_id = config.node_id
+        self._quorum = len(config.peers) // 2 + 1
+        self._log = _RaftLog(storage)
+        hard_state = storage.hard_state()
+        self.term = max(hard_state.term, self._log.last_term() or 0)
+        self.vote = hard_state.vote if hard_state.term == self.term else None
+        self.commit = max(hard_state.commit, storage.log_start_offset - 1)
+        self.applied = (config.applied_offset if config.applied_offset is not None
+                        else storage.log_start_offset - 1)
+        self._persisted_hard_state = hard_state
+        self.role = Role.FOLLOWER
+        self.leader_id: Optional[int] = None
+        self.lead_transferee: Optional[int] = None
+        self.progress: dict[int, Progress] = {}
+        self._votes: dict[int, bool] = {}
+        self._msgs: list[Message] = []
+        self._msgs_after_persist: list[Message] = []
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._randomized_timeout = 0
+        self._ready_pending = False
+        self._handlers = self._follower_handlers
+        self._reset_randomized_timeout()
+
+    # ---- public view ---------------------------------------------------------------
+
+    @property
+    def high_watermark(self) -> int:
+        """The commit index: the last offset known committed (consumers read up to it)."""
+        return self.commit
+
+    @property
+    def last_index(self) -> int:
+        return self._log.last_index()
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log.log_start_offset()
+
+    def match_index(self, peer: int) -> int:
+        """(Leader only) the last offset known replicated on `peer`."""
+        return self.progress[peer].match
+
+    # ---- inputs ----------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One unit of logical time passed."""
+        self._check_not_in_ready()
+        if self.role is Role.LEADER:
+            self._tick_leader()
+            return
+        self._election_elapsed += 1
+        if self._election_elapsed >= self._randomized_timeout:
+            self._election_elapsed = 0
+            self._campaign(pre=self.config.pre_vote)
+
+    def propose(self, data: object, record_count: int) -> Entry:
+        """Append a batch of record_count records; returns the entry with its offsets.
+
+        Raises NotLeaderError when this node is not the leader or is handing leadership off.
+        """
+        self._check_not_in_ready()
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.node_id, self.leader_id)
+        if self.lead_transferee is not None:
+            raise NotLeaderError(self.node_id, self.lead_transferee)
+        if record_count < 1:
+            raise ValueError(f"a batch holds at least one record, got record_count={record_count}")
+        return self._append_as_leader(data, record_count, self.config.stamp_batch)
+
+    def transfer_leadership(self, to: int) -> None:
+        """(Leader only) hand leadership to `to` once it has caught up (thesis §3.10)."""
+        self._check_not_in_ready()
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.node_id, self.leader_id)
+        if to not in self.progress or to == self.node_id:
+            raise ValueError(f"cannot transfer leadership of node {self.node_id} to {to}")
+        if self.lead_transferee == to:
+            return
+        self.lead_transferee = to
+        self._election_elapsed = 0
+        if self.progress[to].match == self._log.last_index():
+            self._send(MsgTimeoutNow(self.node_id, to, self.term))
+        else:
+            self._send_append(to)
+
+    def step(self, m: Message) -> None:
+        """Handle one message. The term is checked here, once, for every message type."""
+        self._check_not_in_ready()
+        if m.term > self.term:
+            if isinstance(m, (MsgVote, MsgPreVote)):
+                in_lease = (self.config.check_quorum and self.leader_id is not None
+                            and self._election_elapsed < self.config.election_timeout_ticks)
+                if in_lease and not m.transfer:
+                    # Heard from a live leader recently: this candidate is disruptive (§6 thesis 4.2.3).
+                    return
+            if isinstance(m, MsgPreVote) or (isinstance(m, MsgPreVoteResp) and not m.reject):
+                pass  # a pre-vote changes no term; a granted one is answered at term + 1
+            else:
+                leader = m.frm if isinstance(m, (MsgApp, MsgHeartbeat, MsgStartOver)) else None
+                self._become_follower(m.term, leader)
+        elif m.term < self.term:
+            if isinstance(m, (MsgApp, MsgHeartbeat, MsgStartOver)):
+                # A deposed leader: tell it the newer term so it steps down.
+                self._send(MsgAppResp(self.node_id, m.frm, self.term, index=self._log.last_index()))
+            elif isinstance(m, MsgPreVote):
+                self._send(MsgPreVoteResp(self.node_id, m.frm, self.term, reject=True))
+            return
+        if isinstance(m, (MsgVote, MsgPreVote)):
+            self._handle_vote_request(m)
+            return
+        handler = self._handlers.get(type(m))
+        if handler is not None:
+            handler(self, m)
+
+    # ---- output ----------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        """Whether ready() has anything for the caller to do."""
+        return bool(self._msgs or self._msgs_after_persist or self._log.unstable
+                    or self._log.start_over or self.commit > self.applied
+                    or self._hard_state() != self._persisted_hard_state)
+
+    def ready(self) -> Ready:
+        """Collect what must be persisted, sent and applied; call advance() after doing it."""
+        self._check_not_in_ready()
+        hard_state = self._hard_state()
+        committed: list[Entry] = []
+        if self.commit > self.applied:
+            committed = [e for e in self._log.entries_from(self.applied + 1, self.commit - self.applied)
+                         if e.last_offset <= self.commit]
+        rd = Ready(
+            hard_state=hard_state if hard_state != self._persisted_hard_state else None,
+            start_over=self._log.start_over,
+            entries=tuple(self._log.unstable),
+            messages=tuple(self._msgs),
+            messages_after_persist=tuple(self._msgs_after_persist),
+            committed_entries=tuple(committed),
+        )
+        self._msgs = []
+        self._msgs_after_persist = []
+        self._ready_pending = True
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The caller persisted, sent and applied `rd`."""
+        self._ready_pending = False
+        if rd.start_over or rd.entries:
+            self._log.mark_stable()
+        if rd.hard_state is not None:
+            self._persisted_hard_state = rd.hard_state
+        if rd.committed_entries:
+            self.applied = rd.committed_entries[-1].last_offset
+        if self.role is Role.LEADER:
+            me = self.progress[self.node_id]
+            me.match = me.next - 1 if rd.entries else self._log.stable_last_index()
+            if self._maybe_commit():
+                self._broadcast_append()
+
+    # ---- roles -----------------------------------------------------------------------
+
+    def _become_follower(self, term: int, leader_id: Optional[int]) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = None
+        self.role = Role.FOLLOWER
+        self.leader_id = leader_id
+        self.lead_transferee = None
+        self._handlers = self._follower_handlers
+        self._election_elapsed = 0
+        self._reset_randomized_timeout()
+
+    def _campaign(self, pre: bool, transfer: bool = False) -> None:
+        if pre:
+            self.role = Role.PRE_CANDIDATE
+            self._handlers = self._pre_candidate_handlers
+            vote_term = self.term + 1
+        else:
+            self.term += 1
+            self.vote = self.node_id
+            self.role = Role.CANDIDATE
+            self._handlers = self._candidate_handlers
+            vote_term = self.term
+        self.leader_id = None
+        self._votes = {self.node_id: True}
+        self._reset_randomized_timeout()
+        if self._quorum == 1:
+            self._won_election()
+            return
+        msg_type = MsgPreVote if pre else MsgVote
+        last_index, last_term = self._log.last_index(), self._log.last_term()
+        for peer in self.config.peers:
+            if peer != self.node_id:
+                self._send(msg_type(self.node_id, peer, vote_term, last_index, last_term, transfer))
+
+    def _won_election(self) -> None:
+        if self.role is Role.PRE_CANDIDATE:
+            self._campaign(pre=False)
+        else:
+            self._become_leader()
+
+    def _become_leader(self) -> None:
+        self.role = Role.LEADER
+        self.leader_id = self.node_id
+        self.lead_transferee = None
+        self._handlers = self._leader_handlers
+        self._heartbeat_elapsed = 0
+        self._election_elapsed = 0
+        last = self._log.last_index()
+        self.progress = {peer: Progress(match=-1, next=last + 1) for peer in self.config.peers}
+        self.progress[self.node_id].match = self._log.stable_last_index()
+        # The marker is this term's first entry; committing it commits every earlier one (§5.4.2).
+        self._append_as_leader(None, 1, lambda _d, base, term: self.config.leader_marker(base, term))
+
+    def _append_as_leader(self, data, record_count, stamp) -> Entry:
+        base_offset = self._log.last_index() + 1
+        entry = Entry(self.term, base_offset, base_offset + record_count - 1,
+                      stamp(data, base_offset, self.term))
+        self._log.append([entry])
+        self.progress[self.node_id].next = entry.last_offset + 1
+        self._broadcast_append()
+        return entry
+
+    # ---- handlers shared by roles ----------------------------------------------------
+
+    def _handle_vote_request(self, m) -> None:
+        pre = isinstance(m, MsgPreVote)
+        can_vote = (self.vote == m.frm
+                    or (self.vote is None and self.leader_id is None)
+                    or (pre and m.term > self.term))
+        up_to_date = (m.last_term, m.last_index) >= (self._log.last_term(), self._log.last_index())
+        if can_vote and up_to_date:
+            if pre:
+                self._send(MsgPreVoteResp(self.node_id, m.frm, m.term, reject=False))
+            else:
+                self._election_elapsed = 0
+                self.vote = m.frm
+                self._send(MsgVoteResp(self.node_id, m.frm, self.term, reject=False))
+        else:
+            resp = MsgPreVoteResp if pre else MsgVoteResp
+            self._send(resp(self.node_id, m.frm, self.term, reject=True))
+
+    def _tally(self, m) -> None:
+        self._votes.setdefault(m.frm, not m.reject)
+        granted = sum(self._votes.values())
+        if granted >= self._quorum:
+            self._won_election()
+        elif len(self._votes) - granted >= self._quorum:
+            self._become_follower(self.term, None)
+
+    # ---- follower --------------------------------------------------------------------
+
+    def _follower_heard_leader(self, m) -> None:
+        self._election_elapsed = 0
+        self.leader_id = m.frm
+
+    def _follower_append(self, m: MsgApp) -> None:
+        self._follower_heard_leader(m)
+        self._handle_append(m)
+
+    def _handle_append(self, m: MsgApp) -> None:
+        log = self._log
+        if m.prev_index < self.commit:
+            # Everything up to our commit index is committed, hence identical on the leader.
+            self._send(MsgAppResp(self.node_id, m.frm, self.term, index=self.commit))
+            return
+        if log.term_at(m.prev_index) != m.prev_term:
+            hint_index = log.find_conflict_by_term(min(m.prev_index, log.last_index()), m.prev_term)
+            self._send(MsgAppResp(self.node_id, m.frm, self.term, index=m.prev_index, reject=True,
+                                  hint_index=hint_index, hint_term=log.term_at(hint_index)))
+            return
+        last_new = m.entries[-1].last_offset if m.entries else m.prev_index
+        for i, entry in enumerate(m.entries):
+            if log.term_at(entry.last_offset) != entry.term:
+                # First conflicting (or new) entry: everything from here on is replaced (§5.3).
+                if entry.base_offset <= self.commit:
+                    raise AssertionError(
+                        f"node {self.node_id}: entry at {entry.base_offset} conflicts with a committed "
+                        f"entry (commit {self.commit})")
+                log.append(list(m.entries[i:]))
+                break
+        self._commit_to(min(m.commit, last_new))
+        self._send(MsgAppResp(self.node_id, m.frm, self.term, index=last_new))
+
+    def _follower_heartbeat(self, m: MsgHeartbeat) -> None:
+        self._follower_heard_leader(m)
+        self._commit_to(min(m.commit, self._log.last_index()))
+        self._send(MsgHeartbeatResp(self.node_id, m.frm, self.term))
+
+    def _follower_start_over(self, m: MsgStartOver) -> None:
+        self._follower_heard_leader(m)
+        boundary = m.log_start_offset - 1
+        if boundary <= self.commit or self._log.term_at(boundary) == m.start_term:
+            # We already hold the log up to the leader's start: nothing to discard.
+            self._send(MsgAppResp(self.node_id, m.frm, self.term, index=max(boundary, self.commit)))
+            return
+        # Our entry at the boundary differs or is missing, so nothing after it matches either.
+        self._log.restart_at(m.log_start_offset, m.start_term)
+        self.commit = boundary
+        self.applied = boundary
+        self._send(MsgAppResp(self.node_id, m.frm, self.term, index=boundary))
+
+    def _follower_timeout_now(self, m: MsgTimeoutNow) -> None:
+        self._campaign(pre=False, transfer=True)
+
+    # ---- candidates ------------------------------------------------------------------
+
+    def _candidate_hears_leader(self, m) -> None:
+        # Same term (a higher one was handled in step): someone else won this election.
+        self._become_follower(self.term, m.frm)
+        self._handlers[type(m)](self, m)
+
+    def _candidate_vote_resp(self, m: MsgVoteResp) -> None:
+        self._tally(m)
+
+    # ---- leader ----------------------------------------------------------------------
+
+    def _tick_leader(self) -> None:
+        self._heartbeat_elapsed += 1
+        self._election_elapsed += 1
+        if self._election_elapsed >= self.config.election_timeout_ticks:
+            self._election_elapsed = 0
+            if self.config.check_quorum:
+                active = 1 + sum(pr.recent_active for peer, pr in self.progress.items()
+                                 if peer != self.node_id)
+                for peer, pr in self.progress.items():
+                    pr.recent_active = peer == self.node_id
+                if active < self._quorum:
+                    self._become_follower(self.term, None)
+                    return
+            self.lead_transferee = None
+        if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            for peer, pr in self.progress.items():
+                if peer != self.node_id:
+                    self._send(MsgHeartbeat(self.node_id, peer, self.term, min(pr.match, self.commit)))
+
+    def _leader_app_resp(self, m: MsgAppResp) -> None:
+        pr = self.progress.get(m.frm)
+        if pr is None:
+            return
+        pr.recent_active = True
+        if m.reject:
+            if self._maybe_decrease_next(pr, m):
+                self._send_append(m.frm)
+            return
+        if m.index > pr.match:
+            pr.match = m.index
+            if pr.state is not ProgressState.REPLICATE:
+                pr.become_replicate()
+            if self._maybe_commit():
+                self._broadcast_append()
+            elif pr.match < self._log.last_index():
+                self._send_append(m.frm)
+        elif pr.state is ProgressState.PROBE:
+            pr.paused = False
+        if m.frm == self.lead_transferee and pr.match == self._log.last_index():
+            self._send(MsgTimeoutNow(self.node_id, m.frm, self.term))
+
+    def _maybe_decrease_next(self, pr: Progress, m: MsgAppResp) -> bool:
+        """Move next back after a rejection; False if the rejection is stale."""
+        if pr.state is ProgressState.REPLICATE:
+            if m.index <= pr.match:
+                return False
+            pr.become_probe()
+            return True
+        if pr.state is ProgressState.START_OVER or pr.next - 1 != m.index:
+            return False
+        probe = self._log.find_conflict_by_term(m.hint_index, m.hint_term)
+        if probe >= m.index:
+            # Only at our log start: the follower needs entries retention removed, so the
+            # next send goes below the log start and becomes a MsgStartOver.
+            probe = m.index - 1
+        pr.next = max(min(m.index, probe) + 1, pr.match + 1)
+        pr.paused = False
+        return True
+
+    def _leader_heartbeat_resp(self, m: MsgHeartbeatResp) -> None:
+        pr = self.progress.get(m.frm)
+        if pr is None:
+            return
+        pr.recent_active = True
+        pr.paused = False
+        if pr.state is ProgressState.START_OVER:
+            pr.become_probe()  # the start-over or its answer may be lost: try again
+        if pr.match < self._log.last_index():
+            self._send_append(m.frm)
+
+    def _maybe_commit(self) -> bool:
+        matches = sorted((pr.match for pr in self.progress.values()), reverse=True)
+        index = matches[self._quorum - 1]
+        if index > self.commit and self._log.term_at(index) == self.term:
+            self.commit = index
+            return True
+        return False
+
+    def _broadcast_append(self) -> None:
+        for peer in self.config.peers:
+            if peer != self.node_id:
+                self._send_append(peer)
+
+    def _send_append(self, to: int) -> None:
+        pr = self.progress[to]
+        if pr.paused or pr.state is ProgressState.START_OVER:
+            return
+        log = self._log
+        prev_index = pr.next - 1
+        start = log.log_start_offset()
+        if prev_index < start - 1:
+            pr.state = ProgressState.START_OVER
+            self._send(MsgStartOver(self.node_id, to, self.term, start, log.start_term(), self.commit))
+            return
+        prev_term = log.term_at(prev_index)
+        assert prev_term is not None, f"leader {self.node_id}: next {pr.next} is not after an entry"
+        entries = log.entries_from(pr.next, self.config.max_entries_per_msg)
+        self._send(MsgApp(self.node_id, to, self.term, prev_index, prev_term, tuple(entries), self.commit))
+        if pr.state is ProgressState.REPLICATE:
+            if entries:
+                pr.next = entries[-1].last_offset + 1
+        else:
+            pr.paused = True
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    def _commit_to(self, index: int) -> None:
+        if index > self.commit:
+            self.commit = index
+
+    def _send(self, m: Message) -> None:
+        if self.role is Role.LEADER and isinstance(m, _IMMEDIATE):
+            self._msgs.append(m)
+        else:
+            self._msgs_after_persist.append(m)
+
+    def _hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.commit)
+
+    def _reset_randomized_timeout(self) -> None:
+        timeout = self.config.election_timeout_ticks
+        self._randomized_timeout = timeout + self.config.rng.randrange(timeout)
+
+    def _check_not_in_ready(self) -> None:
+        if self._ready_pending:
+            raise RuntimeError("call advance() for the last Ready before feeding the node more input")
+
+    _follower_handlers = {
+        MsgApp: _follower_append,
+        MsgHeartbeat: _follower_heartbeat,
+        MsgStartOver: _follower_start_over,
+        MsgTimeoutNow: _follower_timeout_now,
+    }
+    _pre_candidate_handlers = {
+        MsgApp: _candidate_hears_leader,
+        MsgHeartbeat: _candidate_hears_leader,
+        MsgStartOver: _candidate_hears_leader,
+        MsgPreVoteResp: _candidate_vote_resp,
+    }
+    _candidate_handlers = {
+        MsgApp: _candidate_hears_leader,
+        MsgHeartbeat: _candidate_hears_leader,
+        MsgStartOver: _candidate_hears_leader,
+        MsgVoteResp: _candidate_vote_resp,
+    }
+    _leader_handlers = {
+        MsgAppResp: _leader_app_resp,
+        MsgHeartbeatResp: _leader_heartbeat_resp,
+    }
