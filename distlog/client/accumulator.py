@@ -30,7 +30,7 @@ class ProducerBatch:
     """One partition's records sent as one record batch; completes all its record futures at once."""
 
     __slots__ = ("topic", "partition", "record_count", "size_bytes", "data", "timestamps_ms", "callbacks",
-                 "created_s", "attempts", "retry_at_s", "base_offset", "error", "done")
+                 "created_s", "completed_s", "attempts", "retry_at_s", "base_offset", "error", "done")
 
     def __init__(self, topic: str, partition: int):
         self.topic = topic
@@ -41,6 +41,7 @@ class ProducerBatch:
         self.timestamps_ms = None
         self.callbacks = None  # [(index, callback)] only when a caller gave one
         self.created_s = time.monotonic()
+        self.completed_s = None
         self.attempts = 0
         self.retry_at_s = 0.0
         self.base_offset = -1
@@ -55,6 +56,7 @@ class ProducerBatch:
         """Resolve every record's future (then run callbacks, confluent-style: callback(err, metadata))."""
         self.base_offset = base_offset
         self.error = error
+        self.completed_s = time.monotonic()
         self.done.set()
         if self.callbacks:
             for index, callback in self.callbacks:
@@ -82,6 +84,12 @@ class FutureRecordMetadata:
             raise self._batch.error
         return self._batch.metadata(self._index)
 
+    @property
+    def batch_latency_s(self) -> float | None:
+        """Seconds from the first record of this record's batch being queued to its acknowledgement."""
+        batch = self._batch
+        return None if batch.completed_s is None else batch.completed_s - batch.created_s
+
     def exception(self, timeout: float | None = None):
         self._batch.done.wait(timeout)
         return self._batch.error
@@ -95,45 +103,47 @@ class PartitionAccumulator:
         self.partition = partition
         self.capacity_bytes = batch_size_bytes
         self.max_records = max_records
+        # Keys and values are copied into these two buffers, allocated once per partition and
+        # reused for every batch; numpy views them in place when the batch is sealed.
         self.values = bytearray(batch_size_bytes)
         self.keys = bytearray(batch_size_bytes)
-        self.value_lengths = np.empty(max_records, dtype=np.int32)
-        self.key_lengths = np.empty(max_records, dtype=np.int32)
-        self.timestamps_ms = np.empty(max_records, dtype=np.int64)
         self._reset()
 
     def _reset(self) -> None:
         self.count = 0
         self.value_end = 0
         self.key_end = 0
+        # Per-record lengths and timestamps: list.append is cheaper per record than a numpy
+        # store, and the lists become numpy columns in one call at seal time.
+        self.value_lengths = []
+        self.key_lengths = []
+        self.timestamps_ms = []
         self.headers = None  # {index: headers} only for records that have them
         self.opened_s = time.monotonic()
         self.batch = ProducerBatch(self.topic, self.partition)
 
-    def has_room(self, key_bytes: int, value_bytes: int) -> bool:
-        return (self.count < self.max_records and self.value_end + value_bytes <= self.capacity_bytes
-                and self.key_end + key_bytes <= self.capacity_bytes)
-
-    def append(self, value, key, timestamp_ms: int, headers) -> int:
-        """Copy one record in (the caller checked has_room); returns its index in the batch."""
+    def try_append(self, value, key, timestamp_ms: int, headers) -> int:
+        """Copy one record in and return its index in the batch, or -1 if it does not fit."""
         index = self.count
+        value_end = self.value_end + (len(value) if value is not None else 0)
+        key_end = self.key_end + (len(key) if key is not None else 0)
+        if index >= self.max_records or value_end > self.capacity_bytes or key_end > self.capacity_bytes:
+            return -1
         if index == 0:
-            self.opened_s = time.monotonic()
+            self.opened_s = self.batch.created_s = time.monotonic()
         if value is None:
-            self.value_lengths[index] = -1
+            self.value_lengths.append(-1)
         else:
-            end = self.value_end + len(value)
-            self.values[self.value_end:end] = value
-            self.value_end = end
-            self.value_lengths[index] = len(value)
+            self.values[self.value_end:value_end] = value
+            self.value_lengths.append(value_end - self.value_end)
+            self.value_end = value_end
         if key is None:
-            self.key_lengths[index] = -1
+            self.key_lengths.append(-1)
         else:
-            end = self.key_end + len(key)
-            self.keys[self.key_end:end] = key
-            self.key_end = end
-            self.key_lengths[index] = len(key)
-        self.timestamps_ms[index] = timestamp_ms
+            self.keys[self.key_end:key_end] = key
+            self.key_lengths.append(key_end - self.key_end)
+            self.key_end = key_end
+        self.timestamps_ms.append(timestamp_ms)
         if headers:
             if self.headers is None:
                 self.headers = {}
@@ -145,27 +155,29 @@ class PartitionAccumulator:
         """Turn the buffered records into a record batch and start a fresh one in the same buffers."""
         n = self.count
         batch = self.batch
-        timestamps = self.timestamps_ms[:n].copy()
+        timestamps = np.array(self.timestamps_ms, dtype=np.int64)
+        value_lengths = np.array(self.value_lengths, dtype=np.int32)
+        key_lengths = np.array(self.key_lengths, dtype=np.int32)
         if self.headers:
-            batch.data = self._build_with_headers(n, timestamps)
+            batch.data = self._build_with_headers(n, timestamps, value_lengths, key_lengths)
         else:
             batch.data = build_batch_from_arrays(
                 np.frombuffer(self.values, dtype=np.uint8, count=self.value_end),
                 np.frombuffer(self.keys, dtype=np.uint8, count=self.key_end),
                 timestamps,
-                value_lengths=self.value_lengths[:n],
-                key_lengths=self.key_lengths[:n],
+                value_lengths=value_lengths,
+                key_lengths=key_lengths,
             )
         batch.record_count = n
         batch.timestamps_ms = timestamps
         self._reset()
         return batch
 
-    def _build_with_headers(self, n: int, timestamps) -> bytes:
+    def _build_with_headers(self, n: int, timestamps, value_lengths, key_lengths) -> bytes:
         values, keys = [], []
         value_pos = key_pos = 0
         for i in range(n):  # the rare path: headers need per-record msgpack anyway
-            value_length, key_length = int(self.value_lengths[i]), int(self.key_lengths[i])
+            value_length, key_length = int(value_lengths[i]), int(key_lengths[i])
             values.append(None if value_length < 0 else bytes(self.values[value_pos:value_pos + value_length]))
             keys.append(None if key_length < 0 else bytes(self.keys[key_pos:key_pos + key_length]))
             value_pos += max(value_length, 0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -62,6 +63,16 @@ class _PartitionState:
         self.batches.clear()
 
 
+def _slices(payload: bytes, positions: np.ndarray, lengths: np.ndarray) -> list:
+    """payload[pos:pos+len] for each record, None where the length is -1 (null)."""
+    if len(lengths) and lengths.min() < 0:
+        if lengths.max() < 0:
+            return [None] * len(lengths)
+        return [payload[p:p + n] if n >= 0 else None for p, n in zip(positions.tolist(), lengths.tolist())]
+    ends = (positions + lengths).tolist()
+    return [payload[p:e] for p, e in zip(positions.tolist(), ends)]
+
+
 def decode_batch(tp: TopicPartition, batch: RecordBatch, min_offset: int) -> list:
     """ConsumerRecords of `batch` at offsets >= min_offset, decoded column-wise (no numpy per record)."""
     n = batch.record_count
@@ -72,21 +83,19 @@ def decode_batch(tp: TopicPartition, batch: RecordBatch, min_offset: int) -> lis
         records = batch.records()  # headers present: the general decoder handles them
         return [ConsumerRecord(tp.topic, tp.partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers)
                 for r in records if r.offset >= min_offset]
+    start = int(np.searchsorted(arrays.offsets, min_offset)) if n and arrays.offsets[0] < min_offset else 0
     payload = bytes(arrays.payload[: key_bytes + value_bytes])
-    offsets = arrays.offsets.tolist()
-    start = 0
-    if offsets and offsets[0] < min_offset:
-        start = int(np.searchsorted(arrays.offsets, min_offset))
-    topic, partition = tp
-    out = []
-    for offset, timestamp_ms, key_pos, key_len, value_pos, value_len in zip(
-        offsets[start:], arrays.timestamps_ms[start:].tolist(), arrays.key_positions[start:].tolist(),
-        arrays.key_lengths[start:].tolist(), arrays.value_positions[start:].tolist(), arrays.value_lengths[start:].tolist(),
-    ):
-        key = payload[key_pos:key_pos + key_len] if key_len >= 0 else None
-        value = payload[value_pos:value_pos + value_len] if value_len >= 0 else None
-        out.append(ConsumerRecord(topic, partition, offset, timestamp_ms, key, value, []))
-    return out
+    keys = _slices(payload, arrays.key_positions[start:], arrays.key_lengths[start:])
+    values = _slices(payload, arrays.value_positions[start:], arrays.value_lengths[start:])
+    count = n - start
+    # tuple.__new__ straight from map: namedtuple's own constructor costs a Python call per record.
+    return list(map(tuple.__new__, repeat(ConsumerRecord, count), zip(
+        repeat(tp.topic, count), repeat(tp.partition, count), arrays.offsets[start:].tolist(),
+        arrays.timestamps_ms[start:].tolist(), keys, values, repeat(_NO_HEADERS, count),
+    )))
+
+
+_NO_HEADERS = ()
 
 
 class Consumer:

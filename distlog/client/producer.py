@@ -116,37 +116,37 @@ class Producer:
 
         Blocks up to max_block_ms for metadata or buffer space, then raises BufferFullError /
         RequestTimedOutError / DistlogError(UNKNOWN_TOPIC_OR_PARTITION)."""
-        value = _as_bytes(value, "value")
-        key = _as_bytes(key, "key")
+        if value is not None and type(value) is not bytes:
+            value = _as_bytes(value, "value")
+        if key is not None and type(key) is not bytes:
+            key = _as_bytes(key, "key")
         if headers:
             headers = [(str(name), _as_bytes(data, "header value") or b"") for name, data in headers]
         if timestamp_ms is None:
             timestamp_ms = time.time_ns() // 1_000_000
-        partition_count = self._partition_count(topic)
+        partition_count = self._partition_counts.get(topic) or self._partition_count(topic)
         if partition is None:
             partition = partition_for_key(key, partition_count) if key is not None else self._sticky_partition(topic, partition_count)
         elif not 0 <= partition < partition_count:
             raise DistlogError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic '{topic}' has partitions 0..{partition_count - 1}, not {partition}")
-        key_bytes = len(key) if key is not None else 0
-        value_bytes = len(value) if value is not None else 0
-        size = key_bytes + value_bytes + ROW_SIZE
+        size = (len(key) if key is not None else 0) + (len(value) if value is not None else 0) + ROW_SIZE
         with self._lock:
-            self._reserve(size)
-            if key_bytes > self.batch_size or value_bytes > self.batch_size:
+            if self._buffered_bytes + size > self.buffer_memory or self._closing:
+                self._wait_for_space(size)
+            self._buffered_bytes += size
+            accumulator = self._accumulators.get((topic, partition)) or self._accumulator(topic, partition)
+            index = accumulator.try_append(value, key, timestamp_ms, headers)
+            wake = index <= 0  # a new batch opened (its linger clock starts) or the old one is full
+            if index < 0:
+                self._seal(accumulator)
+                index = accumulator.try_append(value, key, timestamp_ms, headers)
+            if index < 0:  # bigger than a whole batch: it travels alone
                 batch = build_single_batch(topic, partition, value, key, timestamp_ms, headers)
-                batch.size_bytes = size
                 self._queue_sealed(batch)
-                index, wake = 0, True
+                index = 0
             else:
-                accumulator = self._accumulator(topic, partition)
-                wake = False
-                if not accumulator.has_room(key_bytes, value_bytes):
-                    self._seal(accumulator)
-                    wake = True
-                index = accumulator.append(value, key, timestamp_ms, headers)
                 batch = accumulator.batch
-                batch.size_bytes += size
-                wake = wake or index == 0
+            batch.size_bytes += size
             if callback is not None:
                 if batch.callbacks is None:
                     batch.callbacks = []
@@ -203,7 +203,8 @@ class Producer:
             batch.size_bytes = len(data)
             batch.timestamps_ms = np.array([peek_header(data).first_timestamp_ms], dtype=np.int64)
             with self._lock:
-                self._reserve(batch.size_bytes)
+                self._wait_for_space(batch.size_bytes)
+                self._buffered_bytes += batch.size_bytes
                 self._queue_sealed(batch)
             self._wake()
             futures.append(FutureRecordMetadata(batch, 0))
@@ -290,7 +291,7 @@ class Producer:
             self._accumulators[(topic, partition)] = accumulator
         return accumulator
 
-    def _reserve(self, size: int) -> None:
+    def _wait_for_space(self, size: int) -> None:
         """Called with the lock held: wait for buffer space, up to max_block_ms."""
         if self._closing:
             raise ProducerClosedError()
@@ -304,7 +305,6 @@ class Producer:
                     f"max_block_ms={self.max_block_s * 1000:.0f}: the brokers are not keeping up or cannot be reached"
                 )
             self._space_freed.wait(remaining)
-        self._buffered_bytes += size
 
     def _seal(self, accumulator: PartitionAccumulator) -> None:
         """Called with the lock held."""

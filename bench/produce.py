@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Produce/consume benchmark: starts its own brokers, produces N records, reads them all back.
+
+    python bench/produce.py --brokers 1 --replication-factor 1 --acks 1 --records 1000000 --value-bytes 100 --json
+
+Two produce paths are measured on separate topics, as users call them:
+  send       one Producer.send() per record (the API most code uses)
+  send_batch Producer.send_batch() with a uint8 array (the fastest path)
+and two consume paths: Consumer.poll() (records as objects) and Consumer.poll_batches()
+(record batches, values checked as numpy arrays). Every record read back is compared with what
+was written, in order, per partition; `verified` is true only when all of them match.
+Ack latency is per batch: from its first record being queued to its acknowledgement.
+Prints one JSON object (with --json) or a readable summary. Stops every broker it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from distlog.broker.launcher import start_brokers, stop_brokers
+from distlog.client import Admin, Consumer, Producer
+
+
+def percentile_ms(latencies_s, q):
+    return round(float(np.percentile(np.asarray(latencies_s) * 1000, q)), 2) if len(latencies_s) else None
+
+
+def produce_with_send(bootstrap, topic, values, acks, linger_ms):
+    producer = Producer(bootstrap, acks=acks, linger_ms=linger_ms)
+    try:
+        started = time.perf_counter()
+        send = producer.send
+        futures = [send(topic, value, partition=0) for value in values]
+        producer.flush(600)
+        elapsed = time.perf_counter() - started
+    finally:
+        producer.close()
+    failures = sum(1 for f in futures if f.exception(0) is not None)
+    latencies = list({id(f._batch): f.batch_latency_s for f in futures}.values())
+    return elapsed, failures, latencies
+
+
+def produce_with_send_batch(bootstrap, topic, values_2d, acks, chunk_records):
+    producer = Producer(bootstrap, acks=acks, linger_ms=0)
+    try:
+        started = time.perf_counter()
+        futures = []
+        for start in range(0, len(values_2d), chunk_records):
+            futures.extend(producer.send_batch(topic, values_2d[start:start + chunk_records], partition=0))
+        producer.flush(600)
+        elapsed = time.perf_counter() - started
+    finally:
+        producer.close()
+    failures = sum(1 for f in futures if f.exception(0) is not None)
+    return elapsed, failures, [f.batch_latency_s for f in futures]
+
+
+def consume_records(bootstrap, topic, expected_values, timeout_s):
+    """poll() path; returns (seconds, verified)."""
+    consumer = Consumer(bootstrap, fetch_max_wait_ms=100)
+    try:
+        consumer.assign([(topic, 0)])
+        consumer.seek_to_beginning()
+        got_values, got_offsets = [], []
+        started = time.perf_counter()
+        deadline = time.monotonic() + timeout_s
+        while len(got_values) < len(expected_values) and time.monotonic() < deadline:
+            for record in consumer.poll(timeout=1.0):
+                got_offsets.append(record.offset)
+                got_values.append(record.value)
+        elapsed = time.perf_counter() - started
+    finally:
+        consumer.close()
+    verified = got_offsets == list(range(len(expected_values))) and got_values == expected_values
+    return elapsed, verified
+
+
+def consume_batches(bootstrap, topic, values_2d, timeout_s):
+    """poll_batches() path, values compared as arrays; returns (seconds, verified)."""
+    consumer = Consumer(bootstrap, fetch_max_wait_ms=100)
+    try:
+        consumer.assign([(topic, 0)])
+        consumer.seek_to_beginning()
+        chunks, next_offset, in_order = [], 0, True
+        started = time.perf_counter()
+        deadline = time.monotonic() + timeout_s
+        while next_offset < len(values_2d) and time.monotonic() < deadline:
+            for _tp, batch, first_offset in consumer.poll_batches(timeout=1.0):
+                in_order &= batch.base_offset == next_offset and first_offset == next_offset
+                chunks.append(batch.values_2d())
+                next_offset = batch.last_offset + 1
+        elapsed = time.perf_counter() - started
+    finally:
+        consumer.close()
+    got = np.concatenate(chunks) if chunks else np.zeros((0, values_2d.shape[1]), np.uint8)
+    return elapsed, bool(in_order and got.shape == values_2d.shape and np.array_equal(got, values_2d))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--brokers", type=int, default=1)
+    parser.add_argument("--replication-factor", type=int, default=1)
+    parser.add_argument("--acks", choices=["0", "1", "all"], default="1")
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--value-bytes", type=int, default=100)
+    parser.add_argument("--linger-ms", type=float, default=5)
+    parser.add_argument("--batch-records", type=int, default=10_000, help="records per send_batch() call")
+    parser.add_argument("--flush-policy", default="always", help="broker flush.policy: always | interval:<ms> | never")
+    parser.add_argument("--paths", default="send,send_batch", help="which produce paths to run")
+    parser.add_argument("--timeout-s", type=float, default=600)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.brokers < 1 or args.records < 1 or args.value_bytes < 1:
+        parser.error("--brokers, --records and --value-bytes must be positive")
+    paths = [p for p in args.paths.split(",") if p]
+    if set(paths) - {"send", "send_batch"}:
+        parser.error("--paths takes send and/or send_batch")
+
+    rng = np.random.default_rng(42)
+    values_2d = rng.integers(0, 256, size=(args.records, args.value_bytes), dtype=np.uint8)
+    values = [bytes(row) for row in values_2d] if "send" in paths else None
+    acks = "all" if args.acks == "all" else int(args.acks)
+    result = {
+        "records": args.records, "value_bytes": args.value_bytes, "brokers": args.brokers,
+        "replication_factor": args.replication_factor, "acks": args.acks, "flush_policy": args.flush_policy,
+        "linger_ms": args.linger_ms, "latency_unit": "per batch (first record queued -> acknowledged)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+    }
+    data_root = tempfile.mkdtemp(prefix="distlog-bench-")
+    brokers = []
+    try:
+        brokers = start_brokers(args.brokers, data_root, extra_args=["--config", f"flush.policy={args.flush_policy}"])
+        bootstrap = ",".join(b.address for b in brokers)
+        verified = True
+        with Admin(bootstrap) as admin:
+            for path in paths:
+                admin.create_topic(f"bench-{path}", partitions=1, replication_factor=args.replication_factor)
+        megabytes = args.records * args.value_bytes / 1e6
+        for path in paths:
+            topic = f"bench-{path}"
+            if path == "send":
+                elapsed, failures, latencies = produce_with_send(bootstrap, topic, values, acks, args.linger_ms)
+                prefix = "produce"
+            else:
+                elapsed, failures, latencies = produce_with_send_batch(bootstrap, topic, values_2d, acks, args.batch_records)
+                prefix = "produce_batch"
+            result[f"{prefix}_records_per_s"] = round(args.records / elapsed)
+            result[f"{prefix}_MB_per_s"] = round(megabytes / elapsed, 1)
+            result[f"{prefix}_failures"] = failures
+            result[f"{prefix}_ack_latency_ms_p50"] = percentile_ms(latencies, 50)
+            result[f"{prefix}_ack_latency_ms_p99"] = percentile_ms(latencies, 99)
+            verified &= failures == 0
+        if "send" in paths:
+            result["ack_latency_ms_p50"] = result["produce_ack_latency_ms_p50"]
+            result["ack_latency_ms_p99"] = result["produce_ack_latency_ms_p99"]
+            elapsed, ok = consume_records(bootstrap, "bench-send", values, args.timeout_s)
+            result["consume_records_per_s"] = round(args.records / elapsed)
+            verified &= ok
+        if "send_batch" in paths:
+            elapsed, ok = consume_batches(bootstrap, "bench-send_batch", values_2d, args.timeout_s)
+            result["consume_batches_records_per_s"] = round(args.records / elapsed)
+            verified &= ok
+        result["verified"] = bool(verified)
+    finally:
+        stop_brokers(brokers)
+        shutil.rmtree(data_root, ignore_errors=True)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:40} {value}")
+    return 0 if result.get("verified") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
