@@ -44,6 +44,11 @@ RECORD_DTYPE = np.dtype(
     ]
 )
 ROW_SIZE = RECORD_DTYPE.itemsize  # 24
+_ROW = struct.Struct("<Iqiii")
+# attributes bit set by the builders (never by callers) when every record has record 0's key
+# and value length and no headers: a single record is then found by arithmetic, which is
+# what makes random single-record reads cheap. verify() checks the claim.
+ATTR_FIXED_WIDTH = 0x0100
 _MAX_BATCH_BYTES = 2**32 - 1
 
 
@@ -121,12 +126,37 @@ def stamp_batch(buf, base_offset: int, leader_term: int) -> None:
     _LEADER_TERM.pack_into(buf, _LEADER_TERM_POS, leader_term)
 
 
+def _is_fixed_width(table: np.ndarray) -> bool:
+    """Every record has record 0's key and value length, and no headers."""
+    return (
+        bool(np.all(table["key_length"] == table["key_length"][0]))
+        and bool(np.all(table["value_length"] == table["value_length"][0]))
+        and bool(np.all(table["headers_length"] == -1))
+    )
+
+
 def _exclusive_cumsum(lengths: np.ndarray) -> np.ndarray:
     """Start position of each item given lengths where -1 (null) occupies no bytes."""
-    sizes = np.maximum(lengths, 0).astype(np.int64)
-    positions = np.zeros(len(sizes), dtype=np.int64)
-    np.cumsum(sizes[:-1], out=positions[1:])
-    return positions
+    sizes = np.maximum(lengths, 0)
+    return np.cumsum(sizes, dtype=np.int64) - sizes
+
+
+def _decode_one(offset: int, timestamp_ms: int, payload: memoryview, key, value, headers) -> Record:
+    """A Record from (position, length) pairs into payload; length -1 is null."""
+    key_position, key_length = key
+    value_position, value_length = value
+    headers_position, headers_length = headers
+    decoded_headers = []
+    if headers_length > 0:
+        pairs = msgpack.unpackb(payload[headers_position : headers_position + headers_length], raw=False)
+        decoded_headers = [(name, bytes(data)) for name, data in pairs]
+    return Record(
+        offset,
+        timestamp_ms,
+        None if key_length < 0 else bytes(payload[key_position : key_position + key_length]),
+        None if value_length < 0 else bytes(payload[value_position : value_position + value_length]),
+        decoded_headers,
+    )
 
 
 class RecordBatch:
@@ -247,6 +277,8 @@ class RecordBatch:
                 )
             if len(deltas) > 1 and not bool(np.all(deltas[1:] > deltas[:-1])):
                 raise CorruptBatchError(f"{self._where()}: offset deltas are not strictly increasing")
+            if header.attributes & ATTR_FIXED_WIDTH and not _is_fixed_width(table):
+                raise CorruptBatchError(f"{self._where()}: flagged fixed-width but record lengths differ")
 
     def arrays(self) -> BatchArrays:
         """Offsets, timestamps, lengths and payload positions as numpy columns."""
@@ -270,15 +302,57 @@ class RecordBatch:
 
     def values_2d(self) -> np.ndarray:
         """An (n, width) uint8 view of the values; ValueError unless all share one non-null length."""
-        arrays = self.arrays()
         n = self._header.record_count
         if n == 0:
             return np.zeros((0, 0), dtype=np.uint8)
-        width = int(arrays.value_lengths[0])
-        if width < 0 or not bool(np.all(arrays.value_lengths == width)):
+        _, _, key_width, width, _ = _ROW.unpack_from(self._view, HEADER_SIZE)
+        if self._header.attributes & ATTR_FIXED_WIDTH:
+            key_bytes = n * max(key_width, 0)
+        else:
+            table = self._table()
+            if not bool(np.all(table["value_length"] == width)):
+                width = -1
+            key_bytes = int(np.maximum(table["key_length"], 0).sum(dtype=np.int64))
+        if width < 0:
             raise ValueError(f"{self._where()}: values do not all have one non-null length")
-        start = int(arrays.value_positions[0])
-        return np.frombuffer(arrays.payload, dtype=np.uint8, count=n * width, offset=start).reshape(n, width)
+        start = HEADER_SIZE + n * ROW_SIZE + key_bytes
+        return np.frombuffer(self._view, dtype=np.uint8, count=n * width, offset=start).reshape(n, width)
+
+    def record(self, offset: int) -> Record:
+        """Decode only the record at offset (a random read); KeyError if the batch lacks it."""
+        n = self._header.record_count
+        delta = offset - self.base_offset
+        if 0 <= delta < n and self._header.attributes & ATTR_FIXED_WIDTH:
+            row_delta, timestamp_delta, key_length, value_length, _ = _ROW.unpack_from(
+                self._view, HEADER_SIZE + delta * ROW_SIZE
+            )
+            if row_delta == delta:
+                _, _, key_width, value_width, _ = _ROW.unpack_from(self._view, HEADER_SIZE)
+                key_width, value_width = max(key_width, 0), max(value_width, 0)
+                payload = self._view[HEADER_SIZE + n * ROW_SIZE :]
+                return _decode_one(
+                    offset, timestamp_delta + self._header.first_timestamp_ms, payload,
+                    (delta * key_width, key_length), (n * key_width + delta * value_width, value_length), (0, -1),
+                )
+        table = self._table()
+        deltas = table["offset_delta"]
+        row = delta
+        if not (0 <= row < len(deltas) and int(deltas[row]) == delta):
+            row = int(np.searchsorted(deltas, delta)) if delta >= 0 else len(deltas)
+            if row >= len(deltas) or int(deltas[row]) != delta:
+                raise KeyError(f"{self._where()} has no record at offset {offset}")
+        # The three length columns are the last three int32 words of each 24-byte row.
+        lengths = np.frombuffer(self._view, dtype="<i4", count=len(deltas) * 6, offset=HEADER_SIZE).reshape(-1, 6)[:, 3:]
+        sizes = np.maximum(lengths, 0)
+        totals = sizes.sum(axis=0, dtype=np.int64).tolist()
+        before = sizes[:row].sum(axis=0, dtype=np.int64).tolist()
+        key_length, value_length, headers_length = lengths[row].tolist()
+        payload = self._view[HEADER_SIZE + len(deltas) * ROW_SIZE :]
+        return _decode_one(
+            offset, int(table[row]["timestamp_delta"]) + self._header.first_timestamp_ms, payload,
+            (before[0], key_length), (totals[0] + before[1], value_length),
+            (totals[0] + totals[1] + before[2], headers_length),
+        )
 
     def records(self) -> list[Record]:
         """Decode every record (client side; loops per record)."""
@@ -288,24 +362,18 @@ class RecordBatch:
         values_end = int(arrays.value_positions[-1] + max(int(arrays.value_lengths[-1]), 0)) if len(table) else 0
         headers_positions = _exclusive_cumsum(headers_lengths) + values_end
         payload = arrays.payload
-        records = []
-        for i in range(self._header.record_count):
-            key_length = int(arrays.key_lengths[i])
-            value_length = int(arrays.value_lengths[i])
-            headers_length = int(headers_lengths[i])
-            key_pos = int(arrays.key_positions[i])
-            value_pos = int(arrays.value_positions[i])
-            headers_pos = int(headers_positions[i])
-            key = None if key_length < 0 else bytes(payload[key_pos : key_pos + key_length])
-            value = None if value_length < 0 else bytes(payload[value_pos : value_pos + value_length])
-            headers = []
-            if headers_length > 0:
-                pairs = msgpack.unpackb(payload[headers_pos : headers_pos + headers_length], raw=False)
-                headers = [(name, bytes(data)) for name, data in pairs]
-            records.append(
-                Record(int(arrays.offsets[i]), int(arrays.timestamps_ms[i]), key, value, headers)
+        return [
+            _decode_one(
+                offset, timestamp_ms, payload, (key_position, key_length), (value_position, value_length),
+                (headers_position, headers_length),
             )
-        return records
+            for offset, timestamp_ms, key_position, key_length, value_position, value_length,
+            headers_position, headers_length in zip(
+                arrays.offsets.tolist(), arrays.timestamps_ms.tolist(), arrays.key_positions.tolist(),
+                arrays.key_lengths.tolist(), arrays.value_positions.tolist(), arrays.value_lengths.tolist(),
+                headers_positions.tolist(), headers_lengths.tolist(),
+            )
+        ]
 
     def __repr__(self) -> str:
         return (
@@ -349,11 +417,14 @@ def assemble_batch(
         last_offset_delta = int(offset_deltas[-1]) if n else 0
     buf = bytearray(batch_length)
     table = np.frombuffer(buf, dtype=RECORD_DTYPE, count=n, offset=HEADER_SIZE)
+    attributes &= ~ATTR_FIXED_WIDTH
     table["offset_delta"] = offset_deltas
     table["timestamp_delta"] = timestamps_ms - first_timestamp_ms
     table["key_length"] = key_lengths
     table["value_length"] = value_lengths
     table["headers_length"] = headers_lengths
+    if n and _is_fixed_width(table):
+        attributes |= ATTR_FIXED_WIDTH
     pos = HEADER_SIZE + n * ROW_SIZE
     for part in payload_parts:
         part_view = memoryview(part).cast("B")

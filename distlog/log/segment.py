@@ -90,6 +90,7 @@ class Segment:
         self._fd = -1
         self._close_fd = None
         self._map: mmap.mmap | None = None
+        self._map_view = _EMPTY
         self._mapped_bytes = 0
 
     def _open_fd(self, flags: int) -> None:
@@ -211,10 +212,12 @@ class Segment:
         self.dirty = True
 
     def _mapped(self) -> memoryview:
+        """A view of the whole file as of now, remapping if it grew since the last read."""
         if self._mapped_bytes < self.size_bytes:
             self._map = mmap.mmap(self._fd, self.size_bytes, access=mmap.ACCESS_READ)
+            self._map_view = memoryview(self._map)
             self._mapped_bytes = self.size_bytes
-        return memoryview(self._map) if self._map is not None else _EMPTY
+        return self._map_view
 
     def locate(self, offset: int) -> tuple[int, BatchHeader] | None:
         """(position, header) of the first batch whose last offset is >= offset, or None."""
@@ -241,6 +244,8 @@ class Segment:
         view = self._mapped()
         limit = start + max(max_bytes, first.batch_length)
         position = start + first.batch_length
+        if position + HEADER_SIZE > limit:
+            return view[start:position]
         # Jump over batches the index already proves fit, then walk the last few headers.
         index = self.offset_index
         entry = index.position_floor(limit)
@@ -311,7 +316,7 @@ class Segment:
         finally:
             os.close(temp_fd)
         os.replace(temp_path, self.log_path)
-        self._map, self._mapped_bytes = None, 0
+        self._map, self._map_view, self._mapped_bytes = None, _EMPTY, 0
         self._close_fd()
         self._open_fd(0)
 
@@ -330,7 +335,7 @@ class Segment:
         """Persist the indexes and close the file descriptor (mapped views stay valid)."""
         self.persist_indexes()
         self._close_fd()
-        self._map, self._mapped_bytes = None, 0
+        self._map, self._map_view, self._mapped_bytes = None, _EMPTY, 0
 
     def delete_files(self) -> None:
         """Unlink the segment's files; open views and the fd stay usable until dropped."""

@@ -169,3 +169,14 @@ def test_record_batch_wraps_without_copying():
 def test_empty_batches_are_refused():
     with pytest.raises(ValueError):
         build_batch([])
+
+
+@settings(max_examples=60, deadline=None)
+@given(record_lists(), st.integers(min_value=0, max_value=2**40))
+def test_record_at_one_offset_matches_full_decode(records, base_offset):
+    values, keys, timestamps, headers = records
+    batch = RecordBatch(build_batch(values, keys, timestamps, headers, base_offset=base_offset))
+    for record in batch.records():
+        assert batch.record(record.offset) == record
+    with pytest.raises(KeyError):
+        batch.record(base_offset + len(values))

@@ -1,0 +1,133 @@
+"""Storage engine benchmark: append, sequential read and random single-record reads of one
+PartitionLog in a temp dir; prints one JSON object (--json) or a short table.
+
+Batches are built before timing from prebuilt random values (the broker receives built
+batches); append timing covers PartitionLog.append (verify crc, copy, stamp, write) and one
+final flush. Every record read back is compared with what was written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from distlog.log.batch import RecordBatch, build_batch_from_arrays, iter_batches
+from distlog.log.config import LogConfig
+from distlog.log.partition_log import PartitionLog
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--value-bytes", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=1000, help="records per batch")
+    parser.add_argument("--segment-bytes", type=int, default=16 * 1024 * 1024)
+    parser.add_argument("--random-reads", type=int, default=100_000)
+    parser.add_argument("--read-max-bytes", type=int, default=1024 * 1024, help="max_bytes per sequential read")
+    parser.add_argument("--flush-policy", default="never", help="flush.policy during appends (one flush at the end)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--dir", default=None, help="parent of the temp dir (default: system temp)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser.parse_args(argv)
+
+
+def _build_batches(values: np.ndarray, batch_size: int, timestamp_ms: int) -> list[bytes]:
+    return [
+        build_batch_from_arrays(values[start : start + batch_size], timestamps_ms=timestamp_ms + start)
+        for start in range(0, len(values), batch_size)
+    ]
+
+
+def _time_appends(log: PartitionLog, batches: list[bytes]) -> float:
+    started_s = time.perf_counter()
+    for batch in batches:
+        log.append(batch)
+    log.flush()
+    return time.perf_counter() - started_s
+
+
+def _time_sequential_read(log: PartitionLog, values: np.ndarray, max_bytes: int) -> tuple[float, bool]:
+    """Read the whole log front to back, verify crcs, compare every value; (seconds, all equal)."""
+    verified = True
+    offset = log.log_start_offset
+    started_s = time.perf_counter()
+    while offset < log.log_end_offset:
+        for batch in iter_batches(log.read(offset, max_bytes)):
+            base = batch.base_offset
+            got = batch.values_2d()
+            if not np.array_equal(got, values[base : base + len(got)]):
+                verified = False
+            offset = batch.last_offset + 1
+    return time.perf_counter() - started_s, verified and offset == len(values)
+
+
+def _time_random_reads(log: PartitionLog, values: np.ndarray, count: int, seed: int) -> tuple[float, bool]:
+    """Single-record reads at random offsets: fetch the batch holding it, pick the record out."""
+    offsets = np.random.default_rng(seed).integers(0, len(values), size=count).tolist()
+    verified = True
+    started_s = time.perf_counter()
+    for offset in offsets:
+        if RecordBatch(log.read(offset, 1)).record(offset).value != values[offset].tobytes():
+            verified = False
+    return time.perf_counter() - started_s, verified
+
+
+def run(args) -> dict:
+    rng = np.random.default_rng(args.seed)
+    values = rng.integers(0, 256, size=(args.records, args.value_bytes), dtype=np.uint8)
+    batches = _build_batches(values, args.batch_size, timestamp_ms=1_700_000_000_000)
+    payload_mb = args.records * args.value_bytes / 1e6
+    directory = tempfile.mkdtemp(prefix="distlog-bench-storage-", dir=args.dir)
+    try:
+        config = LogConfig(segment_bytes=args.segment_bytes, flush_policy=args.flush_policy)
+        log = PartitionLog.open(os.path.join(directory, "p0"), config)
+        append_s = _time_appends(log, batches)
+        log.close()
+        # Reopen so reads go through recovery and the on-disk indexes, as after a restart.
+        log = PartitionLog.open(os.path.join(directory, "p0"), config)
+        sequential_s, sequential_ok = _time_sequential_read(log, values, args.read_max_bytes)
+        random_s, random_ok = _time_random_reads(log, values, args.random_reads, args.seed)
+        segments = len(log.segments)
+        log_bytes = log.size_bytes
+        log.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return {
+        "records": args.records,
+        "value_bytes": args.value_bytes,
+        "batch_size": args.batch_size,
+        "append_records_per_s": round(args.records / append_s),
+        "append_MB_per_s": round(payload_mb / append_s, 1),
+        "append_log_MB_per_s": round(log_bytes / 1e6 / append_s, 1),
+        "sequential_read_records_per_s": round(args.records / sequential_s),
+        "sequential_read_MB_per_s": round(payload_mb / sequential_s, 1),
+        "random_reads": args.random_reads,
+        "random_reads_per_s": round(args.random_reads / random_s),
+        "segments": segments,
+        "segment_bytes": args.segment_bytes,
+        "log_bytes": log_bytes,
+        "verified": bool(sequential_ok and random_ok),
+    }
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+    result = run(args)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        width = max(map(len, result))
+        for key, value in result.items():
+            print(f"{key:<{width}}  {value}")
+    return 0 if result["verified"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
