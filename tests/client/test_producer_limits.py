@@ -1,0 +1,58 @@
+"""Producer limits without a broker: bad arguments, a full buffer, a dead cluster."""
+
+import time
+
+import pytest
+
+from distlog.broker.launcher import free_loopback_ports
+from distlog.client import BufferFullError, Producer, RequestTimedOutError
+
+
+def dead_address():
+    (port,) = free_loopback_ports(1)
+    return f"tcp://127.0.0.1:{port}"
+
+
+def test_bad_arguments_are_refused_up_front():
+    with pytest.raises(ValueError, match="acks"):
+        Producer(dead_address(), acks=2)
+    with pytest.raises(ValueError, match="batch_size"):
+        Producer(dead_address(), batch_size=10)
+    with pytest.raises(ValueError, match="scheme"):
+        Producer("127.0.0.1:9092")
+
+
+def test_a_full_buffer_blocks_for_max_block_ms_then_raises():
+    producer = Producer(dead_address(), buffer_memory=2000, max_block_ms=300, delivery_timeout_ms=60_000)
+    producer._partition_counts["t"] = 1  # pretend metadata arrived; the broker is unreachable
+    try:
+        producer.send("t", b"x" * 1000)
+        started = time.monotonic()
+        with pytest.raises(BufferFullError, match="buffer_memory=2000"):
+            for _ in range(10):
+                producer.send("t", b"x" * 1000)
+        assert 0.25 <= time.monotonic() - started < 5
+    finally:
+        producer._closing = True
+        producer.close(timeout=2)
+
+
+def test_records_for_an_unreachable_leader_fail_after_the_delivery_timeout():
+    producer = Producer(dead_address(), delivery_timeout_ms=500, request_timeout_ms=300)
+    producer._partition_counts["t"] = 1
+    try:
+        future = producer.send("t", b"x")
+        with pytest.raises(RequestTimedOutError):
+            future.get(timeout=10)
+    finally:
+        producer.close(timeout=5)
+
+
+def test_values_must_be_bytes_or_str():
+    producer = Producer(dead_address())
+    producer._partition_counts["t"] = 1
+    try:
+        with pytest.raises(TypeError, match="serialize"):
+            producer.send("t", 12345)
+    finally:
+        producer.close(timeout=5)
