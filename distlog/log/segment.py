@@ -17,7 +17,7 @@ import weakref
 
 import numpy as np
 
-from distlog.log.batch import HEADER_SIZE, BatchHeader, CorruptBatchError, RecordBatch, peek_header
+from distlog.log.batch import HEADER_SIZE, MAGIC, BatchHeader, CorruptBatchError, RecordBatch, peek_header
 from distlog.log.index import IndexCorruptError, OffsetIndex, TimeIndex
 
 logger = logging.getLogger(__name__)
@@ -127,6 +127,9 @@ class Segment:
         except (IndexCorruptError, OSError) as error:
             logger.warning("rebuilding indexes of %s: %s", self.log_path, error)
             return False
+        if not self._index_entries_point_at_batches():
+            logger.warning("rebuilding indexes of %s: an entry does not point at its batch", self.log_path)
+            return False
         if self._scan_end != self.size_bytes:
             logger.warning("rebuilding indexes of %s: the batches after the last index entry do not parse",
                            self.log_path)
@@ -136,6 +139,20 @@ class Segment:
             logger.warning("rebuilding indexes of %s: time index points past the log", self.log_path)
             return False
         return True
+
+    def _index_entries_point_at_batches(self) -> bool:
+        """Every .index entry lands on a batch header with the offset it claims (one numpy
+        gather over the mapped file, so checking costs no syscall per entry)."""
+        if not len(self.offset_index):
+            return True
+        positions = np.array(self.offset_index.values, dtype=np.int64)
+        if int(positions[-1]) + HEADER_SIZE > self.size_bytes:
+            return False
+        data = np.frombuffer(self._mapped(), dtype=np.uint8)
+        magics = data[positions]
+        base_offsets = data[positions[:, None] + np.arange(1, 9)].copy().view("<u8").ravel()
+        expected = np.array(self.offset_index.keys, dtype=np.uint64) + np.uint64(self.base_offset)
+        return bool(np.all(magics == MAGIC)) and bool(np.all(base_offsets == expected))
 
     def _walk_tail(self, verify: bool) -> None:
         """Recompute next_offset, last_term, max_timestamp_ms and _scan_end by walking the
@@ -161,6 +178,7 @@ class Segment:
 
     def _recover(self) -> None:
         """Rebuild both indexes from a crc-verified scan; truncate at the first bad batch."""
+        self._map, self._map_view, self._mapped_bytes = None, _EMPTY, 0  # nobody reads yet
         self.offset_index.truncate_entries(0)
         self.time_index.truncate_entries(0)
         self.next_offset = self.base_offset

@@ -1,0 +1,156 @@
+"""Recovery on open: real files, damaged on disk, reopened. A torn or corrupt tail is cut at
+the first bad batch; missing, stale or damaged indexes are rebuilt; nothing corrupt is served."""
+
+import os
+
+import numpy as np
+import pytest
+
+from distlog.log.batch import HEADER_SIZE, iter_batches
+from tests.log.helpers import read_all, values_batch
+
+SETTINGS = dict(segment_bytes=400, index_interval_bytes=1)
+
+
+def _fill(log, count=20):
+    for i in range(count):
+        log.append(values_batch(b"record-%02d" % i, b"x" * 20), leader_term=1 + i // 10)
+    log.close()
+
+
+def _last_segment_path(directory):
+    return os.path.join(directory, sorted(n for n in os.listdir(directory) if n.endswith(".log"))[-1])
+
+
+def _batch_starts(path):
+    with open(path, "rb") as file:
+        data = file.read()
+    starts, position = [], 0
+    for batch in iter_batches(data):
+        starts.append(position)
+        position += batch.batch_length
+    return starts, data
+
+
+@pytest.mark.parametrize("cut_bytes", [1, HEADER_SIZE - 1, HEADER_SIZE + 3])
+def test_a_torn_last_batch_is_truncated(open_log, cut_bytes):
+    log = open_log(**SETTINGS)
+    _fill(log)
+    path = _last_segment_path(log.directory)
+    starts, data = _batch_starts(path)
+    with open(path, "r+b") as file:
+        file.truncate(starts[-1] + cut_bytes)
+    reopened = open_log(**SETTINGS)
+    assert reopened.log_end_offset == 38
+    assert os.path.getsize(path) == starts[-1]
+    assert [r.value for r in read_all(reopened)][-2:] == [b"record-18", b"x" * 20]
+    assert reopened.append(values_batch(b"next")) == (38, 38)
+
+
+def test_a_corrupt_batch_cuts_the_log_there(open_log):
+    log = open_log(**SETTINGS)
+    _fill(log)
+    path = _last_segment_path(log.directory)
+    starts, data = _batch_starts(path)
+    assert len(starts) >= 2
+    with open(path, "r+b") as file:
+        file.seek(starts[-2] + HEADER_SIZE + 10)  # inside the record table of the second-last batch
+        file.write(b"\xee")
+    reopened = open_log(**SETTINGS)
+    assert reopened.log_end_offset == 36
+    assert os.path.getsize(path) == starts[-2]
+    records = read_all(reopened)
+    assert [r.offset for r in records] == list(range(36))
+    assert reopened.last_term == 2
+
+
+def test_garbage_after_the_last_batch_is_dropped(open_log):
+    log = open_log(**SETTINGS)
+    _fill(log)
+    path = _last_segment_path(log.directory)
+    size = os.path.getsize(path)
+    with open(path, "ab") as file:
+        file.write(os.urandom(200))
+    reopened = open_log(**SETTINGS)
+    assert reopened.log_end_offset == 40
+    assert os.path.getsize(path) == size
+
+
+def test_a_zeroed_tail_from_a_crash_is_dropped(open_log):
+    log = open_log(**SETTINGS)
+    _fill(log)
+    path = _last_segment_path(log.directory)
+    size = os.path.getsize(path)
+    with open(path, "ab") as file:
+        file.write(b"\0" * 4096)  # a filesystem may extend a file before the data lands
+    reopened = open_log(**SETTINGS)
+    assert (reopened.log_end_offset, os.path.getsize(path)) == (40, size)
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "garbage", "shift", "shift-one"])
+def test_damaged_indexes_of_closed_segments_are_rebuilt(open_log, damage):
+    settings = dict(segment_bytes=1000, index_interval_bytes=0)
+    log = open_log(**settings)
+    _fill(log)
+    first_index = os.path.join(log.directory, "00000000000000000000.index")
+    first_time_index = os.path.join(log.directory, "00000000000000000000.timeindex")
+    good_index = open(first_index, "rb").read()
+    assert len(good_index) >= 40
+    if damage == "delete":
+        os.unlink(first_index)
+        os.unlink(first_time_index)
+    elif damage == "truncate":
+        open(first_index, "r+b").truncate(len(good_index) - 3)
+    elif damage == "garbage":
+        open(first_index, "wb").write(os.urandom(len(good_index)))
+    else:  # every entry, or only the second, points 7 bytes past its batch
+        entries = np.frombuffer(good_index, dtype=[("key", "<u4"), ("value", "<u4")]).copy()
+        if damage == "shift":
+            entries["value"] += 7
+        else:
+            entries["value"][1] += 7
+        open(first_index, "wb").write(entries.tobytes())
+    reopened = open_log(**settings)
+    assert [r.offset for r in read_all(reopened, max_bytes=1)] == list(range(40))
+    assert open(first_index, "rb").read() == good_index
+    assert reopened.offset_for_timestamp(0) == 0
+
+
+def test_a_missing_index_of_the_active_segment_is_rebuilt(open_log):
+    log = open_log(**SETTINGS)
+    _fill(log)
+    last = _last_segment_path(log.directory)
+    os.unlink(last[: -len(".log")] + ".index")
+    reopened = open_log(**SETTINGS)
+    assert [r.offset for r in read_all(reopened, max_bytes=1)] == list(range(40))
+
+
+def test_an_index_without_its_log_is_removed(open_log):
+    log = open_log(**SETTINGS)
+    _fill(log)
+    stray = os.path.join(log.directory, "00000000000000009999.index")
+    open(stray, "wb").write(b"\0" * 8)
+    open_log(**SETTINGS)
+    assert not os.path.exists(stray)
+
+
+def test_leftover_temp_files_from_a_crashed_swap_are_removed(open_log):
+    log = open_log(**SETTINGS)
+    _fill(log)
+    leftover = os.path.join(log.directory, "00000000000000000000.log.cleaned")
+    open(leftover, "wb").write(b"half written")
+    reopened = open_log(**SETTINGS)
+    assert not os.path.exists(leftover)
+    assert reopened.log_end_offset == 40
+
+
+def test_the_whole_last_segment_corrupt_leaves_an_empty_segment(open_log):
+    log = open_log(**SETTINGS)
+    _fill(log)
+    path = _last_segment_path(log.directory)
+    base_offset = int(os.path.basename(path)[:20])
+    with open(path, "r+b") as file:
+        file.write(b"\x07")  # bad magic in the first batch
+    reopened = open_log(**SETTINGS)
+    assert reopened.log_end_offset == base_offset
+    assert reopened.append(values_batch(b"again")) == (base_offset, base_offset)
