@@ -68,11 +68,27 @@ def _send_frames(sock: zmq.Socket, head: list[bytes], frames: list) -> None:
     queues multipart messages atomically, so a failure on the first frame sends nothing.
     """
     parts = head + list(frames)
+    sizes_bytes = [memoryview(part).nbytes for part in parts]
+    if max(sizes_bytes) < ZERO_COPY_THRESHOLD_BYTES:
+        # One call for the common small message: per-frame send() calls cost ~40% more.
+        sock.send_multipart(parts, zmq.NOBLOCK)
+        return
     last = len(parts) - 1
     for index, part in enumerate(parts):
         flags = zmq.NOBLOCK | (zmq.SNDMORE if index < last else 0)
-        copy = memoryview(part).nbytes < ZERO_COPY_THRESHOLD_BYTES
-        sock.send(part, flags, copy=copy, track=False)
+        sock.send(part, flags, copy=sizes_bytes[index] < ZERO_COPY_THRESHOLD_BYTES, track=False)
+
+
+def _recv_frames(sock: zmq.Socket) -> list[bytes] | None:
+    """The next multipart message, or None if none is waiting.
+
+    Received frames are copied into bytes: building a zmq.Frame per part costs more than copying
+    anything but multi-megabyte frames (measured: 225k vs 161k small messages/s).
+    """
+    try:
+        return sock.recv_multipart(zmq.NOBLOCK)
+    except zmq.Again:
+        return None
 
 
 def _check_frames(frames) -> None:
@@ -117,18 +133,17 @@ class RouterServer:
         dropped and counted, never raised; the call then looks at the next queued message.
         """
         while True:
-            try:
-                parts = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            parts = _recv_frames(self.socket)
+            if parts is None:
                 return None
             if len(parts) < 3 or len(parts[1]) != _CID.size:
                 self.malformed_frames_dropped += 1
                 continue
-            identity = parts[0].bytes
+            identity = parts[0]
             if not self.fault_rules.allows_recv(peer_name(identity)):
                 continue
-            (cid,) = _CID.unpack(parts[1].buffer)
-            return identity, cid, [part.buffer for part in parts[2:]]
+            (cid,) = _CID.unpack(parts[1])
+            return identity, cid, [memoryview(part) for part in parts[2:]]
 
     def send(self, peer: bytes, cid: int, frames: list) -> bool:
         """Reply to `peer` under `cid`; False if fault rules dropped it or the peer is gone/full.
@@ -217,17 +232,16 @@ class DealerConnection:
         Malformed replies are dropped and counted; replies the fault rules refuse are dropped.
         """
         while True:
-            try:
-                parts = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            parts = _recv_frames(self.socket)
+            if parts is None:
                 return None
             if len(parts) < 2 or len(parts[0]) != _CID.size:
                 self.malformed_frames_dropped += 1
                 continue
             if not self.fault_rules.allows_recv(self.peer):
                 continue
-            (cid,) = _CID.unpack(parts[0].buffer)
-            return cid, [part.buffer for part in parts[1:]]
+            (cid,) = _CID.unpack(parts[0])
+            return cid, [memoryview(part) for part in parts[1:]]
 
     def request(self, frames: list, timeout_s: float) -> list[memoryview]:
         """Send one request and wait for its reply; TransportTimeout after timeout_s.
