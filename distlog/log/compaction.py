@@ -62,7 +62,8 @@ def latest_offsets_by_key(segments: list[Segment]) -> dict[bytes, int]:
 
 
 def _cleaned_batch(batch: RecordBatch, latest: dict, tombstone_horizon_ms: int, stats: CompactionStats):
-    """The batch's bytes with superseded records and expired tombstones removed."""
+    """The batch's bytes with superseded records and expired tombstones removed (the very
+    same buffer when nothing goes)."""
     keys, offsets = _keys_of(batch)
     arrays = batch.arrays()
     keep = np.fromiter(
@@ -82,23 +83,42 @@ def _cleaned_batch(batch: RecordBatch, latest: dict, tombstone_horizon_ms: int, 
 
 
 def compact_segments(segments: list[Segment], delete_retention_ms: int, now_ms: int, index_interval_bytes: int):
-    """Clean the given closed segments; returns (the replacement Segment objects, stats)."""
+    """Clean the given closed segments; returns (a Segment for each — the same object when
+    nothing in it changed, else the swapped-in replacement — and stats)."""
     stats = CompactionStats()
     latest = latest_offsets_by_key(segments)
     tombstone_horizon_ms = now_ms - delete_retention_ms
     cleaned_segments = []
     for segment in segments:
+        view = segment.read(segment.base_offset, segment.size_bytes, None)
         cleaned_path = segment.log_path + ".cleaned"
-        with open(cleaned_path, "wb") as cleaned:
-            for batch in iter_batches(segment.read(segment.base_offset, segment.size_bytes, None)):
-                cleaned.write(_cleaned_batch(batch, latest, tombstone_horizon_ms, stats))
-            cleaned.flush()
-            os.fsync(cleaned.fileno())
-            stats.bytes_after += cleaned.tell()
+        cleaned = None  # opened at the first batch that changes; untouched segments are not rewritten
+        try:
+            position = 0
+            for batch in iter_batches(view):
+                cleaned_bytes = _cleaned_batch(batch, latest, tombstone_horizon_ms, stats)
+                if cleaned is None and cleaned_bytes is not batch.buffer:
+                    cleaned = open(cleaned_path, "wb")
+                    cleaned.write(view[:position])
+                if cleaned is not None:
+                    cleaned.write(cleaned_bytes)
+                position += batch.batch_length
+            if cleaned is not None:
+                cleaned.flush()
+                os.fsync(cleaned.fileno())
+        finally:
+            if cleaned is not None:
+                cleaned.close()
         stats.bytes_before += segment.size_bytes
+        if cleaned is None:
+            stats.bytes_after += segment.size_bytes
+            cleaned_segments.append(segment)
+            continue
         for index_path in (segment.offset_index.path, segment.time_index.path):
             os.unlink(index_path)
         os.replace(cleaned_path, segment.log_path)
-        cleaned_segments.append(Segment.open(segment.directory, segment.base_offset, index_interval_bytes, recover=True))
+        replacement = Segment.open(segment.directory, segment.base_offset, index_interval_bytes, recover=True)
+        stats.bytes_after += replacement.size_bytes
+        cleaned_segments.append(replacement)
         stats.segments_cleaned += 1
     return cleaned_segments, stats

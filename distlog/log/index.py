@@ -51,8 +51,9 @@ class _SparseIndex:
         return len(self.keys)
 
     def append(self, key: int, value: int) -> None:
-        self.keys.append(key)
+        # value first: a lock-free reader that finds keys[i] must also find values[i]
         self.values.append(value)
+        self.keys.append(key)
 
     def floor(self, key: int) -> int | None:
         """Index of the last entry whose key is <= key, or None."""

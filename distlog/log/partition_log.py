@@ -83,6 +83,8 @@ class PartitionLog:
     @classmethod
     def open(cls, directory: str, config: LogConfig = LogConfig(), clock_ms: Callable[[], int] = _wall_clock_ms) -> PartitionLog:
         """Open (creating if missing) the log in directory, recovering the last segment."""
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise NotADirectoryError(f"{directory} is a file, not a partition log directory")
         os.makedirs(directory, exist_ok=True)
         base_offsets = _classify(directory)
         interval = config.index_interval_bytes
@@ -238,6 +240,7 @@ class PartitionLog:
         Empty at log_end_offset; OffsetOutOfRangeError outside [log_start, log_end]."""
         segments = self._segments
         base_offsets = self._base_offsets
+        self._check_open()
         self._check_range(offset)
         index = bisect.bisect_right(base_offsets, offset) - 1
         for segment in segments[max(index, 0) :]:

@@ -222,9 +222,11 @@ class Segment:
         written = 0
         while written < len(data):
             written += os.write(self._fd, data[written:])
+        # Grow the readable size before publishing the offsets, so a lock-free reader never
+        # sees an offset whose bytes it cannot map yet.
+        self.size_bytes += len(data)
         for relative_position, header in headers:
             self._index_batch(position + relative_position, header)
-        self.size_bytes += len(data)
         if self.first_append_ms is None:
             self.first_append_ms = now_ms
         self.dirty = True
@@ -232,6 +234,8 @@ class Segment:
     def _mapped(self) -> memoryview:
         """A view of the whole file as of now, remapping if it grew since the last read."""
         if self._mapped_bytes < self.size_bytes:
+            if self._fd < 0:
+                raise ValueError(f"segment {self.log_path} is closed")
             self._map = mmap.mmap(self._fd, self.size_bytes, access=mmap.ACCESS_READ)
             self._map_view = memoryview(self._map)
             self._mapped_bytes = self.size_bytes
@@ -353,6 +357,7 @@ class Segment:
         """Persist the indexes and close the file descriptor (mapped views stay valid)."""
         self.persist_indexes()
         self._close_fd()
+        self._fd = -1
         self._map, self._map_view, self._mapped_bytes = None, _EMPTY, 0
 
     def delete_files(self) -> None:

@@ -73,7 +73,7 @@ def test_compaction_keeps_the_last_value_per_key_and_all_offsets(open_log, clock
     before = {r.offset: r for r in read_all(log)}
     active_before = bytes(log.read(log.segments[-1].base_offset, 1 << 20))
     stats = log.compact()
-    assert stats.segments_cleaned == len(log.segments) - 1
+    assert 1 <= stats.segments_cleaned <= len(log.segments) - 1
     assert stats.records_after < stats.records_before
     assert stats.bytes_after < stats.bytes_before
     after = read_all(log)
@@ -98,6 +98,7 @@ def test_compaction_is_idempotent_and_survives_reopen(open_log, clock):
     once = read_all(log)
     stats = log.compact()
     assert stats.records_before == stats.records_after
+    assert stats.segments_cleaned == 0
     assert read_all(log) == once
     log.close()
     reopened = open_log(segment_bytes=400, cleanup_policy="compact")
