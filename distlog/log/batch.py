@@ -270,10 +270,10 @@ class RecordBatch:
             )
         if header.record_count:
             deltas = table["offset_delta"]
-            if int(deltas[-1]) != header.last_offset_delta:
+            if int(deltas[-1]) > header.last_offset_delta:
                 raise CorruptBatchError(
-                    f"{self._where()}: last record has offset_delta {int(deltas[-1])}, "
-                    f"header says last_offset_delta {header.last_offset_delta}"
+                    f"{self._where()}: last record has offset_delta {int(deltas[-1])}, beyond the "
+                    f"batch's last_offset_delta {header.last_offset_delta}"
                 )
             if len(deltas) > 1 and not bool(np.all(deltas[1:] > deltas[:-1])):
                 raise CorruptBatchError(f"{self._where()}: offset deltas are not strictly increasing")

@@ -180,3 +180,37 @@ def test_record_at_one_offset_matches_full_decode(records, base_offset):
         assert batch.record(record.offset) == record
     with pytest.raises(KeyError):
         batch.record(base_offset + len(values))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(maybe_bytes, maybe_bytes), min_size=1, max_size=30))
+def test_arrays_builder_with_lengths_matches_the_list_builder(pairs):
+    keys = [key for key, _ in pairs]
+    values = [value for _, value in pairs]
+
+    def column(items):
+        lengths = np.array([-1 if item is None else len(item) for item in items], dtype=np.int32)
+        return np.frombuffer(b"".join(item or b"" for item in items) or b"\0", dtype=np.uint8), lengths
+
+    value_buffer, value_lengths = column(values)
+    key_buffer, key_lengths = column(keys)
+    from_arrays = build_batch_from_arrays(
+        value_buffer, key_buffer, 77, value_lengths=value_lengths, key_lengths=key_lengths, base_offset=3
+    )
+    assert from_arrays == build_batch(values, keys, [77] * len(values), base_offset=3)
+
+
+@settings(max_examples=100, deadline=None)
+@given(record_lists(), st.data())
+def test_filter_batch_keeps_exactly_the_chosen_records_and_the_span(records, data):
+    from distlog.log.batch import filter_batch
+
+    values, keys, timestamps, headers = records
+    batch = RecordBatch(build_batch(values, keys, timestamps, headers, base_offset=100, leader_term=4, producer_id=5))
+    keep = np.array(data.draw(st.lists(st.booleans(), min_size=len(values), max_size=len(values))))
+    filtered = RecordBatch(filter_batch(batch, keep))
+    filtered.verify()
+    assert filtered.records() == [record for record, kept in zip(batch.records(), keep) if kept]
+    assert (filtered.base_offset, filtered.last_offset, filtered.leader_term, filtered.producer_id) == (
+        100, 100 + len(values) - 1, 4, 5
+    )

@@ -170,3 +170,17 @@ def test_readers_see_valid_data_while_compaction_swaps_segments(open_log, clock)
     assert len(reader_passes) >= 3
     assert [r for b in iter_batches(held) for r in b.records()] == held_records
     assert RecordBatch(held).base_offset == 0
+
+
+def test_compaction_inside_multi_record_batches_keeps_each_batch_span(open_log, clock):
+    log = open_log(segment_bytes=300, cleanup_policy="compact")
+    for round_number in range(4):
+        values = [b"a%d" % round_number, b"b%d" % round_number, b"c%d" % round_number]
+        log.append(values_batch(*values, keys=[b"a", b"b", b"a"]))
+    log.append(values_batch(b"tail", keys=[b"t"]))
+    closed_end = log.segments[-1].base_offset
+    spans = [(log.batch_header_at(o).base_offset, log.batch_header_at(o).last_offset) for o in range(closed_end)]
+    log.compact()
+    assert [(log.batch_header_at(o).base_offset, log.batch_header_at(o).last_offset) for o in range(closed_end)] == spans
+    survivors = [(r.key, r.value) for r in read_all(log) if r.offset < closed_end]
+    assert survivors == [(b"b", b"b%d" % (closed_end // 3 - 1)), (b"a", b"c%d" % (closed_end // 3 - 1))]
