@@ -179,7 +179,8 @@ class RecordBatch:
 
     @property
     def header(self) -> BatchHeader:
-        return self._header
+        """All header fields, as the buffer holds them now (stamping changes two)."""
+        return BatchHeader._make(_HEADER.unpack_from(self._view))
 
     @property
     def base_offset(self) -> int:

@@ -9,6 +9,7 @@ replaced, never changed under a reader (see segment.py), so a read in flight sta
 from __future__ import annotations
 
 import bisect
+import operator
 import os
 import re
 import shutil
@@ -230,9 +231,11 @@ class PartitionLog:
 
     # -- read ----------------------------------------------------------------------------
 
-    def _check_range(self, offset: int) -> None:
-        if not isinstance(offset, int) or offset < self.log_start_offset or offset > self.log_end_offset:
+    def _check_range(self, offset: int) -> int:
+        offset = operator.index(offset)  # numpy integers are fine, floats and None are not
+        if offset < self.log_start_offset or offset > self.log_end_offset:
             raise OffsetOutOfRangeError(offset, self.log_start_offset, self.log_end_offset)
+        return offset
 
     def read(self, offset: int, max_bytes: int, max_offset: int | None = None) -> memoryview:
         """Whole batches from the one containing offset: up to max_bytes (at least one batch
@@ -241,7 +244,7 @@ class PartitionLog:
         segments = self._segments
         base_offsets = self._base_offsets
         self._check_open()
-        self._check_range(offset)
+        offset = self._check_range(offset)
         index = bisect.bisect_right(base_offsets, offset) - 1
         for segment in segments[max(index, 0) :]:
             if segment.next_offset > offset:
@@ -250,7 +253,7 @@ class PartitionLog:
 
     def batch_header_at(self, offset: int) -> BatchHeader:
         """The header of the batch containing offset (Raft reads entry terms with this)."""
-        self._check_range(offset)
+        offset = self._check_range(offset)
         if offset == self.log_end_offset:
             raise OffsetOutOfRangeError(offset, self.log_start_offset, self.log_end_offset)
         segment = self._segments[bisect.bisect_right(self._base_offsets, offset) - 1]
@@ -271,11 +274,12 @@ class PartitionLog:
 
     def truncate_to(self, offset: int) -> None:
         """Drop every batch with base_offset >= offset (a batch boundary or log_end_offset)."""
+        offset = operator.index(offset)
         with self._lock:
             self._check_open()
             if offset == self.log_end_offset:
                 return
-            if not isinstance(offset, int) or offset < self.log_start_offset or offset > self.log_end_offset:
+            if offset < self.log_start_offset or offset > self.log_end_offset:
                 raise ValueError(
                     f"cannot truncate to {offset}: it must be a batch boundary in "
                     f"{self.log_start_offset}..{self.log_end_offset}"
@@ -299,8 +303,9 @@ class PartitionLog:
 
     def reset_to(self, offset: int) -> None:
         """Delete everything; the log becomes empty and continues at offset."""
-        if not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"cannot reset to {offset!r}: offsets are integers >= 0")
+        offset = operator.index(offset)
+        if offset < 0:
+            raise ValueError(f"cannot reset to {offset}: offsets are integers >= 0")
         with self._lock:
             self._check_open()
             old = self._segments

@@ -347,11 +347,11 @@ class Segment:
         self.time_index.persist()
 
     def flush(self) -> None:
-        """fsync the log file if anything was written since the last flush; persist indexes."""
+        """fsync the log file if anything was written since the last flush. Index entries are
+        written at roll and close only: the last segment's indexes are rebuilt on open anyway."""
         if self.dirty:
             os.fsync(self._fd)
             self.dirty = False
-        self.persist_indexes()
 
     def close(self) -> None:
         """Persist the indexes and close the file descriptor (mapped views stay valid)."""

@@ -270,3 +270,47 @@ def test_closed_log_refuses_appends(open_log):
     log.close()
     with pytest.raises(ValueError, match="closed"):
         log.append(values_batch(b"a"))
+
+
+def test_numpy_offsets_are_accepted_and_non_integers_refused(open_log):
+    import numpy as np
+
+    log = open_log()
+    log.append(values_batch(b"a", b"b"))
+    assert RecordBatch(log.read(np.int64(1), 10)).base_offset == 0
+    with pytest.raises(TypeError):
+        log.read(1.0, 10)
+    with pytest.raises(TypeError):
+        log.truncate_to(None)
+
+
+def test_a_tailing_reader_thread_sees_every_record_in_order_while_appends_roll(open_log):
+    import threading
+    import time
+
+    log = open_log(segment_bytes=2000, index_interval_bytes=64)
+    total = 300
+    seen = []
+    errors = []
+
+    def tail():
+        offset = 0
+        deadline = time.monotonic() + 20
+        while offset < total and time.monotonic() < deadline:
+            try:
+                for batch in iter_batches(log.read(offset, 700)):
+                    seen.extend(record.value for record in batch.records() if record.offset >= offset)
+                    offset = batch.last_offset + 1
+            except Exception as error:  # the writer thread must never hand the reader bad bytes
+                errors.append(repr(error))
+                return
+
+    reader = threading.Thread(target=tail)
+    reader.start()
+    for i in range(0, total, 3):
+        log.append(values_batch(b"%d" % i, b"%d" % (i + 1), b"%d" % (i + 2)))
+    reader.join(timeout=30)
+    assert not reader.is_alive()
+    assert errors == []
+    assert seen == [b"%d" % i for i in range(total)]
+    assert len(log.segments) > 5
