@@ -18,6 +18,7 @@ from tabulate import tabulate
 
 from distlog import __version__
 from distlog.protocol.errors import DistlogError
+from distlog.supervisor.cli import cluster
 
 DEFAULT_DATA_DIR = ".distlog"
 
@@ -272,6 +273,8 @@ def _format_record(record, output_format: str) -> str:
                            "key": _text(record.key), "value": _text(record.value), "timestamp": record.timestamp_ms})
     return _text(record.value) or ""
 
+
+main.add_command(cluster)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,313 @@
+"""`distlog cluster ...`: run a local cluster and inject faults into it from the command line.
+
+Tables go to stdout (or JSON with --json), messages to stderr. Exit codes: 0 ok, 1 failure,
+2 usage. Every command but `up` finds the cluster through DATA/cluster.json and talks to its
+supervisor's control endpoint.
+"""
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import psutil
+from tabulate import tabulate
+
+from distlog.supervisor import cluster_file
+from distlog.supervisor.backoff import RestartPolicy
+from distlog.supervisor.control import ControlError, control_request
+from distlog.supervisor.prepare import ensure_not_running, stop_orphans
+from distlog.supervisor.service import run_cluster
+from distlog.supervisor.supervisor import ClusterError
+
+DATA_DIR_ENV = "DISTLOG_DATA_DIR"
+CONTROL_TIMEOUT_S = 10.0
+# `down` waits for every broker's graceful stop (10 s each at worst, in parallel) on the far side.
+DOWN_TIMEOUT_S = 30.0
+LIVE_VIEW_REFRESH_S = 2.0
+# Beyond the brokers' readiness deadline: time for the detached supervisor itself to start.
+DETACH_STARTUP_MARGIN_S = 15.0
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar=DATA_DIR_ENV,
+    default=Path(".distlog"), show_default=True, show_envvar=True,
+    help="Where the cluster keeps cluster.json and each broker's data.")
+
+
+class ClusterCliError(click.ClickException):
+    """A failure reported as "error: ..." on stderr with exit code 1, like the other commands."""
+
+    exit_code = 1
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group()
+def cluster():
+    """Run a local cluster: start, inspect, stop, and inject faults (kill, pause, partition)."""
+
+
+# -- up --------------------------------------------------------------------------------------------
+
+@cluster.command()
+@click.option("-n", "--brokers", type=click.IntRange(1, 99), default=None,
+              help="Number of brokers (default 3; an existing cluster keeps its own).")
+@data_dir_option
+@click.option("--port-base", type=click.IntRange(1, 65535), default=None,
+              help="Broker N listens on PORT_BASE+N-1 (default: free ports).")
+@click.option("--detach", is_flag=True, help="Run the supervisor in the background and return once ready.")
+@click.option("--no-restart", is_flag=True, help="Leave crashed brokers down.")
+@click.option("--restart-backoff-s", type=click.FloatRange(0), default=RestartPolicy.initial_s,
+              show_default=True, help="First restart delay; doubles per crash in a row.")
+@click.option("--restart-backoff-max-s", type=click.FloatRange(0), default=RestartPolicy.max_s,
+              show_default=True, help="Longest restart delay.")
+@click.option("--ready-timeout-s", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="How long every broker gets to answer before the start fails.")
+def up(brokers, data_dir, port_base, detach, no_restart, restart_backoff_s, restart_backoff_max_s,
+       ready_timeout_s):
+    """Start the cluster in DATA_DIR (a new one, or bring back the one it holds)."""
+    try:
+        ensure_not_running(data_dir)
+    except ClusterError as error:
+        raise ClusterCliError(str(error)) from None
+    if detach:
+        _up_detached(data_dir, brokers, port_base, no_restart, restart_backoff_s,
+                     restart_backoff_max_s, ready_timeout_s)
+        return
+    policy = RestartPolicy(enabled=not no_restart, initial_s=restart_backoff_s,
+                           max_s=restart_backoff_max_s)
+    view = _LiveView()
+    try:
+        run_cluster(data_dir, brokers=brokers, port_base=port_base, policy=policy,
+                    ready_timeout_s=ready_timeout_s, on_ready=view.ready, on_tick=view.tick, say=say)
+    except ClusterError as error:
+        raise ClusterCliError(str(error)) from None
+    say("cluster stopped")
+
+
+class _LiveView:
+    """Foreground `up`: the table once ready, then redrawn every LIVE_VIEW_REFRESH_S on a terminal."""
+
+    def __init__(self):
+        self._next_draw_s = 0.0
+        self._terminal = sys.stdout.isatty()
+
+    def ready(self, status: dict) -> None:
+        click.echo(render_status(status))
+        say("cluster ready; Ctrl-C stops it")
+        self._next_draw_s = time.monotonic() + LIVE_VIEW_REFRESH_S
+
+    def tick(self, supervisor) -> None:
+        if not self._terminal or time.monotonic() < self._next_draw_s:
+            return
+        self._next_draw_s = time.monotonic() + LIVE_VIEW_REFRESH_S
+        click.clear()
+        click.echo(render_status(supervisor.status()))
+        click.echo(f"\n{time.strftime('%H:%M:%S')}  Ctrl-C stops the cluster")
+
+
+def _up_detached(data_dir: Path, brokers, port_base, no_restart, restart_backoff_s,
+                 restart_backoff_max_s, ready_timeout_s) -> None:
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "distlog.supervisor.daemon", "--data-dir", str(data_dir),
+            "--restart-backoff-s", str(restart_backoff_s),
+            "--restart-backoff-max-s", str(restart_backoff_max_s),
+            "--ready-timeout-s", str(ready_timeout_s)]
+    if brokers is not None:
+        argv += ["--brokers", str(brokers)]
+    if port_base is not None:
+        argv += ["--port-base", str(port_base)]
+    if no_restart:
+        argv.append("--no-restart")
+    read_fd, write_fd = os.pipe()
+    log_path = data_dir / "supervisor.log"
+    with open(log_path, "ab") as log:
+        daemon = subprocess.Popen(argv + ["--ready-fd", str(write_fd)], stdin=subprocess.DEVNULL,
+                                  stdout=log, stderr=log, start_new_session=True,
+                                  pass_fds=(write_fd,))
+    os.close(write_fd)
+    try:
+        final = _read_readiness(read_fd, ready_timeout_s + DETACH_STARTUP_MARGIN_S)
+    finally:
+        os.close(read_fd)
+    if final is None:
+        code = daemon.poll()
+        if code is None:
+            daemon.send_signal(signal.SIGTERM)
+            code = f"none yet; sent SIGTERM after {ready_timeout_s + DETACH_STARTUP_MARGIN_S:g} s"
+        raise ClusterCliError(f"the supervisor did not report readiness (exit code {code}); "
+                                   f"see {log_path}:\n{_tail(log_path)}")
+    if not final.get("ok"):
+        daemon.wait(CONTROL_TIMEOUT_S)
+        raise ClusterCliError(final.get("error", f"the cluster did not start; see {log_path}"))
+    status = _control(data_dir, {"op": "status"})
+    click.echo(render_status(status))
+    say(f"cluster ready; supervisor pid {daemon.pid} logs to {log_path}")
+
+
+def _read_readiness(read_fd: int, timeout_s: float) -> dict | None:
+    """Echo the daemon's messages; its final line, or None if it died or the deadline passed."""
+    deadline_s = time.monotonic() + timeout_s
+    buffer = b""
+    while True:
+        remaining_s = deadline_s - time.monotonic()
+        if remaining_s <= 0 or not select.select([read_fd], [], [], remaining_s)[0]:
+            return None
+        chunk = os.read(read_fd, 65536)
+        if not chunk:
+            return None
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            message = json.loads(line)
+            if "say" in message:
+                say(message["say"])
+            else:
+                return message
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# -- talking to a running cluster ------------------------------------------------------------------
+
+def _running_record(data_dir: Path) -> dict:
+    """The record of the running cluster in data_dir; ClickException if there is none running."""
+    try:
+        record = cluster_file.load(data_dir)
+    except cluster_file.ClusterFileError as error:
+        raise ClusterCliError(str(error)) from None
+    if not cluster_file.supervisor_running(record):
+        pid = record["supervisor"].get("pid")
+        stale = f" (supervisor pid {pid} is gone or not ours)" if pid is not None else ""
+        raise ClusterCliError(
+            f"the cluster in {data_dir} is not running{stale}; start it with "
+            f"`distlog cluster up --data-dir {data_dir}`")
+    return record
+
+
+def _control(data_dir: Path, request: dict, timeout_s: float = CONTROL_TIMEOUT_S) -> dict:
+    record = _running_record(data_dir)
+    try:
+        return control_request(record["supervisor"]["control"], request, timeout_s)
+    except ControlError as error:
+        raise ClusterCliError(str(error)) from None
+
+
+def render_status(status: dict) -> str:
+    """A key/value summary over a table of brokers, as `distlog cluster status` prints it."""
+    controller = status.get("controller")
+    supervisor = status.get("supervisor") or {}
+    summary = tabulate([
+        ["cluster", status.get("cluster_id")],
+        ["data dir", status.get("data_dir")],
+        ["supervisor", f"pid {supervisor.get('pid')} control {supervisor.get('control')}"],
+        ["controller", controller if controller is not None else "none"],
+    ], tablefmt="plain")
+    rows = []
+    for broker in status["brokers"]:
+        faults = broker.get("fault_rules") or {}
+        rows.append([
+            f"{broker['id']}{'*' if broker['id'] == controller else ''}", broker["state"],
+            broker["pid"] or "-", broker["address"], f"{broker['uptime_s']:.0f}s",
+            f"{broker['rss_bytes'] / 2**20:.1f}", f"{broker.get('cpu_percent', 0.0):.0f}",
+            broker.get("restarts", 0), _faults_text(faults)])
+    table = tabulate(rows, headers=["ID", "STATE", "PID", "ADDRESS", "UPTIME", "RSS-MIB", "CPU%",
+                                    "RESTARTS", "FAULTS"])
+    return f"{summary}\n\n{table}"
+
+
+def _faults_text(faults: dict) -> str:
+    parts = [f"drop-to {','.join(faults['drop_to'])}" if faults.get("drop_to") else "",
+             f"drop-from {','.join(faults['drop_from'])}" if faults.get("drop_from") else ""]
+    return " ".join(filter(None, parts)) or "-"
+
+
+@cluster.command()
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def status(data_dir, as_json):
+    """Show each broker's state, pid, address, uptime and memory, and the controller."""
+    result = _control(data_dir, {"op": "status"})
+    click.echo(json.dumps(result, indent=2) if as_json else render_status(result))
+
+
+@cluster.command()
+@data_dir_option
+def down(data_dir):
+    """Stop the cluster gracefully (SIGTERM each broker, SIGKILL after a deadline)."""
+    try:
+        record = cluster_file.load(data_dir)
+    except cluster_file.ClusterFileError as error:
+        raise ClusterCliError(str(error)) from None
+    if not cluster_file.supervisor_running(record):
+        if stop_orphans(record, say):
+            say("stopped brokers left behind by a supervisor that is gone")
+            return
+        raise ClusterCliError(f"the cluster in {data_dir} is not running")
+    _control(data_dir, {"op": "down"}, DOWN_TIMEOUT_S)
+    try:
+        psutil.Process(record["supervisor"]["pid"]).wait(CONTROL_TIMEOUT_S)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        raise ClusterCliError(f"brokers stopped but the supervisor (pid "
+                                   f"{record['supervisor']['pid']}) has not exited") from None
+    say(f"cluster {record['cluster_id']} stopped")
+
+
+def _broker_command(op: str, help_text: str, extra=None):
+    """A `distlog cluster OP ID` command that sends one control request."""
+
+    @click.argument("broker_id", metavar="ID", type=int)
+    @data_dir_option
+    def command(broker_id, data_dir, **options):
+        request = {"op": op, "broker_id": broker_id, **(extra(options) if extra else {})}
+        click.echo(render_status(_control(data_dir, request)))
+
+    command.__doc__ = help_text
+    return command
+
+
+cluster.command("kill")(click.option(
+    "--stay-down", is_flag=True, help="Do not restart it (until `distlog cluster restart ID`).")(
+    _broker_command("kill", "SIGKILL broker ID; the supervisor restarts it after its backoff.",
+                    lambda options: {"restart": not options["stay_down"]})))
+cluster.command("restart")(_broker_command(
+    "restart", "Stop broker ID gracefully and start it again."))
+cluster.command("pause")(_broker_command(
+    "pause", "Freeze broker ID with SIGSTOP (sockets stay open, nothing is answered)."))
+cluster.command("resume")(_broker_command("resume", "Unfreeze a paused broker ID with SIGCONT."))
+
+
+@cluster.command()
+@click.argument("broker_id", metavar="ID", type=int)
+@data_dir_option
+@click.option("--drop-to", "drop_to", type=int, multiple=True, metavar="PEER",
+              help="Drop everything broker ID sends to broker PEER (repeatable).")
+@click.option("--drop-from", "drop_from", type=int, multiple=True, metavar="PEER",
+              help="Drop everything broker ID receives from broker PEER (repeatable).")
+@click.option("--heal", is_flag=True, help="Lift every fault rule of broker ID.")
+def faults(broker_id, data_dir, drop_to, drop_from, heal):
+    """Set broker ID's transport fault rules (replacing the old ones): a network partition."""
+    if heal == bool(drop_to or drop_from):
+        raise click.UsageError("give --heal, or at least one --drop-to/--drop-from")
+    rules = {"drop_to": [f"broker-{peer}" for peer in drop_to],
+             "drop_from": [f"broker-{peer}" for peer in drop_from]}
+    click.echo(render_status(_control(data_dir, {"op": "set-faults", "broker_id": broker_id,
+                                                  "rules": rules})))

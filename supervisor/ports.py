@@ -1,0 +1,52 @@
+"""Loopback ports for brokers: pick free ones, or check that the ones asked for are free."""
+
+import socket
+
+
+class PortError(Exception):
+    """A port the cluster needs is taken; the message names it."""
+
+
+def port_is_free(port: int) -> bool:
+    """True if a listener could bind 127.0.0.1:port now (SO_REUSEADDR, as ZeroMQ binds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int, avoid=()) -> list[int]:
+    """`count` distinct ports the kernel hands out now, none in `avoid`.
+
+    They are released before the brokers bind them, a small race: a broker that loses it exits
+    with "address in use" and the supervisor reports that broker's log.
+    """
+    held, ports = [], []
+    try:
+        while len(ports) < count:
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(probe)
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+            if port not in avoid:
+                ports.append(port)
+    finally:
+        for probe in held:
+            probe.close()
+    return ports
+
+
+def ports_from_base(port_base: int, broker_ids) -> dict[int, int]:
+    """{id: port_base + id - 1}, every one checked free; PortError names the first taken one."""
+    ports = {broker_id: port_base + broker_id - 1 for broker_id in broker_ids}
+    for broker_id, port in ports.items():
+        if not 0 < port < 65536:
+            raise PortError(f"--port-base {port_base} puts broker {broker_id} on port {port}, "
+                            f"outside 1-65535")
+        if not port_is_free(port):
+            raise PortError(f"port {port} for broker {broker_id} is in use on 127.0.0.1 "
+                            f"(pick another --port-base, or leave it out to use free ports)")
+    return ports

@@ -1,0 +1,314 @@
+"""The Supervisor: owns a cluster's broker processes — start, readiness, watch, restart, faults, stop.
+
+It has no loop of its own: its owner (the foreground CLI or the detached daemon) calls tick()
+every few hundred milliseconds between control requests. Every public method runs to completion
+in the caller's thread; nothing here is thread-safe.
+
+Broker states:
+    starting  spawned, not yet answering the probe
+    running   answered the probe
+    paused    SIGSTOPped by `pause` (resume sends SIGCONT)
+    crashed   exited without being asked to; restarted after a backoff unless restarts are off
+    stopped   stopped on purpose (`kill --stay-down`, shutdown)
+"""
+
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+from distlog.supervisor import cluster_file
+from distlog.supervisor.backoff import RestartPolicy
+from distlog.supervisor.broker_process import BrokerProcess
+from distlog.supervisor.probe import Probe
+from distlog.transports.faults import FaultRules
+
+STARTING, RUNNING, PAUSED, CRASHED, STOPPED = "starting", "running", "paused", "crashed", "stopped"
+ALIVE_STATES = (STARTING, RUNNING, PAUSED)
+
+CONTROLLER_REFRESH_S = 2.0
+# How often a starting cluster is probed; a probe that gets no answer also waits its timeout.
+READY_POLL_S = 0.05
+
+
+class ClusterError(Exception):
+    """The cluster could not do what was asked; the message says which broker and why."""
+
+
+@dataclass
+class _Slot:
+    process: BrokerProcess
+    state: str = STOPPED
+    restarts: int = 0
+    consecutive_crashes: int = 0
+    restart_at_s: float | None = None
+    last_exit_code: int | None = None
+    fault_rules: dict | None = None
+
+
+def log_event(event: str, **fields) -> None:
+    """One JSON line on stderr (the supervisor log in detached mode)."""
+    print(json.dumps({"ts": round(time.time(), 3), "event": event, **fields}), file=sys.stderr,
+          flush=True)
+
+
+class Supervisor:
+    """The brokers of one cluster record, and the record itself (saved on every change)."""
+
+    def __init__(self, data_dir, record: dict, *, probe: Probe, policy: RestartPolicy = RestartPolicy(),
+                 ready_timeout_s: float = 30.0, stop_timeout_s: float = 10.0,
+                 probe_timeout_s: float = 0.5, log=log_event):
+        self.data_dir = data_dir
+        self.record = record
+        self.policy = policy
+        self._probe = probe
+        self._ready_timeout_s = ready_timeout_s
+        self._stop_timeout_s = stop_timeout_s
+        self._probe_timeout_s = probe_timeout_s
+        self._log = log
+        self._next_controller_refresh_s = 0.0
+        peers_arg = ",".join(f"{b['id']}={b['address']}" for b in record["brokers"])
+        self._slots = {
+            b["id"]: _Slot(BrokerProcess(b["id"], b["address"], b["data_dir"], b["log_file"],
+                                         peers_arg, record["cluster_id"]))
+            for b in record["brokers"]
+        }
+
+    # -- start and readiness ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Spawn every broker and wait until each answers the probe and a controller is known.
+
+        On any failure every broker started here is stopped again and ClusterError names the
+        broker that failed, with the last lines of its log.
+        """
+        try:
+            for slot in self._slots.values():
+                self._spawn(slot)
+            self._save()
+            self._wait_ready(time.monotonic() + self._ready_timeout_s)
+        except BaseException:
+            self.shutdown()
+            raise
+        self._log("cluster_ready", cluster_id=self.record["cluster_id"],
+                  controller=self.record["controller"])
+
+    def _wait_ready(self, deadline_s: float) -> None:
+        while True:
+            for broker_id, slot in self._slots.items():
+                if slot.state == STARTING:
+                    self._check_started(broker_id, slot)
+            if all(s.state == RUNNING for s in self._slots.values()):
+                if self.record["controller"] is None:
+                    self._refresh_controller()
+                if self.record["controller"] is not None:
+                    return
+            if time.monotonic() >= deadline_s:
+                raise ClusterError(self._not_ready_message())
+            time.sleep(READY_POLL_S)
+
+    def _check_started(self, broker_id: int, slot: _Slot) -> None:
+        """Probe a starting broker once; a broker that exited while starting fails the start."""
+        code = slot.process.exit_code()
+        if code is not None:
+            raise ClusterError(
+                f"broker {broker_id} exited with code {code} while starting "
+                f"(log {slot.process.log_file}):\n{slot.process.log_tail()}")
+        self._probe_once(broker_id, slot)
+
+    def _not_ready_message(self) -> str:
+        waiting = [i for i, s in self._slots.items() if s.state != RUNNING]
+        if not waiting:
+            return f"no controller was elected within {self._ready_timeout_s:g} s"
+        slot = self._slots[waiting[0]]
+        return (f"broker {waiting[0]} did not answer at {slot.process.address} within "
+                f"{self._ready_timeout_s:g} s (log {slot.process.log_file}):\n{slot.process.log_tail()}")
+
+    def _probe_once(self, broker_id: int, slot: _Slot) -> None:
+        answer = self._probe.ping(slot.process.address, self._probe_timeout_s)
+        if answer is None:
+            return
+        if answer.get("broker_id") != broker_id:
+            raise ClusterError(f"{slot.process.address} is answered by broker {answer.get('broker_id')}, "
+                               f"not broker {broker_id}: another cluster uses that port")
+        slot.state = RUNNING
+        self._log("broker_running", broker=broker_id, pid=slot.process.pid)
+        self._note_controller(answer.get("controller_id"))
+        if slot.fault_rules:
+            self._apply_fault_rules(broker_id, slot)
+
+    def _spawn(self, slot: _Slot) -> None:
+        slot.process.spawn()
+        slot.state = STARTING
+        slot.restart_at_s = None
+        self._log("broker_spawned", broker=slot.process.broker_id, pid=slot.process.pid)
+
+    # -- watching --------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Notice exits, restart crashed brokers when their backoff is over, probe starting ones."""
+        now_s = time.monotonic()
+        changed = False
+        for broker_id, slot in self._slots.items():
+            if slot.state in ALIVE_STATES and slot.process.exit_code() is not None:
+                self._note_exit(broker_id, slot, now_s)
+                changed = True
+            if slot.state == CRASHED and slot.restart_at_s is not None and now_s >= slot.restart_at_s:
+                slot.restarts += 1
+                self._spawn(slot)
+                changed = True
+            if slot.state == STARTING:
+                self._probe_once(broker_id, slot)
+        if now_s >= self._next_controller_refresh_s:
+            self._next_controller_refresh_s = now_s + CONTROLLER_REFRESH_S
+            changed |= self._refresh_controller()
+        if changed:
+            self._save()
+
+    def _note_exit(self, broker_id: int, slot: _Slot, now_s: float) -> None:
+        slot.last_exit_code = slot.process.exit_code()
+        uptime_s = now_s - slot.process.started_monotonic_s
+        stable = uptime_s >= self.policy.stable_after_s
+        slot.consecutive_crashes = 1 if stable else slot.consecutive_crashes + 1
+        slot.state = CRASHED
+        delay_s = self.policy.delay_s(slot.consecutive_crashes) if self.policy.enabled else None
+        slot.restart_at_s = now_s + delay_s if delay_s is not None else None
+        self._log("broker_exited", broker=broker_id, exit_code=slot.last_exit_code,
+                  uptime_s=round(uptime_s, 3), restart_in_s=delay_s)
+
+    def _refresh_controller(self) -> bool:
+        """Ask one running broker who the controller is; True if that changed the record."""
+        for broker_id, slot in self._slots.items():
+            if slot.state == RUNNING:
+                answer = self._probe.ping(slot.process.address, self._probe_timeout_s)
+                if answer is not None:
+                    return self._note_controller(answer.get("controller_id"))
+        return False
+
+    def _note_controller(self, controller_id) -> bool:
+        if controller_id == self.record["controller"]:
+            return False
+        self.record["controller"] = controller_id
+        self._log("controller", controller=controller_id)
+        return True
+
+    # -- fault controls --------------------------------------------------------------------------
+
+    def _slot(self, broker_id: int) -> _Slot:
+        try:
+            return self._slots[broker_id]
+        except KeyError:
+            raise ClusterError(f"no broker {broker_id} in this cluster "
+                               f"(brokers are {', '.join(map(str, self._slots))})") from None
+
+    def kill(self, broker_id: int, restart: bool = True) -> None:
+        """SIGKILL the broker. It counts as a crash (restarted after the backoff) unless restart
+        is False, which leaves it stopped until `restart`."""
+        slot = self._slot(broker_id)
+        if not slot.process.send_signal(signal.SIGKILL):
+            raise ClusterError(f"broker {broker_id} is not running (state {slot.state})")
+        slot.process.wait(self._stop_timeout_s)
+        self._log("broker_killed", broker=broker_id, restart=restart)
+        self._note_exit(broker_id, slot, time.monotonic())
+        if not restart:
+            slot.state, slot.restart_at_s = STOPPED, None
+        self._save()
+
+    def pause(self, broker_id: int) -> None:
+        """SIGSTOP: the broker freezes with its sockets open, like a long GC pause or a VM stall."""
+        slot = self._slot(broker_id)
+        if slot.state not in (STARTING, RUNNING) or not slot.process.send_signal(signal.SIGSTOP):
+            raise ClusterError(f"broker {broker_id} cannot be paused in state {slot.state}")
+        slot.state = PAUSED
+        self._log("broker_paused", broker=broker_id)
+
+    def resume(self, broker_id: int) -> None:
+        """SIGCONT a paused broker."""
+        slot = self._slot(broker_id)
+        if slot.state != PAUSED or not slot.process.send_signal(signal.SIGCONT):
+            raise ClusterError(f"broker {broker_id} is not paused (state {slot.state})")
+        slot.state = RUNNING
+        self._log("broker_resumed", broker=broker_id)
+
+    def restart(self, broker_id: int) -> None:
+        """Stop the broker gracefully (if it runs) and start it again; returns once spawned."""
+        slot = self._slot(broker_id)
+        if slot.process.running():
+            slot.state = STOPPED
+            slot.process.stop(self._stop_timeout_s)
+        slot.consecutive_crashes = 0
+        slot.restarts += 1
+        self._spawn(slot)
+        self._save()
+
+    def set_fault_rules(self, broker_id: int, rules: dict) -> None:
+        """Replace the broker's transport fault rules ({} heals). They are re-applied if the
+        broker restarts, as a network partition outlives a process restart."""
+        slot = self._slot(broker_id)
+        try:
+            FaultRules.from_dict(rules)
+        except ValueError as error:
+            raise ClusterError(str(error)) from error
+        slot.fault_rules = {k: list(rules.get(k, [])) for k in ("drop_to", "drop_from")}
+        healed = not any(slot.fault_rules.values())
+        if slot.state != RUNNING:
+            raise ClusterError(f"broker {broker_id} is {slot.state}; its fault rules are recorded "
+                               f"and will be applied when it runs again")
+        self._apply_fault_rules(broker_id, slot)
+        if healed:
+            slot.fault_rules = None
+
+    def _apply_fault_rules(self, broker_id: int, slot: _Slot) -> None:
+        try:
+            self._probe.set_fault_rules(slot.process.address, slot.fault_rules, 2.0)
+        except Exception as error:  # the probe raises its own library's errors; say which broker
+            raise ClusterError(f"broker {broker_id} did not take fault rules {slot.fault_rules}: "
+                               f"{error}") from error
+        self._log("fault_rules", broker=broker_id, **slot.fault_rules)
+
+    # -- status and shutdown ---------------------------------------------------------------------
+
+    def status(self) -> dict:
+        """Cluster status: the record's identity plus each broker's state and psutil numbers."""
+        brokers = []
+        for broker_id, slot in self._slots.items():
+            stats = slot.process.stats()
+            brokers.append({
+                "id": broker_id, "pid": stats["pid"], "state": slot.state,
+                "address": slot.process.address, "uptime_s": stats["uptime_s"],
+                "rss_bytes": stats["rss_bytes"], "cpu_percent": stats["cpu_percent"],
+                "process_status": stats["process_status"], "restarts": slot.restarts,
+                "last_exit_code": slot.last_exit_code, "fault_rules": slot.fault_rules or {},
+                "log_file": slot.process.log_file,
+            })
+        return {"cluster_id": self.record["cluster_id"], "data_dir": str(self.data_dir),
+                "supervisor": self.record["supervisor"], "controller": self.record["controller"],
+                "brokers": brokers}
+
+    def shutdown(self) -> None:
+        """Stop every broker: SIGTERM all, wait up to stop_timeout_s, SIGKILL the rest."""
+        stopping = {}
+        for broker_id, slot in self._slots.items():
+            slot.state, slot.restart_at_s = STOPPED, None
+            if slot.process.send_signal(signal.SIGTERM):
+                slot.process.send_signal(signal.SIGCONT)
+                stopping[broker_id] = slot
+        deadline_s = time.monotonic() + self._stop_timeout_s
+        for broker_id, slot in stopping.items():
+            code = slot.process.wait(max(0.0, deadline_s - time.monotonic()))
+            self._log("broker_stopped", broker=broker_id, exit_code=code)
+        self.record["controller"] = None
+        self._save()
+
+    def set_supervisor(self, pid: int | None, control: str | None) -> None:
+        """Record who supervises the cluster and where its control endpoint is."""
+        create_time = cluster_file.process_create_time(pid) if pid is not None else None
+        self.record["supervisor"] = {"pid": pid, "control": control, "create_time": create_time}
+        self._save()
+
+    def _save(self) -> None:
+        for broker in self.record["brokers"]:
+            slot = self._slots[broker["id"]]
+            broker["pid"] = slot.process.pid if slot.process.running() else None
+        cluster_file.save(self.data_dir, self.record)
