@@ -73,8 +73,7 @@ class PartitionLog:
         self.directory = directory
         self.config = config
         self._clock_ms = clock_ms
-        self._segments = segments
-        self._base_offsets = [segment.base_offset for segment in segments]
+        self._set_segments(segments)
         self._lock = threading.RLock()
         self._dirty_segments: list[Segment] = []
         self._directory_dirty = False
@@ -100,6 +99,14 @@ class PartitionLog:
         return log
 
     # -- state -------------------------------------------------------------------------
+
+    def _set_segments(self, segments: list[Segment]) -> None:
+        # One attribute, so a lock-free reader always gets segments and offsets that match.
+        self._snapshot = (segments, [segment.base_offset for segment in segments])
+
+    @property
+    def _segments(self) -> list[Segment]:
+        return self._snapshot[0]
 
     @property
     def segments(self) -> list[Segment]:
@@ -224,8 +231,7 @@ class PartitionLog:
         if closing not in self._dirty_segments and closing.dirty:
             self._dirty_segments.append(closing)
         segment = Segment.create(self.directory, base_offset, self.config.index_interval_bytes)
-        self._segments = self._segments + [segment]
-        self._base_offsets = self._base_offsets + [base_offset]
+        self._set_segments(self._segments + [segment])
         self._directory_dirty = True
         return segment
 
@@ -241,8 +247,7 @@ class PartitionLog:
         """Whole batches from the one containing offset: up to max_bytes (at least one batch
         if any is available), none with base_offset >= max_offset (the high watermark).
         Empty at log_end_offset; OffsetOutOfRangeError outside [log_start, log_end]."""
-        segments = self._segments
-        base_offsets = self._base_offsets
+        segments, base_offsets = self._snapshot
         self._check_open()
         offset = self._check_range(offset)
         index = bisect.bisect_right(base_offsets, offset) - 1
@@ -256,7 +261,8 @@ class PartitionLog:
         offset = self._check_range(offset)
         if offset == self.log_end_offset:
             raise OffsetOutOfRangeError(offset, self.log_start_offset, self.log_end_offset)
-        segment = self._segments[bisect.bisect_right(self._base_offsets, offset) - 1]
+        segments, base_offsets = self._snapshot
+        segment = segments[bisect.bisect_right(base_offsets, offset) - 1]
         found = segment.locate(offset)
         if found is None:
             raise OffsetOutOfRangeError(offset, self.log_start_offset, self.log_end_offset)
@@ -284,15 +290,14 @@ class PartitionLog:
                     f"cannot truncate to {offset}: it must be a batch boundary in "
                     f"{self.log_start_offset}..{self.log_end_offset}"
                 )
-            keep = max(bisect.bisect_right(self._base_offsets, offset) - 1, 0)
+            keep = max(bisect.bisect_right(self._snapshot[1], offset) - 1, 0)
             while keep > 0 and self._segments[keep].base_offset == offset:
                 keep -= 1  # an empty segment starting at offset goes too; its predecessor ends there
             target = self._segments[keep]
             if target.next_offset > offset:
                 target.truncate_to_offset(offset)
             dropped = self._segments[keep + 1 :]
-            self._segments = self._segments[: keep + 1]
-            self._base_offsets = self._base_offsets[: keep + 1]
+            self._set_segments(self._segments[: keep + 1])
             for segment in dropped:
                 segment.delete_files()
             self._dirty_segments = [s for s in self._dirty_segments if s not in dropped]
@@ -311,8 +316,7 @@ class PartitionLog:
             old = self._segments
             for segment in old:
                 segment.delete_files()
-            self._segments = [Segment.create(self.directory, offset, self.config.index_interval_bytes)]
-            self._base_offsets = [offset]
+            self._set_segments([Segment.create(self.directory, offset, self.config.index_interval_bytes)])
             self._dirty_segments = []
             self._directory_dirty = True
 
@@ -359,8 +363,7 @@ class PartitionLog:
             count = expired_segment_count(self._segments, self.config, now_ms)
             if count:
                 expired = self._segments[:count]
-                self._segments = self._segments[count:]
-                self._base_offsets = self._base_offsets[count:]
+                self._set_segments(self._segments[count:])
                 self._dirty_segments = [s for s in self._dirty_segments if s not in expired]
                 for segment in expired:
                     segment.delete_files()
@@ -385,7 +388,7 @@ class PartitionLog:
             cleaned, stats = compact_segments(
                 closed, self.config.delete_retention_ms, now_ms, self.config.index_interval_bytes
             )
-            self._segments = cleaned + self._segments[len(closed) :]
+            self._set_segments(cleaned + self._segments[len(closed) :])
             self._directory_dirty = True
             return stats
 

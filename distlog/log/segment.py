@@ -89,9 +89,9 @@ class Segment:
         self._scan_end = 0
         self._fd = -1
         self._close_fd = None
-        self._map: mmap.mmap | None = None
+        # A view of a read-only mmap of the file (the view keeps the mapping alive); its
+        # length is the mapped size, so a lock-free reader can never see the two disagree.
         self._map_view = _EMPTY
-        self._mapped_bytes = 0
 
     def _open_fd(self, flags: int) -> None:
         self._fd = os.open(self.log_path, flags | os.O_RDWR | os.O_APPEND, 0o644)
@@ -178,7 +178,7 @@ class Segment:
 
     def _recover(self) -> None:
         """Rebuild both indexes from a crc-verified scan; truncate at the first bad batch."""
-        self._map, self._map_view, self._mapped_bytes = None, _EMPTY, 0  # nobody reads yet
+        self._map_view = _EMPTY  # nobody reads yet, so the file may shrink below
         self.offset_index.truncate_entries(0)
         self.time_index.truncate_entries(0)
         self.next_offset = self.base_offset
@@ -233,13 +233,14 @@ class Segment:
 
     def _mapped(self) -> memoryview:
         """A view of the whole file as of now, remapping if it grew since the last read."""
-        if self._mapped_bytes < self.size_bytes:
+        size_bytes = self.size_bytes  # read once: a writer thread may grow it meanwhile
+        view = self._map_view
+        if len(view) < size_bytes:
             if self._fd < 0:
                 raise ValueError(f"segment {self.log_path} is closed")
-            self._map = mmap.mmap(self._fd, self.size_bytes, access=mmap.ACCESS_READ)
-            self._map_view = memoryview(self._map)
-            self._mapped_bytes = self.size_bytes
-        return self._map_view
+            view = memoryview(mmap.mmap(self._fd, size_bytes, access=mmap.ACCESS_READ))
+            self._map_view = view
+        return view
 
     def locate(self, offset: int) -> tuple[int, BatchHeader] | None:
         """(position, header) of the first batch whose last offset is >= offset, or None."""
@@ -314,7 +315,7 @@ class Segment:
                 f"offset {offset} is inside the batch {header.base_offset}..{header.last_offset}; "
                 f"truncate to a batch boundary ({header.base_offset} or {header.last_offset + 1})"
             )
-        if position < self._mapped_bytes:
+        if position < len(self._map_view):
             self._replace_with_prefix(position)
         else:
             os.ftruncate(self._fd, position)
@@ -338,7 +339,7 @@ class Segment:
         finally:
             os.close(temp_fd)
         os.replace(temp_path, self.log_path)
-        self._map, self._map_view, self._mapped_bytes = None, _EMPTY, 0
+        self._map_view = _EMPTY
         self._close_fd()
         self._open_fd(0)
 
@@ -358,7 +359,7 @@ class Segment:
         self.persist_indexes()
         self._close_fd()
         self._fd = -1
-        self._map, self._map_view, self._mapped_bytes = None, _EMPTY, 0
+        self._map_view = _EMPTY
 
     def delete_files(self) -> None:
         """Unlink the segment's files; open views and the fd stay usable until dropped."""
