@@ -30,9 +30,9 @@ from distlog.log.retention import expired_segment_count
 from distlog.log.segment import Segment
 
 _SEGMENT_SUFFIXES = (".log", ".index", ".timeindex")
-# Left behind by a crash during a swap; the real files are still whole, so these just go.
-_TEMP_SUFFIXES = (".tmp", ".cleaned")
 _SEGMENT_NAME = re.compile(r"^(\d{20})$")
+# Left behind by a crash during a swap or an index rewrite; the real files are still whole.
+_LEFTOVER_NAME = re.compile(r"^\d{20}\.(log|index|timeindex)\.(tmp|cleaned)$")
 
 
 def _wall_clock_ms() -> int:
@@ -40,29 +40,31 @@ def _wall_clock_ms() -> int:
 
 
 def _classify(directory: str) -> list[int]:
-    """Base offsets of the segments in directory; removes crash leftovers; raises on files
-    that a partition log never writes or whose names do not parse."""
+    """Base offsets of the segments in directory. Raises, having changed nothing, on files a
+    partition log never writes or segment files whose names do not parse; then removes crash
+    leftovers and indexes whose .log is gone."""
     base_offsets = set()
-    foreign = []
+    foreign, leftovers, index_files = [], [], []
     for name in os.listdir(directory):
         path = os.path.join(directory, name)
-        if name.endswith(_TEMP_SUFFIXES) and os.path.isfile(path):
-            os.unlink(path)
-            continue
         stem, suffix = os.path.splitext(name)
-        if suffix not in _SEGMENT_SUFFIXES or not os.path.isfile(path):
+        if _LEFTOVER_NAME.match(name) and os.path.isfile(path):
+            leftovers.append(path)
+        elif suffix not in _SEGMENT_SUFFIXES or not os.path.isfile(path):
             foreign.append(name)
-            continue
-        if not _SEGMENT_NAME.match(stem):
+        elif not _SEGMENT_NAME.match(stem):
             raise CorruptSegmentNameError(path)
-        if suffix == ".log":
+        elif suffix == ".log":
             base_offsets.add(int(stem))
+        else:
+            index_files.append((int(stem), path))
     if foreign:
         raise NotAPartitionLogError(directory, foreign)
-    for name in os.listdir(directory):
-        stem, suffix = os.path.splitext(name)
-        if suffix != ".log" and int(stem) not in base_offsets:
-            os.unlink(os.path.join(directory, name))  # an index without its log is useless
+    for path in leftovers:
+        os.unlink(path)
+    for base_offset, path in index_files:
+        if base_offset not in base_offsets:
+            os.unlink(path)  # an index without its log is useless
     return sorted(base_offsets)
 
 
@@ -245,7 +247,8 @@ class PartitionLog:
 
     def read(self, offset: int, max_bytes: int, max_offset: int | None = None) -> memoryview:
         """Whole batches from the one containing offset: up to max_bytes (at least one batch
-        if any is available), none with base_offset >= max_offset (the high watermark).
+        if any is available), none with base_offset >= max_offset (the high watermark), all
+        from one segment (a zero-copy view of it; the next read continues in the next one).
         Empty at log_end_offset; OffsetOutOfRangeError outside [log_start, log_end]."""
         segments, base_offsets = self._snapshot
         self._check_open()

@@ -244,9 +244,11 @@ def test_a_directory_with_foreign_files_is_refused_untouched(tmp_path, open_log)
     directory = tmp_path / "not-a-log"
     directory.mkdir()
     (directory / "notes.txt").write_text("mine")
+    (directory / "draft.tmp").write_text("mine too")
+    (directory / "00000000000000000000.log.tmp").write_text("looks like ours")
     with pytest.raises(NotAPartitionLogError, match="notes.txt"):
         open_log(directory=directory)
-    assert os.listdir(directory) == ["notes.txt"]
+    assert sorted(os.listdir(directory)) == ["00000000000000000000.log.tmp", "draft.tmp", "notes.txt"]
 
 
 def test_a_segment_name_that_does_not_parse_is_refused(tmp_path, open_log):
@@ -314,3 +316,11 @@ def test_a_tailing_reader_thread_sees_every_record_in_order_while_appends_roll(o
     assert errors == []
     assert seen == [b"%d" % i for i in range(total)]
     assert len(log.segments) > 5
+
+
+def test_a_file_where_the_directory_should_be_is_refused(tmp_path, open_log):
+    path = tmp_path / "p9"
+    path.write_text("not a directory")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        open_log(directory=path)
+    assert path.read_text() == "not a directory"
