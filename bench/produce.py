@@ -34,12 +34,15 @@ def percentile_ms(latencies_s, q):
     return round(float(np.percentile(np.asarray(latencies_s) * 1000, q)), 2) if len(latencies_s) else None
 
 
-def produce_with_send(bootstrap, topic, values, acks, linger_ms):
+def produce_with_send(bootstrap, topic, values, acks, linger_ms, keys=None):
     producer = Producer(bootstrap, acks=acks, linger_ms=linger_ms)
     try:
         started = time.perf_counter()
         send = producer.send
-        futures = [send(topic, value, partition=0) for value in values]
+        if keys is None:
+            futures = [send(topic, value, partition=0) for value in values]
+        else:
+            futures = [send(topic, value, key=key, partition=0) for key, value in zip(keys, values)]
         producer.flush(600)
         elapsed = time.perf_counter() - started
     finally:
@@ -64,23 +67,23 @@ def produce_with_send_batch(bootstrap, topic, values_2d, acks, chunk_records):
     return elapsed, failures, [f.batch_latency_s for f in futures]
 
 
-def consume_records(bootstrap, topic, expected_values, timeout_s):
+def consume_records(bootstrap, topic, expected_values, timeout_s, expected_keys=None):
     """poll() path; returns (seconds, verified)."""
     consumer = Consumer(bootstrap, fetch_max_wait_ms=100)
     try:
         consumer.assign([(topic, 0)])
         consumer.seek_to_beginning()
-        got_values, got_offsets = [], []
+        records = []
         started = time.perf_counter()
         deadline = time.monotonic() + timeout_s
-        while len(got_values) < len(expected_values) and time.monotonic() < deadline:
-            for record in consumer.poll(timeout=1.0):
-                got_offsets.append(record.offset)
-                got_values.append(record.value)
+        while len(records) < len(expected_values) and time.monotonic() < deadline:
+            records.extend(consumer.poll(timeout=1.0))
         elapsed = time.perf_counter() - started
     finally:
         consumer.close()
-    verified = got_offsets == list(range(len(expected_values))) and got_values == expected_values
+    verified = ([r.offset for r in records] == list(range(len(expected_values)))
+                and [r.value for r in records] == expected_values
+                and (expected_keys is None or [r.key for r in records] == expected_keys))
     return elapsed, verified
 
 

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""distlog side by side with NATS JetStream and Redis Streams, same workload, same run.
+
+    python bench/compare.py --records 200000 [--peers all|nats|redis|none]
+
+The workload is the one ../shared/peers/README.md describes: N records with 8-byte random keys
+and 100-byte random values made before timing, one Python producer with many records in
+flight (a record counts only once acknowledged), then one Python consumer reading everything
+back and checking every record. distlog runs 3 brokers on 127.0.0.1 with one topic of one
+partition; it is measured through Producer.send() per record (as users call it) and through
+send_batch(). Each system prints one JSON line with the same fields; then distlog's ratio to
+each peer. `ack` says what an acknowledgement means for each system: distlog has no
+replication yet (replication factor 1), but fsyncs before acknowledging; the peers replicate
+to 3 copies and do not fsync per write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from produce import consume_records, percentile_ms, produce_with_send, produce_with_send_batch  # noqa: E402
+
+from distlog.broker.launcher import start_brokers, stop_brokers  # noqa: E402
+from distlog.client import Admin  # noqa: E402
+
+PEERS_RUN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "peers", "run")
+
+
+def timed_cpu(fn, *args, **kwargs):
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    result = fn(*args, **kwargs)
+    return result, (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
+
+
+def measure_distlog(records: int, flush_policy: str) -> list:
+    rng = np.random.default_rng(7)
+    keys_2d = rng.integers(0, 256, size=(records, 8), dtype=np.uint8)
+    values_2d = rng.integers(0, 256, size=(records, 100), dtype=np.uint8)
+    keys = [bytes(k) for k in keys_2d]
+    values = [bytes(v) for v in values_2d]
+    data_root = tempfile.mkdtemp(prefix="distlog-compare-")
+    brokers = []
+    lines = []
+    try:
+        brokers = start_brokers(3, data_root, extra_args=["--config", f"flush.policy={flush_policy}"])
+        bootstrap = ",".join(b.address for b in brokers)
+        with Admin(bootstrap) as admin:
+            admin.create_topic("compare-send", partitions=1)
+            admin.create_topic("compare-batch", partitions=1)
+        ack = f"leader append, flush.policy={flush_policy} (replication factor 1: no replication yet)"
+        (elapsed, failures, latencies), cpu_produce = timed_cpu(produce_with_send, bootstrap, "compare-send", values, "all", 5, keys)
+        (consume_s, verified), cpu_consume = timed_cpu(consume_records, bootstrap, "compare-send", values, 600, keys)
+        lines.append(_line("distlog-send", records, elapsed, consume_s, latencies, failures, verified, ack,
+                           cpu_produce, cpu_consume))
+        (elapsed, failures, latencies), cpu_produce = timed_cpu(
+            produce_with_send_batch, bootstrap, "compare-batch", values_2d, "all", 10_000)
+        lines[-1]["note"] = "Producer.send() per record, Consumer.poll()"
+        lines.append(_line("distlog-send_batch", records, elapsed, None, latencies, failures, failures == 0, ack,
+                           cpu_produce, None))
+        lines[-1]["note"] = "Producer.send_batch() of 10,000-record uint8 arrays (values only, no keys)"
+    finally:
+        stop_brokers(brokers)
+        shutil.rmtree(data_root, ignore_errors=True)
+    return lines
+
+
+def _line(system, records, produce_s, consume_s, latencies, failures, verified, ack, cpu_produce, cpu_consume):
+    return {
+        "system": system, "records": records, "value_bytes": 100, "key_bytes": 8,
+        "produce_msgs_per_s": round(records / produce_s), "produce_MB_per_s": round(records * 100 / 1e6 / produce_s, 2),
+        "consume_msgs_per_s": round(records / consume_s) if consume_s else None,
+        "ack_latency_ms_p50": percentile_ms(latencies, 50), "ack_latency_ms_p99": percentile_ms(latencies, 99),
+        "ack_latency_ms_max": percentile_ms(latencies, 100), "latency_unit": "per batch (first record queued -> acked)",
+        "ack": ack, "failures": failures, "verified": bool(verified),
+        "client_cpu_produce": round(cpu_produce, 2), "client_cpu_consume": round(cpu_consume, 2) if cpu_consume else None,
+    }
+
+
+def measure_peers(which: str, records: int) -> list:
+    run = os.path.abspath(PEERS_RUN)
+    if not os.path.exists(run):
+        print(f"[compare] {run} not found; skipping peers", file=sys.stderr)
+        return []
+    completed = subprocess.run(["bash", run, which, "--records", str(records)], stdout=subprocess.PIPE, text=True, timeout=1800)
+    if completed.returncode != 0:
+        print(f"[compare] peers/run exited with {completed.returncode}", file=sys.stderr)
+    return [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--peers", choices=["all", "nats", "redis", "none"], default="all")
+    parser.add_argument("--flush-policy", default="always")
+    args = parser.parse_args(argv)
+    lines = measure_distlog(args.records, args.flush_policy)
+    if args.peers != "none":
+        lines.extend(measure_peers(args.peers, args.records))
+    for line in lines:
+        print(json.dumps(line))
+    ours = [l for l in lines if l["system"].startswith("distlog")]
+    peers = [l for l in lines if not l["system"].startswith("distlog")]
+    for mine in ours:
+        for peer in peers:
+            ratios = {"distlog": mine["system"], "peer": peer["system"],
+                      "produce_ratio": round(mine["produce_msgs_per_s"] / peer["produce_msgs_per_s"], 2)}
+            if mine["consume_msgs_per_s"] and peer.get("consume_msgs_per_s"):
+                ratios["consume_ratio"] = round(mine["consume_msgs_per_s"] / peer["consume_msgs_per_s"], 2)
+            print(json.dumps(ratios))
+    return 0 if all(l["verified"] for l in ours) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
