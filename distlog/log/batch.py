@@ -243,7 +243,13 @@ class RecordBatch:
         return f"batch at offset {self.base_offset}"
 
     def _table(self) -> np.ndarray:
-        return np.frombuffer(self._view, dtype=RECORD_DTYPE, count=self._header.record_count, offset=HEADER_SIZE)
+        count = self._header.record_count
+        if HEADER_SIZE + count * ROW_SIZE > len(self._view):
+            raise CorruptBatchError(
+                f"{self._where()}: {count} records need a {count * ROW_SIZE}-byte table but batch_length "
+                f"is {len(self._view)}"
+            )
+        return np.frombuffer(self._view, dtype=RECORD_DTYPE, count=count, offset=HEADER_SIZE)
 
     def verify(self) -> None:
         """Raise CorruptBatchError unless crc, sizes and the record table are consistent."""

@@ -214,3 +214,19 @@ def test_filter_batch_keeps_exactly_the_chosen_records_and_the_span(records, dat
     assert (filtered.base_offset, filtered.last_offset, filtered.leader_term, filtered.producer_id) == (
         100, 100 + len(values) - 1, 4, 5
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(record_lists(), st.data())
+def test_damaged_regions_only_ever_raise_corrupt_batch_error(records, data):
+    values, keys, timestamps, headers = records
+    region = bytearray(build_batch(values, keys, timestamps, headers) * 2)
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(region) - 1))
+        region[position] = data.draw(st.integers(0, 255))
+    region = region[: data.draw(st.integers(0, len(region)))]
+    try:
+        decoded = decode_records(region)
+    except CorruptBatchError:
+        return
+    assert len(decoded) <= 2 * len(values)
