@@ -147,7 +147,7 @@ def _up_detached(data_dir: Path, brokers, port_base, no_restart, restart_backoff
             daemon.send_signal(signal.SIGTERM)
             code = f"none yet; sent SIGTERM after {ready_timeout_s + DETACH_STARTUP_MARGIN_S:g} s"
         raise ClusterCliError(f"the supervisor did not report readiness (exit code {code}); "
-                                   f"see {log_path}:\n{_tail(log_path)}")
+                              f"see {log_path}:\n{_tail(log_path)}")
     if not final.get("ok"):
         daemon.wait(CONTROL_TIMEOUT_S)
         raise ClusterCliError(final.get("error", f"the cluster did not start; see {log_path}"))
@@ -261,14 +261,24 @@ def down(data_dir):
             return
         raise ClusterCliError(f"the cluster in {data_dir} is not running")
     _control(data_dir, {"op": "down"}, DOWN_TIMEOUT_S)
-    try:
-        psutil.Process(record["supervisor"]["pid"]).wait(CONTROL_TIMEOUT_S)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
-        raise ClusterCliError(f"brokers stopped but the supervisor (pid "
-                                   f"{record['supervisor']['pid']}) has not exited") from None
+    pid = record["supervisor"]["pid"]
+    if not _wait_exited(pid, CONTROL_TIMEOUT_S):
+        raise ClusterCliError(f"brokers stopped but the supervisor (pid {pid}) has not exited")
     say(f"cluster {record['cluster_id']} stopped")
+
+
+def _wait_exited(pid: int, timeout_s: float) -> bool:
+    """Wait until pid has exited. A zombie counts: the detached supervisor is not our child, and
+    whoever reaps it (init) may take its time."""
+    deadline_s = time.monotonic() + timeout_s
+    while time.monotonic() < deadline_s:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def _broker_command(op: str, help_text: str, extra=None):

@@ -71,7 +71,7 @@ class ControlServer:
 
     def close(self) -> None:
         """Close the endpoint, giving the last reply (to "down") a moment to leave."""
-        self._server.close(linger_ms=1000)
+        self._server.close(linger_ms=200)
 
 
 def control_request(endpoint: str, request: dict, timeout_s: float) -> dict:

@@ -91,14 +91,14 @@ class Supervisor:
         except BaseException:
             self.shutdown()
             raise
+        self._save()
         self._log("cluster_ready", cluster_id=self.record["cluster_id"],
                   controller=self.record["controller"])
 
     def _wait_ready(self, deadline_s: float) -> None:
         while True:
             for broker_id, slot in self._slots.items():
-                if slot.state == STARTING:
-                    self._check_started(broker_id, slot)
+                self._check_started(broker_id, slot)
             if all(s.state == RUNNING for s in self._slots.values()):
                 if self.record["controller"] is None:
                     self._refresh_controller()
@@ -109,13 +109,15 @@ class Supervisor:
             time.sleep(READY_POLL_S)
 
     def _check_started(self, broker_id: int, slot: _Slot) -> None:
-        """Probe a starting broker once; a broker that exited while starting fails the start."""
+        """Probe a starting broker once; a broker that exits before the cluster is ready fails
+        the start."""
         code = slot.process.exit_code()
         if code is not None:
             raise ClusterError(
                 f"broker {broker_id} exited with code {code} while starting "
                 f"(log {slot.process.log_file}):\n{slot.process.log_tail()}")
-        self._probe_once(broker_id, slot)
+        if slot.state == STARTING:
+            self._probe_once(broker_id, slot)
 
     def _not_ready_message(self) -> str:
         waiting = [i for i, s in self._slots.items() if s.state != RUNNING]

@@ -1,0 +1,227 @@
+"""The Supervisor in-process, over stand-in broker processes and a scripted probe.
+
+The stand-in is a Python process that sleeps (or exits at once), so these tests exercise
+spawning, watching, backoff, signals and shutdown without the cost of real brokers; the CLI tests
+run the real ones.
+"""
+
+import shlex
+import sys
+import time
+
+import psutil
+import pytest
+
+from distlog.supervisor import cluster_file
+from distlog.supervisor.backoff import RestartPolicy
+from distlog.supervisor.broker_process import BROKER_COMMAND_ENV
+from distlog.supervisor.probe import Probe
+from distlog.supervisor.supervisor import ClusterError, Supervisor
+from tests.supervisor.helpers import wait_for
+
+SLEEPER = f"{shlex.quote(sys.executable)} -c 'import time; time.sleep(600)'"
+CRASHER = f"{shlex.quote(sys.executable)} -c 'import sys; print(\"disk on fire\"); sys.exit(3)'"
+FAST_POLICY = RestartPolicy(initial_s=0.05, max_s=0.4, stable_after_s=60)
+
+
+class ScriptedProbe:
+    """Answers pings as the broker the address belongs to; records fault-rule calls."""
+
+    def __init__(self, record):
+        self.ids = {b["address"]: b["id"] for b in record["brokers"]}
+        self.silent: set[int] = set()
+        self.liar = False
+        self.fault_calls: list[tuple[int, dict]] = []
+
+    def ping(self, address, timeout_s):
+        broker_id = self.ids[address]
+        if broker_id in self.silent:
+            return None
+        return {"broker_id": broker_id + 100 if self.liar else broker_id, "controller_id": 1}
+
+    def set_fault_rules(self, address, rules, timeout_s):
+        self.fault_calls.append((self.ids[address], rules))
+
+    def as_probe(self):
+        return Probe(ping=self.ping, set_fault_rules=self.set_fault_rules)
+
+
+@pytest.fixture
+def events():
+    return []
+
+
+@pytest.fixture
+def make_supervisor(cluster_dir, events, monkeypatch):
+    monkeypatch.setenv(BROKER_COMMAND_ENV, SLEEPER)
+    cluster_dir.mkdir()
+    made = []
+
+    def make(brokers=3, policy=FAST_POLICY, ready_timeout_s=5.0):
+        addresses = {i: f"tcp://127.0.0.1:{20000 + i}" for i in range(1, brokers + 1)}
+        record = cluster_file.new_record(cluster_dir, addresses)
+        probe = ScriptedProbe(record)
+        supervisor = Supervisor(cluster_dir, record, probe=probe.as_probe(), policy=policy,
+                                ready_timeout_s=ready_timeout_s, stop_timeout_s=5.0,
+                                log=lambda event, **fields: events.append((event, fields)))
+        made.append(supervisor)
+        return supervisor, probe
+
+    try:
+        yield make
+    finally:
+        for supervisor in made:
+            supervisor.shutdown()
+
+
+def broker(supervisor, broker_id):
+    return next(b for b in supervisor.status()["brokers"] if b["id"] == broker_id)
+
+
+def tick_until(supervisor, predicate, what, timeout_s=10.0):
+    def ticked():
+        supervisor.tick()
+        return predicate()
+    return wait_for(ticked, timeout_s, what)
+
+
+def test_start_runs_every_broker_and_records_them(make_supervisor, cluster_dir):
+    supervisor, _ = make_supervisor()
+    supervisor.start()
+    status = supervisor.status()
+    assert [b["state"] for b in status["brokers"]] == ["running"] * 3
+    assert status["controller"] == 1
+    record = cluster_file.load(cluster_dir)
+    pids = [b["pid"] for b in record["brokers"]]
+    assert all(psutil.pid_exists(pid) for pid in pids)
+    assert pids == [b["pid"] for b in status["brokers"]]
+    assert all(b["rss_bytes"] > 0 for b in status["brokers"])
+
+    supervisor.shutdown()
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in pids)
+    record = cluster_file.load(cluster_dir)
+    assert [b["pid"] for b in record["brokers"]] == [None] * 3
+    assert [b["state"] for b in supervisor.status()["brokers"]] == ["stopped"] * 3
+
+
+def test_killed_broker_is_restarted_after_backoff(make_supervisor, cluster_dir):
+    supervisor, _ = make_supervisor()
+    supervisor.start()
+    old_pid = broker(supervisor, 2)["pid"]
+    supervisor.kill(2)
+    assert broker(supervisor, 2)["state"] == "crashed"
+    tick_until(supervisor, lambda: broker(supervisor, 2)["state"] == "running", "broker 2 restarted")
+    restarted = broker(supervisor, 2)
+    assert restarted["pid"] != old_pid and restarted["restarts"] == 1
+    assert restarted["last_exit_code"] == -9
+    assert cluster_file.load(cluster_dir)["brokers"][1]["pid"] == restarted["pid"]
+
+
+def test_kill_with_stay_down_leaves_it_stopped_until_restart(make_supervisor):
+    supervisor, _ = make_supervisor()
+    supervisor.start()
+    supervisor.kill(1, restart=False)
+    deadline_s = time.monotonic() + 0.5  # several backoff periods: it must not come back
+    while time.monotonic() < deadline_s:
+        supervisor.tick()
+        assert broker(supervisor, 1)["state"] == "stopped"
+    supervisor.restart(1)
+    tick_until(supervisor, lambda: broker(supervisor, 1)["state"] == "running", "broker 1 running")
+
+
+def test_no_restart_policy_leaves_crashed_brokers_down(make_supervisor):
+    supervisor, _ = make_supervisor(policy=RestartPolicy(enabled=False))
+    supervisor.start()
+    supervisor.kill(3)
+    supervisor.tick()
+    assert broker(supervisor, 3)["state"] == "crashed"
+    assert broker(supervisor, 3)["pid"] is None
+
+
+def test_crash_loop_backs_off_exponentially(make_supervisor, events, monkeypatch):
+    supervisor, _ = make_supervisor(brokers=1)
+    supervisor.start()
+    monkeypatch.setenv(BROKER_COMMAND_ENV, CRASHER)
+    supervisor.kill(1)
+
+    def exits():
+        return [fields["restart_in_s"] for event, fields in events if event == "broker_exited"]
+    tick_until(supervisor, lambda: len(exits()) >= 5, "five crashes in a row")
+    assert exits()[:5] == [0.05, 0.1, 0.2, 0.4, 0.4]
+    assert "disk on fire" in supervisor._slots[1].process.log_tail()
+
+
+def test_pause_and_resume(make_supervisor):
+    supervisor, _ = make_supervisor(brokers=1)
+    supervisor.start()
+    pid = broker(supervisor, 1)["pid"]
+    supervisor.pause(1)
+    assert broker(supervisor, 1)["state"] == "paused"
+    wait_for(lambda: psutil.Process(pid).status() == psutil.STATUS_STOPPED, what="SIGSTOP")
+    with pytest.raises(ClusterError, match="cannot be paused"):
+        supervisor.pause(1)
+    supervisor.resume(1)
+    assert broker(supervisor, 1)["state"] == "running"
+    wait_for(lambda: psutil.Process(pid).status() != psutil.STATUS_STOPPED, what="SIGCONT")
+    with pytest.raises(ClusterError, match="not paused"):
+        supervisor.resume(1)
+
+
+def test_paused_broker_still_stops_on_shutdown(make_supervisor):
+    supervisor, _ = make_supervisor(brokers=1)
+    supervisor.start()
+    pid = broker(supervisor, 1)["pid"]
+    supervisor.pause(1)
+    started_s = time.monotonic()
+    supervisor.shutdown()
+    assert time.monotonic() - started_s < 4.0, "SIGTERM reached it without waiting for SIGKILL"
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_fault_rules_are_set_and_reapplied_after_a_restart(make_supervisor):
+    supervisor, probe = make_supervisor()
+    supervisor.start()
+    rules = {"drop_to": ["broker-2"], "drop_from": ["broker-3"]}
+    supervisor.set_fault_rules(1, rules)
+    assert probe.fault_calls == [(1, rules)]
+    assert broker(supervisor, 1)["fault_rules"] == rules
+    supervisor.kill(1)
+    tick_until(supervisor, lambda: len(probe.fault_calls) == 2, "rules re-applied")
+    assert probe.fault_calls[1] == (1, rules)
+    supervisor.set_fault_rules(1, {})
+    assert broker(supervisor, 1)["fault_rules"] == {}
+    with pytest.raises(ClusterError, match="drop_to"):
+        supervisor.set_fault_rules(1, {"drop_to": "broker-2"})
+
+
+def test_unknown_broker_is_a_clear_error(make_supervisor):
+    supervisor, _ = make_supervisor()
+    supervisor.start()
+    with pytest.raises(ClusterError, match="no broker 9 in this cluster"):
+        supervisor.kill(9)
+
+
+def test_broker_exiting_at_start_fails_the_start_and_stops_the_others(make_supervisor, monkeypatch,
+                                                                      cluster_dir):
+    supervisor, probe = make_supervisor()
+    probe.silent.update({1, 2, 3})
+    monkeypatch.setenv(BROKER_COMMAND_ENV, CRASHER)
+    with pytest.raises(ClusterError, match=r"(?s)broker 1 exited with code 3.*disk on fire"):
+        supervisor.start()
+    assert all(b["state"] == "stopped" and b["pid"] is None for b in supervisor.status()["brokers"])
+
+
+def test_broker_that_never_answers_fails_the_start_naming_it(make_supervisor, cluster_dir):
+    supervisor, probe = make_supervisor(ready_timeout_s=0.5)
+    probe.silent.add(2)
+    with pytest.raises(ClusterError, match="broker 2 did not answer at tcp://127.0.0.1:20002"):
+        supervisor.start()
+    assert all(b["pid"] is None for b in supervisor.status()["brokers"])
+
+
+def test_a_port_answered_by_another_broker_fails_the_start(make_supervisor):
+    supervisor, probe = make_supervisor(brokers=1)
+    probe.liar = True
+    with pytest.raises(ClusterError, match="another cluster uses that port"):
+        supervisor.start()
