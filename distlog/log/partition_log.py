@@ -142,8 +142,10 @@ class PartitionLog:
 
     # -- append --------------------------------------------------------------------------
 
-    def _split(self, view: memoryview) -> list[tuple[int, BatchHeader]]:
-        """(position, header) of each batch in view, each verified; raises before anything is written."""
+    def _split(self, view: memoryview, from_producer: bool) -> list[tuple[int, BatchHeader]]:
+        """(position, header) of each batch in view, each verified; raises before anything is
+        written. A producer's batch must number its records 0..n-1 (only compaction, which
+        never goes through here, leaves gaps), so it cannot burn offsets."""
         batches = []
         position = 0
         while position < len(view):
@@ -156,6 +158,11 @@ class PartitionLog:
             if header.batch_length > self.config.max_message_bytes:
                 raise RecordTooLargeError(header.batch_length, self.config.max_message_bytes)
             RecordBatch(view[position : position + header.batch_length]).verify()
+            if from_producer and (header.record_count == 0 or header.last_offset_delta != header.record_count - 1):
+                raise CorruptBatchError(
+                    f"batch at byte {position} of the appended buffer has {header.record_count} records but "
+                    f"last_offset_delta {header.last_offset_delta}; a new batch numbers its records 0..n-1"
+                )
             batches.append((position, header))
             position += header.batch_length
         if not batches:
@@ -171,7 +178,7 @@ class PartitionLog:
         and must continue exactly at log_end_offset. Verifies every crc before writing
         anything; never fsyncs (see flush/maybe_flush)."""
         view = memoryview(batch).cast("B")
-        batches = self._split(view)
+        batches = self._split(view, from_producer=assign_offsets)
         with self._lock:
             self._check_open()
             next_offset = self.log_end_offset

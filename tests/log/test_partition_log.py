@@ -324,3 +324,17 @@ def test_a_file_where_the_directory_should_be_is_refused(tmp_path, open_log):
     with pytest.raises(NotADirectoryError, match="is a file"):
         open_log(directory=path)
     assert path.read_text() == "not a directory"
+
+
+def test_a_producer_batch_cannot_burn_offsets(open_log):
+    import crc32c
+    import struct
+
+    log = open_log()
+    batch = bytearray(values_batch(b"a"))
+    struct.pack_into("<I", batch, 27, 1_000_000)  # last_offset_delta, covered by the crc
+    struct.pack_into("<I", batch, 17, crc32c.crc32c(bytes(batch[21:])))
+    RecordBatch(batch).verify()  # a valid compacted-style batch ...
+    with pytest.raises(CorruptBatchError, match="numbers its records 0..n-1"):
+        log.append(batch)  # ... but not something a producer may send
+    assert log.log_end_offset == 0
