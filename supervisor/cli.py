@@ -23,7 +23,7 @@ from distlog.supervisor.backoff import RestartPolicy
 from distlog.supervisor.control import ControlError, control_request
 from distlog.supervisor.prepare import ensure_not_running, stop_orphans
 from distlog.supervisor.service import run_cluster
-from distlog.supervisor.supervisor import ClusterError
+from distlog.supervisor.supervisor import ClusterError, event_logger
 
 DATA_DIR_ENV = "DISTLOG_DATA_DIR"
 CONTROL_TIMEOUT_S = 10.0
@@ -87,11 +87,15 @@ def up(brokers, data_dir, port_base, detach, no_restart, restart_backoff_s, rest
     policy = RestartPolicy(enabled=not no_restart, initial_s=restart_backoff_s,
                            max_s=restart_backoff_max_s)
     view = _LiveView()
-    try:
-        run_cluster(data_dir, brokers=brokers, port_base=port_base, policy=policy,
-                    ready_timeout_s=ready_timeout_s, on_ready=view.ready, on_tick=view.tick, say=say)
-    except ClusterError as error:
-        raise ClusterCliError(str(error)) from None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Events go to the log file as in detached mode, so the live table stays readable.
+    with open(data_dir / "supervisor.log", "a") as events:
+        try:
+            run_cluster(data_dir, brokers=brokers, port_base=port_base, policy=policy,
+                        ready_timeout_s=ready_timeout_s, on_ready=view.ready, on_tick=view.tick,
+                        say=say, log=event_logger(events))
+        except ClusterError as error:
+            raise ClusterCliError(str(error)) from None
     say("cluster stopped")
 
 

@@ -53,9 +53,11 @@ class _StopSignals:
 
 def run_cluster(data_dir, *, brokers: int | None = None, port_base: int | None = None,
                 policy: RestartPolicy = RestartPolicy(), ready_timeout_s: float = 30.0,
-                on_ready=lambda status: None, on_tick=lambda supervisor: None, say=print) -> None:
+                on_ready=lambda status: None, on_tick=lambda supervisor: None, say=print,
+                log=None) -> None:
     """Bring the cluster in data_dir up, call on_ready(status), then supervise until a signal or
-    a "down" request; always stops every broker it started. ClusterError if it cannot start."""
+    a "down" request; always stops every broker it started. ClusterError if it cannot start.
+    say(message) tells the user things; log(event, **fields) records supervisor events."""
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = cluster_file.DataDirLock(data_dir)
@@ -65,20 +67,20 @@ def run_cluster(data_dir, *, brokers: int | None = None, port_base: int | None =
     try:
         with _StopSignals() as signals:
             _run_locked(data_dir, brokers, port_base, policy, ready_timeout_s, on_ready, on_tick,
-                        say, signals)
+                        say, log, signals)
     finally:
         lock.release()
 
 
 def _run_locked(data_dir, brokers, port_base, policy, ready_timeout_s, on_ready, on_tick, say,
-                signals):
+                log, signals):
     try:
         probe = load_probe()
     except ImportError as error:
         raise ClusterError(f"cannot load the broker probe: {error}") from error
     record = prepare_cluster(data_dir, brokers, port_base, say)
     supervisor = Supervisor(data_dir, record, probe=probe, policy=policy,
-                            ready_timeout_s=ready_timeout_s)
+                            ready_timeout_s=ready_timeout_s, log=log)
     control = ControlServer(supervisor)
     try:
         supervisor.set_supervisor(os.getpid(), control.endpoint)

@@ -47,10 +47,13 @@ class _Slot:
     fault_rules: dict | None = None
 
 
-def log_event(event: str, **fields) -> None:
-    """One JSON line on stderr (the supervisor log in detached mode)."""
-    print(json.dumps({"ts": round(time.time(), 3), "event": event, **fields}), file=sys.stderr,
-          flush=True)
+def event_logger(stream=None):
+    """log(event, **fields) writing one JSON line per event to stream (default: stderr, which is
+    DATA/supervisor.log in detached mode)."""
+    def log(event: str, **fields) -> None:
+        print(json.dumps({"ts": round(time.time(), 3), "event": event, **fields}),
+              file=stream or sys.stderr, flush=True)
+    return log
 
 
 class Supervisor:
@@ -58,7 +61,7 @@ class Supervisor:
 
     def __init__(self, data_dir, record: dict, *, probe: Probe, policy: RestartPolicy = RestartPolicy(),
                  ready_timeout_s: float = 30.0, stop_timeout_s: float = 10.0,
-                 probe_timeout_s: float = 0.5, log=log_event):
+                 probe_timeout_s: float = 0.5, log=None):
         self.data_dir = data_dir
         self.record = record
         self.policy = policy
@@ -66,7 +69,7 @@ class Supervisor:
         self._ready_timeout_s = ready_timeout_s
         self._stop_timeout_s = stop_timeout_s
         self._probe_timeout_s = probe_timeout_s
-        self._log = log
+        self._log = log or event_logger()
         self._next_controller_refresh_s = 0.0
         peers_arg = ",".join(f"{b['id']}={b['address']}" for b in record["brokers"])
         self._slots = {
