@@ -1,20 +1,24 @@
-"""The producer's per-partition accumulator: records land in preallocated buffers, sealed into batches.
+"""The producer's record accumulator: records land in preallocated per-partition buffers and are
+sealed into record batches that the sender thread ships.
 
-send() copies a record's key and value into the open accumulator of its partition (a bytearray
-slice assignment and a few numpy stores — no allocation per record). When the accumulator is
-full, or its linger time is up, it is sealed: one call to build_batch_from_arrays turns the
-buffers into a record batch, and the buffers are reused for the next one.
+send() copies a record's key and value into the open buffers of its partition (a bytearray
+slice assignment and a few list appends — no allocation per record). When a partition's buffers
+are full, or its linger time is up, they are sealed: one call to build_batch_from_arrays turns
+them into a record batch, and the buffers are reused for the next one. RecordAccumulator is the
+one object user threads and the sender thread share; its lock guards everything in it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import NamedTuple
 
 import numpy as np
 
-from distlog.log.batch import build_batch, build_batch_from_arrays
+from distlog.client.errors import BufferFullError, ProducerClosedError, RequestTimedOutError
+from distlog.log.batch import ROW_SIZE, build_batch, build_batch_from_arrays
 
 
 class RecordMetadata(NamedTuple):
@@ -76,8 +80,6 @@ class FutureRecordMetadata:
         return self._batch.done.is_set()
 
     def get(self, timeout: float | None = None) -> RecordMetadata:
-        from distlog.client.errors import RequestTimedOutError
-
         if not self._batch.done.wait(timeout):
             raise RequestTimedOutError(f"record not acknowledged within {timeout} s (still in flight)")
         if self._batch.error is not None:
@@ -193,3 +195,145 @@ def build_single_batch(topic: str, partition: int, value, key, timestamp_ms: int
     batch.record_count = 1
     batch.timestamps_ms = np.array([timestamp_ms], dtype=np.int64)
     return batch
+
+
+class RecordAccumulator:
+    """Open batches of every partition, the queue of sealed ones, and the buffer-memory budget."""
+
+    def __init__(self, batch_size: int, buffer_memory: int, max_block_s: float, linger_s: float,
+                 on_sealed=None):
+        self.batch_size = batch_size
+        self.buffer_memory = buffer_memory
+        self.max_block_s = max_block_s
+        self.linger_s = linger_s
+        # Row-table sizing: a batch of tiny records is sealed by count before it fills its bytes.
+        self.max_records = max(64, batch_size // 16)
+        self.on_sealed = on_sealed  # called (lock held) with (topic, partition) when a batch seals
+        self.lock = threading.Lock()
+        self._space_freed = threading.Condition(self.lock)
+        self._all_done = threading.Condition(self.lock)
+        self._partitions: dict = {}
+        self._sealed: deque = deque()
+        self._buffered_bytes = 0
+        self._unfinished_batches = 0
+        self.flush_requested = False
+        self.closed = False
+
+    def append(self, topic: str, partition: int, value, key, timestamp_ms: int, headers, callback):
+        """Add one record; returns (future, wake) where wake says the sender should look now
+        (a new batch opened, so a linger clock started, or one was sealed)."""
+        size = (len(key) if key is not None else 0) + (len(value) if value is not None else 0) + ROW_SIZE
+        with self.lock:
+            if self._buffered_bytes + size > self.buffer_memory or self.closed:
+                self._wait_for_space(size)
+            self._buffered_bytes += size
+            buffers = self._partitions.get((topic, partition)) or self._open(topic, partition)
+            index = buffers.try_append(value, key, timestamp_ms, headers)
+            wake = index <= 0
+            if index < 0:
+                self._seal(buffers)
+                index = buffers.try_append(value, key, timestamp_ms, headers)
+            if index < 0:  # bigger than a whole batch: it travels alone
+                batch = build_single_batch(topic, partition, value, key, timestamp_ms, headers)
+                self._enqueue(batch)
+                index = 0
+            else:
+                batch = buffers.batch
+            batch.size_bytes += size
+            if callback is not None:
+                if batch.callbacks is None:
+                    batch.callbacks = []
+                batch.callbacks.append((index, callback))
+        return FutureRecordMetadata(batch, index), wake
+
+    def append_sealed(self, batch: ProducerBatch) -> FutureRecordMetadata:
+        """Queue a batch built elsewhere (send_batch), once its bytes fit in the budget."""
+        with self.lock:
+            self._wait_for_space(batch.size_bytes)
+            self._buffered_bytes += batch.size_bytes
+            self._enqueue(batch)
+        return FutureRecordMetadata(batch, 0)
+
+    def drain(self, now_s: float) -> list:
+        """Seal what lingered long enough (everything while flushing or closing); return all sealed."""
+        with self.lock:
+            everything = self.flush_requested or self.closed
+            for buffers in self._partitions.values():
+                if buffers.count and (everything or now_s - buffers.opened_s >= self.linger_s):
+                    self._seal(buffers)
+            drained = list(self._sealed)
+            self._sealed.clear()
+        return drained
+
+    def seconds_until_ready(self, now_s: float) -> float:
+        """How long the sender may sleep before some batch should be sealed (capped at 0.1 s)."""
+        wait_s = 0.1
+        with self.lock:
+            if self._sealed or self.flush_requested:
+                return 0.0
+            for buffers in self._partitions.values():
+                if buffers.count:
+                    wait_s = min(wait_s, max(0.0, buffers.opened_s + self.linger_s - now_s))
+        return wait_s
+
+    def is_empty(self) -> bool:
+        with self.lock:
+            return not self._sealed and not any(b.count for b in self._partitions.values())
+
+    def release(self, batch: ProducerBatch) -> None:
+        """A batch is finished (acknowledged or failed): give back its memory."""
+        with self.lock:
+            self._buffered_bytes -= batch.size_bytes
+            self._unfinished_batches -= 1
+            self._space_freed.notify_all()
+            if self._unfinished_batches == 0:
+                self._all_done.notify_all()
+
+    def wait_until_done(self, timeout_s: float | None) -> None:
+        """Flush: wait until every batch appended so far is finished."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self.lock:
+            self.flush_requested = True
+            try:
+                while self._unfinished_batches:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise RequestTimedOutError(
+                            f"flush did not finish within {timeout_s} s ({self._unfinished_batches} batches pending)")
+                    self._all_done.wait(0.5 if remaining is None else min(remaining, 0.5))
+            finally:
+                self.flush_requested = False
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            self._space_freed.notify_all()
+
+    def _open(self, topic: str, partition: int) -> PartitionAccumulator:
+        buffers = self._partitions[(topic, partition)] = PartitionAccumulator(topic, partition, self.batch_size, self.max_records)
+        return buffers
+
+    def _wait_for_space(self, size: int) -> None:
+        deadline = None
+        while not self.closed and self._buffered_bytes + size > self.buffer_memory and self._buffered_bytes > 0:
+            deadline = deadline or time.monotonic() + self.max_block_s
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BufferFullError(
+                    f"producer buffer full ({self._buffered_bytes} of buffer_memory={self.buffer_memory} bytes) for "
+                    f"max_block_ms={self.max_block_s * 1000:.0f}: the brokers are not keeping up or cannot be reached"
+                )
+            self._space_freed.wait(remaining)
+        if self.closed:
+            raise ProducerClosedError()
+
+    def _seal(self, buffers: PartitionAccumulator) -> None:
+        if buffers.count == 0:
+            return
+        self._enqueue(buffers.seal())
+        if self.on_sealed is not None:
+            self.on_sealed(buffers.topic, buffers.partition)
+
+    def _enqueue(self, batch: ProducerBatch) -> None:
+        self._sealed.append(batch)
+        self._unfinished_batches += 1

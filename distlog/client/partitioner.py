@@ -7,6 +7,8 @@ spreading one record over every partition.
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 
 _SEED = 0x9747B28C
@@ -71,3 +73,21 @@ def partitions_for_keys(keys: np.ndarray, partition_count: int) -> np.ndarray:
         h *= m
         h ^= h >> np.uint32(15)
     return ((h & np.uint32(0x7FFFFFFF)) % np.uint32(partition_count)).astype(np.int64)
+
+
+class StickyPartitioner:
+    """Per topic, the partition unkeyed records currently go to; moves on when its batch seals."""
+
+    def __init__(self, rng: random.Random | None = None):
+        self._rng = rng or random.Random()
+        self._current: dict = {}
+
+    def partition(self, topic: str, partition_count: int) -> int:
+        partition = self._current.get(topic)
+        if partition is None or partition >= partition_count:
+            partition = self._current[topic] = self._rng.randrange(partition_count)
+        return partition
+
+    def on_batch_sealed(self, topic: str, partition: int, partition_count: int) -> None:
+        if self._current.get(topic) == partition and partition_count > 1:
+            self._current[topic] = (partition + self._rng.randrange(1, partition_count)) % partition_count

@@ -24,7 +24,7 @@ def test_bad_arguments_are_refused_up_front():
 
 def test_a_full_buffer_blocks_for_max_block_ms_then_raises():
     producer = Producer(dead_address(), buffer_memory=2000, max_block_ms=300, delivery_timeout_ms=60_000)
-    producer._partition_counts["t"] = 1  # pretend metadata arrived; the broker is unreachable
+    producer._partition_counts.counts["t"] = 1  # pretend metadata arrived; the broker is unreachable
     try:
         producer.send("t", b"x" * 1000)
         started = time.monotonic()
@@ -33,13 +33,13 @@ def test_a_full_buffer_blocks_for_max_block_ms_then_raises():
                 producer.send("t", b"x" * 1000)
         assert 0.25 <= time.monotonic() - started < 5
     finally:
-        producer._closing = True
+        producer._accumulator.close()
         producer.close(timeout=2)
 
 
 def test_records_for_an_unreachable_leader_fail_after_the_delivery_timeout():
     producer = Producer(dead_address(), delivery_timeout_ms=500, request_timeout_ms=300)
-    producer._partition_counts["t"] = 1
+    producer._partition_counts.counts["t"] = 1
     try:
         future = producer.send("t", b"x")
         with pytest.raises(RequestTimedOutError):
@@ -50,7 +50,7 @@ def test_records_for_an_unreachable_leader_fail_after_the_delivery_timeout():
 
 def test_values_must_be_bytes_or_str():
     producer = Producer(dead_address())
-    producer._partition_counts["t"] = 1
+    producer._partition_counts.counts["t"] = 1
     try:
         with pytest.raises(TypeError, match="serialize"):
             producer.send("t", 12345)

@@ -1,0 +1,283 @@
+"""The producer's sender thread: drains sealed batches, ships them to leaders, retries, resolves futures.
+
+It owns every socket of the producer (ZeroMQ sockets are not thread-safe); user threads reach
+it only through the RecordAccumulator, the PartitionCounts lookups below, and a wake-up pipe
+poked once per batch. Per broker it keeps up to max_in_flight Produce requests outstanding, one
+batch per partition per request so a partition's batches go out in order.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import zmq
+
+from distlog.client.accumulator import ProducerBatch, RecordAccumulator
+from distlog.client.cluster import ClusterView
+from distlog.client.errors import RequestTimedOutError
+from distlog.protocol.errors import DistlogError, ErrorCode, is_retriable
+from distlog.protocol.messages import ErrorResponse, ProduceRequest
+
+# Errors after which the partition's leader may have moved: look it up again before retrying.
+_REFRESH_ON = frozenset({ErrorCode.NOT_LEADER, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.BROKER_NOT_AVAILABLE})
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    acks: int
+    retries: int
+    retry_backoff_s: float
+    request_timeout_s: float
+    delivery_timeout_s: float
+    max_in_flight: int
+    max_request_bytes: int
+
+
+class PartitionCounts:
+    """Topic partition counts that user threads ask for and the sender thread looks up."""
+
+    def __init__(self):
+        self._arrived = threading.Condition()
+        self.counts: dict = {}  # read without the lock on the send() fast path
+        self._errors: dict = {}
+        self._wanted: set = set()
+
+    def request(self, topic: str) -> None:
+        with self._arrived:
+            self._errors.pop(topic, None)
+            self._wanted.add(topic)
+
+    def wait(self, topic: str, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        with self._arrived:
+            while topic not in self.counts:
+                if topic in self._errors:
+                    raise self._errors[topic]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RequestTimedOutError(
+                        f"no metadata for topic '{topic}' within max_block_ms={timeout_s * 1000:.0f}; is the cluster up?")
+                self._arrived.wait(min(remaining, 0.5))
+            return self.counts[topic]
+
+    def has_wanted(self) -> bool:
+        return bool(self._wanted)
+
+    def take_wanted(self) -> set:
+        with self._arrived:
+            wanted, self._wanted = self._wanted, set()
+            return wanted
+
+    def resolve(self, topic: str, count: int | None = None, error: Exception | None = None) -> None:
+        with self._arrived:
+            if error is not None:
+                self._errors[topic] = error
+            else:
+                self.counts[topic] = count
+            self._arrived.notify_all()
+
+
+class Sender:
+    """The loop the sender thread runs until the producer closes and every batch is finished."""
+
+    def __init__(self, accumulator: RecordAccumulator, cluster: ClusterView, settings: SenderSettings,
+                 partition_counts: PartitionCounts, wake_fd: int):
+        self.accumulator = accumulator
+        self.cluster = cluster
+        self.settings = settings
+        self.partition_counts = partition_counts
+        self.wake_fd = wake_fd
+        self.poller = zmq.Poller()
+        self.poller.register(wake_fd, zmq.POLLIN)
+        self.registered: set = set()
+        self.waiting: list = []  # batches not yet sent (new, or waiting to retry)
+        self.in_flight: dict = {}  # endpoint -> {cid: (sent_at_s, [batches])}
+
+    def run(self) -> None:
+        try:
+            while True:
+                now_s = time.monotonic()
+                self.waiting.extend(self.accumulator.drain(now_s))
+                wanted = self.partition_counts.take_wanted()
+                if wanted:
+                    self._look_up(wanted)
+                self._send(now_s)
+                if self.accumulator.closed and not self.waiting and not any(self.in_flight.values()) \
+                        and self.accumulator.is_empty():
+                    return
+                self._poll(self._timeout_ms(now_s))
+                self._receive()
+                self._expire(time.monotonic())
+        finally:
+            self.cluster.close()
+
+    # ------------------------------------------------------------------------------ metadata
+
+    def _look_up(self, topics: set) -> None:
+        try:
+            self.cluster.refresh(sorted(topics))
+        except DistlogError as error:
+            for topic in topics:
+                self.partition_counts.resolve(topic, error=error)
+            return
+        for topic in topics:
+            info = self.cluster.topics.get(topic)
+            if info is None:
+                self.partition_counts.resolve(topic, error=DistlogError(
+                    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                    f"topic '{topic}' does not exist (create it with `distlog topic create {topic}`)"))
+            else:
+                self.partition_counts.resolve(topic, info.partition_count)
+
+    # ------------------------------------------------------------------------------- sending
+
+    def _send(self, now_s: float) -> None:
+        by_endpoint: dict = {}
+        stale_topics = set()
+        still_waiting = []
+        for batch in self.waiting:
+            if batch.retry_at_s > now_s:
+                still_waiting.append(batch)
+                continue
+            endpoint = self.cluster.leader_endpoint(batch.topic, batch.partition)
+            if endpoint is None:
+                stale_topics.add(batch.topic)
+                still_waiting.append(batch)
+                continue
+            by_endpoint.setdefault(endpoint, []).append(batch)
+        for endpoint, batches in by_endpoint.items():
+            still_waiting.extend(self._send_to(endpoint, batches, now_s))
+        self.waiting = still_waiting
+        if stale_topics:
+            try:
+                self.cluster.refresh(sorted(stale_topics), timeout_s=min(1.0, self.settings.request_timeout_s))
+            except DistlogError:
+                pass  # the batches stay waiting; their delivery timeout bounds the wait
+
+    def _send_to(self, endpoint: str, batches: list, now_s: float) -> list:
+        """Send as many requests as the in-flight window allows; return the batches left over."""
+        settings = self.settings
+        connection = self.cluster.connection(endpoint)
+        if endpoint not in self.registered:
+            self.poller.register(connection.socket, zmq.POLLIN)
+            self.registered.add(endpoint)
+        in_flight = self.in_flight.setdefault(endpoint, {})
+        left = batches
+        while left and (len(in_flight) < settings.max_in_flight or settings.acks == 0):
+            request_batches, left = self._next_request(left)
+            partitions = [{"topic": b.topic, "partition": b.partition, "records": b.data} for b in request_batches]
+            request = ProduceRequest(acks=settings.acks, timeout_ms=int(settings.request_timeout_s * 1000), partitions=partitions)
+            cid = connection.send(request)
+            if cid is None:
+                return request_batches + left  # not connected right now; try again on the next turn
+            for batch in request_batches:
+                batch.attempts += 1
+            if settings.acks == 0:
+                for batch in request_batches:
+                    self._finish(batch, -1, None)
+            else:
+                in_flight[cid] = (now_s, request_batches)
+        return left
+
+    def _next_request(self, batches: list) -> tuple:
+        """(batches for one request, the rest): one per partition, up to max_request_bytes."""
+        taken, rest, partitions, size = [], [], set(), 0
+        for batch in batches:
+            key = (batch.topic, batch.partition)
+            fits = not taken or size + len(batch.data) <= self.settings.max_request_bytes
+            if key in partitions or not fits:
+                rest.append(batch)
+                continue
+            taken.append(batch)
+            partitions.add(key)
+            size += len(batch.data)
+        return taken, rest
+
+    def _poll(self, timeout_ms: int) -> None:
+        events = dict(self.poller.poll(timeout_ms))
+        if self.wake_fd in events:
+            try:
+                while os.read(self.wake_fd, 4096):
+                    pass
+            except (BlockingIOError, OSError):
+                pass
+
+    def _timeout_ms(self, now_s: float) -> int:
+        timeout_s = self.accumulator.seconds_until_ready(now_s)
+        if self.partition_counts.has_wanted():
+            timeout_s = 0.0
+        if self.waiting:
+            timeout_s = min(timeout_s, 0.01)
+        return int(timeout_s * 1000)
+
+    # ----------------------------------------------------------------------------- replies
+
+    def _receive(self) -> None:
+        for endpoint, in_flight in self.in_flight.items():
+            if not in_flight:
+                continue
+            connection = self.cluster.connection(endpoint)
+            while True:
+                try:
+                    reply = connection.poll_reply()
+                except DistlogError:
+                    continue  # an undecodable reply: the request will time out and be retried
+                if reply is None:
+                    break
+                cid, response = reply
+                entry = in_flight.pop(cid, None)
+                if entry is not None:  # else a late reply to a request we already gave up on
+                    self._on_response(entry[1], response)
+
+    def _on_response(self, batches: list, response) -> None:
+        if isinstance(response, ErrorResponse):
+            for batch in batches:
+                self._failed(batch, DistlogError(response.error_code, response.error_message))
+            return
+        results = {(r["topic"], r["partition"]): r for r in response.partitions}
+        for batch in batches:
+            result = results.get((batch.topic, batch.partition))
+            if result is None:
+                self._failed(batch, DistlogError(ErrorCode.UNKNOWN_SERVER_ERROR, "the broker's reply left out this partition"))
+            elif result["error_code"]:
+                self._failed(batch, DistlogError(result["error_code"], result["error_message"]))
+            else:
+                self._finish(batch, result["base_offset"], None)
+
+    def _failed(self, batch: ProducerBatch, error: DistlogError) -> None:
+        settings = self.settings
+        now_s = time.monotonic()
+        past_deadline = now_s - batch.created_s >= settings.delivery_timeout_s
+        if is_retriable(error.code) and batch.attempts <= settings.retries and not past_deadline:
+            if error.code in _REFRESH_ON:
+                self.cluster.topics.pop(batch.topic, None)  # look the leader up again before the retry
+            batch.retry_at_s = now_s + min(1.0, settings.retry_backoff_s * (2 ** min(batch.attempts - 1, 10)))
+            self.waiting.append(batch)
+        else:
+            self._finish(batch, -1, error)
+
+    def _finish(self, batch: ProducerBatch, base_offset: int, error) -> None:
+        try:
+            batch.complete(base_offset, error)
+        finally:
+            self.accumulator.release(batch)
+
+    def _expire(self, now_s: float) -> None:
+        settings = self.settings
+        for endpoint, in_flight in self.in_flight.items():
+            for cid, (sent_at_s, batches) in list(in_flight.items()):
+                if now_s - sent_at_s >= settings.request_timeout_s:
+                    del in_flight[cid]
+                    for batch in batches:
+                        self._failed(batch, RequestTimedOutError(
+                            f"no produce reply from {endpoint} within {settings.request_timeout_s:.3g} s"))
+        expired = [b for b in self.waiting if now_s - b.created_s >= settings.delivery_timeout_s]
+        if expired:
+            self.waiting = [b for b in self.waiting if now_s - b.created_s < settings.delivery_timeout_s]
+            for batch in expired:
+                self._finish(batch, -1, RequestTimedOutError(
+                    f"records for {batch.topic}-{batch.partition} not delivered within delivery_timeout_ms="
+                    f"{settings.delivery_timeout_s * 1000:.0f}: no leader reachable"))
