@@ -1,0 +1,75 @@
+"""Consumer behaviour users rely on: iteration, out-of-range offsets, position and highwater."""
+
+import uuid
+
+import pytest
+
+from distlog.client import Admin, Consumer, DistlogError, ErrorCode, Producer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def filled_topic(one_broker):
+    topic = f"c-{uuid.uuid4().hex[:8]}"
+    with Admin(one_broker.address) as admin:
+        admin.create_topic(topic, partitions=2)
+    with Producer(one_broker.address) as producer:
+        for i in range(20):
+            producer.send(topic, b"%d" % i, partition=i % 2)
+    return one_broker.address, topic
+
+
+def test_iteration_yields_every_record_and_stops_after_consumer_timeout(filled_topic):
+    bootstrap, topic = filled_topic
+    with Consumer(bootstrap, consumer_timeout_ms=500, fetch_max_wait_ms=100) as consumer:
+        consumer.assign([(topic, 0), (topic, 1)])
+        values = sorted(int(r.value) for r in consumer)
+    assert values == list(range(20))
+
+
+def test_an_offset_past_the_end_resets_per_auto_offset_reset(filled_topic):
+    bootstrap, topic = filled_topic
+    with Consumer(bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=50) as consumer:
+        consumer.assign([(topic, 0)])
+        consumer.seek((topic, 0), 1000)
+        records = []
+        for _ in range(40):
+            records.extend(consumer.poll(timeout=0.2))
+            if len(records) >= 10:
+                break
+        assert [r.offset for r in records] == list(range(10))
+        assert consumer.highwater((topic, 0)) == 10
+
+
+def test_auto_offset_reset_none_raises_offset_out_of_range(filled_topic):
+    bootstrap, topic = filled_topic
+    with Consumer(bootstrap, auto_offset_reset="none", fetch_max_wait_ms=50) as consumer:
+        consumer.assign([(topic, 1)])
+        consumer.seek((topic, 1), 99)
+        with pytest.raises(DistlogError) as info:
+            for _ in range(40):
+                consumer.poll(timeout=0.2)
+        assert info.value.code == ErrorCode.OFFSET_OUT_OF_RANGE
+        assert "0" in info.value.message and "10" in info.value.message
+
+
+def test_seek_to_end_skips_existing_records(filled_topic):
+    bootstrap, topic = filled_topic
+    with Consumer(bootstrap, fetch_max_wait_ms=50) as consumer:
+        consumer.assign([(topic, 0)])
+        consumer.seek_to_end()
+        assert consumer.position((topic, 0)) == 10
+        assert consumer.poll(timeout=0.3) == []
+
+
+def test_unassigned_partitions_and_unknown_topics_are_refused(filled_topic):
+    bootstrap, topic = filled_topic
+    with Consumer(bootstrap) as consumer:
+        with pytest.raises(ValueError, match="not assigned"):
+            consumer.seek((topic, 0), 0)
+        with pytest.raises(DistlogError) as info:
+            consumer.assign([("missing-topic", 0)])
+        assert info.value.code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        with pytest.raises(DistlogError):
+            consumer.assign([(topic, 5)])
