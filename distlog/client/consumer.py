@@ -156,18 +156,19 @@ class Consumer:
         self._state(partition).seek(offset)
 
     def seek_to_beginning(self, *partitions) -> None:
-        for tp in partitions or list(self._states):
-            state = self._state(tp)
-            state.seek(0)
-            state.position = state.fetch_offset = None
-            state.pending_reset = EARLIEST_TIMESTAMP
+        """Next poll() starts at each partition's log start offset (all assigned ones by default)."""
+        self._reset_to(partitions, EARLIEST_TIMESTAMP)
 
     def seek_to_end(self, *partitions) -> None:
+        """Next poll() returns only records produced from now on."""
+        self._reset_to(partitions, LATEST_TIMESTAMP)
+
+    def _reset_to(self, partitions, timestamp: int) -> None:
         for tp in partitions or list(self._states):
             state = self._state(tp)
             state.seek(0)
             state.position = state.fetch_offset = None
-            state.pending_reset = LATEST_TIMESTAMP
+            state.pending_reset = timestamp  # resolved with ListOffsets on the next poll/position
 
     def position(self, partition) -> int:
         """The offset of the next record poll() will return for `partition`."""

@@ -227,3 +227,26 @@ def test_partitions_spread_over_three_brokers_and_clients_follow_leaders(three_b
         assert sum(p["high_watermark"] for p in described["partitions"]) == 600
         admin.delete_topic(topic)
         assert topic not in admin.list_topics()
+
+
+def test_the_broker_serves_over_ipc(tmp_path):
+    import subprocess
+    import sys
+
+    from distlog.client.probe import ping
+
+    endpoint = f"ipc://{tmp_path}/broker.sock"
+    process = subprocess.Popen([sys.executable, "-m", "distlog.broker", "--id", "1", "--data-dir", str(tmp_path / "data"),
+                                "--listen", endpoint], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while ping(endpoint, 0.3) is None:
+            assert time.monotonic() < deadline and process.poll() is None, "broker did not come up on ipc"
+        with Admin(endpoint) as admin:
+            admin.create_topic("over-ipc")
+        with Producer(endpoint) as producer:
+            assert producer.send("over-ipc", b"hello").get(10).offset == 0
+        assert [r.value for r in consume_all(endpoint, "over-ipc", 1, 1)] == [b"hello"]
+    finally:
+        process.terminate()
+        assert process.wait(10) == 0
