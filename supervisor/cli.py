@@ -15,12 +15,11 @@ import time
 from pathlib import Path
 
 import click
-import psutil
 from tabulate import tabulate
 
 from distlog.supervisor import cluster_file
 from distlog.supervisor.backoff import RestartPolicy
-from distlog.supervisor.control import ControlError, control_request
+from distlog.supervisor.control import ClusterControl, ControlError
 from distlog.supervisor.prepare import ensure_not_running, stop_orphans
 from distlog.supervisor.service import run_cluster
 from distlog.supervisor.supervisor import ClusterError, event_logger
@@ -155,7 +154,7 @@ def _up_detached(data_dir: Path, brokers, port_base, no_restart, restart_backoff
     if not final.get("ok"):
         daemon.wait(CONTROL_TIMEOUT_S)
         raise ClusterCliError(final.get("error", f"the cluster did not start; see {log_path}"))
-    status = _control(data_dir, {"op": "status"})
+    status = _control(data_dir, lambda control: control.status())
     click.echo(render_status(status))
     say(f"cluster ready; supervisor pid {daemon.pid} logs to {log_path}")
 
@@ -190,25 +189,10 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 # -- talking to a running cluster ------------------------------------------------------------------
 
-def _running_record(data_dir: Path) -> dict:
-    """The record of the running cluster in data_dir; ClickException if there is none running."""
+def _control(data_dir: Path, call):
+    """call(ClusterControl) for the running cluster in data_dir; errors become exit code 1."""
     try:
-        record = cluster_file.load(data_dir)
-    except cluster_file.ClusterFileError as error:
-        raise ClusterCliError(str(error)) from None
-    if not cluster_file.supervisor_running(record):
-        pid = record["supervisor"].get("pid")
-        stale = f" (supervisor pid {pid} is gone or not ours)" if pid is not None else ""
-        raise ClusterCliError(
-            f"the cluster in {data_dir} is not running{stale}; start it with "
-            f"`distlog cluster up --data-dir {data_dir}`")
-    return record
-
-
-def _control(data_dir: Path, request: dict, timeout_s: float = CONTROL_TIMEOUT_S) -> dict:
-    record = _running_record(data_dir)
-    try:
-        return control_request(record["supervisor"]["control"], request, timeout_s)
+        return call(ClusterControl(data_dir, CONTROL_TIMEOUT_S))
     except ControlError as error:
         raise ClusterCliError(str(error)) from None
 
@@ -247,7 +231,7 @@ def _faults_text(faults: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 def status(data_dir, as_json):
     """Show each broker's state, pid, address, uptime and memory, and the controller."""
-    result = _control(data_dir, {"op": "status"})
+    result = _control(data_dir, lambda control: control.status())
     click.echo(json.dumps(result, indent=2) if as_json else render_status(result))
 
 
@@ -259,58 +243,51 @@ def down(data_dir):
         record = cluster_file.load(data_dir)
     except cluster_file.ClusterFileError as error:
         raise ClusterCliError(str(error)) from None
-    if not cluster_file.supervisor_running(record):
-        if stop_orphans(record, say):
-            say("stopped brokers left behind by a supervisor that is gone")
-            return
-        raise ClusterCliError(f"the cluster in {data_dir} is not running")
-    _control(data_dir, {"op": "down"}, DOWN_TIMEOUT_S)
-    pid = record["supervisor"]["pid"]
-    if not _wait_exited(pid, CONTROL_TIMEOUT_S):
-        raise ClusterCliError(f"brokers stopped but the supervisor (pid {pid}) has not exited")
+    if not cluster_file.supervisor_running(record) and stop_orphans(record, say):
+        say("stopped brokers left behind by a supervisor that is gone")
+        return
+    _control(data_dir, lambda control: control.down(DOWN_TIMEOUT_S))
     say(f"cluster {record['cluster_id']} stopped")
 
 
-def _wait_exited(pid: int, timeout_s: float) -> bool:
-    """Wait until pid has exited. A zombie counts: the detached supervisor is not our child, and
-    whoever reaps it (init) may take its time."""
-    deadline_s = time.monotonic() + timeout_s
-    while time.monotonic() < deadline_s:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def _broker_command(op: str, help_text: str, extra=None):
-    """A `distlog cluster OP ID` command that sends one control request."""
-
-    @click.argument("broker_id", metavar="ID", type=int)
-    @data_dir_option
-    def command(broker_id, data_dir, **options):
-        request = {"op": op, "broker_id": broker_id, **(extra(options) if extra else {})}
-        click.echo(render_status(_control(data_dir, request)))
-
-    command.__doc__ = help_text
-    return command
-
-
-cluster.command("kill")(click.option(
-    "--stay-down", is_flag=True, help="Do not restart it (until `distlog cluster restart ID`).")(
-    _broker_command("kill", "SIGKILL broker ID; the supervisor restarts it after its backoff.",
-                    lambda options: {"restart": not options["stay_down"]})))
-cluster.command("restart")(_broker_command(
-    "restart", "Stop broker ID gracefully and start it again."))
-cluster.command("pause")(_broker_command(
-    "pause", "Freeze broker ID with SIGSTOP (sockets stay open, nothing is answered)."))
-cluster.command("resume")(_broker_command("resume", "Unfreeze a paused broker ID with SIGCONT."))
+broker_id_argument = click.argument("broker_id", metavar="ID", type=int)
 
 
 @cluster.command()
-@click.argument("broker_id", metavar="ID", type=int)
+@broker_id_argument
+@data_dir_option
+@click.option("--stay-down", is_flag=True, help="Do not restart it (until `distlog cluster restart ID`).")
+def kill(broker_id, data_dir, stay_down):
+    """SIGKILL broker ID; the supervisor restarts it after its backoff."""
+    click.echo(render_status(_control(data_dir, lambda c: c.kill(broker_id, restart=not stay_down))))
+
+
+@cluster.command()
+@broker_id_argument
+@data_dir_option
+def restart(broker_id, data_dir):
+    """Stop broker ID gracefully and start it again."""
+    click.echo(render_status(_control(data_dir, lambda c: c.restart(broker_id))))
+
+
+@cluster.command()
+@broker_id_argument
+@data_dir_option
+def pause(broker_id, data_dir):
+    """Freeze broker ID with SIGSTOP (sockets stay open, nothing is answered)."""
+    click.echo(render_status(_control(data_dir, lambda c: c.pause(broker_id))))
+
+
+@cluster.command()
+@broker_id_argument
+@data_dir_option
+def resume(broker_id, data_dir):
+    """Unfreeze a paused broker ID with SIGCONT."""
+    click.echo(render_status(_control(data_dir, lambda c: c.resume(broker_id))))
+
+
+@cluster.command()
+@broker_id_argument
 @data_dir_option
 @click.option("--drop-to", "drop_to", type=int, multiple=True, metavar="PEER",
               help="Drop everything broker ID sends to broker PEER (repeatable).")
@@ -318,10 +295,37 @@ cluster.command("resume")(_broker_command("resume", "Unfreeze a paused broker ID
               help="Drop everything broker ID receives from broker PEER (repeatable).")
 @click.option("--heal", is_flag=True, help="Lift every fault rule of broker ID.")
 def faults(broker_id, data_dir, drop_to, drop_from, heal):
-    """Set broker ID's transport fault rules (replacing the old ones): a network partition."""
+    """Set broker ID's transport fault rules, replacing its old ones (a one-sided partition)."""
     if heal == bool(drop_to or drop_from):
         raise click.UsageError("give --heal, or at least one --drop-to/--drop-from")
-    rules = {"drop_to": [f"broker-{peer}" for peer in drop_to],
-             "drop_from": [f"broker-{peer}" for peer in drop_from]}
-    click.echo(render_status(_control(data_dir, {"op": "set-faults", "broker_id": broker_id,
-                                                  "rules": rules})))
+    click.echo(render_status(_control(
+        data_dir, lambda c: c.set_fault_rules(broker_id, drop_to=drop_to, drop_from=drop_from))))
+
+
+def _group(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of broker ids") from None
+
+
+@cluster.command()
+@click.argument("groups", nargs=-1, required=True, metavar="GROUP GROUP...")
+@data_dir_option
+def partition(groups, data_dir):
+    """Split the network: brokers in different GROUPs (e.g. `1 2,3`) cannot talk, both ways.
+
+    Brokers in no group still reach everyone (`1,2 4,5` leaves 3 as a bridge). Replaces all
+    fault rules; `distlog cluster heal` undoes it.
+    """
+    if len(groups) < 2:
+        raise click.UsageError("give at least two groups, e.g. `distlog cluster partition 1 2,3`")
+    parsed = [_group(group) for group in groups]
+    click.echo(render_status(_control(data_dir, lambda c: c.partition(parsed))))
+
+
+@cluster.command()
+@data_dir_option
+def heal(data_dir):
+    """Lift every fault rule on every broker."""
+    click.echo(render_status(_control(data_dir, lambda c: c.heal())))

@@ -1,13 +1,21 @@
-"""The supervisor's control endpoint: JSON requests over a ROUTER, and the call the CLI makes.
+"""The supervisor's control endpoint: JSON requests over a ROUTER, and the client for it.
 
-Request  {"op": "status" | "kill" | "restart" | "pause" | "resume" | "set-faults" | "down",
-          "broker_id": N, "restart": bool (kill), "rules": {"drop_to": [...], "drop_from": [...]}}
+Request  {"op": "status" | "kill" | "restart" | "pause" | "resume" | "set-faults" | "partition"
+               | "down",
+          "broker_id": N, "restart": bool (kill), "rules": {"drop_to": [...], "drop_from": [...]},
+          "cuts": [[from_id, to_id], ...] (partition: exactly these cuts, everything else healed)}
 Reply    {"ok": true, "status": {...}} or {"ok": false, "error": "what went wrong"}
 Every reply carries the cluster status after the operation, so one round trip answers both.
 """
 
 import json
+import time
+from pathlib import Path
 
+import psutil
+
+from distlog.supervisor import cluster_file
+from distlog.supervisor.partitions import cuts_between
 from distlog.supervisor.supervisor import ClusterError, Supervisor
 from distlog.transports.zmq_transport import DealerConnection, RouterServer, TransportTimeout
 
@@ -53,6 +61,9 @@ class ControlServer:
             supervisor.shutdown()
             self.down_requested = True
             return
+        if op == "partition":
+            supervisor.partition({(int(a), int(b)) for a, b in request.get("cuts", [])})
+            return
         broker_id = request["broker_id"]
         if not isinstance(broker_id, int):
             raise ValueError(f"broker_id must be an integer, got {broker_id!r}")
@@ -72,6 +83,88 @@ class ControlServer:
     def close(self) -> None:
         """Close the endpoint, giving the last reply (to "down") a moment to leave."""
         self._server.close(linger_ms=200)
+
+
+class ClusterControl:
+    """A running cluster, found through DATA/cluster.json: what the CLI and chaos runs drive.
+
+    Every method returns the cluster status after the operation (see Supervisor.status) and
+    raises ControlError with a message for the user if the supervisor refuses or is not there.
+    """
+
+    def __init__(self, data_dir, timeout_s: float = 10.0):
+        """ControlError if data_dir holds no cluster or its supervisor is not running."""
+        self.data_dir = Path(data_dir)
+        self.timeout_s = timeout_s
+        try:
+            self.record = cluster_file.load(data_dir)
+        except cluster_file.ClusterFileError as error:
+            raise ControlError(str(error)) from None
+        if not cluster_file.supervisor_running(self.record):
+            pid = self.record["supervisor"].get("pid")
+            stale = f" (supervisor pid {pid} is gone or not ours)" if pid is not None else ""
+            raise ControlError(f"the cluster in {data_dir} is not running{stale}; start it with "
+                               f"`distlog cluster up --data-dir {data_dir}`")
+        self.endpoint = self.record["supervisor"]["control"]
+
+    def request(self, request: dict, timeout_s: float | None = None) -> dict:
+        return control_request(self.endpoint, request, timeout_s or self.timeout_s)
+
+    def status(self) -> dict:
+        return self.request({"op": "status"})
+
+    def kill(self, broker_id: int, restart: bool = True) -> dict:
+        """SIGKILL; the supervisor restarts it after its backoff unless restart is False."""
+        return self.request({"op": "kill", "broker_id": broker_id, "restart": restart})
+
+    def restart(self, broker_id: int) -> dict:
+        return self.request({"op": "restart", "broker_id": broker_id})
+
+    def pause(self, broker_id: int) -> dict:
+        return self.request({"op": "pause", "broker_id": broker_id})
+
+    def resume(self, broker_id: int) -> dict:
+        return self.request({"op": "resume", "broker_id": broker_id})
+
+    def set_fault_rules(self, broker_id: int, drop_to=(), drop_from=()) -> dict:
+        """Replace one broker's rules; peers by id (2 -> "broker-2"). No peers heals it."""
+        rules = {"drop_to": [f"broker-{peer}" for peer in drop_to],
+                 "drop_from": [f"broker-{peer}" for peer in drop_from]}
+        return self.request({"op": "set-faults", "broker_id": broker_id, "rules": rules})
+
+    def partition(self, groups) -> dict:
+        """Groups of broker ids that cannot talk to each other ([[1], [2, 3]]); brokers in no
+        group still reach everyone. Replaces every broker's rules."""
+        return self.request({"op": "partition", "cuts": sorted(cuts_between(groups))})
+
+    def cut(self, cuts) -> dict:
+        """Exactly these one-way cuts [(from_id, to_id), ...]; everything else healed."""
+        return self.request({"op": "partition", "cuts": sorted(cuts)})
+
+    def heal(self) -> dict:
+        return self.request({"op": "partition", "cuts": []})
+
+    def down(self, timeout_s: float = 30.0) -> dict:
+        """Stop every broker gracefully and the supervisor; returns once it has exited."""
+        status = self.request({"op": "down"}, timeout_s)
+        pid = self.record["supervisor"]["pid"]
+        if not _wait_exited(pid, self.timeout_s):
+            raise ControlError(f"brokers stopped but the supervisor (pid {pid}) has not exited")
+        return status
+
+
+def _wait_exited(pid: int, timeout_s: float) -> bool:
+    """Wait until pid has exited. A zombie counts: the detached supervisor is not our child, and
+    whoever reaps it (init) may take its time."""
+    deadline_s = time.monotonic() + timeout_s
+    while time.monotonic() < deadline_s:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def control_request(endpoint: str, request: dict, timeout_s: float) -> dict:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from distlog.supervisor import cluster_file
 from distlog.supervisor.backoff import RestartPolicy
-from distlog.supervisor.broker_process import BrokerProcess
+from distlog.supervisor.broker_process import BrokerProcess, broker_command
+from distlog.supervisor.partitions import rules_for_cuts
 from distlog.supervisor.probe import Probe
 from distlog.transports.faults import FaultRules
 
@@ -30,6 +31,7 @@ ALIVE_STATES = (STARTING, RUNNING, PAUSED)
 CONTROLLER_REFRESH_S = 2.0
 # How often a starting cluster is probed; a probe that gets no answer also waits its timeout.
 READY_POLL_S = 0.05
+FAULT_RULES_TIMEOUT_S = 2.0
 
 
 class ClusterError(Exception):
@@ -141,10 +143,14 @@ class Supervisor:
         self._log("broker_running", broker=broker_id, pid=slot.process.pid)
         self._note_controller(answer.get("controller_id"))
         if slot.fault_rules:
-            self._apply_fault_rules(broker_id, slot)
+            self._apply_fault_rules(broker_id, slot.fault_rules)
 
     def _spawn(self, slot: _Slot) -> None:
-        slot.process.spawn()
+        try:
+            slot.process.spawn()
+        except OSError as error:
+            raise ClusterError(f"cannot start broker {slot.process.broker_id}: {error} "
+                               f"(command: {' '.join(broker_command())})") from error
         slot.state = STARTING
         slot.restart_at_s = None
         self._log("broker_spawned", broker=slot.process.broker_id, pid=slot.process.pid)
@@ -152,24 +158,41 @@ class Supervisor:
     # -- watching --------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Notice exits, restart crashed brokers when their backoff is over, probe starting ones."""
+        """Notice exits, restart crashed brokers when their backoff is over, probe starting ones.
+
+        Never raises for one broker's trouble (it is logged): the others still need watching.
+        """
         now_s = time.monotonic()
         changed = False
         for broker_id, slot in self._slots.items():
-            if slot.state in ALIVE_STATES and slot.process.exit_code() is not None:
-                self._note_exit(broker_id, slot, now_s)
-                changed = True
-            if slot.state == CRASHED and slot.restart_at_s is not None and now_s >= slot.restart_at_s:
-                slot.restarts += 1
-                self._spawn(slot)
-                changed = True
-            if slot.state == STARTING:
-                self._probe_once(broker_id, slot)
+            try:
+                changed |= self._watch(broker_id, slot, now_s)
+            except ClusterError as error:
+                self._log("broker_error", broker=broker_id, error=str(error))
         if now_s >= self._next_controller_refresh_s:
             self._next_controller_refresh_s = now_s + CONTROLLER_REFRESH_S
             changed |= self._refresh_controller()
         if changed:
             self._save()
+
+    def _watch(self, broker_id: int, slot: _Slot, now_s: float) -> bool:
+        """One broker's share of a tick; True if its pid changed."""
+        changed = False
+        if slot.state in ALIVE_STATES and slot.process.exit_code() is not None:
+            self._note_exit(broker_id, slot, now_s)
+            changed = True
+        if slot.state == CRASHED and slot.restart_at_s is not None and now_s >= slot.restart_at_s:
+            slot.restarts += 1
+            try:
+                self._spawn(slot)
+            except ClusterError:
+                slot.consecutive_crashes += 1
+                self._schedule_restart(slot, now_s)
+                raise
+            changed = True
+        if slot.state == STARTING:
+            self._probe_once(broker_id, slot)
+        return changed
 
     def _note_exit(self, broker_id: int, slot: _Slot, now_s: float) -> None:
         slot.last_exit_code = slot.process.exit_code()
@@ -177,10 +200,18 @@ class Supervisor:
         stable = uptime_s >= self.policy.stable_after_s
         slot.consecutive_crashes = 1 if stable else slot.consecutive_crashes + 1
         slot.state = CRASHED
-        delay_s = self.policy.delay_s(slot.consecutive_crashes) if self.policy.enabled else None
-        slot.restart_at_s = now_s + delay_s if delay_s is not None else None
+        self._schedule_restart(slot, now_s)
         self._log("broker_exited", broker=broker_id, exit_code=slot.last_exit_code,
-                  uptime_s=round(uptime_s, 3), restart_in_s=delay_s)
+                  uptime_s=round(uptime_s, 3),
+                  restart_in_s=None if slot.restart_at_s is None else round(slot.restart_at_s - now_s, 3))
+
+    def _schedule_restart(self, slot: _Slot, now_s: float) -> None:
+        """Set when a crashed broker comes back, or never if restarts are off."""
+        slot.state = CRASHED
+        if self.policy.enabled:
+            slot.restart_at_s = now_s + self.policy.delay_s(slot.consecutive_crashes)
+        else:
+            slot.restart_at_s = None
 
     def _refresh_controller(self) -> bool:
         """Ask one running broker who the controller is; True if that changed the record."""
@@ -251,26 +282,39 @@ class Supervisor:
         """Replace the broker's transport fault rules ({} heals). They are re-applied if the
         broker restarts, as a network partition outlives a process restart."""
         slot = self._slot(broker_id)
+        self._set_rules(broker_id, slot, rules)
+        if slot.state != RUNNING:
+            raise ClusterError(f"broker {broker_id} is {slot.state}; its fault rules are recorded "
+                               f"and will be applied when it runs again")
+
+    def partition(self, cuts) -> None:
+        """Make exactly these cuts (a, b) — frames from a to b lost — and heal everything else.
+        Brokers that are not running get their rules when they run again."""
+        try:
+            every_rule = rules_for_cuts(self._slots, cuts)
+        except ValueError as error:
+            raise ClusterError(str(error)) from error
+        for broker_id, rules in every_rule.items():
+            self._set_rules(broker_id, self._slots[broker_id], rules)
+
+    def _set_rules(self, broker_id: int, slot: _Slot, rules: dict) -> None:
         try:
             FaultRules.from_dict(rules)
         except ValueError as error:
             raise ClusterError(str(error)) from error
-        slot.fault_rules = {k: list(rules.get(k, [])) for k in ("drop_to", "drop_from")}
-        healed = not any(slot.fault_rules.values())
-        if slot.state != RUNNING:
-            raise ClusterError(f"broker {broker_id} is {slot.state}; its fault rules are recorded "
-                               f"and will be applied when it runs again")
-        self._apply_fault_rules(broker_id, slot)
-        if healed:
-            slot.fault_rules = None
+        normalized = {key: list(rules.get(key, [])) for key in ("drop_to", "drop_from")}
+        slot.fault_rules = normalized if any(normalized.values()) else None
+        if slot.state == RUNNING:
+            self._apply_fault_rules(broker_id, normalized)
 
-    def _apply_fault_rules(self, broker_id: int, slot: _Slot) -> None:
+    def _apply_fault_rules(self, broker_id: int, rules: dict) -> None:
+        slot = self._slots[broker_id]
         try:
-            self._probe.set_fault_rules(slot.process.address, slot.fault_rules, 2.0)
+            self._probe.set_fault_rules(slot.process.address, rules, FAULT_RULES_TIMEOUT_S)
         except Exception as error:  # the probe raises its own library's errors; say which broker
-            raise ClusterError(f"broker {broker_id} did not take fault rules {slot.fault_rules}: "
+            raise ClusterError(f"broker {broker_id} did not take fault rules {rules}: "
                                f"{error}") from error
-        self._log("fault_rules", broker=broker_id, **slot.fault_rules)
+        self._log("fault_rules", broker=broker_id, **rules)
 
     # -- status and shutdown ---------------------------------------------------------------------
 

@@ -79,6 +79,13 @@ def test_detached_cluster_lifecycle(cluster_dir):
     assert run_cli("faults", "1", "--heal", "--data-dir", cluster_dir).returncode == 0
     assert brokers_by_id(cluster_dir)[1]["fault_rules"] == {}
 
+    assert run_cli("partition", "1", "2,3", "--data-dir", cluster_dir).returncode == 0
+    rules = {i: b["fault_rules"] for i, b in brokers_by_id(cluster_dir).items()}
+    assert rules[1] == {"drop_to": ["broker-2", "broker-3"], "drop_from": ["broker-2", "broker-3"]}
+    assert rules[2] == rules[3] == {"drop_to": ["broker-1"], "drop_from": ["broker-1"]}
+    assert run_cli("heal", "--data-dir", cluster_dir).returncode == 0
+    assert all(b["fault_rules"] == {} for b in brokers_by_id(cluster_dir).values())
+
     pids = [b["pid"] for b in brokers_by_id(cluster_dir).values()] + [record["supervisor"]["pid"]]
     result = run_cli("down", "--data-dir", cluster_dir)
     assert result.returncode == 0, result.stderr
@@ -176,6 +183,8 @@ def test_commands_on_a_missing_cluster_and_bad_usage(tmp_path):
         assert result.returncode == 1 and "distlog cluster up" in result.stderr, args
     assert run_cli("kill", "--data-dir", empty).returncode == 2
     assert run_cli("faults", "1", "--data-dir", empty).returncode == 2
+    assert run_cli("partition", "1", "--data-dir", empty).returncode == 2
+    assert run_cli("partition", "1", "x,y", "--data-dir", empty).returncode == 2
     assert run_cli("up", "-n", "zero").returncode == 2
 
 

@@ -15,6 +15,7 @@ import pytest
 from distlog.supervisor import cluster_file
 from distlog.supervisor.backoff import RestartPolicy
 from distlog.supervisor.broker_process import BROKER_COMMAND_ENV
+from distlog.supervisor.partitions import cuts_between
 from distlog.supervisor.probe import Probe
 from distlog.supervisor.supervisor import ClusterError, Supervisor
 from tests.supervisor.helpers import wait_for
@@ -207,7 +208,7 @@ def test_broker_exiting_at_start_fails_the_start_and_stops_the_others(make_super
     supervisor, probe = make_supervisor()
     probe.silent.update({1, 2, 3})
     monkeypatch.setenv(BROKER_COMMAND_ENV, CRASHER)
-    with pytest.raises(ClusterError, match=r"(?s)broker 1 exited with code 3.*disk on fire"):
+    with pytest.raises(ClusterError, match=r"(?s)broker \d exited with code 3.*disk on fire"):
         supervisor.start()
     assert all(b["state"] == "stopped" and b["pid"] is None for b in supervisor.status()["brokers"])
 
@@ -224,4 +225,40 @@ def test_a_port_answered_by_another_broker_fails_the_start(make_supervisor):
     supervisor, probe = make_supervisor(brokers=1)
     probe.liar = True
     with pytest.raises(ClusterError, match="another cluster uses that port"):
+        supervisor.start()
+
+
+def test_a_partition_sets_every_brokers_rules_and_heals_the_rest(make_supervisor):
+    supervisor, probe = make_supervisor()
+    supervisor.start()
+    supervisor.partition(cuts_between([[1], [2, 3]]))
+    assert sorted(probe.fault_calls) == [
+        (1, {"drop_to": ["broker-2", "broker-3"], "drop_from": ["broker-2", "broker-3"]}),
+        (2, {"drop_to": ["broker-1"], "drop_from": ["broker-1"]}),
+        (3, {"drop_to": ["broker-1"], "drop_from": ["broker-1"]})]
+    supervisor.partition(set())
+    assert all(rules == {"drop_to": [], "drop_from": []} for _, rules in probe.fault_calls[3:])
+    assert all(b["fault_rules"] == {} for b in supervisor.status()["brokers"])
+    with pytest.raises(ClusterError, match="not in the cluster"):
+        supervisor.partition({(1, 4)})
+
+
+def test_a_broker_that_cannot_be_spawned_any_more_does_not_stop_the_watch(make_supervisor, events,
+                                                                        monkeypatch):
+    supervisor, _ = make_supervisor(brokers=2)
+    supervisor.start()
+    monkeypatch.setenv(BROKER_COMMAND_ENV, "/nonexistent/broker-binary")
+    supervisor.kill(1)
+    tick_until(supervisor, lambda: any(event == "broker_error" for event, _ in events),
+               "the spawn failure to be logged")
+    monkeypatch.setenv(BROKER_COMMAND_ENV, SLEEPER)
+    supervisor.kill(2)
+    tick_until(supervisor, lambda: [b["state"] for b in supervisor.status()["brokers"]] == ["running"] * 2,
+               "both brokers back once the command works again")
+
+
+def test_a_missing_broker_program_fails_the_start_clearly(make_supervisor, monkeypatch):
+    supervisor, _ = make_supervisor(brokers=1)
+    monkeypatch.setenv(BROKER_COMMAND_ENV, "/nonexistent/broker-binary")
+    with pytest.raises(ClusterError, match="cannot start broker 1.*nonexistent"):
         supervisor.start()
