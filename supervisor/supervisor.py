@@ -294,8 +294,14 @@ class Supervisor:
             every_rule = rules_for_cuts(self._slots, cuts)
         except ValueError as error:
             raise ClusterError(str(error)) from error
+        failures = []
         for broker_id, rules in every_rule.items():
-            self._set_rules(broker_id, self._slots[broker_id], rules)
+            try:
+                self._set_rules(broker_id, self._slots[broker_id], rules)
+            except ClusterError as error:  # the other brokers still get their rules
+                failures.append(str(error))
+        if failures:
+            raise ClusterError("; ".join(failures))
 
     def _set_rules(self, broker_id: int, slot: _Slot, rules: dict) -> None:
         try:
