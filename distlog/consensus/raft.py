@@ -63,6 +63,7 @@ from __future__ import annotations
 import enum
 import random
 from bisect import bisect_left
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -120,6 +121,7 @@ class Config:
     pre_vote: bool = True
     check_quorum: bool = True
     max_entries_per_msg: int = 64
+    max_in_flight_msgs: int = 32
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     # (data, base_offset, leader_term) -> data stamped with both (distlog.log.batch.stamp_batch).
     stamp_batch: Callable[[object, int, int], object] = _no_stamp
@@ -149,23 +151,34 @@ class ProgressState(enum.Enum):
 
 @dataclass
 class Progress:
-    """The leader's view of one follower: `match` is the last index known replicated there."""
+    """The leader's view of one follower: `match` is the last index known replicated there.
+
+    In REPLICATE, `in_flight` holds the last index of each unacknowledged append, so at most
+    max_in_flight_msgs are outstanding (flow control, as etcd's Inflights).
+    """
 
     match: int
     next: int
     state: ProgressState = ProgressState.PROBE
     paused: bool = False
     recent_active: bool = True
+    in_flight: deque = field(default_factory=deque)
 
     def become_probe(self) -> None:
         self.state = ProgressState.PROBE
         self.next = self.match + 1
         self.paused = False
+        self.in_flight.clear()
 
     def become_replicate(self) -> None:
         self.state = ProgressState.REPLICATE
         self.next = max(self.next, self.match + 1)
         self.paused = False
+        self.in_flight.clear()
+
+    def acknowledged(self, index: int) -> None:
+        while self.in_flight and self.in_flight[0] <= index:
+            self.in_flight.popleft()
 
 
 class _RaftLog:
@@ -625,6 +638,7 @@ class RaftNode:
             pr.match = m.index
             if pr.state is not ProgressState.REPLICATE:
                 pr.become_replicate()
+            pr.acknowledged(m.index)
             if self._maybe_commit():
                 self._broadcast_append()
             elif pr.match < self._log.last_index():
@@ -660,6 +674,8 @@ class RaftNode:
         pr.paused = False
         if pr.state is ProgressState.START_OVER:
             pr.become_probe()  # the start-over or its answer may be lost: try again
+        elif len(pr.in_flight) >= self.config.max_in_flight_msgs:
+            pr.in_flight.popleft()  # appends may be lost: let one more through to find out
         if pr.match < self._log.last_index():
             self._send_append(m.frm)
 
@@ -687,15 +703,25 @@ class RaftNode:
             pr.state = ProgressState.START_OVER
             self._send(MsgStartOver(self.node_id, to, self.term, start, log.start_term(), self.commit))
             return
-        prev_term = log.term_at(prev_index)
-        assert prev_term is not None, f"leader {self.node_id}: next {pr.next} is not after an entry"
-        entries = log.entries_from(pr.next, self.config.max_entries_per_msg)
-        self._send(MsgApp(self.node_id, to, self.term, prev_index, prev_term, tuple(entries), self.commit))
-        if pr.state is ProgressState.REPLICATE:
-            if entries:
-                pr.next = entries[-1].last_offset + 1
-        else:
-            pr.paused = True
+        last_index = log.last_index()
+        while True:
+            if len(pr.in_flight) >= self.config.max_in_flight_msgs:
+                return
+            prev_term = log.term_at(prev_index)
+            assert prev_term is not None, f"leader {self.node_id}: next {pr.next} is not after an entry"
+            entries = log.entries_from(pr.next, self.config.max_entries_per_msg)
+            self._send(MsgApp(self.node_id, to, self.term, prev_index, prev_term, tuple(entries),
+                              self.commit))
+            if pr.state is not ProgressState.REPLICATE:
+                pr.paused = True
+                return
+            if not entries:
+                return
+            pr.next = entries[-1].last_offset + 1
+            pr.in_flight.append(pr.next - 1)
+            if pr.next > last_index:
+                return
+            prev_index = pr.next - 1
 
     # ---- helpers ---------------------------------------------------------------------
 

@@ -107,6 +107,15 @@ class Simulation:
         self.config = config
         self.rng = random.Random(seed)
         self.size = self.rng.choice((3, 5))
+        # Small appends make followers acknowledge old-term entries without the new leader's
+        # marker, which is what exposes committing earlier-term entries by counting (§5.4.2).
+        self.max_entries_per_msg = self.rng.choice((1, 2, 8, 64))
+        # Leader churn: a new leader may crash a few ticks after winning, and come back later;
+        # that is how logs diverge across terms (the paper's Figure 8).
+        self.leader_crash_probability = self.rng.choice((0.0, 0.3, 0.6, 0.9))
+        self.scheduled: dict[int, list] = {}
+        self.cut_after_first_commit_probability = self.rng.choice((0.0, 0.3, 0.7))
+        self._commit_when_elected: dict[int, Optional[int]] = {}  # None once it moved
         self.net = Network(self.rng)
         self.nodes = [SimNode(i) for i in range(self.size)]
         self.now = 0
@@ -114,6 +123,7 @@ class Simulation:
         self.tracing = trace
         self.trace: list[str] = []
         self.leader_of_term: dict[int, int] = {}
+        self._leaders_seen = 0
         # Inductive log matching: (last_offset, term) -> (base_offset, data, previous term).
         self.entry_identity: dict[tuple[int, int], tuple[int, object, int]] = {}
         # Committed entries by last_offset, as first applied anywhere.
@@ -142,9 +152,10 @@ class Simulation:
         except Violation as v:
             self._log(f"VIOLATION: {v}")
             return SeedResult(self.seed, self.now, violation=str(v), trace=self.trace)
-        except AssertionError as e:
-            self._log(f"VIOLATION (core assertion): {e}")
-            return SeedResult(self.seed, self.now, violation=f"core assertion: {e}", trace=self.trace)
+        except Exception as e:  # the core refusing an input is a failure the seed must report
+            what = f"{type(e).__name__} raised: {e}"
+            self._log(f"VIOLATION: {what}")
+            return SeedResult(self.seed, self.now, violation=what, trace=self.trace)
         if self.live_at is None:
             why = (f"no entry proposed after the faults healed at tick {cfg.fault_ticks} was applied "
                    f"by all {self.size} nodes within {cfg.liveness_ticks} ticks")
@@ -153,6 +164,11 @@ class Simulation:
         return SeedResult(self.seed, self.now, trace=self.trace)
 
     def _step_once(self) -> None:
+        for action, node, *how in self.scheduled.pop(self.now, ()):
+            if self.healed or (action == self._crash and node.raft is None) or (
+                    action == self._start and node.raft is not None):
+                continue
+            action(node, *how)
         for m in self.net.due(self.now):
             raft = self.nodes[m.to].raft
             if raft is not None:
@@ -170,7 +186,11 @@ class Simulation:
     def _handle_ready(self, node: SimNode) -> None:
         raft = node.raft
         storage = node.storage
+        rounds = 0
         while raft.has_ready():
+            rounds += 1
+            if rounds > 1000:
+                raise Violation(f"n{node.node_id} keeps producing Ready without making progress")
             rd = raft.ready()
             for m in rd.messages:
                 self.net.send(m, self.now)
@@ -236,6 +256,25 @@ class Simulation:
                 self.live_at = self.now
                 self._log(f"entry {entry.data} proposed after healing is applied everywhere")
 
+    def _churn(self, leader: SimNode) -> None:
+        """Crash or cut off a new leader soon (dropping what it has in flight), restore it later."""
+        at = self.now + self.rng.randint(0, 20)
+        back = at + self.rng.randint(3, 30)
+        if self.rng.random() < 0.5:
+            self.scheduled.setdefault(at, []).append((self._crash, leader, "(leader churn)"))
+            self.scheduled.setdefault(back, []).append((self._start, leader))
+        else:
+            self.scheduled.setdefault(at, []).append((self._cut_off, leader, True))
+            self.scheduled.setdefault(back, []).append((self._cut_off, leader, False))
+
+    def _cut_off(self, node: SimNode, cut: bool) -> None:
+        pairs = {(node.node_id, i) for i in range(self.size)} | {(i, node.node_id) for i in range(self.size)}
+        if cut:
+            self.net.blocked |= pairs
+        else:
+            self.net.blocked -= pairs
+        self._log(f"{'cut off' if cut else 'reconnect'} n{node.node_id} (leader churn)")
+
     def _check_leaders(self) -> None:
         for node in self.nodes:
             raft = node.raft
@@ -245,6 +284,19 @@ class Simulation:
                 leader = self.leader_of_term.setdefault(raft.term, node.node_id)
                 if leader != node.node_id:
                     raise Violation(f"two leaders in term {raft.term}: n{leader} and n{node.node_id}")
+                if (len(self.leader_of_term) != self._leaders_seen and not self.healed
+                        and self.rng.random() < self.leader_crash_probability):
+                    self._churn(node)
+                self._leaders_seen = len(self.leader_of_term)
+                elected_commit = self._commit_when_elected.setdefault(raft.term, raft.commit)
+                if elected_commit is not None and raft.commit > elected_commit:
+                    self._commit_when_elected[raft.term] = None
+                    if not self.healed and self.rng.random() < self.cut_after_first_commit_probability:
+                        # A new leader's first commit ends its catch-up of the followers: cut it
+                        # off right there, losing whatever it has in flight.
+                        self._cut_off(node, True)
+                        self.scheduled.setdefault(self.now + self.rng.randint(15, 40), []).append(
+                            (self._cut_off, node, False))
             if self.tracing:
                 state = (raft.role, raft.term, raft.commit)
                 if self._roles.get(node.node_id) != state:
@@ -354,6 +406,7 @@ class Simulation:
             peers=tuple(range(self.size)),
             election_timeout_ticks=self.config.election_timeout_ticks,
             heartbeat_ticks=self.config.heartbeat_ticks,
+            max_entries_per_msg=self.max_entries_per_msg,
             rng=random.Random(self.rng.getrandbits(64)),
             leader_marker=lambda base_offset, term: ("leader", term),
         )
@@ -410,10 +463,13 @@ def _run_quiet(seed: int) -> SeedResult:
     return run_seed(seed)
 
 
-def run_seeds(seeds: list[int], workers: int) -> tuple[list[SeedResult], int]:
-    """Run seeds (on `workers` processes); returns the failures and the total ticks."""
+def run_seeds(seeds: list[int], workers: int, fail_fast: bool = False) -> tuple[list[SeedResult], int]:
+    """Run seeds (on `workers` processes); returns the failures and the total ticks.
+
+    fail_fast runs the seeds in order on one process and stops at the first failure.
+    """
     failures, steps = [], 0
-    if workers > 1:
+    if workers > 1 and not fail_fast:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             results = pool.imap_unordered(_run_quiet, seeds, chunksize=25)
             for result in results:
@@ -426,6 +482,8 @@ def run_seeds(seeds: list[int], workers: int) -> tuple[list[SeedResult], int]:
             steps += result.ticks
             if result.violation or result.liveness_failure:
                 failures.append(result)
+                if fail_fast:
+                    break
     return sorted(failures, key=lambda r: r.seed), steps
 
 
@@ -438,6 +496,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--trace", action="store_true", help="print what happened, tick by tick")
     parser.add_argument("--json", action="store_true", help="print one JSON summary object")
     parser.add_argument("--workers", type=int, default=min(2, multiprocessing.cpu_count()))
+    parser.add_argument("--fail-fast", action="store_true", help="stop at the first failing seed")
     args = parser.parse_args(argv)
 
     if args.seed is not None:
@@ -454,7 +513,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     started = time.monotonic()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    failures, steps = run_seeds(seeds, args.workers)
+    failures, steps = run_seeds(seeds, args.workers, args.fail_fast)
     elapsed_s = round(time.monotonic() - started, 2)
     for failure in failures[:3]:
         replay = run_seed(failure.seed, trace=True)
