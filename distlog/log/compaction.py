@@ -36,6 +36,9 @@ class CompactionStats:
     bytes_before: int = 0
     bytes_after: int = 0
     tombstones_removed: int = 0
+    # Timestamp of the oldest tombstone kept (None if none): until it expires, and until more
+    # segments close, another pass would change nothing.
+    oldest_tombstone_ms: int | None = None
 
 
 def _keys_of(batch: RecordBatch) -> tuple[list, np.ndarray]:
@@ -71,10 +74,15 @@ def _cleaned_batch(batch: RecordBatch, latest: dict, tombstone_horizon_ms: int, 
         dtype=bool,
         count=len(keys),
     )
-    expired_tombstones = keep & (arrays.value_lengths < 0) & (arrays.timestamps_ms < tombstone_horizon_ms)
-    expired_tombstones &= np.array([key is not None for key in keys], dtype=bool)
+    tombstones = keep & (arrays.value_lengths < 0) & np.array([key is not None for key in keys], dtype=bool)
+    expired_tombstones = tombstones & (arrays.timestamps_ms < tombstone_horizon_ms)
     keep &= ~expired_tombstones
     stats.tombstones_removed += int(expired_tombstones.sum())
+    kept_tombstones = tombstones & ~expired_tombstones
+    if kept_tombstones.any():
+        oldest_ms = int(arrays.timestamps_ms[kept_tombstones].min())
+        if stats.oldest_tombstone_ms is None or oldest_ms < stats.oldest_tombstone_ms:
+            stats.oldest_tombstone_ms = oldest_ms
     stats.records_before += len(keys)
     stats.records_after += int(keep.sum())
     if bool(keep.all()):

@@ -80,6 +80,7 @@ class PartitionLog:
         self._dirty_segments: list[Segment] = []
         self._directory_dirty = False
         self._last_flush_ms = clock_ms()
+        self._compaction_done_until: tuple[int, float] | None = None
         self._closed = False
 
     @classmethod
@@ -315,6 +316,7 @@ class PartitionLog:
                 self._dirty_segments.append(target)
             target.first_append_ms = self._clock_ms() if target.size_bytes else None
             self._directory_dirty = True
+            self._compaction_done_until = None
 
     def reset_to(self, offset: int) -> None:
         """Delete everything; the log becomes empty and continues at offset."""
@@ -329,6 +331,7 @@ class PartitionLog:
             self._set_segments([Segment.create(self.directory, offset, self.config.index_interval_bytes)])
             self._dirty_segments = []
             self._directory_dirty = True
+            self._compaction_done_until = None
 
     # -- durability ------------------------------------------------------------------------
 
@@ -391,6 +394,11 @@ class PartitionLog:
             closed = self._segments[:-1]
             if not closed:
                 return CompactionStats()
+            closed_end_offset = closed[-1].next_offset
+            if self._compaction_done_until is not None:
+                done_end_offset, next_useful_ms = self._compaction_done_until
+                if done_end_offset == closed_end_offset and now_ms < next_useful_ms:
+                    return CompactionStats()  # nothing closed or expired since the last pass
             for segment in closed:
                 if segment in self._dirty_segments:
                     segment.flush()
@@ -400,6 +408,11 @@ class PartitionLog:
             )
             self._set_segments(cleaned + self._segments[len(closed) :])
             self._directory_dirty = True
+            next_useful_ms = (
+                float("inf") if stats.oldest_tombstone_ms is None
+                else stats.oldest_tombstone_ms + self.config.delete_retention_ms + 1
+            )
+            self._compaction_done_until = (closed_end_offset, next_useful_ms)
             return stats
 
     # -- lifecycle -------------------------------------------------------------------------

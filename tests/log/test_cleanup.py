@@ -184,3 +184,17 @@ def test_compaction_inside_multi_record_batches_keeps_each_batch_span(open_log, 
     assert [(log.batch_header_at(o).base_offset, log.batch_header_at(o).last_offset) for o in range(closed_end)] == spans
     survivors = [(r.key, r.value) for r in read_all(log) if r.offset < closed_end]
     assert survivors == [(b"b", b"b%d" % (closed_end // 3 - 1)), (b"a", b"c%d" % (closed_end // 3 - 1))]
+
+
+def test_compaction_skips_work_until_segments_close_or_tombstones_expire(open_log, clock):
+    log = _keyed_log(open_log, clock)
+    log.append(values_batch(None, keys=[b"k0"], timestamp_ms=clock.now_ms))
+    log.append(values_batch(b"roll" * 30, keys=[b"k9"], timestamp_ms=clock.now_ms))
+    log.append(values_batch(b"roll" * 30, keys=[b"k9"], timestamp_ms=clock.now_ms))
+    assert log.compact().records_before > 0
+    assert log.compact().records_before == 0  # nothing new: no work at all
+    assert log.compact(clock.now_ms + DAY_MS + 1).tombstones_removed == 1
+    log.truncate_to(log.segments[-1].base_offset)
+    for round_number in range(3):
+        log.append(values_batch(b"again-%d" % round_number * 20, keys=[b"k1"], timestamp_ms=clock.now_ms))
+    assert log.compact(clock.now_ms + DAY_MS + 1).records_before > 0  # new closed segments: work again
