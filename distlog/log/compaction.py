@@ -12,7 +12,9 @@ Decisions, and why:
 - The cleaned file is written beside the old one and moved over it with os.replace; readers
   holding the old file (mapping or fd) keep reading the old inode's valid bytes. The old
   index files are removed first, so a crash mid-swap leaves a missing index (rebuilt on
-  open), never a stale one.
+  open), never a stale one. A segment in which nothing changes is not rewritten.
+- PartitionLog.compact skips the pass entirely while no new segment closed and no kept
+  tombstone expired, so the broker may call it as often as it likes.
 """
 
 from __future__ import annotations
