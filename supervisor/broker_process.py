@@ -102,7 +102,7 @@ class BrokerProcess:
                         "rss_bytes": self._process.memory_info().rss,
                         "cpu_percent": self._process.cpu_percent(None),
                         "uptime_s": round(time.monotonic() - self.started_monotonic_s, 3)}
-        except psutil.Error:
+        except (psutil.Error, IndexError):  # IndexError: psutil reading a process as it exits
             return {"pid": self.pid, "process_status": "gone", "rss_bytes": 0, "cpu_percent": 0.0,
                     "uptime_s": 0.0}
 

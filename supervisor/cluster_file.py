@@ -97,7 +97,7 @@ def _is_process(pid, create_time, marker: str) -> bool:
         if create_time is not None and abs(process.create_time() - create_time) > CREATE_TIME_TOLERANCE_S:
             return False
         return marker in " ".join(process.cmdline())
-    except psutil.Error:
+    except (psutil.Error, IndexError):  # IndexError: psutil reading a process as it exits
         return False
 
 

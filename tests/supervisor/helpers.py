@@ -35,11 +35,14 @@ def processes_using(data_dir) -> list[psutil.Process]:
     """Every live process whose command line mentions data_dir (brokers, supervisors)."""
     marker = str(data_dir)
     found = []
-    for process in psutil.process_iter(["cmdline", "status"]):
+    for pid in psutil.pids():
         try:
-            if process.info["status"] != psutil.STATUS_ZOMBIE and marker in " ".join(process.info["cmdline"] or []):
+            process = psutil.Process(pid)
+            if marker in " ".join(process.cmdline()) and process.status() != psutil.STATUS_ZOMBIE:
                 found.append(process)
-        except psutil.Error:
+        except (psutil.Error, IndexError):
+            # IndexError: psutil 7.2 reading /proc/PID/stat of a process that is just exiting
+            # (other engineers' processes come and go on this machine).
             continue
     return found
 
