@@ -344,6 +344,13 @@ class RaftNode:
             self._election_elapsed = 0
             self._campaign(pre=self.config.pre_vote)
 
+    def campaign(self) -> None:
+        """Start an election now, as an election timeout would (pre-vote first if enabled)."""
+        self._check_not_in_ready()
+        if self.role is not Role.LEADER:
+            self._election_elapsed = 0
+            self._campaign(pre=self.config.pre_vote)
+
     def propose(self, data: object, record_count: int) -> Entry:
         """Append a batch of record_count records; returns the entry with its offsets.
 
