@@ -82,7 +82,7 @@ def save(data_dir, record: dict) -> None:
 def process_create_time(pid: int) -> float | None:
     try:
         return psutil.Process(pid).create_time()
-    except psutil.Error:
+    except (psutil.Error, IndexError):
         return None
 
 

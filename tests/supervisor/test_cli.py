@@ -102,6 +102,27 @@ def test_detached_cluster_lifecycle(cluster_dir):
     assert [b["address"] for b in again["brokers"]] == [b["address"] for b in record["brokers"]]
 
 
+def distlog(*args, input_text=None):
+    """The top-level `distlog` CLI (topics, produce, consume) against the cluster."""
+    return subprocess.run([sys.executable, "-m", "distlog.cli", *map(str, args)], input=input_text,
+                          capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+
+
+def test_up_again_brings_the_data_back(cluster_dir):
+    up_detached(cluster_dir, "-n", "1")
+    created = distlog("topic", "create", "orders", "--data-dir", cluster_dir)
+    assert created.returncode == 0, created.stderr
+    produced = distlog("produce", "orders", "--data-dir", cluster_dir, input_text="a\nb\nc\n")
+    assert produced.returncode == 0, produced.stderr
+    assert run_cli("down", "--data-dir", cluster_dir).returncode == 0
+
+    up_detached(cluster_dir)
+    consumed = distlog("consume", "orders", "--from-beginning", "--max-records", "3",
+                       "--timeout", "10", "--data-dir", cluster_dir)
+    assert consumed.returncode == 0, consumed.stderr
+    assert consumed.stdout.split() == ["a", "b", "c"]
+
+
 def test_up_on_a_running_cluster_is_refused(cluster_dir):
     up_detached(cluster_dir, "-n", "1")
     result = run_cli("up", "--detach", "--data-dir", cluster_dir)
