@@ -17,10 +17,11 @@ class Network:
     fault, so each one reads as the paper's scenario it checks.
     """
 
-    def __init__(self, size: int = 3, **config: object):
+    def __init__(self, size: int = 3, make_storage: Callable[[int], object] = lambda node_id: MemoryStorage(),
+                 **config: object):
         self.ids = tuple(range(1, size + 1))
         self.config = config
-        self.storage = {i: MemoryStorage() for i in self.ids}
+        self.storage = {i: make_storage(i) for i in self.ids}
         self.nodes: dict[int, Optional[RaftNode]] = {}
         self.applied: dict[int, list[Entry]] = {i: [] for i in self.ids}
         self.sent: list[Message] = []
