@@ -338,3 +338,25 @@ def test_a_producer_batch_cannot_burn_offsets(open_log):
     with pytest.raises(CorruptBatchError, match="numbers its records 0..n-1"):
         log.append(batch)  # ... but not something a producer may send
     assert log.log_end_offset == 0
+
+
+def test_close_releases_every_file_descriptor(tmp_path, clock):
+    import gc
+
+    from distlog.log.config import LogConfig
+    from distlog.log.partition_log import PartitionLog
+
+    def open_fds():
+        gc.collect()
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    config = LogConfig(segment_bytes=300, cleanup_policy="compact")
+    log = PartitionLog.open(str(tmp_path / "fds"), config, clock_ms=clock)
+    for i in range(20):
+        log.append(values_batch(b"v%d" % i * 20, keys=[b"k%d" % (i % 3)]))
+    read_all(log)
+    log.compact()
+    log.truncate_to(log.segments[2].base_offset)
+    log.close()
+    assert open_fds() == before
