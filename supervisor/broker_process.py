@@ -57,9 +57,12 @@ class BrokerProcess:
             self._popen = subprocess.Popen(
                 [*broker_command(), *self._argv], stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
-        self._process = psutil.Process(self._popen.pid)
-        self._process.cpu_percent(None)
         self.started_monotonic_s = time.monotonic()
+        try:
+            self._process = psutil.Process(self._popen.pid)
+            self._process.cpu_percent(None)
+        except (psutil.Error, IndexError):  # it died already; the supervisor sees the exit code
+            self._process = None
 
     def exit_code(self) -> int | None:
         """The exit code once the process has ended (reaped), None while it runs or before spawn."""
@@ -93,7 +96,7 @@ class BrokerProcess:
 
     def stats(self) -> dict:
         """pid, psutil status, RSS, CPU % since the last call, uptime; zeros when not running."""
-        if not self.running():
+        if not self.running() or self._process is None:
             return {"pid": None, "process_status": None, "rss_bytes": 0, "cpu_percent": 0.0,
                     "uptime_s": 0.0}
         try:

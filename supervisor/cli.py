@@ -142,6 +142,10 @@ def _up_detached(data_dir: Path, brokers, port_base, no_restart, restart_backoff
     os.close(write_fd)
     try:
         final = _read_readiness(read_fd, ready_timeout_s + DETACH_STARTUP_MARGIN_S)
+    except KeyboardInterrupt:
+        # SIGTERM makes the supervisor abort its start and stop every broker it spawned.
+        daemon.send_signal(signal.SIGTERM)
+        raise ClusterCliError("interrupted: the supervisor was told to stop what it started") from None
     finally:
         os.close(read_fd)
     if final is None:
@@ -152,7 +156,10 @@ def _up_detached(data_dir: Path, brokers, port_base, no_restart, restart_backoff
         raise ClusterCliError(f"the supervisor did not report readiness (exit code {code}); "
                               f"see {log_path}:\n{_tail(log_path)}")
     if not final.get("ok"):
-        daemon.wait(CONTROL_TIMEOUT_S)
+        try:
+            daemon.wait(CONTROL_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            say(f"the supervisor (pid {daemon.pid}) is still cleaning up")
         raise ClusterCliError(final.get("error", f"the cluster did not start; see {log_path}"))
     status = _control(data_dir, lambda control: control.status())
     click.echo(render_status(status))

@@ -20,6 +20,9 @@ from distlog.supervisor.supervisor import ClusterError, Supervisor
 from distlog.transports.zmq_transport import DealerConnection, RouterServer, TransportTimeout
 
 
+_BROKER_OPS = ("kill", "restart", "pause", "resume", "set-faults")
+
+
 class ControlError(Exception):
     """The supervisor refused or failed a control request, or did not answer."""
 
@@ -47,7 +50,7 @@ class ControlServer:
             if not isinstance(request, dict):
                 raise ValueError("a request is a JSON object")
             self._dispatch(request)
-        except (ClusterError, ValueError, TypeError, KeyError) as error:
+        except (ClusterError, ValueError, TypeError) as error:
             return {"ok": False, "error": str(error) or type(error).__name__,
                     "status": self._supervisor.status()}
         return {"ok": True, "status": self._supervisor.status()}
@@ -64,8 +67,10 @@ class ControlServer:
         if op == "partition":
             supervisor.partition({(int(a), int(b)) for a, b in request.get("cuts", [])})
             return
-        broker_id = request["broker_id"]
-        if not isinstance(broker_id, int):
+        if op not in _BROKER_OPS:
+            raise ValueError(f"unknown control op {op!r}")
+        broker_id = request.get("broker_id")
+        if not isinstance(broker_id, int) or isinstance(broker_id, bool):
             raise ValueError(f"broker_id must be an integer, got {broker_id!r}")
         if op == "kill":
             supervisor.kill(broker_id, restart=bool(request.get("restart", True)))
@@ -75,10 +80,8 @@ class ControlServer:
             supervisor.pause(broker_id)
         elif op == "resume":
             supervisor.resume(broker_id)
-        elif op == "set-faults":
-            supervisor.set_fault_rules(broker_id, request.get("rules") or {})
         else:
-            raise ValueError(f"unknown control op {op!r}")
+            supervisor.set_fault_rules(broker_id, request.get("rules") or {})
 
     def close(self) -> None:
         """Close the endpoint, giving the last reply (to "down") a moment to leave."""

@@ -5,6 +5,7 @@ spawning, watching, backoff, signals and shutdown without the cost of real broke
 run the real ones.
 """
 
+import json
 import shlex
 import sys
 import time
@@ -15,9 +16,11 @@ import pytest
 from distlog.supervisor import cluster_file
 from distlog.supervisor.backoff import RestartPolicy
 from distlog.supervisor.broker_process import BROKER_COMMAND_ENV
+from distlog.supervisor.control import ControlServer
 from distlog.supervisor.partitions import cuts_between
 from distlog.supervisor.probe import Probe
 from distlog.supervisor.supervisor import ClusterError, Supervisor
+from distlog.transports.zmq_transport import DealerConnection
 from tests.supervisor.helpers import wait_for
 
 SLEEPER = f"{shlex.quote(sys.executable)} -c 'import time; time.sleep(600)'"
@@ -262,3 +265,31 @@ def test_a_missing_broker_program_fails_the_start_clearly(make_supervisor, monke
     monkeypatch.setenv(BROKER_COMMAND_ENV, "/nonexistent/broker-binary")
     with pytest.raises(ClusterError, match="cannot start broker 1.*nonexistent"):
         supervisor.start()
+
+
+def test_control_endpoint_answers_bad_requests_with_errors(make_supervisor):
+    supervisor, _ = make_supervisor(brokers=1)
+    supervisor.start()
+    control = ControlServer(supervisor)
+    client = DealerConnection(control.endpoint)
+    try:
+        def ask(payload: bytes) -> dict:
+            cid = client.send_request([payload]) if client.wait_connected(5) else None
+            assert cid is not None
+            wait_for(lambda: control.socket.poll(10), what="the request to arrive")
+            control.handle_pending()
+            wait_for(lambda: client.socket.poll(10), what="the reply")
+            return json.loads(bytes(client.recv_reply_nowait()[1][0]))
+
+        for payload, message in [(b"\xff not json", "utf-8"), (b"[1, 2]", "JSON object"),
+                                 (b'{"op": "explode"}', "unknown control op"),
+                                 (b'{"op": "kill"}', "broker_id must be an integer"),
+                                 (b'{"op": "kill", "broker_id": 5}', "no broker 5"),
+                                 (b'{"op": "partition", "cuts": [[1]]}', "")]:
+            reply = ask(payload)
+            assert reply["ok"] is False and message in reply["error"], (payload, reply)
+            assert reply["status"]["brokers"][0]["state"] == "running"
+        assert ask(b'{"op": "status"}')["ok"] is True
+    finally:
+        client.close()
+        control.close()
