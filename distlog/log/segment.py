@@ -339,9 +339,10 @@ class Segment:
         finally:
             os.close(temp_fd)
         os.replace(temp_path, self.log_path)
+        close_old_fd = self._close_fd
+        self._open_fd(0)  # before closing the old one, so a reader never sees a reused fd number
         self._map_view = _EMPTY
-        self._close_fd()
-        self._open_fd(0)
+        close_old_fd()
 
     def persist_indexes(self) -> None:
         self.offset_index.persist()
