@@ -327,6 +327,11 @@ class RaftNode:
     def log_start_offset(self) -> int:
         return self._log.log_start_offset()
 
+    def term_at(self, index: int) -> Optional[int]:
+        """The term of the entry ending at offset `index` (persisted or not); None if no entry
+        ends there. At log_start_offset - 1 it is the term of the last removed entry."""
+        return self._log.term_at(index)
+
     def match_index(self, peer: int) -> int:
         """(Leader only) the last offset known replicated on `peer`."""
         return self.progress[peer].match

@@ -109,12 +109,12 @@ class Simulation:
         self.size = self.rng.choice((3, 5))
         # Small appends make followers acknowledge old-term entries without the new leader's
         # marker, which is what exposes committing earlier-term entries by counting (§5.4.2).
-        self.max_entries_per_msg = self.rng.choice((1, 2, 8, 64))
+        self.max_entries_per_msg = self.rng.choice((1, 1, 4, 64))
         # Leader churn: a new leader may crash a few ticks after winning, and come back later;
         # that is how logs diverge across terms (the paper's Figure 8).
         self.leader_crash_probability = self.rng.choice((0.0, 0.3, 0.6, 0.9))
         self.scheduled: dict[int, list] = {}
-        self.cut_after_first_commit_probability = self.rng.choice((0.0, 0.3, 0.7))
+        self.cut_after_first_commit_probability = self.rng.choice((0.0, 0.5, 0.9))
         self._commit_when_elected: dict[int, Optional[int]] = {}  # None once it moved
         self.net = Network(self.rng)
         self.nodes = [SimNode(i) for i in range(self.size)]
@@ -194,8 +194,8 @@ class Simulation:
             rd = raft.ready()
             for m in rd.messages:
                 self.net.send(m, self.now)
-            if not self.healed and self.rng.random() < self.config.crash_in_ready_probability:
-                self._crash(node, "while persisting a Ready")
+            if self._crash_now():
+                self._crash(node, "before persisting a Ready")
                 return
             if rd.start_over:
                 storage.reset(*rd.start_over)
@@ -203,6 +203,10 @@ class Simulation:
                 self._log(f"n{node.node_id} starts over at offset {rd.start_over[0]}")
             if rd.entries:
                 self._persist_entries(node, rd.entries)
+                if rd.hard_state is not None and self._crash_now():
+                    # PartitionStorage writes entries before the hard state file.
+                    self._crash(node, "after persisting entries, before the hard state")
+                    return
             if rd.hard_state is not None:
                 before = storage.hard_state().commit
                 if rd.hard_state.commit < before:
@@ -275,6 +279,16 @@ class Simulation:
             self.net.blocked -= pairs
         self._log(f"{'cut off' if cut else 'reconnect'} n{node.node_id} (leader churn)")
 
+    def _check_leader_completeness(self, leader: SimNode) -> None:
+        """A new leader holds every entry committed so far (§5.4.1), except what retention removed."""
+        raft = leader.raft
+        for last_offset, entry in self.committed.items():
+            if last_offset >= raft.log_start_offset and raft.term_at(last_offset) != entry.term:
+                raise Violation(f"n{leader.node_id} leads term {raft.term} without committed {entry}")
+
+    def _crash_now(self) -> bool:
+        return not self.healed and self.rng.random() < self.config.crash_in_ready_probability
+
     def _check_leaders(self) -> None:
         for node in self.nodes:
             raft = node.raft
@@ -284,10 +298,11 @@ class Simulation:
                 leader = self.leader_of_term.setdefault(raft.term, node.node_id)
                 if leader != node.node_id:
                     raise Violation(f"two leaders in term {raft.term}: n{leader} and n{node.node_id}")
-                if (len(self.leader_of_term) != self._leaders_seen and not self.healed
-                        and self.rng.random() < self.leader_crash_probability):
-                    self._churn(node)
-                self._leaders_seen = len(self.leader_of_term)
+                if len(self.leader_of_term) != self._leaders_seen:
+                    self._leaders_seen = len(self.leader_of_term)
+                    self._check_leader_completeness(node)
+                    if not self.healed and self.rng.random() < self.leader_crash_probability:
+                        self._churn(node)
                 elected_commit = self._commit_when_elected.setdefault(raft.term, raft.commit)
                 if elected_commit is not None and raft.commit > elected_commit:
                     self._commit_when_elected[raft.term] = None
