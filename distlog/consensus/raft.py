@@ -122,6 +122,7 @@ class Config:
     check_quorum: bool = True
     max_entries_per_msg: int = 64
     max_in_flight_msgs: int = 32
+    # Give every node its own seed: equal seeds mean equal election timeouts and split votes.
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     # (data, base_offset, leader_term) -> data stamped with both (distlog.log.batch.stamp_batch).
     stamp_batch: Callable[[object, int, int], object] = _no_stamp
@@ -294,7 +295,9 @@ class RaftNode:
         hard_state = storage.hard_state()
         self.term = max(hard_state.term, self._log.last_term() or 0)
         self.vote = hard_state.vote if hard_state.term == self.term else None
-        self.commit = max(hard_state.commit, storage.log_start_offset - 1)
+        # Everything below the log start is committed; a log that lost its unflushed tail may
+        # end below the persisted commit, and a commit index is only ever safe to lower.
+        self.commit = min(max(hard_state.commit, storage.log_start_offset - 1), self._log.last_index())
         self.applied = (config.applied_offset if config.applied_offset is not None
                         else storage.log_start_offset - 1)
         self._persisted_hard_state = hard_state

@@ -1,17 +1,18 @@
 """Deterministic simulator: RaftNodes on a seeded faulty network, invariants checked every tick.
 
-One seed fixes everything: cluster size (3 or 5), network behaviour (delay, loss,
-duplication, reordering by random delay), the fault schedule (partitions: halves, isolate the
-leader, bridge, one-way; crashes that lose what was not persisted, including in the middle of
-handling a Ready; restarts; retention on a node's log; leadership transfers) and the clients
-that propose all the time. After `fault_ticks` every fault heals, and an entry proposed after
-that must be applied by every node within `liveness_ticks`.
+One seed fixes everything: cluster size (3 or 5), append size, network behaviour (delay,
+loss, duplication, reordering by random delay), the fault schedule (partitions: halves,
+isolate the leader, bridge, one-way; crashes that lose what was not persisted, including in
+the middle of handling a Ready; restarts; retention on a node's log; leadership transfers;
+leader churn: new leaders crashed or cut off soon after winning or right after their first
+commit) and the clients that propose all the time. After `fault_ticks` every fault heals, and
+an entry proposed after that must be applied by every node within `liveness_ticks`.
 
 Checked after every step: at most one leader per term; log matching (checked inductively:
 every (last_offset, term) ever persisted anywhere names one (base_offset, data, previous
-term)); a committed entry is never truncated, and the commit index a node persisted never goes
-back; every node applies the same entries in offset order (a start-over may skip a committed
-prefix, nothing else).
+term)); a committed entry is never truncated, every new leader holds all of them, and the
+commit index a node persisted never goes back; every node applies the same entries in offset
+order (a start-over may skip a committed prefix, nothing else).
 
     python -m distlog.consensus.sim --seeds 2000 --json
     python -m distlog.consensus.sim --seed 17 --trace
@@ -110,9 +111,9 @@ class Simulation:
         # Small appends make followers acknowledge old-term entries without the new leader's
         # marker, which is what exposes committing earlier-term entries by counting (§5.4.2).
         self.max_entries_per_msg = self.rng.choice((1, 1, 4, 64))
-        # Leader churn: a new leader may crash a few ticks after winning, and come back later;
-        # that is how logs diverge across terms (the paper's Figure 8).
-        self.leader_crash_probability = self.rng.choice((0.0, 0.3, 0.6, 0.9))
+        # Leader churn: a new leader may crash or be cut off a few ticks after winning, and come
+        # back later; that is how logs diverge across terms (the paper's Figure 8).
+        self.leader_churn_probability = self.rng.choice((0.0, 0.3, 0.6, 0.9))
         self.scheduled: dict[int, list] = {}
         self.cut_after_first_commit_probability = self.rng.choice((0.0, 0.5, 0.9))
         self._commit_when_elected: dict[int, Optional[int]] = {}  # None once it moved
@@ -135,6 +136,9 @@ class Simulation:
         self._roles: dict[int, tuple] = {}
         for node in self.nodes:
             self._start(node)
+        self._log(f"seed {seed}: {self.size} nodes, <= {self.max_entries_per_msg} entries per append, "
+                  f"leader churn {self.leader_churn_probability}, cut after first commit "
+                  f"{self.cut_after_first_commit_probability}")
 
     # ---- running ---------------------------------------------------------------------
 
@@ -301,7 +305,7 @@ class Simulation:
                 if len(self.leader_of_term) != self._leaders_seen:
                     self._leaders_seen = len(self.leader_of_term)
                     self._check_leader_completeness(node)
-                    if not self.healed and self.rng.random() < self.leader_crash_probability:
+                    if not self.healed and self.rng.random() < self.leader_churn_probability:
                         self._churn(node)
                 elected_commit = self._commit_when_elected.setdefault(raft.term, raft.commit)
                 if elected_commit is not None and raft.commit > elected_commit:
