@@ -488,6 +488,8 @@ class RaftNode:
             vote_term = self.term
         self.leader_id = None
         self._votes = {self.node_id: True}
+        # Each round (pre-vote, then vote) gets a whole timeout for its round trips.
+        self._election_elapsed = 0
         self._reset_randomized_timeout()
         if self._quorum == 1:
             self._won_election()

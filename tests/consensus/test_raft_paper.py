@@ -10,6 +10,7 @@ from distlog.consensus.messages import (
     HardState,
     MsgApp,
     MsgAppResp,
+    MsgPreVoteResp,
     MsgStartOver,
     MsgTimeoutNow,
     MsgVote,
@@ -321,6 +322,24 @@ def test_regression_divergent_follower_at_the_leaders_log_start_is_told_to_start
     net.tick_all(4)
     assert net.log(3) == net.log(1)
     assert net.storage[3].log_start_offset == 3
+
+
+def test_regression_candidate_gets_a_whole_election_timeout_after_winning_the_pre_vote():
+    """Seed 3765 of 2000..11999 livelocked: a node that won the pre-vote after 8 ticks kept
+    counting from 8 as a candidate, timed out before slow vote replies came back, and
+    started over, again and again."""
+    node = lone_node()
+    while node.role is Role.FOLLOWER:
+        node.tick()
+    for _ in range(8):
+        node.tick()
+    node.step(MsgPreVoteResp(frm=2, to=1, term=1, reject=False))
+    assert node.role is Role.CANDIDATE and node.term == 1
+    ticks = 0
+    while node.role is Role.CANDIDATE and node.term == 1:
+        node.tick()
+        ticks += 1
+    assert ticks >= 10
 
 
 def test_regression_leader_pipelines_small_appends_to_a_follower_in_replicate_state():
