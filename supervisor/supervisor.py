@@ -136,9 +136,11 @@ class Supervisor:
         answer = self._probe.ping(slot.process.address, self._probe_timeout_s)
         if answer is None:
             return
-        if answer.get("broker_id") != broker_id:
-            raise ClusterError(f"{slot.process.address} is answered by broker {answer.get('broker_id')}, "
-                               f"not broker {broker_id}: another cluster uses that port")
+        cluster_id = answer.get("cluster_id", self.record["cluster_id"])
+        if answer.get("broker_id") != broker_id or cluster_id != self.record["cluster_id"]:
+            raise ClusterError(f"{slot.process.address} is answered by broker {answer.get('broker_id')} "
+                               f"of cluster {cluster_id}, not broker {broker_id} of cluster "
+                               f"{self.record['cluster_id']}: another cluster uses that port")
         slot.state = RUNNING
         self._log("broker_running", broker=broker_id, pid=slot.process.pid)
         self._note_controller(answer.get("controller_id"))

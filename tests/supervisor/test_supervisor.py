@@ -41,7 +41,9 @@ class ScriptedProbe:
         broker_id = self.ids[address]
         if broker_id in self.silent:
             return None
-        return {"broker_id": broker_id + 100 if self.liar else broker_id, "controller_id": 1}
+        if self.liar:
+            return {"broker_id": broker_id, "controller_id": 1, "cluster_id": "someone-else"}
+        return {"broker_id": broker_id, "controller_id": 1}
 
     def set_fault_rules(self, address, rules, timeout_s):
         self.fault_calls.append((self.ids[address], rules))

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import zmq
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distlog.transports.faults import FaultRules
@@ -244,7 +244,7 @@ def fuzz_pair():
 SENTINEL = [struct.pack("<Q", 2**64 - 1), b"sentinel"]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None)
 @given(frames=st.lists(st.binary(max_size=24), min_size=1, max_size=5))
 def test_random_frame_lists_never_crash_recv_nowait(fuzz_pair, frames):
     server, sock = fuzz_pair
