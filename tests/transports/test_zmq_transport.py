@@ -272,6 +272,8 @@ def test_router_drop_from_a_peer_then_heal(closing):
     cut = connect(server.endpoint, closing, identity=b"broker-1")
     other = connect(server.endpoint, closing, identity=b"broker-3")
     cut.send_request([b"lost"])
+    assert server.socket.poll(int(WAIT_S * 1000), zmq.POLLIN)
+    assert server.recv_nowait() is None, "dropped on arrival"
     other.send_request([b"from 3"])
     assert as_bytes(recv_request(server)[2]) == [b"from 3"]
     rules.heal("broker-1")
