@@ -192,6 +192,31 @@ def test_restarted_peer_with_the_same_identity_gets_the_replies(router, closing)
     assert recv_reply(second) == (cid, [b"welcome back"])
 
 
+def test_dealer_reconnects_to_a_restarted_broker_on_the_same_port(closing):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    first = RouterServer(endpoint)
+    dealer = connect(endpoint, closing)
+    first.close()
+
+    def rebind():
+        try:
+            return RouterServer(endpoint)
+        except TransportError:  # the old listener is closed asynchronously by ZeroMQ
+            return None
+    deadline = time.monotonic() + WAIT_S
+    while (second := rebind()) is None:
+        assert time.monotonic() < deadline, f"could not bind {endpoint} again"
+        time.sleep(0.01)
+    closing(second)
+    started = time.monotonic()
+    assert dealer.wait_connected(WAIT_S)
+    cid = dealer.send_request([b"are you back?"])
+    identity, got_cid, _ = recv_request(second)
+    second.send(identity, got_cid, [b"yes"])
+    assert recv_reply(dealer) == (cid, [b"yes"])
+    assert time.monotonic() - started < 2.0, "reconnect interval is capped at 1 s"
+
+
 # -- malformed envelopes ---------------------------------------------------------------------
 
 def raw_dealer(endpoint, closing):
