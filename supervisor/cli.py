@@ -77,8 +77,11 @@ def up(brokers, data_dir, port_base, detach, no_restart, restart_backoff_s, rest
     """Start the cluster in DATA_DIR (a new one, or bring back the one it holds)."""
     try:
         ensure_not_running(data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
     except ClusterError as error:
         raise ClusterCliError(str(error)) from None
+    except OSError as error:
+        raise ClusterCliError(f"cannot use {data_dir} as the data dir: {error.strerror}") from None
     if detach:
         _up_detached(data_dir, brokers, port_base, no_restart, restart_backoff_s,
                      restart_backoff_max_s, ready_timeout_s)
@@ -86,7 +89,6 @@ def up(brokers, data_dir, port_base, detach, no_restart, restart_backoff_s, rest
     policy = RestartPolicy(enabled=not no_restart, initial_s=restart_backoff_s,
                            max_s=restart_backoff_max_s)
     view = _LiveView()
-    data_dir.mkdir(parents=True, exist_ok=True)
     # Events go to the log file as in detached mode, so the live table stays readable.
     with open(data_dir / "supervisor.log", "a") as events:
         try:
@@ -122,7 +124,6 @@ class _LiveView:
 def _up_detached(data_dir: Path, brokers, port_base, no_restart, restart_backoff_s,
                  restart_backoff_max_s, ready_timeout_s) -> None:
     data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "distlog.supervisor.daemon", "--data-dir", str(data_dir),
             "--restart-backoff-s", str(restart_backoff_s),
             "--restart-backoff-max-s", str(restart_backoff_max_s),
