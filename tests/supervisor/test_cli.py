@@ -191,8 +191,8 @@ def test_a_foreign_data_dir_or_a_different_size_is_refused(cluster_dir, tmp_path
     result = run_cli("up", "--detach", "--data-dir", foreign)
     assert result.returncode == 1 and "not a distlog data dir" in result.stderr
 
-    up_detached(cluster_dir, "-n", "1")
-    assert run_cli("down", "--data-dir", cluster_dir).returncode == 0
+    cluster_dir.mkdir()
+    cluster_file.save(cluster_dir, cluster_file.new_record(cluster_dir, {1: "tcp://127.0.0.1:1"}))
     result = run_cli("up", "--detach", "-n", "3", "--data-dir", cluster_dir)
     assert result.returncode == 1 and "holds a 1-broker cluster" in result.stderr
 
