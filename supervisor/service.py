@@ -2,7 +2,7 @@
 
 The same loop serves `distlog cluster up` in the foreground and the detached supervisor process;
 they differ only in what they do once the cluster is ready and on each tick (a live table or
-nothing). SIGINT and SIGTERM end the loop with a graceful shutdown.
+nothing). SIGINT, SIGTERM and SIGHUP end the loop with a graceful shutdown.
 """
 
 import os
@@ -23,12 +23,13 @@ TICK_S = 0.2
 
 
 class StartInterrupted(ClusterError):
-    """SIGINT or SIGTERM arrived before the cluster was ready."""
+    """A stop signal arrived before the cluster was ready."""
 
 
 class _StopSignals:
-    """SIGINT/SIGTERM while starting abort the start; once running they set a flag the loop
-    checks, so shutdown happens in order. Restores the previous handlers on exit."""
+    """SIGINT/SIGTERM/SIGHUP (terminal closed) while starting abort the start; once running
+    they set a flag the loop checks, so shutdown happens in order. Restores the previous handlers
+    on exit."""
 
     def __init__(self):
         self.received: int | None = None
@@ -36,7 +37,7 @@ class _StopSignals:
         self._previous = {}
 
     def __enter__(self):
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._previous[signum] = signal.signal(signum, self._note)
         return self
 
