@@ -6,8 +6,11 @@ run the real ones.
 """
 
 import json
+import os
 import shlex
+import signal
 import sys
+import threading
 import time
 
 import psutil
@@ -19,6 +22,7 @@ from distlog.supervisor.broker_process import BROKER_COMMAND_ENV
 from distlog.supervisor.control import ControlServer
 from distlog.supervisor.partitions import cuts_between
 from distlog.supervisor.probe import Probe
+from distlog.supervisor.service import StartInterrupted, run_cluster
 from distlog.supervisor.supervisor import ClusterError, Supervisor
 from distlog.transports.zmq_transport import DealerConnection
 from tests.supervisor.helpers import wait_for
@@ -295,3 +299,26 @@ def test_control_endpoint_answers_bad_requests_with_errors(make_supervisor):
     finally:
         client.close()
         control.close()
+
+
+def test_a_stop_signal_while_starting_stops_everything_started(cluster_dir, monkeypatch):
+    monkeypatch.setenv(BROKER_COMMAND_ENV, SLEEPER)  # never answers the (real) probe
+    spawned = []
+    handler_before = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+
+    def note_spawns(event, **fields):
+        if event == "broker_spawned":
+            spawned.append(fields["pid"])
+    timer.start()
+    try:
+        with pytest.raises(StartInterrupted, match="SIGTERM while starting"):
+            run_cluster(cluster_dir, brokers=2, ready_timeout_s=20, say=lambda message: None,
+                        log=note_spawns)
+    finally:
+        timer.cancel()
+    assert len(spawned) == 2
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in spawned)
+    assert signal.getsignal(signal.SIGTERM) == handler_before, "the previous handler is back"
+    assert not cluster_file.data_dir_locked(cluster_dir)
