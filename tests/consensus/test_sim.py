@@ -50,9 +50,10 @@ def test_cli_replays_one_seed_with_a_trace():
 
 
 @pytest.mark.slow
-def test_two_thousand_seeds_pass_within_a_minute():
+def test_two_thousand_seeds_pass():
+    # What CI runs on every change; its speed is measured, not asserted (DESIGN.md: no timed tests).
     out = subprocess.run([sys.executable, "-m", "distlog.consensus.sim", "--seeds", "2000", "--json"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=110)
     summary = json.loads(out.stdout)
+    assert summary["seeds"] == 2000
     assert (summary["violations"], summary["liveness_failures"]) == (0, 0), out.stderr[-3000:]
-    assert summary["elapsed_s"] < 60
