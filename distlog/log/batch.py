@@ -20,6 +20,7 @@ import msgpack
 import numpy as np
 
 MAGIC = 1
+MAX_OFFSET = 2**63 - 1  # offsets are int64 everywhere a reader puts them in numpy
 
 # magic, base_offset, batch_length, leader_term | crc | attributes, record_count,
 # last_offset_delta, first_timestamp_ms, max_timestamp_ms, producer_id, producer_epoch,
@@ -258,6 +259,12 @@ class RecordBatch:
         if actual_crc != header.crc:
             raise CorruptBatchError(
                 f"{self._where()}: crc32c mismatch (stored {header.crc:#010x}, computed {actual_crc:#010x})"
+            )
+        # base_offset sits outside the checksum (leaders stamp it), so a damaged one is caught here.
+        if header.base_offset + header.last_offset_delta > MAX_OFFSET:
+            raise CorruptBatchError(
+                f"{self._where()}: offsets end at {header.base_offset + header.last_offset_delta}, past the "
+                f"largest offset {MAX_OFFSET}"
             )
         table_end = HEADER_SIZE + header.record_count * ROW_SIZE
         if table_end > header.batch_length:

@@ -230,3 +230,18 @@ def test_damaged_regions_only_ever_raise_corrupt_batch_error(records, data):
     except CorruptBatchError:
         return
     assert len(decoded) <= 2 * len(values)
+
+
+def test_a_base_offset_past_int64_is_corrupt_not_an_overflow():
+    # Found by the damaged-regions fuzz test in CI: base_offset is outside the CRC, so a flipped
+    # top bit reached numpy and raised OverflowError instead of CorruptBatchError.
+    import struct
+
+    from distlog.log.batch import CorruptBatchError, RecordBatch, build_batch, decode_records
+
+    damaged = bytearray(build_batch([None]))
+    struct.pack_into("<Q", damaged, 1, 2**63)
+    with pytest.raises(CorruptBatchError, match="largest offset"):
+        RecordBatch(damaged).verify()
+    with pytest.raises(CorruptBatchError):
+        decode_records(damaged)
