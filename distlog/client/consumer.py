@@ -47,13 +47,17 @@ _RESET_POLICIES = {"earliest": EARLIEST_TIMESTAMP, "latest": LATEST_TIMESTAMP, "
 
 
 class _PartitionState:
-    __slots__ = ("position", "fetch_offset", "pending_reset", "batches", "high_watermark", "log_start_offset")
+    __slots__ = ("position", "fetch_offset", "pending_reset", "batches", "decoded", "decoded_end", "cursor",
+                 "high_watermark", "log_start_offset")
 
     def __init__(self):
         self.position = None  # next offset poll() returns
         self.fetch_offset = None  # next offset to ask the broker for (ahead of position when prefetched)
         self.pending_reset = None  # EARLIEST_TIMESTAMP / LATEST_TIMESTAMP to resolve before fetching
         self.batches = deque()  # fetched, not yet returned RecordBatches
+        self.decoded = None  # records of the batch poll() is handing out, from `cursor` on
+        self.decoded_end = 0  # the offset after that batch
+        self.cursor = 0
         self.high_watermark = -1
         self.log_start_offset = -1
 
@@ -61,6 +65,7 @@ class _PartitionState:
         self.position = self.fetch_offset = offset
         self.pending_reset = None
         self.batches.clear()
+        self.decoded = None
 
 
 def _slices(payload: bytes, positions: np.ndarray, lengths: np.ndarray) -> list:
@@ -106,6 +111,7 @@ class Consumer:
         bootstrap,
         *,
         auto_offset_reset: str = "earliest",
+        max_poll_records: int = 500,
         fetch_max_wait_ms: int = 500,
         fetch_min_bytes: int = 1,
         fetch_max_bytes: int = 32 * 1024 * 1024,
@@ -116,6 +122,7 @@ class Consumer:
         if auto_offset_reset not in _RESET_POLICIES:
             raise ValueError(f"auto_offset_reset must be one of {sorted(_RESET_POLICIES)}, got {auto_offset_reset!r}")
         self.auto_offset_reset = auto_offset_reset
+        self.max_poll_records = max_poll_records
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.fetch_min_bytes = fetch_min_bytes
         self.fetch_max_bytes = fetch_max_bytes
@@ -127,6 +134,7 @@ class Consumer:
         self._in_flight: dict = {}  # endpoint -> (cid, sent_at_s, {tp: fetch_offset at send})
         self._poller = zmq.Poller()
         self._registered: set = set()
+        self._turn = 0
         self._closed = False
 
     # -------------------------------------------------------------------------- assignment
@@ -191,49 +199,72 @@ class Consumer:
     # ---------------------------------------------------------------------------------- poll
 
     def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list:
-        """Records fetched so far, waiting up to `timeout` seconds for some if none are buffered."""
-        batches = self._poll_batches(timeout, max_records)
-        out = []
-        for tp, batch, min_offset in batches:
-            out.extend(decode_batch(tp, batch, min_offset))
+        """Up to max_records (default max_poll_records) records, waiting up to `timeout` seconds
+        for some if none are buffered. Partitions take turns, so a busy one cannot starve the rest."""
+        limit = self.max_poll_records if max_records is None else max_records
+        if limit < 1:
+            raise ValueError(f"max_records must be at least 1, got {limit}")
+        self._wait_for_data(timeout)
+        out: list = []
+        states = list(self._states.items())
+        if states:
+            self._turn = (self._turn + 1) % len(states)
+            states = states[self._turn:] + states[:self._turn]
+        for tp, state in states:
+            while len(out) < limit and (state.decoded or state.batches):
+                if not state.decoded:
+                    batch = state.batches.popleft()
+                    state.decoded = decode_batch(tp, batch, state.position)
+                    state.decoded_end = batch.last_offset + 1
+                    state.cursor = 0
+                    if not state.decoded:  # every record was below the position (after a seek)
+                        state.position = state.decoded_end
+                        continue
+                taken = state.decoded[state.cursor:state.cursor + limit - len(out)]
+                out.extend(taken)
+                state.cursor += len(taken)
+                if state.cursor == len(state.decoded):
+                    state.decoded = None
+                    state.position = state.decoded_end
+                else:
+                    state.position = state.decoded[state.cursor].offset
+        if out:
+            self._send_fetches()  # keep the pipeline full while the caller works
         return out
 
     def poll_batches(self, timeout: float = 1.0) -> list:
         """The fast path: [(TopicPartition, RecordBatch, first_offset)] without decoding records.
-        Records of a batch below first_offset were skipped by a seek and are not part of the result."""
-        return self._poll_batches(timeout, None)
+        Records of a batch below first_offset were skipped by a seek and are not part of the
+        result. Records poll() already decoded but not yet returned come back through poll() only."""
+        self._wait_for_data(timeout)
+        taken = []
+        for tp, state in self._states.items():
+            if state.decoded:
+                continue
+            while state.batches:
+                batch = state.batches.popleft()
+                taken.append((tp, batch, state.position))
+                state.position = batch.last_offset + 1
+        if taken:
+            self._send_fetches()
+        return taken
 
-    def _poll_batches(self, timeout: float, max_records) -> list:
+    def _wait_for_data(self, timeout: float) -> None:
+        """Fetch until some partition has data buffered or `timeout` seconds pass."""
         if self._closed:
             raise RuntimeError("the consumer is closed")
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             self._resolve_resets()
             self._send_fetches()
-            taken = self._take_buffered(max_records)
-            if taken:
-                self._send_fetches()  # keep the pipeline full while the caller works
-                return taken
+            if any(state.decoded or state.batches for state in self._states.values()):
+                return
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
-                return []
-            events = self._poller.poll(int(min(remaining_s, 0.1) * 1000) + 1)
-            if events:
+                return
+            if self._poller.poll(int(min(remaining_s, 0.1) * 1000) + 1):
                 self._receive()
             self._expire_fetches()
-
-    def _take_buffered(self, max_records) -> list:
-        taken, count = [], 0
-        for tp, state in self._states.items():
-            while state.batches and (max_records is None or count < max_records):
-                batch = state.batches[0]
-                if max_records is not None and count + batch.record_count > max_records and count:
-                    break
-                state.batches.popleft()
-                taken.append((tp, batch, state.position))
-                count += batch.record_count
-                state.position = batch.last_offset + 1
-        return taken
 
     def __iter__(self):
         idle_since = time.monotonic()

@@ -73,3 +73,21 @@ def test_unassigned_partitions_and_unknown_topics_are_refused(filled_topic):
         assert info.value.code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
         with pytest.raises(DistlogError):
             consumer.assign([(topic, 5)])
+
+
+def test_max_records_is_exact_even_inside_one_batch(filled_topic):
+    bootstrap, topic = filled_topic
+    with Consumer(bootstrap, fetch_max_wait_ms=50) as consumer:
+        consumer.assign([(topic, 0)])
+        got = []
+        for _ in range(40):
+            records = consumer.poll(timeout=0.2, max_records=3)
+            assert len(records) <= 3
+            got.extend(records)
+            if records:
+                assert consumer.position((topic, 0)) == records[-1].offset + 1
+            if len(got) == 10:
+                break
+        assert [r.offset for r in got] == list(range(10))
+        consumer.seek((topic, 0), 4)
+        assert [r.offset for r in consumer.poll(timeout=2, max_records=2)] == [4, 5]
