@@ -127,24 +127,23 @@ class PartitionAccumulator:
     def try_append(self, value, key, timestamp_ms: int, headers) -> int:
         """Copy one record in and return its index in the batch, or -1 if it does not fit."""
         index = self.count
-        value_end = self.value_end + (len(value) if value is not None else 0)
-        key_end = self.key_end + (len(key) if key is not None else 0)
+        value_start, key_start = self.value_end, self.key_end
+        value_length = -1 if value is None else len(value)
+        key_length = -1 if key is None else len(key)
+        value_end = value_start + value_length if value_length > 0 else value_start
+        key_end = key_start + key_length if key_length > 0 else key_start
         if index >= self.max_records or value_end > self.capacity_bytes or key_end > self.capacity_bytes:
             return -1
         if index == 0:
             self.opened_s = self.batch.created_s = time.monotonic()
-        if value is None:
-            self.value_lengths.append(-1)
-        else:
-            self.values[self.value_end:value_end] = value
-            self.value_lengths.append(value_end - self.value_end)
+        if value_length > 0:
+            self.values[value_start:value_end] = value
             self.value_end = value_end
-        if key is None:
-            self.key_lengths.append(-1)
-        else:
-            self.keys[self.key_end:key_end] = key
-            self.key_lengths.append(key_end - self.key_end)
+        if key_length > 0:
+            self.keys[key_start:key_end] = key
             self.key_end = key_end
+        self.value_lengths.append(value_length)
+        self.key_lengths.append(key_length)
         self.timestamps_ms.append(timestamp_ms)
         if headers:
             if self.headers is None:
@@ -172,6 +171,7 @@ class PartitionAccumulator:
             )
         batch.record_count = n
         batch.timestamps_ms = timestamps
+        batch.size_bytes = self.key_end + self.value_end + n * ROW_SIZE  # what append() reserved for it
         self._reset()
         return batch
 
@@ -235,11 +235,11 @@ class RecordAccumulator:
                 index = buffers.try_append(value, key, timestamp_ms, headers)
             if index < 0:  # bigger than a whole batch: it travels alone
                 batch = build_single_batch(topic, partition, value, key, timestamp_ms, headers)
+                batch.size_bytes = size
                 self._enqueue(batch)
                 index = 0
             else:
                 batch = buffers.batch
-            batch.size_bytes += size
             if callback is not None:
                 if batch.callbacks is None:
                     batch.callbacks = []
