@@ -1,0 +1,85 @@
+"""The topic / produce / consume commands, driven as a user would, against real brokers."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def cli(bootstrap, *args, input_text=None):
+    return subprocess.run([sys.executable, "-m", "distlog.cli", *args, "--bootstrap", bootstrap],
+                          input=input_text, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def bootstrap(three_brokers):
+    return ",".join(b.address for b in three_brokers)
+
+
+def test_create_produce_consume_describe_delete(bootstrap):
+    created = cli(bootstrap, "topic", "create", "clicks", "--partitions", "3", "--config", "retention.ms=3600000")
+    assert created.returncode == 0, created.stderr
+    assert "created topic 'clicks'" in created.stderr
+
+    lines = "".join(f"user-{i % 3}:click {i}\n" for i in range(30))
+    produced = cli(bootstrap, "produce", "clicks", "--key-separator", ":", input_text=lines)
+    assert produced.returncode == 0, produced.stderr
+    assert "produced 30 record(s)" in produced.stderr
+
+    consumed = cli(bootstrap, "consume", "clicks", "--from-beginning", "--max-records", "30", "--timeout", "10", "--format", "json")
+    assert consumed.returncode == 0, consumed.stderr
+    records = [json.loads(line) for line in consumed.stdout.splitlines()]
+    assert sorted(r["value"] for r in records) == sorted(f"click {i}" for i in range(30))
+    assert set(records[0]) == {"topic", "partition", "offset", "key", "value", "timestamp"}
+    partitions_by_key = {}
+    for r in records:
+        partitions_by_key.setdefault(r["key"], set()).add(r["partition"])
+    assert all(len(p) == 1 for p in partitions_by_key.values()), "one key, one partition"
+
+    described = cli(bootstrap, "topic", "describe", "clicks", "--json")
+    assert described.returncode == 0, described.stderr
+    description = json.loads(described.stdout)
+    assert description["name"] == "clicks"
+    assert [p["partition"] for p in description["partitions"]] == [0, 1, 2]
+    for p in description["partitions"]:
+        assert set(p) >= {"partition", "leader", "replicas", "in_sync", "log_start_offset", "high_watermark"}
+    assert sum(p["high_watermark"] for p in description["partitions"]) == 30
+    table = cli(bootstrap, "topic", "describe", "clicks")
+    assert "HIGH-WATERMARK" in table.stdout and "retention.ms=3600000" in table.stdout
+
+    assert "clicks" in cli(bootstrap, "topic", "list").stdout.split()
+    assert cli(bootstrap, "topic", "delete", "clicks").returncode == 0
+    assert "clicks" not in cli(bootstrap, "topic", "list").stdout.split()
+
+
+def test_one_partition_from_an_offset_in_plain_format(bootstrap):
+    assert cli(bootstrap, "topic", "create", "plain").returncode == 0
+    assert cli(bootstrap, "produce", "plain", "--acks", "1", input_text="zero\none\ntwo\nthree\n").returncode == 0
+    consumed = cli(bootstrap, "consume", "plain", "--partition", "0", "--offset", "2", "--timeout", "2")
+    assert consumed.stdout.splitlines() == ["two", "three"]
+
+
+def test_failures_exit_1_with_a_message_and_usage_errors_exit_2(bootstrap):
+    missing = cli(bootstrap, "produce", "no-such-topic", input_text="x\n")
+    assert missing.returncode == 1
+    assert "does not exist" in missing.stderr and "distlog topic create" in missing.stderr
+    assert cli(bootstrap, "topic", "describe", "no-such-topic").returncode == 1
+    duplicate = cli(bootstrap, "topic", "create", "dup")
+    assert duplicate.returncode == 0
+    again = cli(bootstrap, "topic", "create", "dup")
+    assert again.returncode == 1 and "already exists" in again.stderr
+    assert cli(bootstrap, "consume", "dup", "--offset", "3").returncode == 2
+    assert cli(bootstrap, "topic", "create", "x", "--partitions", "0").returncode == 2
+    assert cli(bootstrap, "topic", "create", "x", "--config", "nonsense").returncode == 2
+    bad_config = cli(bootstrap, "topic", "create", "x", "--config", "cleanup.policy=shred")
+    assert bad_config.returncode == 1 and "cleanup.policy" in bad_config.stderr
+
+
+def test_no_cluster_is_a_clear_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "distlog.cli", "topic", "list", "--data-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "no cluster found" in result.stderr and "distlog cluster up" in result.stderr
