@@ -310,9 +310,11 @@ class Broker:
                 config = LogConfig.from_dict({**self.config.log_defaults, **topic.configs})
                 log = PartitionLog.open(self._path("topics", partition_dir_name(*key)), config)
                 self.replicas[key] = PartitionReplica(key[0], key[1], log)
-        self._delete_orphan_partition_dirs(wanted)
+        if self.metadata.version > 0:  # never on metadata we know nothing about (a lost metadata.json)
+            self._delete_orphan_partition_dirs(wanted)
 
     def _delete_orphan_partition_dirs(self, wanted: dict) -> None:
+        """Remove partition directories of deleted topics (a broker may have been down when it happened)."""
         keep = {partition_dir_name(*key) for key in wanted}
         for name in os.listdir(self._path("topics")):
             if name not in keep:
