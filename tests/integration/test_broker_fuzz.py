@@ -30,8 +30,11 @@ def fuzz_target(one_broker):
     connection.close()
 
 
-def ask(connection, frames, timeout_s=2.0):
-    """Send raw frames; the reply's frames, or None if the broker dropped the request."""
+def ask(connection, frames, timeout_s=10.0):
+    """Send raw frames; the reply's frames, or None if the broker dropped the request.
+
+    The timeout is generous because a loaded CI machine can stall the broker for seconds; a
+    healthy reply comes back in about a millisecond, so passing tests do not wait for it."""
     try:
         return connection.request(frames, timeout_s)
     except Exception:
