@@ -94,7 +94,9 @@ class Segment:
         self._map_view = _EMPTY
 
     def _open_fd(self, flags: int) -> None:
-        self._fd = os.open(self.log_path, flags | os.O_RDWR | os.O_APPEND, 0o644)
+        # No O_APPEND: appends pwrite at size_bytes, so bytes a failed write left past it
+        # are overwritten by the next append instead of sitting between two batches.
+        self._fd = os.open(self.log_path, flags | os.O_RDWR, 0o644)
         # Retired segments (compacted, deleted) close their fd once no reader holds them.
         self._close_fd = weakref.finalize(self, os.close, self._fd)
 
@@ -220,8 +222,18 @@ class Segment:
         """Write verified, stamped batches; headers holds (position within data, header) of each."""
         position = self.size_bytes
         written = 0
-        while written < len(data):
-            written += os.write(self._fd, data[written:])
+        try:
+            while written < len(data):
+                written += os.pwrite(self._fd, data[written:], position + written)
+        except OSError:
+            # A short write then ENOSPC (or EIO) leaves part of a batch past size_bytes: cut it
+            # off so a roll, flush or reopen never finds it; the next append overwrites it anyway.
+            if written:
+                try:
+                    os.ftruncate(self._fd, position)
+                except OSError as error:
+                    logger.warning("could not cut a failed write off %s: %s", self.log_path, error)
+            raise
         # Grow the readable size before publishing the offsets, so a lock-free reader never
         # sees an offset whose bytes it cannot map yet.
         self.size_bytes += len(data)

@@ -1,0 +1,108 @@
+"""Durability and crash safety: what survives a power loss or a failing disk.
+
+A power loss is modelled by recording, at every fsync, what it made durable: a file's bytes
+(by inode) or a directory's entries (name -> inode). After the "crash" only that survives: a
+file whose directory entry was never fsynced is gone, and a file never fsynced is empty.
+A full disk is modelled by an os.pwrite/os.write that stops short and then raises ENOSPC.
+"""
+
+import errno
+import os
+import stat
+
+import pytest
+
+from distlog.log.batch import HEADER_SIZE
+from distlog.log.config import LogConfig
+from distlog.log.partition_log import PartitionLog
+from tests.log.helpers import read_all, values_batch
+
+
+class PowerLoss:
+    """Records what each fsync made durable and rebuilds a directory as a crash leaves it."""
+
+    def __init__(self, monkeypatch):
+        self.file_bytes = {}  # inode -> bytes as of its last fsync
+        self.directory_entries = {}  # directory path -> {name: inode} as of its last fsync
+        self.fsynced_inodes = []
+        real_fsync = os.fsync
+
+        def recording_fsync(fd):
+            real_fsync(fd)
+            status = os.fstat(fd)
+            self.fsynced_inodes.append(status.st_ino)
+            if stat.S_ISDIR(status.st_mode):
+                path = os.readlink(f"/proc/self/fd/{fd}")
+                self.directory_entries[path] = {
+                    name: os.stat(os.path.join(path, name)).st_ino for name in os.listdir(path)
+                }
+            else:
+                self.file_bytes[status.st_ino] = os.pread(fd, status.st_size, 0)
+
+        monkeypatch.setattr(os, "fsync", recording_fsync)
+
+    def crash_copy(self, directory, destination) -> None:
+        """Write into destination the files of directory that a power loss now would leave."""
+        os.makedirs(destination)
+        for name, inode in self.directory_entries.get(os.path.realpath(directory), {}).items():
+            with open(os.path.join(destination, name), "wb") as file:
+                file.write(self.file_bytes.get(inode, b""))
+
+
+def _open(directory, **settings):
+    return PartitionLog.open(str(directory), LogConfig(**settings))
+
+
+def test_an_acknowledged_write_to_a_new_log_survives_power_loss(tmp_path, monkeypatch):
+    power = PowerLoss(monkeypatch)
+    directory = tmp_path / "topic-0"
+    with _open(directory) as log:
+        log.append(values_batch(b"acked"))
+        assert log.maybe_flush()  # flush.policy=always: this is what the broker does before the ack
+        power.crash_copy(directory, tmp_path / "after")
+    # the partition directory itself was created by open; its entry in the parent must be durable
+    assert os.stat(tmp_path).st_ino in power.fsynced_inodes
+    with _open(tmp_path / "after") as reopened:
+        assert [record.value for record in read_all(reopened)] == [b"acked"]
+
+
+class _FullDisk:
+    """Writes to one fd stop after budget_bytes: one short write, then ENOSPC."""
+
+    def __init__(self, monkeypatch, budget_bytes):
+        self.fd = None
+        self.budget_bytes = budget_bytes
+        real_write, real_pwrite = os.write, os.pwrite
+
+        def limit(fd, data):
+            if fd != self.fd:
+                return data
+            if self.budget_bytes <= 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            data = memoryview(data)[: self.budget_bytes]
+            self.budget_bytes -= len(data)
+            return data
+
+        monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, limit(fd, data)))
+        monkeypatch.setattr(os, "pwrite", lambda fd, data, offset: real_pwrite(fd, limit(fd, data), offset))
+
+
+def test_a_write_failing_on_a_full_disk_leaves_nothing_behind(tmp_path, monkeypatch):
+    directory = tmp_path / "p0"
+    log = _open(directory)
+    log.append(values_batch(b"before"))
+    active = log.segments[-1]
+    size_bytes = active.size_bytes
+    disk = _FullDisk(monkeypatch, budget_bytes=HEADER_SIZE + 10)  # a header and a bit land
+    disk.fd = active._fd
+    with pytest.raises(OSError) as failure:
+        log.append(values_batch(b"fails", b"too"))
+    assert failure.value.errno == errno.ENOSPC
+    assert (log.log_end_offset, active.size_bytes, os.path.getsize(active.log_path)) == (1, size_bytes, size_bytes)
+    disk.fd = None  # space freed
+    assert log.append(values_batch(b"after")) == (1, 1)
+    log.flush()
+    assert [record.value for record in read_all(log)] == [b"before", b"after"]
+    log.close()
+    with _open(directory) as reopened:
+        assert [record.value for record in read_all(reopened)] == [b"before", b"after"]
