@@ -39,6 +39,28 @@ def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _fsync_directory(directory: str) -> None:
+    """Make the entries of directory (files created, renamed or removed in it) durable."""
+    directory_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(directory_fd)
+    finally:
+        os.close(directory_fd)
+
+
+def _make_directory_durably(directory: str) -> None:
+    """Create directory and its missing parents, fsyncing each parent that gained an entry:
+    otherwise a power loss can take the new directory, and every acked write in it, away."""
+    missing = []
+    path = os.path.abspath(directory)
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    for created in reversed(missing):
+        _fsync_directory(os.path.dirname(created))
+
+
 def _classify(directory: str) -> list[int]:
     """Base offsets of the segments in directory. Raises, having changed nothing, on files a
     partition log never writes or segment files whose names do not parse; then removes crash
@@ -88,11 +110,12 @@ class PartitionLog:
         """Open (creating if missing) the log in directory, recovering the last segment."""
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise NotADirectoryError(f"{directory} is a file, not a partition log directory")
-        os.makedirs(directory, exist_ok=True)
+        _make_directory_durably(directory)
         base_offsets = _classify(directory)
         interval = config.index_interval_bytes
         if not base_offsets:
             segments = [Segment.create(directory, 0, interval)]
+            _fsync_directory(directory)  # the first segment's entry, before any ack needs it
         else:
             segments = [Segment.open(directory, base, interval, recover=False) for base in base_offsets[:-1]]
             segments.append(Segment.open(directory, base_offsets[-1], interval, recover=True))
@@ -342,11 +365,7 @@ class PartitionLog:
                 segment.flush()
             self._dirty_segments = []
             if self._directory_dirty:
-                directory_fd = os.open(self.directory, os.O_RDONLY)
-                try:
-                    os.fsync(directory_fd)
-                finally:
-                    os.close(directory_fd)
+                _fsync_directory(self.directory)
                 self._directory_dirty = False
             self._last_flush_ms = self._clock_ms()
 
