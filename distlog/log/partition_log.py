@@ -13,6 +13,7 @@ import operator
 import os
 import re
 import shutil
+import logging
 import threading
 import time
 from typing import Callable
@@ -28,6 +29,8 @@ from distlog.log.errors import (
 )
 from distlog.log.retention import expired_segment_count
 from distlog.log.segment import Segment
+
+logger = logging.getLogger(__name__)
 
 _SEGMENT_SUFFIXES = (".log", ".index", ".timeindex")
 _SEGMENT_NAME = re.compile(r"^(\d{20})$")
@@ -90,6 +93,30 @@ def _classify(directory: str) -> list[int]:
     return sorted(base_offsets)
 
 
+def _contiguous_segments(directory: str, segments: list[Segment]) -> list[Segment]:
+    """The opened segments that continue each other's offsets; deletes the others.
+
+    An empty closed segment (a roll that failed after creating its file) holds nothing but
+    would shadow the tail of the segment before it. A closed segment that recovery cut short
+    ends the log: the segments after it were written after bytes now lost, so they were never
+    flushed, and keeping them would leave a hole that reads jump over."""
+    kept = [segment for segment in segments[:-1] if segment.size_bytes] + segments[-1:]
+    dropped = [segment for segment in segments if segment not in kept]
+    for index in range(1, len(kept)):
+        if kept[index].base_offset != kept[index - 1].next_offset:
+            logger.warning("recovery of %s: segment %d ends at offset %d but the next starts at %d; "
+                           "dropping the %d segment(s) from there", directory, kept[index - 1].base_offset,
+                           kept[index - 1].next_offset, kept[index].base_offset, len(kept) - index)
+            dropped += kept[index:]
+            kept = kept[:index]
+            break
+    if dropped:
+        for segment in dropped:
+            segment.delete_files()
+        _fsync_directory(directory)  # before new appends reuse the offsets they held
+    return kept
+
+
 class PartitionLog:
     """An append-only log of record batches in a directory of segments."""
 
@@ -119,6 +146,7 @@ class PartitionLog:
         else:
             segments = [Segment.open(directory, base, interval, recover=False) for base in base_offsets[:-1]]
             segments.append(Segment.open(directory, base_offsets[-1], interval, recover=True))
+            segments = _contiguous_segments(directory, segments)
         log = cls(directory, config, clock_ms, segments)
         if segments[-1].size_bytes:
             segments[-1].first_append_ms = clock_ms()

@@ -154,3 +154,38 @@ def test_the_whole_last_segment_corrupt_leaves_an_empty_segment(open_log):
     reopened = open_log(**SETTINGS)
     assert reopened.log_end_offset == base_offset
     assert reopened.append(values_batch(b"again")) == (base_offset, base_offset)
+
+
+def test_a_torn_closed_segment_ends_the_log_there(open_log):
+    log = open_log(**SETTINGS)
+    _fill(log)
+    names = sorted(n for n in os.listdir(log.directory) if n.endswith(".log"))
+    assert len(names) >= 3
+    closed_path = os.path.join(log.directory, names[1])
+    starts, data = _batch_starts(closed_path)
+    torn_offset = int(names[1][:20]) + len(starts) * 2 - 2  # two records per batch
+    with open(closed_path, "r+b") as file:
+        file.truncate(starts[-1] + 7)  # a power loss tore the last batch of a closed segment
+    reopened = open_log(**SETTINGS)
+    # no hole: what followed the torn batch goes, and the log continues at the torn offset
+    assert reopened.log_end_offset == torn_offset
+    assert [r.offset for r in read_all(reopened, max_bytes=1)] == list(range(torn_offset))
+    assert sorted(n for n in os.listdir(log.directory) if n.endswith(".log")) == names[:2]
+    assert reopened.append(values_batch(b"next")) == (torn_offset, torn_offset)
+    reopened.close()
+    assert read_all(open_log(**SETTINGS))[-1].value == b"next"
+
+
+def test_an_empty_closed_segment_left_by_a_failed_roll_is_dropped(open_log):
+    log = open_log(**SETTINGS)
+    _fill(log)
+    names = sorted(n for n in os.listdir(log.directory) if n.endswith(".log"))
+    # A roll created this file, then failed; later batches went on into the older segment.
+    orphan_offset = int(names[1][:20]) + 2
+    orphan = os.path.join(log.directory, "%020d.log" % orphan_offset)
+    open(orphan, "wb").close()
+    reopened = open_log(**SETTINGS)
+    assert reopened.log_end_offset == 40
+    assert [r.offset for r in read_all(reopened, max_bytes=1)] == list(range(40))
+    assert reopened.batch_header_at(orphan_offset).base_offset == orphan_offset
+    assert not os.path.exists(orphan)
