@@ -20,6 +20,7 @@ from distlog.log.config import LogConfig
 from distlog.log.errors import (
     CorruptSegmentNameError,
     LogError,
+    LogFlushFailedError,
     NotAPartitionLogError,
     OffsetOutOfRangeError,
     RecordTooLargeError,
@@ -29,6 +30,6 @@ from distlog.log.partition_log import PartitionLog
 __all__ = [
     "HEADER_SIZE", "MAGIC", "RECORD_DTYPE", "BatchArrays", "BatchHeader", "CorruptBatchError", "Record",
     "RecordBatch", "build_batch", "build_batch_from_arrays", "decode_records", "iter_batches", "peek_header",
-    "stamp_batch", "LogConfig", "CorruptSegmentNameError", "LogError", "NotAPartitionLogError",
-    "OffsetOutOfRangeError", "RecordTooLargeError", "PartitionLog",
+    "stamp_batch", "LogConfig", "CorruptSegmentNameError", "LogError", "LogFlushFailedError",
+    "NotAPartitionLogError", "OffsetOutOfRangeError", "RecordTooLargeError", "PartitionLog",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class LogError(Exception):
     """Base class of every storage engine error (CorruptBatchError lives in batch.py)."""
@@ -54,4 +56,20 @@ class CorruptSegmentNameError(LogError):
         super().__init__(
             f"segment file {path} does not have a 20-digit base offset name such as "
             f"00000000000000000000.log; rename or remove it"
+        )
+
+
+class LogFlushFailedError(LogError, OSError):
+    """A flush after an earlier fsync failure: what is durable is unknown until a reopen.
+
+    An OSError (EIO), so callers that handle a failed flush handle this one the same way."""
+
+    def __init__(self, directory: str, cause: OSError):
+        self.directory = directory
+        self.cause = cause
+        super().__init__(
+            errno.EIO,
+            f"an earlier fsync in partition log {directory} failed ({cause}); writes since the last "
+            f"successful flush may be lost, so no flush can succeed: close and reopen the log to "
+            f"recover from what is on disk",
         )

@@ -23,6 +23,7 @@ from distlog.log.compaction import CompactionStats, compact_segments
 from distlog.log.config import LogConfig
 from distlog.log.errors import (
     CorruptSegmentNameError,
+    LogFlushFailedError,
     NotAPartitionLogError,
     OffsetOutOfRangeError,
     RecordTooLargeError,
@@ -131,6 +132,7 @@ class PartitionLog:
         self._last_flush_ms = clock_ms()
         self._compaction_done_until: tuple[int, float] | None = None
         self._closed = False
+        self._flush_error: OSError | None = None
 
     @classmethod
     def open(cls, directory: str, config: LogConfig = LogConfig(), clock_ms: Callable[[], int] = _wall_clock_ms) -> PartitionLog:
@@ -389,12 +391,20 @@ class PartitionLog:
     def flush(self) -> None:
         """fsync everything written since the last flush (and the directory if files changed)."""
         with self._lock:
-            for segment in self._dirty_segments:
-                segment.flush()
-            self._dirty_segments = []
-            if self._directory_dirty:
-                _fsync_directory(self.directory)
-                self._directory_dirty = False
+            if self._flush_error is not None:
+                raise LogFlushFailedError(self.directory, self._flush_error)
+            try:
+                for segment in self._dirty_segments:
+                    segment.flush()
+                self._dirty_segments = []
+                if self._directory_dirty:
+                    _fsync_directory(self.directory)
+                    self._directory_dirty = False
+            except OSError as error:
+                # The kernel may have dropped the pages that failed to write back and will not
+                # report it again: only a reopen, which reads what is really on disk, is safe.
+                self._flush_error = error
+                raise
             self._last_flush_ms = self._clock_ms()
 
     def maybe_flush(self, now_ms: int | None = None) -> bool:
@@ -465,14 +475,16 @@ class PartitionLog:
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush and close every segment; idempotent."""
+        """Flush and close every segment (closed even if the flush raises); idempotent."""
         with self._lock:
             if self._closed:
                 return
-            self.flush()
-            for segment in self._segments:
-                segment.close()
-            self._closed = True
+            try:
+                self.flush()
+            finally:
+                for segment in self._segments:
+                    segment.close()
+                self._closed = True
 
     def delete(self) -> None:
         """Close the log and remove its whole directory."""

@@ -14,6 +14,7 @@ import pytest
 
 from distlog.log.batch import HEADER_SIZE
 from distlog.log.config import LogConfig
+from distlog.log.errors import LogFlushFailedError
 from distlog.log.partition_log import PartitionLog
 from tests.log.helpers import read_all, values_batch
 
@@ -106,3 +107,28 @@ def test_a_write_failing_on_a_full_disk_leaves_nothing_behind(tmp_path, monkeypa
     log.close()
     with _open(directory) as reopened:
         assert [record.value for record in read_all(reopened)] == [b"before", b"after"]
+
+
+def test_after_a_failed_fsync_no_later_flush_claims_success(tmp_path, monkeypatch):
+    # Linux reports a writeback error to one fsync and then marks the pages clean: a retry
+    # "succeeds" although the data never reached the disk, and its acks would be lies.
+    real_fsync = os.fsync
+    failures = [OSError(errno.EIO, "Input/output error")]
+
+    def failing_once(fd):
+        if failures:
+            raise failures.pop()
+        real_fsync(fd)
+
+    log = _open(tmp_path / "p0")
+    log.append(values_batch(b"lost?"))
+    monkeypatch.setattr(os, "fsync", failing_once)
+    with pytest.raises(OSError):
+        log.maybe_flush()
+    log.append(values_batch(b"next"))
+    for flush in (log.maybe_flush, log.flush, log.close):
+        with pytest.raises(LogFlushFailedError, match="reopen") as failure:
+            flush()
+        assert failure.value.errno == errno.EIO  # the broker fails the acks of any OSError
+    with _open(tmp_path / "p0") as reopened:
+        assert [record.value for record in read_all(reopened)] == [b"lost?", b"next"]  # this disk did keep them
