@@ -79,20 +79,31 @@ class _SparseIndex:
         return entries.tobytes()
 
     def persist(self) -> None:
-        """Append the entries not yet on disk."""
+        """Append the entries not yet on disk, durably."""
         if self._persisted_count == len(self.keys) and os.path.exists(self.path):
             return
         with open(self.path, "ab") as file:
             file.write(self._encode(self._persisted_count))
+            _sync(file)
         self._persisted_count = len(self.keys)
 
     def rewrite(self) -> None:
-        """Replace the file with the in-memory entries (atomically, via a temp file)."""
+        """Replace the file with the in-memory entries (atomically and durably, via a temp
+        file: a rename of unsynced data can leave a short file after a power loss)."""
         temp_path = self.path + ".tmp"
         with open(temp_path, "wb") as file:
             file.write(self._encode(0))
+            _sync(file)
         os.replace(temp_path, self.path)
         self._persisted_count = len(self.keys)
+
+
+def _sync(file) -> None:
+    # A closed segment's indexes are trusted on open. One that lost its tail while its .log
+    # kept everything would still pass the checks there, and understate the segment's max
+    # timestamp (so retention would delete it early).
+    file.flush()
+    os.fsync(file.fileno())
 
 
 class OffsetIndex(_SparseIndex):

@@ -290,9 +290,11 @@ class PartitionLog:
     def _roll(self, base_offset: int) -> Segment:
         """Close the active segment and start a new one at base_offset."""
         closing = self._segments[-1]
+        # Open crc-scans only the last segment and trusts the indexes of the others, so a
+        # segment must be whole on disk before a later one exists: after a power loss its
+        # unsynced pages could read back as zeros between index entries that still check out.
+        closing.flush()
         closing.persist_indexes()
-        if closing not in self._dirty_segments and closing.dirty:
-            self._dirty_segments.append(closing)
         segment = Segment.create(self.directory, base_offset, self.config.index_interval_bytes)
         self._set_segments(self._segments + [segment])
         self._directory_dirty = True

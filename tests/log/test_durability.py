@@ -32,13 +32,14 @@ class PowerLoss:
             real_fsync(fd)
             status = os.fstat(fd)
             self.fsynced_inodes.append(status.st_ino)
+            path = os.readlink(f"/proc/self/fd/{fd}")  # the fd may be write-only
             if stat.S_ISDIR(status.st_mode):
-                path = os.readlink(f"/proc/self/fd/{fd}")
                 self.directory_entries[path] = {
                     name: os.stat(os.path.join(path, name)).st_ino for name in os.listdir(path)
                 }
             else:
-                self.file_bytes[status.st_ino] = os.pread(fd, status.st_size, 0)
+                with open(path, "rb") as file:
+                    self.file_bytes[status.st_ino] = file.read()
 
         monkeypatch.setattr(os, "fsync", recording_fsync)
 
@@ -132,3 +133,19 @@ def test_after_a_failed_fsync_no_later_flush_claims_success(tmp_path, monkeypatc
         assert failure.value.errno == errno.EIO  # the broker fails the acks of any OSError
     with _open(tmp_path / "p0") as reopened:
         assert [record.value for record in read_all(reopened)] == [b"lost?", b"next"]  # this disk did keep them
+
+
+def test_a_rolled_segment_is_whole_on_disk_before_the_next_one_exists(tmp_path, monkeypatch):
+    # Open trusts a closed segment's indexes and crc-scans only the last segment, so a closed
+    # segment must never be half durable: its .log and indexes are fsynced at the roll.
+    power = PowerLoss(monkeypatch)
+    directory = tmp_path / "p0"
+    log = _open(directory, segment_bytes=1000, index_interval_bytes=0, flush_policy="never")
+    while len(log.segments) < 2:
+        log.append(values_batch(b"v" * 50, timestamp_ms=1_700_000_000_000 - log.log_end_offset))
+    closed = log.segments[0]
+    power.crash_copy(directory, tmp_path / "after")  # power lost right after the roll
+    for path in (closed.log_path, closed.offset_index.path, closed.time_index.path):
+        with open(path, "rb") as live, open(tmp_path / "after" / os.path.basename(path), "rb") as crashed:
+            assert crashed.read() == live.read(), path
+    log.close()
