@@ -10,6 +10,7 @@ one object user threads and the sender thread share; its lock guards everything 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -19,6 +20,8 @@ import numpy as np
 
 from distlog.client.errors import BufferFullError, ProducerClosedError, RequestTimedOutError
 from distlog.log.batch import ROW_SIZE, build_batch, build_batch_from_arrays
+
+_log = logging.getLogger(__name__)
 
 
 class RecordMetadata(NamedTuple):
@@ -64,7 +67,10 @@ class ProducerBatch:
         self.done.set()
         if self.callbacks:
             for index, callback in self.callbacks:
-                callback(error, None if error else self.metadata(index))
+                try:
+                    callback(error, None if error else self.metadata(index))
+                except Exception:  # user code runs on the sender thread: a bug there must not kill it
+                    _log.exception("a delivery callback for %s-%d raised", self.topic, self.partition)
 
 
 class FutureRecordMetadata:
@@ -211,12 +217,10 @@ class RecordAccumulator:
         self.on_sealed = on_sealed  # called (lock held) with (topic, partition) when a batch seals
         self.lock = threading.Lock()
         self._space_freed = threading.Condition(self.lock)
-        self._all_done = threading.Condition(self.lock)
         self._partitions: dict = {}
         self._sealed: deque = deque()
         self._buffered_bytes = 0
-        self._unfinished_batches = 0
-        self.flush_requested = False
+        self._unfinished: set = set()  # sealed batches not yet acknowledged or failed
         self.closed = False
 
     def append(self, topic: str, partition: int, value, key, timestamp_ms: int, headers, callback):
@@ -255,11 +259,10 @@ class RecordAccumulator:
         return FutureRecordMetadata(batch, 0)
 
     def drain(self, now_s: float) -> list:
-        """Seal what lingered long enough (everything while flushing or closing); return all sealed."""
+        """Seal what lingered long enough (everything once closing); return all sealed."""
         with self.lock:
-            everything = self.flush_requested or self.closed
             for buffers in self._partitions.values():
-                if buffers.count and (everything or now_s - buffers.opened_s >= self.linger_s):
+                if buffers.count and (self.closed or now_s - buffers.opened_s >= self.linger_s):
                     self._seal(buffers)
             drained = list(self._sealed)
             self._sealed.clear()
@@ -269,7 +272,7 @@ class RecordAccumulator:
         """How long the sender may sleep before some batch should be sealed (capped at 0.1 s)."""
         wait_s = 0.1
         with self.lock:
-            if self._sealed or self.flush_requested:
+            if self._sealed:
                 return 0.0
             for buffers in self._partitions.values():
                 if buffers.count:
@@ -284,25 +287,17 @@ class RecordAccumulator:
         """A batch is finished (acknowledged or failed): give back its memory."""
         with self.lock:
             self._buffered_bytes -= batch.size_bytes
-            self._unfinished_batches -= 1
+            self._unfinished.discard(batch)
             self._space_freed.notify_all()
-            if self._unfinished_batches == 0:
-                self._all_done.notify_all()
 
-    def wait_until_done(self, timeout_s: float | None) -> None:
-        """Flush: wait until every batch appended so far is finished."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    def seal_all(self) -> list:
+        """Seal every open batch now, whatever its linger time, and return every batch not yet
+        finished: what a flush waits for. Records still in open buffers count too, and records
+        other threads send after this call do not, so a flush ends even under a steady stream."""
         with self.lock:
-            self.flush_requested = True
-            try:
-                while self._unfinished_batches:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise RequestTimedOutError(
-                            f"flush did not finish within {timeout_s} s ({self._unfinished_batches} batches pending)")
-                    self._all_done.wait(0.5 if remaining is None else min(remaining, 0.5))
-            finally:
-                self.flush_requested = False
+            for buffers in self._partitions.values():
+                self._seal(buffers)
+            return list(self._unfinished)
 
     def close(self) -> None:
         with self.lock:
@@ -336,4 +331,4 @@ class RecordAccumulator:
 
     def _enqueue(self, batch: ProducerBatch) -> None:
         self._sealed.append(batch)
-        self._unfinished_batches += 1
+        self._unfinished.add(batch)

@@ -93,7 +93,7 @@ class Admin:
         offsets = {}
         for endpoint, partitions in by_leader.items():
             try:
-                response = self.cluster.connection(endpoint).request(ListOffsetsRequest(partitions), self.request_timeout_s)
+                response = self.cluster.request_connection(endpoint).request(ListOffsetsRequest(partitions), self.request_timeout_s)
             except DistlogError:
                 if not missing_ok:
                     raise

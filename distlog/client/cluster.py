@@ -52,19 +52,32 @@ class ClusterView:
         self.brokers: dict = {}  # id -> address
         self.controller_id = None
         self.topics: dict = {}  # name -> TopicInfo
-        self._connections: dict = {}  # endpoint -> BrokerConnection
+        self._connections: dict = {}  # endpoint -> BrokerConnection for pipelining (send/poll_reply)
+        # Blocking calls (metadata, list offsets, admin) get a second connection per broker: a
+        # blocking request() discards replies to other cids, so on the pipelining socket it would
+        # eat the replies of produces and fetches in flight, and those would hang until timeout.
+        self._request_connections: dict = {}  # endpoint -> BrokerConnection for request() only
 
     def connection(self, endpoint: str) -> BrokerConnection:
+        """The connection for pipelined send()/poll_reply(); never call request() on it."""
         connection = self._connections.get(endpoint)
         if connection is None:
             connection = self._connections[endpoint] = BrokerConnection(endpoint, self.context)
         return connection
 
+    def request_connection(self, endpoint: str) -> BrokerConnection:
+        """The connection for one blocking request() at a time."""
+        connection = self._request_connections.get(endpoint)
+        if connection is None:
+            connection = self._request_connections[endpoint] = BrokerConnection(endpoint, self.context)
+        return connection
+
     def broker_connection(self, broker_id: int) -> BrokerConnection:
+        """The blocking-request connection to a broker named in the metadata."""
         address = self.brokers.get(broker_id)
         if address is None:
             raise DistlogError(ErrorCode.BROKER_NOT_AVAILABLE, f"broker {broker_id} is not in the cluster metadata")
-        return self.connection(address)
+        return self.request_connection(address)
 
     def request_any(self, message, timeout_s: float | None = None):
         """Send to the first broker that answers: known brokers first, then the bootstrap list."""
@@ -78,7 +91,7 @@ class ClusterView:
                 if remaining <= 0:
                     break
                 try:
-                    return self.connection(endpoint).request(message, min(remaining, max(1.0, timeout_s / len(candidates))))
+                    return self.request_connection(endpoint).request(message, min(remaining, max(1.0, timeout_s / len(candidates))))
                 except RequestTimedOutError as error:
                     errors.append(str(error))
             if time.monotonic() >= deadline:
@@ -137,6 +150,7 @@ class ClusterView:
         return self.broker_connection(self.controller_id)
 
     def close(self) -> None:
-        for connection in self._connections.values():
-            connection.close()
-        self._connections.clear()
+        for connections in (self._connections, self._request_connections):
+            for connection in connections.values():
+                connection.close()
+            connections.clear()

@@ -288,7 +288,7 @@ class Consumer:
             if endpoint is not None:
                 by_endpoint.setdefault(endpoint, []).append({"topic": tp.topic, "partition": tp.partition, "timestamp_ms": timestamp})
         for endpoint, partitions in by_endpoint.items():
-            response = self._cluster.connection(endpoint).request(ListOffsetsRequest(partitions), self.request_timeout_s)
+            response = self._cluster.request_connection(endpoint).request(ListOffsetsRequest(partitions), self.request_timeout_s)
             for entry in response.partitions:
                 tp = TopicPartition(entry["topic"], entry["partition"])
                 if entry["error_code"]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from distlog.client.accumulator import FutureRecordMetadata, ProducerBatch, RecordAccumulator
 from distlog.client.cluster import ClusterView
-from distlog.client.errors import ProducerClosedError
+from distlog.client.errors import ProducerClosedError, RequestTimedOutError
 from distlog.client.partitioner import StickyPartitioner, partition_for_key, partitions_for_keys
 from distlog.client.sender import PartitionCounts, Sender, SenderSettings
 from distlog.log.batch import HEADER_SIZE, ROW_SIZE, build_batch, build_batch_from_arrays, peek_header
@@ -153,9 +153,16 @@ class Producer:
                 yield build_batch([_as_bytes(values[i], "value") for i in chunk], key_chunk), len(chunk)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Send everything buffered and wait until every record sent so far is acknowledged or failed."""
-        self._wake()
-        self._accumulator.wait_until_done(timeout)
+        """Send everything buffered (without waiting out linger_ms) and wait until every record
+        sent so far is acknowledged or failed; RequestTimedOutError after `timeout` seconds."""
+        pending = self._accumulator.seal_all()
+        self._wake()  # after sealing, so the sender cannot go back to sleep without seeing them
+        deadline_s = None if timeout is None else time.monotonic() + timeout
+        for batch in pending:
+            remaining_s = None if deadline_s is None else max(0.0, deadline_s - time.monotonic())
+            if not batch.done.wait(remaining_s):
+                unfinished = sum(not b.done.is_set() for b in pending)
+                raise RequestTimedOutError(f"flush did not finish within {timeout} s ({unfinished} batches pending)")
 
     def partitions_for(self, topic: str) -> list:
         return list(range(self._partition_count(topic)))
