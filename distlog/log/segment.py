@@ -344,9 +344,10 @@ class Segment:
         try:
             copied = 0
             while copied < length:
-                chunk = os.pread(self._fd, min(_COPY_CHUNK_BYTES, length - copied), copied)
-                os.write(temp_fd, chunk)
+                chunk = memoryview(os.pread(self._fd, min(_COPY_CHUNK_BYTES, length - copied), copied))
                 copied += len(chunk)
+                while chunk:  # a write may take less than it was given
+                    chunk = chunk[os.write(temp_fd, chunk) :]
             os.fsync(temp_fd)
         finally:
             os.close(temp_fd)

@@ -149,3 +149,28 @@ def test_a_rolled_segment_is_whole_on_disk_before_the_next_one_exists(tmp_path, 
         with open(path, "rb") as live, open(tmp_path / "after" / os.path.basename(path), "rb") as crashed:
             assert crashed.read() == live.read(), path
     log.close()
+
+
+def test_truncating_a_mapped_segment_survives_a_short_write(tmp_path, monkeypatch):
+    # A write to a regular file may write less than asked (a signal, a nearly full disk).
+    real_write = os.write
+    short_writes = [1]
+
+    def short_once(fd, data):
+        if short_writes and os.readlink(f"/proc/self/fd/{fd}").endswith(".log.tmp"):
+            short_writes.pop()
+            data = memoryview(data)[: len(data) // 2]
+        return real_write(fd, data)
+
+    directory = tmp_path / "p0"
+    log = _open(directory)
+    for i in range(10):
+        log.append(values_batch(b"record-%d" % i))
+    assert len(read_all(log)) == 10  # maps the file, so truncation copies the kept prefix
+    monkeypatch.setattr(os, "write", short_once)
+    log.truncate_to(6)
+    assert not short_writes
+    assert [record.value for record in read_all(log)] == [b"record-%d" % i for i in range(6)]
+    log.close()
+    with _open(directory) as reopened:
+        assert reopened.log_end_offset == 6
