@@ -426,7 +426,7 @@ class PartitionLog:
 
     def apply_retention(self, now_ms: int | None = None) -> int:
         """Delete whole closed segments past retention.ms / retention.bytes (cleanup.policy
-        'delete' only); moves log_start_offset. Returns the number deleted."""
+        'delete' only), durably; moves log_start_offset. Returns the number deleted."""
         if self.config.cleanup_policy != "delete":
             return 0
         with self._lock:
@@ -439,7 +439,9 @@ class PartitionLog:
                 self._dirty_segments = [s for s in self._dirty_segments if s not in expired]
                 for segment in expired:
                     segment.delete_files()
-                self._directory_dirty = True
+                # Durable on return: Raft's storage records the new log start in its own file
+                # next, and a deletion that a power loss undid would contradict it.
+                _fsync_directory(self.directory)
             return count
 
     def compact(self, now_ms: int | None = None) -> CompactionStats:

@@ -174,3 +174,19 @@ def test_truncating_a_mapped_segment_survives_a_short_write(tmp_path, monkeypatc
     log.close()
     with _open(directory) as reopened:
         assert reopened.log_end_offset == 6
+
+
+def test_a_retention_deletion_is_durable_when_it_returns(tmp_path, monkeypatch):
+    # Raft's storage records the new log start (and the term below it) in its own fsynced
+    # file right after retention; a deletion undone by a power loss would contradict it.
+    power = PowerLoss(monkeypatch)
+    directory = tmp_path / "p0"
+    log = _open(directory, segment_bytes=300, retention_bytes=300)
+    for i in range(12):
+        log.append(values_batch(b"record-%02d" % i))
+    log.flush()
+    assert log.apply_retention() > 0
+    power.crash_copy(directory, tmp_path / "after")
+    with _open(tmp_path / "after") as reopened:
+        assert reopened.log_start_offset == log.log_start_offset
+    log.close()
