@@ -222,6 +222,7 @@ class RecordAccumulator:
         self._buffered_bytes = 0
         self._unfinished: set = set()  # sealed batches not yet acknowledged or failed
         self.closed = False
+        self.aborted = False  # closed, and the sender fails whatever is undelivered instead of sending it
 
     def append(self, topic: str, partition: int, value, key, timestamp_ms: int, headers, callback):
         """Add one record; returns (future, wake) where wake says the sender should look now
@@ -302,6 +303,12 @@ class RecordAccumulator:
     def close(self) -> None:
         with self.lock:
             self.closed = True
+            self._space_freed.notify_all()
+
+    def abort(self) -> None:
+        """Close, and have the sender fail every undelivered batch now rather than keep trying."""
+        with self.lock:
+            self.closed = self.aborted = True
             self._space_freed.notify_all()
 
     def _open(self, topic: str, partition: int) -> PartitionAccumulator:

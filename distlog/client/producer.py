@@ -15,7 +15,6 @@ of one partition.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -25,11 +24,15 @@ from distlog.client.accumulator import FutureRecordMetadata, ProducerBatch, Reco
 from distlog.client.cluster import ClusterView
 from distlog.client.errors import ProducerClosedError, RequestTimedOutError
 from distlog.client.partitioner import StickyPartitioner, partition_for_key, partitions_for_keys
-from distlog.client.sender import PartitionCounts, Sender, SenderSettings
+from distlog.client.sender import PartitionCounts, Sender, SenderSettings, WakePipe
 from distlog.log.batch import HEADER_SIZE, ROW_SIZE, build_batch, build_batch_from_arrays, peek_header
 from distlog.protocol.errors import DistlogError, ErrorCode
 
 ACKS = {"all": -1, "-1": -1, -1: -1, "1": 1, 1: 1, "0": 0, 0: 0}
+# close() without a timeout: how long the sender may take to exit once everything is delivered.
+SENDER_EXIT_WAIT_S = 30.0
+# close() past its timeout: how long to wait for the sender to fail what is left and exit.
+SENDER_ABORT_WAIT_S = 1.0
 
 
 def _as_bytes(data, what: str):
@@ -72,12 +75,10 @@ class Producer:
         self._partition_counts = PartitionCounts()
         self._accumulator = RecordAccumulator(batch_size, buffer_memory, self.max_block_s, linger_ms / 1000,
                                               on_sealed=self._on_batch_sealed)
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_read, False)
-        os.set_blocking(self._wake_write, False)
+        self._wake_pipe = WakePipe()
         settings = SenderSettings(ACKS[acks], retries, retry_backoff_ms / 1000, request_timeout_ms / 1000,
                                   delivery_timeout_ms / 1000, max_in_flight, max_request_bytes)
-        sender = Sender(self._accumulator, self._cluster, settings, self._partition_counts, self._wake_read)
+        sender = Sender(self._accumulator, self._cluster, settings, self._partition_counts, self._wake_pipe)
         self._sender = threading.Thread(target=sender.run, name="distlog-producer-sender", daemon=True)
         self._sender.start()
         self._closed = False
@@ -168,19 +169,28 @@ class Producer:
         return list(range(self._partition_count(topic)))
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush, then stop the sender thread and close sockets. Safe to call twice."""
+        """Flush, then stop the sender thread and close sockets. Safe to call twice.
+
+        As Kafka's close(timeout): records not delivered within `timeout` seconds fail with
+        ProducerClosedError instead of being retried on, and close() itself does not raise."""
         if self._closed:
             return
+        self._closed = True
+        deadline_s = None if timeout is None else time.monotonic() + timeout
         try:
             if not self._accumulator.closed:
                 self.flush(timeout)
-        finally:
-            self._accumulator.close()
+        except RequestTimedOutError:
+            pass  # what is left is failed below
+        self._accumulator.close()
+        self._wake()
+        self._sender.join(SENDER_EXIT_WAIT_S if deadline_s is None else max(0.0, deadline_s - time.monotonic()))
+        if self._sender.is_alive():
+            self._accumulator.abort()
             self._wake()
-            self._sender.join(timeout if timeout is not None else 30)
-            self._closed = True
-            os.close(self._wake_read)
-            os.close(self._wake_write)
+            # Usually immediate; longer only while the sender sits in a blocking metadata call,
+            # after which it fails the rest and closes its sockets on its own.
+            self._sender.join(SENDER_ABORT_WAIT_S)
 
     def __enter__(self):
         return self
@@ -191,10 +201,7 @@ class Producer:
     # ------------------------------------------------------------------------------ internals
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_write, b"x")
-        except OSError:
-            pass  # the pipe is full (the sender wakes anyway) or closed (we are done)
+        self._wake_pipe.wake()
 
     def _choose_partition(self, topic: str, key, partition) -> int:
         partition_count = self._partition_counts.counts.get(topic) or self._partition_count(topic)

@@ -1,9 +1,13 @@
 """The producer's sender thread: drains sealed batches, ships them to leaders, retries, resolves futures.
 
 It owns every socket of the producer (ZeroMQ sockets are not thread-safe); user threads reach
-it only through the RecordAccumulator, the PartitionCounts lookups below, and a wake-up pipe
+it only through the RecordAccumulator, the PartitionCounts lookups below, and a WakePipe
 poked once per batch. Per broker it keeps up to max_in_flight Produce requests outstanding, one
 batch per partition per request so a partition's batches go out in order.
+
+Every batch it takes ends in exactly one completion: acknowledged, failed, or — when the
+producer is closed with a timeout that passed (the accumulator is aborted) or the loop dies of
+a bug — failed with the reason, so no future is left waiting forever.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import zmq
 
 from distlog.client.accumulator import ProducerBatch, RecordAccumulator
 from distlog.client.cluster import ClusterView
-from distlog.client.errors import RequestTimedOutError
+from distlog.client.errors import ProducerClosedError, RequestTimedOutError
 from distlog.protocol.errors import DistlogError, ErrorCode, is_retriable
 from distlog.protocol.messages import ErrorResponse, ProduceRequest
 
@@ -80,39 +84,94 @@ class PartitionCounts:
             self._arrived.notify_all()
 
 
+class WakePipe:
+    """How user threads wake the sender thread: a non-blocking pipe it polls next to its sockets.
+
+    The sender closes it when it exits, under the lock wake() takes, so a late wake() (flush
+    after close) is a no-op rather than a write to a file descriptor number reused meanwhile."""
+
+    def __init__(self):
+        self.read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                os.write(self._write_fd, b"x")
+            except BlockingIOError:
+                pass  # the pipe is full: the sender wakes anyway
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self.read_fd)
+                os.close(self._write_fd)
+
+
 class Sender:
     """The loop the sender thread runs until the producer closes and every batch is finished."""
 
     def __init__(self, accumulator: RecordAccumulator, cluster: ClusterView, settings: SenderSettings,
-                 partition_counts: PartitionCounts, wake_fd: int):
+                 partition_counts: PartitionCounts, wake_pipe: WakePipe):
         self.accumulator = accumulator
         self.cluster = cluster
         self.settings = settings
         self.partition_counts = partition_counts
-        self.wake_fd = wake_fd
+        self.wake_pipe = wake_pipe
         self.poller = zmq.Poller()
-        self.poller.register(wake_fd, zmq.POLLIN)
+        self.poller.register(wake_pipe.read_fd, zmq.POLLIN)
         self.registered: set = set()
         self.waiting: list = []  # batches not yet sent (new, or waiting to retry)
         self.in_flight: dict = {}  # endpoint -> {cid: (sent_at_s, [batches])}
 
     def run(self) -> None:
         try:
-            while True:
-                now_s = time.monotonic()
-                self.waiting.extend(self.accumulator.drain(now_s))
-                wanted = self.partition_counts.take_wanted()
-                if wanted:
-                    self._look_up(wanted)
-                self._send(now_s)
-                if self.accumulator.closed and not self.waiting and not any(self.in_flight.values()) \
-                        and self.accumulator.is_empty():
-                    return
-                self._poll(self._timeout_ms(now_s))
-                self._receive()
-                self._expire(time.monotonic())
+            self._loop()
+        except BaseException as error:
+            self._fail_everything(DistlogError(ErrorCode.UNKNOWN_SERVER_ERROR, f"the producer's sender thread failed: {error!r}"))
+            raise
         finally:
             self.cluster.close()
+            self.wake_pipe.close()
+
+    def _loop(self) -> None:
+        while True:
+            if self.accumulator.aborted:
+                self._fail_everything(ProducerClosedError("the producer was closed before this record was delivered"))
+                return
+            now_s = time.monotonic()
+            self.waiting.extend(self.accumulator.drain(now_s))
+            wanted = self.partition_counts.take_wanted()
+            if wanted:
+                self._look_up(wanted)
+            self._send(now_s)
+            if self.accumulator.closed and not self.waiting and not any(self.in_flight.values()) \
+                    and self.accumulator.is_empty():
+                return
+            self._poll(self._timeout_ms(now_s))
+            self._receive()
+            self._expire(time.monotonic())
+
+    def _fail_everything(self, error: DistlogError) -> None:
+        """Complete every batch this thread holds or could still take with `error`."""
+        self.accumulator.close()  # later send() calls raise instead of queueing for nobody
+        batches = self.waiting + [b for flights in self.in_flight.values() for _, bs in flights.values() for b in bs]
+        self.waiting, self.in_flight = [], {}
+        for batch in batches + self.accumulator.drain(time.monotonic()):
+            self._finish(batch, -1, error)
 
     # ------------------------------------------------------------------------------ metadata
 
@@ -198,12 +257,8 @@ class Sender:
 
     def _poll(self, timeout_ms: int) -> None:
         events = dict(self.poller.poll(timeout_ms))
-        if self.wake_fd in events:
-            try:
-                while os.read(self.wake_fd, 4096):
-                    pass
-            except (BlockingIOError, OSError):
-                pass
+        if self.wake_pipe.read_fd in events:
+            self.wake_pipe.drain()
 
     def _timeout_ms(self, now_s: float) -> int:
         timeout_s = self.accumulator.seconds_until_ready(now_s)

@@ -6,6 +6,7 @@ import pytest
 
 from distlog.broker.launcher import free_loopback_ports
 from distlog.client import BufferFullError, Producer, RequestTimedOutError
+from distlog.client.errors import ProducerClosedError
 
 
 def dead_address():
@@ -56,3 +57,18 @@ def test_values_must_be_bytes_or_str():
             producer.send("t", 12345)
     finally:
         producer.close(timeout=5)
+
+
+def test_close_with_a_timeout_on_a_dead_cluster_fails_what_is_left_and_stops_the_sender():
+    producer = Producer(dead_address(), delivery_timeout_ms=60_000, request_timeout_ms=300)
+    producer._partition_counts.counts["t"] = 1
+    future = producer.send("t", b"x")
+    started = time.monotonic()
+    producer.close(timeout=0.5)  # Kafka's close(timeout): gives up on the rest, does not raise
+    assert time.monotonic() - started < 5
+    assert isinstance(future.exception(timeout=5), ProducerClosedError)
+    producer._sender.join(5)
+    assert not producer._sender.is_alive(), "the sender thread outlived close()"
+    producer.flush(timeout=1)  # nothing left to wait for, and no write to a closed wake-up pipe
+    with pytest.raises(ProducerClosedError):
+        producer.send("t", b"y")
