@@ -9,11 +9,12 @@ replaced, never changed under a reader (see segment.py), so a read in flight sta
 from __future__ import annotations
 
 import bisect
+import contextlib
+import logging
 import operator
 import os
 import re
 import shutil
-import logging
 import threading
 import time
 from typing import Callable
@@ -293,7 +294,8 @@ class PartitionLog:
         # Open crc-scans only the last segment and trusts the indexes of the others, so a
         # segment must be whole on disk before a later one exists: after a power loss its
         # unsynced pages could read back as zeros between index entries that still check out.
-        closing.flush()
+        with self._fsync_failure_sticks():
+            closing.flush()
         closing.persist_indexes()
         segment = Segment.create(self.directory, base_offset, self.config.index_interval_bytes)
         self._set_segments(self._segments + [segment])
@@ -395,19 +397,25 @@ class PartitionLog:
         with self._lock:
             if self._flush_error is not None:
                 raise LogFlushFailedError(self.directory, self._flush_error)
-            try:
+            with self._fsync_failure_sticks():
                 for segment in self._dirty_segments:
                     segment.flush()
                 self._dirty_segments = []
                 if self._directory_dirty:
                     _fsync_directory(self.directory)
                     self._directory_dirty = False
-            except OSError as error:
-                # The kernel may have dropped the pages that failed to write back and will not
-                # report it again: only a reopen, which reads what is really on disk, is safe.
-                self._flush_error = error
-                raise
             self._last_flush_ms = self._clock_ms()
+
+    @contextlib.contextmanager
+    def _fsync_failure_sticks(self):
+        """Remember an fsync failure so that every later flush raises it."""
+        try:
+            yield
+        except OSError as error:
+            # The kernel may have dropped the pages that failed to write back and will not
+            # report it again: only a reopen, which reads what is really on disk, is safe.
+            self._flush_error = error
+            raise
 
     def maybe_flush(self, now_ms: int | None = None) -> bool:
         """Flush as flush.policy says: 'always' whenever dirty (call once per loop iteration,
@@ -460,10 +468,7 @@ class PartitionLog:
                 done_end_offset, next_useful_ms = self._compaction_done_until
                 if done_end_offset == closed_end_offset and now_ms < next_useful_ms:
                     return CompactionStats()  # nothing closed or expired since the last pass
-            for segment in closed:
-                if segment in self._dirty_segments:
-                    segment.flush()
-            self._dirty_segments = [s for s in self._dirty_segments if s not in closed]
+            self._dirty_segments = [s for s in self._dirty_segments if s not in closed]  # synced at roll
             cleaned, stats = compact_segments(
                 closed, self.config.delete_retention_ms, now_ms, self.config.index_interval_bytes
             )

@@ -190,3 +190,23 @@ def test_a_retention_deletion_is_durable_when_it_returns(tmp_path, monkeypatch):
     with _open(tmp_path / "after") as reopened:
         assert reopened.log_start_offset == log.log_start_offset
     log.close()
+
+
+def test_a_failed_fsync_at_a_roll_also_fails_every_later_flush(tmp_path, monkeypatch):
+    real_fsync = os.fsync
+    failures = [OSError(errno.EIO, "Input/output error")]
+
+    def failing_once(fd):
+        if failures:
+            raise failures.pop()
+        real_fsync(fd)
+
+    log = _open(tmp_path / "p0", segment_bytes=300)
+    log.append(values_batch(b"x" * 200))
+    monkeypatch.setattr(os, "fsync", failing_once)
+    with pytest.raises(OSError):
+        log.append(values_batch(b"y" * 200))  # rolls: fsyncs the closing segment, which fails
+    with pytest.raises(LogFlushFailedError):
+        log.flush()
+    with pytest.raises(LogFlushFailedError):
+        log.close()
