@@ -156,7 +156,8 @@ def test_the_whole_last_segment_corrupt_leaves_an_empty_segment(open_log):
     assert reopened.append(values_batch(b"again")) == (base_offset, base_offset)
 
 
-def test_a_torn_closed_segment_ends_the_log_there(open_log):
+@pytest.mark.parametrize("damage", ["torn", "zeroed"])
+def test_a_torn_closed_segment_ends_the_log_there(open_log, damage):
     log = open_log(**SETTINGS)
     _fill(log)
     names = sorted(n for n in os.listdir(log.directory) if n.endswith(".log"))
@@ -165,7 +166,11 @@ def test_a_torn_closed_segment_ends_the_log_there(open_log):
     starts, data = _batch_starts(closed_path)
     torn_offset = int(names[1][:20]) + len(starts) * 2 - 2  # two records per batch
     with open(closed_path, "r+b") as file:
-        file.truncate(starts[-1] + 7)  # a power loss tore the last batch of a closed segment
+        if damage == "torn":
+            file.truncate(starts[-1] + 7)  # a power loss tore the last batch of a closed segment
+        else:
+            file.seek(starts[-1])
+            file.write(b"\0" * (len(data) - starts[-1]))  # its pages never reached the disk
     reopened = open_log(**SETTINGS)
     # no hole: what followed the torn batch goes, and the log continues at the torn offset
     assert reopened.log_end_offset == torn_offset
@@ -189,3 +194,19 @@ def test_an_empty_closed_segment_left_by_a_failed_roll_is_dropped(open_log):
     assert [r.offset for r in read_all(reopened, max_bytes=1)] == list(range(40))
     assert reopened.batch_header_at(orphan_offset).base_offset == orphan_offset
     assert not os.path.exists(orphan)
+
+
+@pytest.mark.parametrize("index", [".index", ".timeindex"])
+def test_an_index_entry_past_the_end_of_a_closed_segment_is_rebuilt(open_log, index):
+    log = open_log(**SETTINGS)
+    _fill(log)
+    path = os.path.join(log.directory, "00000000000000000000" + index)
+    good_index = open(path, "rb").read()
+    dtype = [("key", "<u4" if index == ".index" else "<i8"), ("value", "<u4")]
+    entries = np.frombuffer(good_index, dtype=dtype)
+    assert len(entries)
+    past_end = np.array([(entries["key"][-1] + 1, 10**6)], dtype=dtype)  # a position / offset far out
+    open(path, "ab").write(past_end.tobytes())
+    reopened = open_log(**SETTINGS)
+    assert [r.offset for r in read_all(reopened, max_bytes=1)] == list(range(40))
+    assert open(path, "rb").read() == good_index
