@@ -47,20 +47,37 @@ class FetchPurgatory:
                     found.append(fetch)
         return found
 
-    def repark(self, fetch: ParkedFetch) -> None:
-        """Put back a woken fetch that still has too few bytes (its deadline entry still stands)."""
-        for key in fetch.partitions:
+    def repark(self, fetch: ParkedFetch, touched: set) -> None:
+        """Put back a woken fetch that still has too few bytes (its deadline entry still stands).
+        Only under the `touched` partitions waiting_on took it from: under the others it is still
+        listed, and listing it again would grow those lists with every wake-up."""
+        for key in fetch.partitions & touched:
             self._by_partition.setdefault(key, []).append(fetch)
 
     def expired(self, now_s: float) -> list:
+        """Pending fetches whose deadline passed, now forgotten by the purgatory."""
         out = []
         while self._deadlines and self._deadlines[0][0] <= now_s:
-            fetch = heapq.heappop(self._deadlines)[2]
+            fetch = self._pop_deadline()
             if not fetch.done:
                 out.append(fetch)
         return out
 
     def next_deadline_s(self):
         while self._deadlines and self._deadlines[0][2].done:
-            heapq.heappop(self._deadlines)
+            self._pop_deadline()
         return self._deadlines[0][0] if self._deadlines else None
+
+    def _pop_deadline(self) -> ParkedFetch:
+        """Take the earliest deadline entry and drop its fetch from every partition's list too: a
+        partition nobody writes to is never woken, so without this every long poll on an idle
+        partition (or answered through another partition) would stay listed for good."""
+        fetch = heapq.heappop(self._deadlines)[2]
+        for key in fetch.partitions:
+            waiting = self._by_partition.get(key)
+            if waiting is None:
+                continue
+            waiting[:] = [other for other in waiting if other is not fetch]
+            if not waiting:
+                del self._by_partition[key]
+        return fetch

@@ -512,7 +512,7 @@ class Broker:
                 fetch.done = True
                 self.server.send(fetch.peer, fetch.cid, encode(response))
             else:
-                self.purgatory.repark(fetch)
+                self.purgatory.repark(fetch, touched)
 
     def _expire(self, now_s: float) -> None:
         for fetch in self.purgatory.expired(now_s):
