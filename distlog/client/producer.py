@@ -111,11 +111,17 @@ class Producer:
         the RecordMetadata of the batch's first record (the rest follow at consecutive offsets).
 
         values: a list of bytes, or a uint8 array (n, width). keys likewise (None = no keys).
+        timestamps_ms: None (now), one int for every record, or one per record.
         Without `partition`, keyed records are spread by murmur2 (vectorized for arrays), unkeyed
         ones go to the sticky partition. Batches are cut at batch_size bytes."""
         n = len(values)
         if n == 0:
             return []
+        if timestamps_ms is not None and np.ndim(timestamps_ms) > 0:
+            # per record: each batch below takes its own rows' timestamps
+            timestamps_ms = np.asarray(timestamps_ms, dtype=np.int64)
+            if timestamps_ms.shape != (n,):
+                raise ValueError(f"timestamps_ms has {timestamps_ms.size} entries for {n} records")
         partition_count = self._partition_count(topic)
         if partition is not None:
             targets = np.full(n, self._choose_partition(topic, None, partition), dtype=np.int64)
@@ -144,14 +150,18 @@ class Producer:
         else:
             record_bytes = max(1, int(np.mean([len(values[i] or b"") for i in rows[:100]]))) + ROW_SIZE
         per_batch = max(1, min(self._accumulator.max_records, (self.batch_size - HEADER_SIZE) // record_bytes))
+        per_record = isinstance(timestamps_ms, np.ndarray)
         for start in range(0, len(rows), per_batch):
             chunk = rows[start:start + per_batch]
+            chunk_timestamps_ms = timestamps_ms[chunk] if per_record else timestamps_ms
             if as_arrays:
                 key_chunk = keys[chunk] if isinstance(keys, np.ndarray) else None
-                yield build_batch_from_arrays(values[chunk], key_chunk, timestamps_ms), len(chunk)
+                yield build_batch_from_arrays(values[chunk], key_chunk, chunk_timestamps_ms), len(chunk)
             else:
                 key_chunk = [_as_bytes(keys[i], "key") for i in chunk] if keys is not None else None
-                yield build_batch([_as_bytes(values[i], "value") for i in chunk], key_chunk), len(chunk)
+                if chunk_timestamps_ms is not None:
+                    chunk_timestamps_ms = np.broadcast_to(chunk_timestamps_ms, len(chunk)).tolist()
+                yield build_batch([_as_bytes(values[i], "value") for i in chunk], key_chunk, chunk_timestamps_ms), len(chunk)
 
     def flush(self, timeout: float | None = None) -> None:
         """Send everything buffered (without waiting out linger_ms) and wait until every record

@@ -3,6 +3,8 @@ callback cannot stall the producer, and a blocking request never eats a pipeline
 
 import uuid
 
+import numpy as np
+
 import pytest
 
 from distlog.client import Admin, Consumer, Producer
@@ -82,3 +84,25 @@ def test_seek_to_beginning_while_a_fetch_is_in_flight_does_not_stall_the_consume
         consumer.seek_to_beginning()
         again = consumer.poll(timeout=3)
         assert [r.offset for r in again][:1] == [0], "the consumer stalled on a fetch whose reply was dropped"
+
+
+def test_send_batch_stamps_each_record_with_its_own_timestamp(one_broker, topic):
+    array_values = np.zeros((300, 8), dtype=np.uint8)
+    array_timestamps_ms = 1_000_000 + np.arange(300, dtype=np.int64)
+    keys = np.arange(300, dtype=np.uint32).view(np.uint8).reshape(300, 4)  # spread over both partitions
+    with Producer(one_broker.address, batch_size=1024) as producer:  # and over many batches each
+        producer.send_batch(topic, array_values, keys=keys, timestamps_ms=array_timestamps_ms)
+        producer.send_batch(topic, [b"list"] * 3, partition=0, timestamps_ms=[5, 6, 7])
+        producer.send_batch(topic, [b"scalar"] * 2, partition=1, timestamps_ms=9)
+        producer.flush(timeout=5)
+    with Consumer(one_broker.address, fetch_max_wait_ms=50) as consumer:
+        consumer.assign([(topic, 0), (topic, 1)])
+        records = []
+        for _ in range(100):
+            records.extend(consumer.poll(timeout=0.1))
+            if len(records) >= 305:
+                break
+    stamped = [(int.from_bytes(r.key, "little"), r.timestamp_ms) for r in records if r.key is not None]
+    assert sorted(stamped) == [(i, 1_000_000 + i) for i in range(300)]
+    assert sorted(r.timestamp_ms for r in records if r.value == b"list") == [5, 6, 7]
+    assert [r.timestamp_ms for r in records if r.value == b"scalar"] == [9, 9]
