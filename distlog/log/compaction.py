@@ -19,6 +19,7 @@ Decisions, and why:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -116,6 +117,12 @@ def compact_segments(segments: list[Segment], delete_retention_ms: int, now_ms: 
             if cleaned is not None:
                 cleaned.flush()
                 os.fsync(cleaned.fileno())
+        except BaseException:
+            if cleaned is not None:
+                with contextlib.suppress(OSError):
+                    cleaned.close()
+                os.unlink(cleaned_path)  # a partial copy would keep a full disk full until the next open
+            raise
         finally:
             if cleaned is not None:
                 cleaned.close()

@@ -1,6 +1,8 @@
 """Retention (time and size, whole closed segments) and compaction (last value per key,
 tombstones, atomic swap under concurrent readers)."""
 
+import errno
+import os
 import threading
 import time
 
@@ -198,3 +200,23 @@ def test_compaction_skips_work_until_segments_close_or_tombstones_expire(open_lo
     for round_number in range(3):
         log.append(values_batch(b"again-%d" % round_number * 20, keys=[b"k1"], timestamp_ms=clock.now_ms))
     assert log.compact(clock.now_ms + DAY_MS + 1).records_before > 0  # new closed segments: work again
+
+
+def test_a_compaction_that_fails_on_a_full_disk_removes_its_partial_copy(open_log, clock, monkeypatch):
+    log = _keyed_log(open_log, clock)
+    before = read_all(log)
+    real_fsync = os.fsync
+
+    def full_disk_for_copies(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".cleaned"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk_for_copies)
+    with pytest.raises(OSError):
+        log.compact()
+    # a copy left behind would keep the disk full until the next open
+    assert [name for name in os.listdir(log.directory) if name.endswith(".cleaned")] == []
+    assert read_all(log) == before
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert log.compact().segments_cleaned >= 1
