@@ -349,6 +349,9 @@ class Segment:
                 while chunk:  # a write may take less than it was given
                     chunk = chunk[os.write(temp_fd, chunk) :]
             os.fsync(temp_fd)
+        except BaseException:
+            os.unlink(temp_path)  # a partial copy would keep a full disk full until the next open
+            raise
         finally:
             os.close(temp_fd)
         os.replace(temp_path, self.log_path)

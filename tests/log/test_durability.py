@@ -210,3 +210,26 @@ def test_a_failed_fsync_at_a_roll_also_fails_every_later_flush(tmp_path, monkeyp
         log.flush()
     with pytest.raises(LogFlushFailedError):
         log.close()
+
+
+def test_a_truncation_that_fails_on_a_full_disk_changes_nothing(tmp_path, monkeypatch):
+    real_fsync = os.fsync
+
+    def full_disk_for_copies(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".log.tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    log = _open(tmp_path / "p0")
+    for i in range(10):
+        log.append(values_batch(b"record-%d" % i))
+    before = read_all(log)  # maps the file, so truncation copies the kept prefix
+    monkeypatch.setattr(os, "fsync", full_disk_for_copies)
+    with pytest.raises(OSError):
+        log.truncate_to(6)
+    assert [name for name in os.listdir(log.directory) if name.endswith(".tmp")] == []  # no copy fills the disk
+    assert (log.log_end_offset, read_all(log)) == (10, before)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    log.truncate_to(6)
+    assert log.log_end_offset == 6
+    log.close()
