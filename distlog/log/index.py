@@ -10,9 +10,13 @@ to start scanning batch headers from.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import logging
 import os
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 class IndexCorruptError(ValueError):
@@ -66,11 +70,20 @@ class _SparseIndex:
         return i if i >= 0 else None
 
     def truncate_entries(self, count: int) -> None:
-        """Keep the first count entries, in memory and on disk."""
+        """Keep the first count entries, in memory and on disk (or, if rewriting the file
+        fails, none on disk: a missing index is rebuilt, a stale one could mislead)."""
         del self.keys[count:]
         del self.values[count:]
         if self._persisted_count > count:
-            self.rewrite()
+            try:
+                self.rewrite()
+            except OSError as error:
+                # The caller has already cut the .log: failing here would leave the segment's
+                # offsets disagreeing with its bytes, over a file that is only a hint.
+                logger.warning("removing %s instead of rewriting it: %s", self.path, error)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
+                self._persisted_count = 0
 
     def _encode(self, start: int) -> bytes:
         entries = np.empty(len(self.keys) - start, dtype=self.ENTRY_DTYPE)
@@ -91,9 +104,14 @@ class _SparseIndex:
         """Replace the file with the in-memory entries (atomically and durably, via a temp
         file: a rename of unsynced data can leave a short file after a power loss)."""
         temp_path = self.path + ".tmp"
-        with open(temp_path, "wb") as file:
-            file.write(self._encode(0))
-            _sync(file)
+        try:
+            with open(temp_path, "wb") as file:
+                file.write(self._encode(0))
+                _sync(file)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp_path)
+            raise
         os.replace(temp_path, self.path)
         self._persisted_count = len(self.keys)
 

@@ -233,3 +233,31 @@ def test_a_truncation_that_fails_on_a_full_disk_changes_nothing(tmp_path, monkey
     log.truncate_to(6)
     assert log.log_end_offset == 6
     log.close()
+
+
+def test_a_truncation_whose_index_rewrite_fails_still_truncates_consistently(tmp_path, monkeypatch):
+    real_fsync = os.fsync
+
+    def full_disk_for_indexes(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("index.tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    directory = tmp_path / "p0"
+    log = _open(directory, segment_bytes=2000, index_interval_bytes=0)
+    for i in range(10):
+        log.append(values_batch(b"record-%d" % i))
+    log.close()
+    log = _open(directory, segment_bytes=2000, index_interval_bytes=0)  # indexes are on disk now
+    monkeypatch.setattr(os, "fsync", full_disk_for_indexes)
+    log.truncate_to(6)  # an index is a hint: failing to rewrite it must not fail or skew the truncation
+    assert [name for name in os.listdir(directory) if name.endswith(".tmp")] == []
+    assert log.log_end_offset == 6
+    assert [record.value for record in read_all(log, max_bytes=1)] == [b"record-%d" % i for i in range(6)]
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    while len(log.segments) < 2:  # a roll persists the first segment's indexes
+        log.append(values_batch(b"more"))
+    log.close()
+    with _open(directory, segment_bytes=2000, index_interval_bytes=0) as reopened:
+        assert [record.value for record in read_all(reopened, max_bytes=1)][:7] == [
+            b"record-0", b"record-1", b"record-2", b"record-3", b"record-4", b"record-5", b"more"]
