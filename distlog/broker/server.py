@@ -124,6 +124,10 @@ class Broker:
         self.outbox: list = []
         self.touched: set = set()  # partitions appended to in this iteration
         self.dirty: set = set()  # partitions with unflushed appends
+        # Partitions whose log failed to flush -> why. Their last writes may be lost yet are
+        # readable from the page cache, and the log refuses every later flush: they serve no
+        # reads and take no writes until a restart recovers them from what is on disk.
+        self.offline: dict = {}
         self.pending_topic_changes: list = []
         self.peer_sync_state: dict = {}  # broker id -> (known metadata version, monotonic time seen)
         self.malformed_requests = 0
@@ -258,19 +262,22 @@ class Broker:
                 self.logger.error("flush_failed", partition=f"{key[0]}-{key[1]}", error=str(error))
                 failed.add(key)
                 self.dirty.discard(key)
+                self.offline[key] = f"flushing it to disk failed ({error})"
         if failed:
-            self._fail_unflushed_acks(failed)
+            self._fail_unflushed_replies(failed)
 
-    def _fail_unflushed_acks(self, failed: set) -> None:
-        """A produce whose data did not reach the disk must not be acknowledged as written."""
+    def _fail_unflushed_replies(self, failed: set) -> None:
+        """A produce whose data did not reach the disk must not be acknowledged as written, and
+        a fetch answered in the same iteration must not hand that data out."""
+        error = {"error_code": int(ErrorCode.STORAGE_ERROR), "error_message": "flush to disk failed"}
         for i, (peer, cid, response) in enumerate(self.outbox):
             if isinstance(response, ProduceResponse):
-                partitions = [
-                    {**p, "error_code": int(ErrorCode.STORAGE_ERROR), "error_message": "flush to disk failed"}
-                    if (p["topic"], p["partition"]) in failed else p
-                    for p in response.partitions
-                ]
+                partitions = [{**p, **error} if (p["topic"], p["partition"]) in failed else p for p in response.partitions]
                 self.outbox[i] = (peer, cid, ProduceResponse(partitions))
+            elif isinstance(response, FetchResponse):
+                partitions = [{**p, **error, "records": b""} if (p["topic"], p["partition"]) in failed else p
+                              for p in response.partitions]
+                self.outbox[i] = (peer, cid, FetchResponse(partitions))
 
     def _send_outbox(self) -> None:
         outbox, self.outbox = self.outbox, []
@@ -302,8 +309,14 @@ class Broker:
                     wanted[(topic.name, partition)] = topic
         for key in [k for k in self.replicas if k not in wanted]:
             replica = self.replicas.pop(key)
-            replica.delete()
+            try:
+                replica.delete()
+            except OSError as error:
+                # An offline log cannot flush, so it refuses to close cleanly; its directory is
+                # removed with the orphans below all the same.
+                self.logger.warning("partition_delete_failed", partition=f"{key[0]}-{key[1]}", error=str(error))
             self.dirty.discard(key)
+            self.offline.pop(key, None)
             self.logger.info("partition_deleted", partition=f"{key[0]}-{key[1]}")
         for key, topic in wanted.items():
             if key not in self.replicas:
@@ -340,6 +353,10 @@ class Broker:
         if replica is None:
             leader = meta.replicas[partition][0]
             return None, (ErrorCode.NOT_LEADER, f"partition {topic}-{partition} is led by broker {leader}, not {self.broker_id}")
+        why = self.offline.get((topic, partition))
+        if why is not None:
+            return None, (ErrorCode.STORAGE_ERROR, f"partition {topic}-{partition} is offline on broker {self.broker_id}: "
+                                                   f"{why}; restart the broker to recover it from disk")
         return replica, None
 
     # ------------------------------------------------------------------------------ handlers
