@@ -70,20 +70,24 @@ class _SparseIndex:
         return i if i >= 0 else None
 
     def truncate_entries(self, count: int) -> None:
-        """Keep the first count entries, in memory and on disk (or, if rewriting the file
-        fails, none on disk: a missing index is rebuilt, a stale one could mislead)."""
+        """Keep the first count entries, in memory and on disk (or none on disk, if
+        rewriting the file fails: a missing index is rebuilt, a stale one could mislead)."""
         del self.keys[count:]
         del self.values[count:]
         if self._persisted_count > count:
-            try:
-                self.rewrite()
-            except OSError as error:
-                # The caller has already cut the .log: failing here would leave the segment's
-                # offsets disagreeing with its bytes, over a file that is only a hint.
-                logger.warning("removing %s instead of rewriting it: %s", self.path, error)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path)
-                self._persisted_count = 0
+            self.rewrite_or_remove()
+
+    def rewrite_or_remove(self) -> None:
+        """rewrite(), or if that fails (a full disk) remove the file, which open rebuilds:
+        callers have already changed the .log, and failing them over a hint would leave the
+        segment's offsets disagreeing with its bytes, or a broker unable to reopen a log."""
+        try:
+            self.rewrite()
+        except OSError as error:
+            logger.warning("removing %s instead of rewriting it: %s", self.path, error)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            self._persisted_count = 0
 
     def _encode(self, start: int) -> bytes:
         entries = np.empty(len(self.keys) - start, dtype=self.ENTRY_DTYPE)

@@ -197,8 +197,8 @@ class Segment:
             os.ftruncate(self._fd, valid_end)
             os.fsync(self._fd)
             self.size_bytes = valid_end
-        self.offset_index.rewrite()
-        self.time_index.rewrite()
+        self.offset_index.rewrite_or_remove()
+        self.time_index.rewrite_or_remove()
 
     def _account(self, header: BatchHeader) -> None:
         self.next_offset = header.last_offset + 1

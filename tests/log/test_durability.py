@@ -261,3 +261,21 @@ def test_a_truncation_whose_index_rewrite_fails_still_truncates_consistently(tmp
     with _open(directory, segment_bytes=2000, index_interval_bytes=0) as reopened:
         assert [record.value for record in read_all(reopened, max_bytes=1)][:7] == [
             b"record-0", b"record-1", b"record-2", b"record-3", b"record-4", b"record-5", b"more"]
+
+
+def test_a_log_reopens_on_a_disk_too_full_to_rewrite_its_indexes(tmp_path, monkeypatch):
+    directory = tmp_path / "p0"
+    with _open(directory, index_interval_bytes=0) as log:
+        for i in range(10):
+            log.append(values_batch(b"record-%d" % i))
+    real_fsync = os.fsync
+
+    def full_disk_for_indexes(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("index.tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk_for_indexes)
+    with _open(directory, index_interval_bytes=0) as reopened:  # recovery rebuilds the last segment's indexes
+        assert len(read_all(reopened, max_bytes=1)) == 10
+    assert [name for name in os.listdir(directory) if name.endswith(".tmp")] == []
