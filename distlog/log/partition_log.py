@@ -347,7 +347,8 @@ class PartitionLog:
     # -- truncation ----------------------------------------------------------------------
 
     def truncate_to(self, offset: int) -> None:
-        """Drop every batch with base_offset >= offset (a batch boundary or log_end_offset)."""
+        """Drop every batch with base_offset >= offset (a batch boundary or log_end_offset),
+        durably."""
         offset = operator.index(offset)
         with self._lock:
             self._check_open()
@@ -369,11 +370,15 @@ class PartitionLog:
             for segment in dropped:
                 segment.delete_files()
             self._dirty_segments = [s for s in self._dirty_segments if s not in dropped]
-            if target not in self._dirty_segments:
-                self._dirty_segments.append(target)
             target.first_append_ms = self._clock_ms() if target.size_bytes else None
-            self._directory_dirty = True
             self._compaction_done_until = None
+            # Durable on return: a follower appends the new leader's entries at these offsets
+            # next, and a power loss that kept some of those but undid the truncation could put
+            # an older term's entries after a newer one's (Raft's log matching would not hold).
+            with self._fsync_failure_sticks():
+                target.flush()
+                _fsync_directory(self.directory)
+            self._directory_dirty = False
 
     def reset_to(self, offset: int) -> None:
         """Delete everything; the log becomes empty and continues at offset."""

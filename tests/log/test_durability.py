@@ -279,3 +279,23 @@ def test_a_log_reopens_on_a_disk_too_full_to_rewrite_its_indexes(tmp_path, monke
     with _open(directory, index_interval_bytes=0) as reopened:  # recovery rebuilds the last segment's indexes
         assert len(read_all(reopened, max_bytes=1)) == 10
     assert [name for name in os.listdir(directory) if name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_a_truncation_is_durable_when_it_returns(tmp_path, monkeypatch, mapped):
+    # A follower truncates a conflicting tail, then appends the new leader's entries at those
+    # offsets; a truncation a power loss could undo could leave old-term entries after new ones.
+    power = PowerLoss(monkeypatch)
+    directory = tmp_path / "p0"
+    log = _open(directory, segment_bytes=400)
+    for i in range(12):
+        log.append(values_batch(b"term-1-%02d" % i), leader_term=1)
+    log.flush()
+    assert len(log.segments) >= 3
+    if mapped:
+        read_all(log)  # truncation then swaps in a copy instead of cutting the file
+    log.truncate_to(5)
+    power.crash_copy(directory, tmp_path / "after")
+    with _open(tmp_path / "after", segment_bytes=400) as reopened:
+        assert reopened.log_end_offset == 5
+    log.close()
