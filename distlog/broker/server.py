@@ -41,7 +41,7 @@ from distlog.broker.logs import BrokerLogger
 from distlog.broker.metadata import ClusterMetadata
 from distlog.log.batch import CorruptBatchError
 from distlog.log.config import LogConfig
-from distlog.log.errors import OffsetOutOfRangeError, RecordTooLargeError
+from distlog.log.errors import LogError, OffsetOutOfRangeError, RecordTooLargeError
 from distlog.log.partition_log import PartitionLog
 from distlog.protocol.codec import decode_request, decode_response, encode, peek_api_key
 from distlog.protocol.errors import DistlogError, ErrorCode, ProtocolError
@@ -307,6 +307,8 @@ class Broker:
             for partition, replicas in enumerate(topic.replicas):
                 if self.broker_id in replicas:
                     wanted[(topic.name, partition)] = topic
+        for key in [k for k in self.offline if k not in wanted and k not in self.replicas]:
+            del self.offline[key]  # a partition that never opened, of a topic since deleted
         for key in [k for k in self.replicas if k not in wanted]:
             replica = self.replicas.pop(key)
             try:
@@ -319,9 +321,16 @@ class Broker:
             self.offline.pop(key, None)
             self.logger.info("partition_deleted", partition=f"{key[0]}-{key[1]}")
         for key, topic in wanted.items():
-            if key not in self.replicas:
+            if key not in self.replicas and key not in self.offline:
                 config = LogConfig.from_dict({**self.config.log_defaults, **topic.configs})
-                log = PartitionLog.open(self._path("topics", partition_dir_name(*key)), config)
+                try:
+                    log = PartitionLog.open(self._path("topics", partition_dir_name(*key)), config)
+                except (OSError, LogError) as error:
+                    # Disk full, out of fds, a foreign file in the way: this partition is
+                    # unusable, the rest of the broker is not (and must not crash-loop on it).
+                    self.offline[key] = f"opening its log failed ({error})"
+                    self.logger.error("partition_open_failed", partition=f"{key[0]}-{key[1]}", error=str(error))
+                    continue
                 self.replicas[key] = PartitionReplica(key[0], key[1], log)
         if self.metadata.version > 0:  # never on metadata we know nothing about (a lost metadata.json)
             self._delete_orphan_partition_dirs(wanted)
@@ -349,14 +358,14 @@ class Broker:
         if not 0 <= partition < meta.partition_count:
             return None, (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
                           f"topic '{topic}' has partitions 0..{meta.partition_count - 1}, not {partition}")
-        replica = self.replicas.get((topic, partition))
-        if replica is None:
-            leader = meta.replicas[partition][0]
-            return None, (ErrorCode.NOT_LEADER, f"partition {topic}-{partition} is led by broker {leader}, not {self.broker_id}")
         why = self.offline.get((topic, partition))
         if why is not None:
             return None, (ErrorCode.STORAGE_ERROR, f"partition {topic}-{partition} is offline on broker {self.broker_id}: "
                                                    f"{why}; restart the broker to recover it from disk")
+        replica = self.replicas.get((topic, partition))
+        if replica is None:
+            leader = meta.replicas[partition][0]
+            return None, (ErrorCode.NOT_LEADER, f"partition {topic}-{partition} is led by broker {leader}, not {self.broker_id}")
         return replica, None
 
     # ------------------------------------------------------------------------------ handlers

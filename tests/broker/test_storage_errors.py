@@ -1,14 +1,18 @@
 """A partition whose log failed to reach the disk: its failed writes are never served, and it
 takes no more writes, until a restart recovers it from what is on disk."""
 
+import contextlib
 import errno
+import os
 import threading
+import time
 import uuid
 
 import pytest
 
 from distlog.broker.launcher import free_loopback_ports
 from distlog.broker.logs import BrokerLogger
+from distlog.broker.metadata import place_replicas
 from distlog.broker.server import Broker, BrokerConfig
 from distlog.client import Admin, Consumer, DistlogError, ErrorCode, Producer
 
@@ -21,20 +25,30 @@ class _NullStream:
         pass
 
 
+@contextlib.contextmanager
+def running_brokers(data_root, count):
+    """Brokers 1..count, each in a thread of this process, so a test can break their disks."""
+    peers = {i + 1: f"tcp://127.0.0.1:{port}" for i, port in enumerate(free_loopback_ports(count))}
+    brokers, threads = [], []
+    try:
+        for broker_id, address in peers.items():
+            config = BrokerConfig(broker_id, os.path.join(data_root, f"broker-{broker_id}"), address, peers)
+            brokers.append(Broker(config, BrokerLogger(broker_id, _NullStream())))
+            threads.append(threading.Thread(target=brokers[-1].run, daemon=True))
+            threads[-1].start()
+        yield brokers, threads
+    finally:
+        for broker in brokers:
+            broker.stop()
+        for thread in threads:
+            thread.join(10)
+            assert not thread.is_alive()
+
+
 @pytest.fixture
 def broker(tmp_path):
-    """A broker running in a thread of this process, so a test can break its disk."""
-    (port,) = free_loopback_ports(1)
-    address = f"tcp://127.0.0.1:{port}"
-    instance = Broker(BrokerConfig(1, str(tmp_path), address, {1: address}), BrokerLogger(1, _NullStream()))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    try:
-        yield instance, address
-    finally:
-        instance.stop()
-        thread.join(10)
-        assert not thread.is_alive()
+    with running_brokers(str(tmp_path), 1) as (brokers, _):
+        yield brokers[0], brokers[0].config.listen
 
 
 def failing_flush():
@@ -87,3 +101,29 @@ def test_an_offline_partition_can_be_deleted_and_its_topic_created_afresh(broker
             assert producer.send(topic, b"fresh").get(5).offset == 0
         finally:
             producer.close(timeout=5)
+
+
+def test_a_partition_a_follower_cannot_open_is_offline_and_the_broker_keeps_serving(tmp_path):
+    topic = f"s-{uuid.uuid4().hex[:8]}"
+    on_broker_2 = [p for p, replicas in enumerate(place_replicas(topic, 2, 1, [1, 2])) if replicas == [2]][0]
+    with running_brokers(str(tmp_path), 2) as (brokers, threads):
+        # something that is not a partition log sits where broker 2 would create one
+        os.makedirs(os.path.join(brokers[1].config.data_dir, "topics"), exist_ok=True)
+        with open(os.path.join(brokers[1].config.data_dir, "topics", f"{topic}-{on_broker_2}"), "w") as blocker:
+            blocker.write("in the way")
+        bootstrap = brokers[0].config.listen
+        deadline_s = time.monotonic() + 5
+        while 2 not in brokers[0].peer_sync_state:  # so the controller waits for broker 2 below
+            assert time.monotonic() < deadline_s, "broker 2 never synced with the controller"
+            time.sleep(0.01)
+        with Admin(bootstrap) as admin:
+            admin.create_topic(topic, partitions=2)
+        producer = Producer(bootstrap, linger_ms=0, retries=0)
+        try:
+            with pytest.raises(DistlogError) as info:
+                producer.send(topic, b"x", partition=on_broker_2).get(5)
+            assert info.value.code == ErrorCode.STORAGE_ERROR
+            assert producer.send(topic, b"x", partition=1 - on_broker_2).get(5).offset == 0
+        finally:
+            producer.close(timeout=5)
+        assert threads[1].is_alive(), "broker 2 died applying the metadata"
