@@ -387,8 +387,9 @@ class PartitionLog:
             raise ValueError(f"cannot reset to {offset}: offsets are integers >= 0")
         with self._lock:
             self._check_open()
-            old = self._segments
-            for segment in old:
+            # Newest first: a crash part way leaves a shorter log with the same start, which
+            # Raft's recorded log start still describes (oldest first would move the start).
+            for segment in reversed(self._segments):
                 segment.delete_files()
             self._set_segments([Segment.create(self.directory, offset, self.config.index_interval_bytes)])
             self._dirty_segments = []

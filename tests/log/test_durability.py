@@ -16,6 +16,7 @@ from distlog.log.batch import HEADER_SIZE
 from distlog.log.config import LogConfig
 from distlog.log.errors import LogFlushFailedError
 from distlog.log.partition_log import PartitionLog
+from distlog.log.segment import Segment
 from tests.log.helpers import read_all, values_batch
 
 
@@ -299,3 +300,28 @@ def test_a_truncation_is_durable_when_it_returns(tmp_path, monkeypatch, mapped):
     with _open(tmp_path / "after", segment_bytes=400) as reopened:
         assert reopened.log_end_offset == 5
     log.close()
+
+
+def test_a_reset_killed_part_way_keeps_the_log_start(tmp_path, monkeypatch):
+    # Raft's storage records the log start beside the log and rewrites it only after the reset.
+    directory = tmp_path / "p0"
+    log = _open(directory, segment_bytes=300)
+    for i in range(12):
+        log.append(values_batch(b"record-%02d" % i))
+    log.flush()
+    assert len(log.segments) >= 3
+    real_delete_files = Segment.delete_files
+    deletions = []
+
+    def killed_after_one(segment):
+        if deletions:
+            raise KeyboardInterrupt("SIGKILL")  # nothing after this point happens
+        deletions.append(segment)
+        real_delete_files(segment)
+
+    monkeypatch.setattr(Segment, "delete_files", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        log.reset_to(500)
+    with _open(directory, segment_bytes=300) as reopened:  # a SIGKILL keeps every finished syscall
+        assert reopened.log_start_offset == 0
+        assert [record.offset for record in read_all(reopened)] == list(range(reopened.log_end_offset))
