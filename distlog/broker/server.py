@@ -343,9 +343,12 @@ class Broker:
                 shutil.rmtree(self._path("topics", name), ignore_errors=True)
 
     def _apply_metadata(self, metadata: ClusterMetadata) -> None:
+        """Persist, then serve: a version this broker served must survive its restart (a controller
+        that forgot one would hand out its number again with different topics). OSError if the
+        save fails, with nothing applied."""
         metadata.brokers = dict(self.config.peers)
-        self.metadata = metadata
         metadata.save(self._path("metadata.json"))
+        self.metadata = metadata
         self._open_local_replicas()
         self.logger.info("metadata_applied", version=metadata.version, topics=len(metadata.topics))
 
@@ -577,7 +580,10 @@ class Broker:
             if isinstance(response, MetadataSyncResponse) and response.metadata is not None:
                 metadata = ClusterMetadata.from_wire(response.metadata)
                 if metadata.version > self.metadata.version:
-                    self._apply_metadata(metadata)
+                    try:
+                        self._apply_metadata(metadata)
+                    except OSError as error:  # disk full, say: ask again next time, don't die
+                        self.logger.error("metadata_apply_failed", version=metadata.version, error=str(error))
         waiting = self._sync_sent_at_s is not None
         if (waiting and now_s - self._sync_sent_at_s > METADATA_SYNC_TIMEOUT_S) or (not waiting and now_s >= self._next_sync_s):
             request = MetadataSyncRequest(self.broker_id, self.metadata.version)

@@ -127,3 +127,26 @@ def test_a_partition_a_follower_cannot_open_is_offline_and_the_broker_keeps_serv
         finally:
             producer.close(timeout=5)
         assert threads[1].is_alive(), "broker 2 died applying the metadata"
+
+
+def test_metadata_that_cannot_be_saved_is_not_applied_and_applies_once_it_can(tmp_path):
+    topic = f"s-{uuid.uuid4().hex[:8]}"
+    with running_brokers(str(tmp_path), 2) as (brokers, threads):
+        controller, follower = brokers
+        controller_blocker = os.path.join(controller.config.data_dir, "metadata.json.tmp")
+        follower_blocker = os.path.join(follower.config.data_dir, "metadata.json.tmp")
+        with Admin(controller.config.listen, request_timeout_s=5) as admin:
+            os.makedirs(controller_blocker)  # a directory where the save writes its temp file
+            with pytest.raises(DistlogError):
+                admin.create_topic(topic)
+            assert topic not in admin.list_topics(), "the controller applied a change it could not persist"
+            os.rmdir(controller_blocker)
+            os.makedirs(follower_blocker)
+            admin.create_topic(topic, timeout_s=0.5)  # answered without the follower, which syncs meanwhile
+            assert threads[1].is_alive(), "the follower died on a metadata version it could not save"
+            assert follower.metadata.version < controller.metadata.version
+            os.rmdir(follower_blocker)
+            deadline_s = time.monotonic() + 5
+            while follower.metadata.version < controller.metadata.version:  # it catches up once it can save
+                assert time.monotonic() < deadline_s, "the follower never applied the version it missed"
+                time.sleep(0.01)
