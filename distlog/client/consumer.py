@@ -48,7 +48,7 @@ _RESET_POLICIES = {"earliest": EARLIEST_TIMESTAMP, "latest": LATEST_TIMESTAMP, "
 
 class _PartitionState:
     __slots__ = ("position", "fetch_offset", "pending_reset", "batches", "decoded", "decoded_end", "cursor",
-                 "high_watermark", "log_start_offset")
+                 "high_watermark", "log_start_offset", "error")
 
     def __init__(self):
         self.position = None  # next offset poll() returns
@@ -60,12 +60,14 @@ class _PartitionState:
         self.cursor = 0
         self.high_watermark = -1
         self.log_start_offset = -1
+        self.error = None  # raised by poll() once the records before it are handed out, until a seek
 
     def seek(self, offset: int) -> None:
         self.position = self.fetch_offset = offset
         self.pending_reset = None
         self.batches.clear()
         self.decoded = None
+        self.error = None
 
 
 def _slices(payload: bytes, positions: np.ndarray, lengths: np.ndarray) -> list:
@@ -257,6 +259,9 @@ class Consumer:
         while True:
             self._resolve_resets()
             self._send_fetches()
+            for state in self._states.values():
+                if state.error is not None and not (state.decoded or state.batches):
+                    raise state.error
             if any(state.decoded or state.batches for state in self._states.values()):
                 return
             remaining_s = deadline - time.monotonic()
@@ -308,7 +313,7 @@ class Consumer:
     def _send_fetches(self) -> None:
         by_endpoint: dict = {}
         for tp, state in self._states.items():
-            if state.fetch_offset is None or state.pending_reset is not None:
+            if state.fetch_offset is None or state.pending_reset is not None or state.error is not None:
                 continue
             if sum(b.batch_length for b in state.batches) >= self.max_partition_fetch_bytes:
                 continue  # enough buffered; don't read further ahead
@@ -363,8 +368,13 @@ class Consumer:
                     if batch.last_offset >= state.fetch_offset:
                         state.batches.append(batch)
                         state.fetch_offset = batch.last_offset + 1
-            except CorruptBatchError:
-                continue  # refetch from the same offset on the next turn
+            except CorruptBatchError as error:
+                # The broker serves the bytes on disk as they are, so a refetch brings the same
+                # batch back: retrying would spin forever in silence. Hand out what came before
+                # it, then raise until the caller seeks.
+                state.error = DistlogError(ErrorCode.CORRUPT_MESSAGE,
+                                           f"{tp.topic}-{tp.partition}: the batch at offset {state.fetch_offset} is "
+                                           f"corrupt ({error}); seek past it to skip it")
 
     def _on_partition_error(self, tp: TopicPartition, code: int, message: str) -> None:
         if code == ErrorCode.OFFSET_OUT_OF_RANGE:

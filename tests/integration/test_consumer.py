@@ -1,5 +1,6 @@
 """Consumer behaviour users rely on: iteration, out-of-range offsets, position and highwater."""
 
+import os
 import uuid
 
 import pytest
@@ -91,3 +92,28 @@ def test_max_records_is_exact_even_inside_one_batch(filled_topic):
         assert [r.offset for r in got] == list(range(10))
         consumer.seek((topic, 0), 4)
         assert [r.offset for r in consumer.poll(timeout=2, max_records=2)] == [4, 5]
+
+
+def test_a_batch_corrupted_on_disk_raises_instead_of_being_refetched_forever(fresh_broker):
+    topic = "rot"
+    with Admin(fresh_broker.address) as admin:
+        admin.create_topic(topic)
+    with Producer(fresh_broker.address, linger_ms=0) as producer:
+        producer.send(topic, b"good").get(5)
+        producer.send(topic, b"rotten").get(5)
+    log_path = os.path.join(fresh_broker.data_dir, "topics", f"{topic}-0", "00000000000000000000.log")
+    with open(log_path, "r+b") as segment:  # flip the last payload byte: the second batch's CRC breaks
+        segment.seek(-1, os.SEEK_END)
+        last = segment.read(1)
+        segment.seek(-1, os.SEEK_END)
+        segment.write(bytes([last[0] ^ 0xFF]))
+    with Consumer(fresh_broker.address, fetch_max_wait_ms=50) as consumer:
+        consumer.assign([(topic, 0)])
+        records = []
+        with pytest.raises(DistlogError) as info:
+            for _ in range(50):
+                records.extend(consumer.poll(timeout=0.1))
+        assert info.value.code == ErrorCode.CORRUPT_MESSAGE and "offset 1" in info.value.message
+        assert [r.value for r in records] == [b"good"]
+        consumer.seek((topic, 0), 2)  # skipping it is the caller's call
+        assert consumer.poll(timeout=0.2) == []
