@@ -231,7 +231,7 @@ class PartitionLog:
         assign_offsets=True (leader): the bytes are copied and each batch stamped with the next
         offsets (and leader_term, if given). False (follower): the batches carry their offsets
         and must continue exactly at log_end_offset. Verifies every crc before writing
-        anything; never fsyncs (see flush/maybe_flush)."""
+        anything; writes every batch or (raising) none; never fsyncs (see flush/maybe_flush)."""
         view = memoryview(batch).cast("B")
         batches = self._split(view, from_producer=assign_offsets)
         with self._lock:
@@ -255,7 +255,15 @@ class PartitionLog:
                             f"but the log continues at {next_offset}"
                         )
                     next_offset = header.last_offset + 1
-            self._write(view, batches)
+            start_offset = self.log_end_offset
+            try:
+                self._write(view, batches)
+            except BaseException:
+                # All or nothing: a caller told the append failed (a full disk part way, after a
+                # roll) must not find part of it in the log, or a retry would duplicate it.
+                if self.log_end_offset != start_offset:
+                    self.truncate_to(start_offset)
+                raise
             return batches[0][1].base_offset, batches[-1][1].last_offset
 
     def _write(self, view: memoryview, batches: list[tuple[int, BatchHeader]]) -> None:

@@ -373,3 +373,29 @@ def _batches(log):
     return list(iter_batches(log.read(log.log_start_offset, 1 << 30))) + [
         batch for segment in log.segments[1:] for batch in iter_batches(log.read(segment.base_offset, 1 << 30))
     ]
+
+
+def test_an_append_of_several_batches_that_fails_part_way_appends_none(tmp_path, monkeypatch):
+    # The caller is told the append failed; it must not find part of it in the log (a
+    # producer's retry would duplicate it).
+    directory = tmp_path / "p0"
+    log = _open(directory, segment_bytes=300)
+    log.append(values_batch(b"before"))
+    real_create = Segment.create
+    disk = _FullDisk(monkeypatch, budget_bytes=10)
+
+    def full_disk_in_the_new_segment(*args, **kwargs):
+        segment = real_create(*args, **kwargs)
+        disk.fd = segment._fd
+        return segment
+
+    monkeypatch.setattr(Segment, "create", full_disk_in_the_new_segment)
+    two_batches = values_batch(b"fits" * 10) + values_batch(b"rolls" * 30)
+    with pytest.raises(OSError):
+        log.append(two_batches)  # the first batch lands in the active segment, the second rolls
+    assert (log.log_end_offset, [record.value for record in read_all(log)]) == (1, [b"before"])
+    disk.fd = None
+    assert log.append(values_batch(b"after")) == (1, 1)
+    log.close()
+    with _open(directory, segment_bytes=300) as reopened:
+        assert [record.value for record in read_all(reopened)] == [b"before", b"after"]
