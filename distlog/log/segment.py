@@ -132,6 +132,9 @@ class Segment:
         if not self._index_entries_point_at_batches():
             logger.warning("rebuilding indexes of %s: an entry does not point at its batch", self.log_path)
             return False
+        if not self._time_entries_agree_with_batches():
+            logger.warning("rebuilding indexes of %s: a time index entry disagrees with its batch", self.log_path)
+            return False
         if self._scan_end != self.size_bytes:
             logger.warning("rebuilding indexes of %s: the batches after the last index entry do not parse",
                            self.log_path)
@@ -155,6 +158,26 @@ class Segment:
         base_offsets = data[positions[:, None] + np.arange(1, 9)].copy().view("<u8").ravel()
         expected = np.array(self.offset_index.keys, dtype=np.uint64) + np.uint64(self.base_offset)
         return bool(np.all(magics == MAGIC)) and bool(np.all(base_offsets == expected))
+
+    def _time_entries_agree_with_batches(self) -> bool:
+        """Every .timeindex entry names a batch the .index points at (both are written at the
+        same batches), with a timestamp no lower than that batch's max: a zeroed or stale entry
+        would understate the segment's max timestamp, and retention would delete it early."""
+        if not len(self.time_index):
+            return True
+        index_offsets = np.array(self.offset_index.keys, dtype=np.int64)
+        time_offsets = np.array(self.time_index.values, dtype=np.int64)
+        entries = np.searchsorted(index_offsets, time_offsets)
+        if int(entries[-1]) >= len(index_offsets) or not np.array_equal(index_offsets[entries], time_offsets):
+            return False
+        positions = np.array(self.offset_index.values, dtype=np.int64)[entries]
+        data = np.frombuffer(self._mapped(), dtype=np.uint8)
+        # header bytes 23..26 hold record_count, 39..46 max_timestamp_ms (docs/FORMAT.md)
+        record_counts = data[positions[:, None] + np.arange(23, 27)].copy().view("<u4").ravel()
+        max_timestamps_ms = data[positions[:, None] + np.arange(39, 47)].copy().view("<i8").ravel()
+        timestamps_ms = np.array(self.time_index.keys, dtype=np.int64)
+        # a batch compaction emptied has no timestamps; its header keeps the old max
+        return bool(np.all((record_counts == 0) | (timestamps_ms >= max_timestamps_ms)))
 
     def _walk_tail(self, verify: bool) -> None:
         """Recompute next_offset, last_term, max_timestamp_ms and _scan_end by walking the

@@ -210,3 +210,31 @@ def test_an_index_entry_past_the_end_of_a_closed_segment_is_rebuilt(open_log, in
     reopened = open_log(**SETTINGS)
     assert [r.offset for r in read_all(reopened, max_bytes=1)] == list(range(40))
     assert open(path, "rb").read() == good_index
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "zeros", "garbage", "one-zero-entry"])
+def test_a_damaged_time_index_of_a_closed_segment_never_understates_its_timestamps(open_log, damage):
+    # Retention deletes a closed segment by its max timestamp: one read too low from a damaged
+    # .timeindex would delete records early.
+    settings = dict(segment_bytes=1000, index_interval_bytes=0)
+    log = open_log(**settings)
+    for i in range(40):  # timestamps go down and up, so the max is not the last batch's
+        log.append(values_batch(b"record-%02d" % i, timestamp_ms=1_700_000_000_000 + (i % 7) * 1000))
+    max_timestamps_ms = [segment.max_timestamp_ms for segment in log.segments]
+    log.close()
+    path = os.path.join(log.directory, "00000000000000000000.timeindex")
+    good = open(path, "rb").read()
+    assert len(good) >= 24
+    if damage == "delete":
+        os.unlink(path)
+    elif damage == "truncate":
+        open(path, "r+b").truncate(len(good) - 5)
+    elif damage == "zeros":
+        open(path, "wb").write(b"\0" * len(good))
+    elif damage == "garbage":
+        open(path, "wb").write(np.random.default_rng(7).bytes(len(good)))
+    else:  # a single zeroed entry: in order, and pointing inside the segment
+        open(path, "wb").write(b"\0" * 12)
+    reopened = open_log(**settings)
+    assert [segment.max_timestamp_ms for segment in reopened.segments] == max_timestamps_ms
+    assert reopened.offset_for_timestamp(1_700_000_000_000 + 6000) == 6
