@@ -130,6 +130,9 @@ class Broker:
         self.offline: dict = {}
         self.pending_topic_changes: list = []
         self.peer_sync_state: dict = {}  # broker id -> (known metadata version, monotonic time seen)
+        # Peers not heard from yet count as seen at startup: right after a cluster starts, every
+        # broker is up but not all have synced once, and a topic created then must wait for them.
+        self._started_s = time.monotonic()
         self.malformed_requests = 0
         self.metadata = ClusterMetadata.load(self._path("metadata.json")) or ClusterMetadata()
         self.metadata.brokers = dict(config.peers)
@@ -559,7 +562,7 @@ class Broker:
         for broker_id in self.config.peers:
             if broker_id == self.broker_id:
                 continue
-            known, seen_s = self.peer_sync_state.get(broker_id, (-1, -1e9))
+            known, seen_s = self.peer_sync_state.get(broker_id, (-1, self._started_s))
             if now_s - seen_s <= PEER_LIVE_WINDOW_S and known < version:
                 return False
         return True

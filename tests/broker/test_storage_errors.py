@@ -1,48 +1,16 @@
 """A partition whose log failed to reach the disk: its failed writes are never served, and it
 takes no more writes, until a restart recovers it from what is on disk."""
 
-import contextlib
 import errno
 import os
-import threading
 import time
 import uuid
 
 import pytest
 
-from distlog.broker.launcher import free_loopback_ports
-from distlog.broker.logs import BrokerLogger
 from distlog.broker.metadata import place_replicas
-from distlog.broker.server import Broker, BrokerConfig
 from distlog.client import Admin, Consumer, DistlogError, ErrorCode, Producer
-
-
-class _NullStream:
-    def write(self, text):
-        pass
-
-    def flush(self):
-        pass
-
-
-@contextlib.contextmanager
-def running_brokers(data_root, count):
-    """Brokers 1..count, each in a thread of this process, so a test can break their disks."""
-    peers = {i + 1: f"tcp://127.0.0.1:{port}" for i, port in enumerate(free_loopback_ports(count))}
-    brokers, threads = [], []
-    try:
-        for broker_id, address in peers.items():
-            config = BrokerConfig(broker_id, os.path.join(data_root, f"broker-{broker_id}"), address, peers)
-            brokers.append(Broker(config, BrokerLogger(broker_id, _NullStream())))
-            threads.append(threading.Thread(target=brokers[-1].run, daemon=True))
-            threads[-1].start()
-        yield brokers, threads
-    finally:
-        for broker in brokers:
-            broker.stop()
-        for thread in threads:
-            thread.join(10)
-            assert not thread.is_alive()
+from tests.broker.helpers import running_brokers
 
 
 @pytest.fixture
