@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
 from distlog.client.errors import RequestTimedOutError
 from distlog.protocol.codec import decode_response, encode
 from distlog.protocol.errors import DistlogError
@@ -22,6 +25,34 @@ class BrokerConnection:
     def __init__(self, endpoint: str, context=None):
         self.endpoint = endpoint
         self.transport = DealerConnection(endpoint, context=context)
+        self._monitor = None  # a PAIR socket of connection events, once watch_disconnects() asked
+        # False from a disconnect until the next handshake: a request sent meanwhile can slip into
+        # the dying connection (and is lost) before ZeroMQ has detached it.
+        self.link_up = True
+
+    def watch_disconnects(self):
+        """Start noticing when the connection drops; returns a socket to poll next to `socket`.
+
+        ZeroMQ reconnects silently, but a request sent into a connection that is going down, or a
+        reply that had arrived and was not read yet when it went, is lost for good. A pipelining
+        caller checks disconnected() so it can resend those instead of waiting out its timeout,
+        and sends nothing new while `link_up` is False."""
+        if self._monitor is None:
+            self._monitor = self.transport.socket.get_monitor_socket(
+                zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        return self._monitor
+
+    def disconnected(self) -> bool:
+        """Whether the connection dropped since the last call (needs watch_disconnects()); also
+        brings `link_up` up to date."""
+        dropped = False
+        while self._monitor is not None and self._monitor.poll(0):
+            event = parse_monitor_message(self._monitor.recv_multipart())["event"]
+            if event == zmq.EVENT_DISCONNECTED:
+                dropped, self.link_up = True, False
+            else:
+                self.link_up = True
+        return dropped
 
     @property
     def socket(self):
@@ -46,4 +77,7 @@ class BrokerConnection:
         return reply[0], decode_response(reply[1])
 
     def close(self) -> None:
+        if self._monitor is not None:
+            self.transport.socket.disable_monitor()
+            self._monitor.close(linger=0)
         self.transport.close()

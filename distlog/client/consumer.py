@@ -327,13 +327,19 @@ class Consumer:
             connection = self._cluster.connection(endpoint)
             if endpoint not in self._registered:
                 self._poller.register(connection.socket, zmq.POLLIN)
+                self._poller.register(connection.watch_disconnects(), zmq.POLLIN)
                 self._registered.add(endpoint)
+            connection.disconnected()  # catch up: a drop noticed from here on concerns this fetch
+            if not connection.link_up:
+                continue  # sent now, it could vanish with the old connection; wait for the new one
             cid = connection.send(request)
             if cid is not None:
                 self._in_flight[endpoint] = (cid, time.monotonic(), {tp: self._states[tp].fetch_offset for tp in tps})
 
     def _receive(self) -> None:
-        for endpoint in list(self._in_flight):
+        # Every connection, not only those with a fetch in flight: an unread late reply or
+        # connection event keeps its socket readable and the poll would return at once, forever.
+        for endpoint in self._registered:
             connection = self._cluster.connection(endpoint)
             while True:
                 try:
@@ -348,6 +354,10 @@ class Consumer:
                     continue  # late reply to a fetch we gave up on or that a seek made stale
                 del self._in_flight[endpoint]
                 self._on_fetch_response(response, flight[2])
+            if connection.disconnected():
+                # The broker went away (a restart, say) with the fetch unanswered: it is lost, so
+                # fetch again once the connection is back rather than wait out request_timeout.
+                self._in_flight.pop(endpoint, None)
 
     def _on_fetch_response(self, response, asked: dict) -> None:
         if not hasattr(response, "partitions"):

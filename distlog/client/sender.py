@@ -222,7 +222,12 @@ class Sender:
         connection = self.cluster.connection(endpoint)
         if endpoint not in self.registered:
             self.poller.register(connection.socket, zmq.POLLIN)
+            self.poller.register(connection.watch_disconnects(), zmq.POLLIN)
             self.registered.add(endpoint)
+        if connection.disconnected():  # before sending: a drop noticed later concerns what goes out now
+            self._connection_lost(endpoint)
+        if not connection.link_up:
+            return batches  # sent now, they could vanish with the old connection; wait for the new one
         in_flight = self.in_flight.setdefault(endpoint, {})
         left = batches
         while left and (len(in_flight) < settings.max_in_flight or settings.acks == 0):
@@ -271,10 +276,11 @@ class Sender:
     # ----------------------------------------------------------------------------- replies
 
     def _receive(self) -> None:
-        for endpoint, in_flight in self.in_flight.items():
-            if not in_flight:
-                continue
+        # Every connection, not only those with requests in flight: an unread late reply or
+        # connection event keeps its socket readable and the poll would return at once, forever.
+        for endpoint in self.registered:
             connection = self.cluster.connection(endpoint)
+            in_flight = self.in_flight.get(endpoint, {})
             while True:
                 try:
                     reply = connection.poll_reply()
@@ -286,6 +292,19 @@ class Sender:
                 entry = in_flight.pop(cid, None)
                 if entry is not None:  # else a late reply to a request we already gave up on
                     self._on_response(entry[1], response)
+            if connection.disconnected():
+                self._connection_lost(endpoint)
+
+    def _connection_lost(self, endpoint: str) -> None:
+        """The connection dropped (a broker restart, say): what it carried unanswered is lost, so
+        retry it now instead of waiting out request_timeout. As after a timeout, a batch whose
+        acknowledgement was lost is written twice."""
+        in_flight = self.in_flight.get(endpoint, {})
+        lost = list(in_flight.values())
+        in_flight.clear()
+        for _, batches in lost:
+            for batch in batches:
+                self._failed(batch, RequestTimedOutError(f"the connection to {endpoint} dropped before the produce reply"))
 
     def _on_response(self, batches: list, response) -> None:
         if isinstance(response, ErrorResponse):

@@ -17,6 +17,11 @@ class _NullStream:
         pass
 
 
+def quiet_logger(broker_id: int) -> BrokerLogger:
+    """A logger that drops everything: the expected errors of these tests are noise in the output."""
+    return BrokerLogger(broker_id, _NullStream())
+
+
 @contextlib.contextmanager
 def running_brokers(data_root, count):
     """Brokers 1..count, each in a thread of this process, so a test can break their disks."""
@@ -25,7 +30,7 @@ def running_brokers(data_root, count):
     try:
         for broker_id, address in peers.items():
             config = BrokerConfig(broker_id, os.path.join(data_root, f"broker-{broker_id}"), address, peers)
-            brokers.append(Broker(config, BrokerLogger(broker_id, _NullStream())))
+            brokers.append(Broker(config, quiet_logger(broker_id)))
             threads.append(threading.Thread(target=brokers[-1].run, daemon=True))
             threads[-1].start()
         yield brokers, threads
