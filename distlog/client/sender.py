@@ -197,7 +197,10 @@ class Sender:
         by_endpoint: dict = {}
         stale_topics = set()
         still_waiting = []
-        for batch in self.waiting:
+        # Take the list: _send_to may put batches back for a retry (a connection lost), and
+        # those must land in the new list, not in one about to be replaced.
+        waiting, self.waiting = self.waiting, []
+        for batch in waiting:
             if batch.retry_at_s > now_s:
                 still_waiting.append(batch)
                 continue
@@ -209,7 +212,7 @@ class Sender:
             by_endpoint.setdefault(endpoint, []).append(batch)
         for endpoint, batches in by_endpoint.items():
             still_waiting.extend(self._send_to(endpoint, batches, now_s))
-        self.waiting = still_waiting
+        self.waiting = still_waiting + self.waiting
         if stale_topics:
             try:
                 self.cluster.refresh(sorted(stale_topics), timeout_s=min(1.0, self.settings.request_timeout_s))
