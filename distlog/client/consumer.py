@@ -231,7 +231,7 @@ class Consumer:
                 else:
                     state.position = state.decoded[state.cursor].offset
         if out:
-            self._send_fetches()  # keep the pipeline full while the caller works
+            self._prefetch()
         return out
 
     def poll_batches(self, timeout: float = 1.0) -> list:
@@ -248,8 +248,17 @@ class Consumer:
                 taken.append((tp, batch, state.position))
                 state.position = batch.last_offset + 1
         if taken:
-            self._send_fetches()
+            self._prefetch()
         return taken
+
+    def _prefetch(self) -> None:
+        """Keep the pipeline full while the caller works. Best effort: the positions already moved
+        past the records being returned, so raising here would lose them; the next poll() tries
+        again and reports what still fails."""
+        try:
+            self._send_fetches()
+        except DistlogError:
+            pass
 
     def _wait_for_data(self, timeout: float) -> None:
         """Fetch until some partition has data buffered or `timeout` seconds pass."""

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from distlog.client import Admin, Consumer, DistlogError, ErrorCode, Producer
+from distlog.client import Admin, Consumer, DistlogError, ErrorCode, Producer, RequestTimedOutError
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +117,27 @@ def test_a_batch_corrupted_on_disk_raises_instead_of_being_refetched_forever(fre
         assert [r.value for r in records] == [b"good"]
         consumer.seek((topic, 0), 2)  # skipping it is the caller's call
         assert consumer.poll(timeout=0.2) == []
+
+
+def test_records_poll_takes_are_returned_even_if_the_next_prefetch_cannot_find_a_leader(filled_topic):
+    bootstrap, topic = filled_topic
+    with Consumer(bootstrap, fetch_max_wait_ms=50, max_partition_fetch_bytes=1) as consumer:
+        consumer.assign([(topic, 0)])
+        wait_for_data = consumer._wait_for_data
+
+        def then_lose_the_cluster(timeout):  # the cluster becomes unreachable right after data arrived
+            wait_for_data(timeout)
+            consumer._cluster.topics.clear()
+            consumer._cluster.refresh = fail_refresh
+
+        def fail_refresh(*args, **kwargs):
+            raise RequestTimedOutError("no broker answered (the test cut them off)")
+
+        consumer._wait_for_data = then_lose_the_cluster
+        records = []
+        for _ in range(20):
+            records = consumer.poll(timeout=0.2)
+            if records:
+                break
+        assert records and consumer.position((topic, 0)) == records[-1].offset + 1, \
+            "poll advanced the position past records it then failed to return"
