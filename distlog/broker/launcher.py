@@ -8,25 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
 from distlog.client.probe import ping
-
-
-def free_loopback_ports(count: int) -> list:
-    """Ports the kernel just handed out on 127.0.0.1 (released before use: a small race, retried by callers)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+from distlog.supervisor.ports import free_ports
 
 
 @dataclass
@@ -63,7 +51,7 @@ class BrokerProcess:
 
 def start_brokers(count: int, data_root: str, extra_args=(), ready_timeout_s: float = 20.0) -> list:
     """Start `count` brokers (ids 1..count) under data_root and wait until each answers a ping."""
-    ports = free_loopback_ports(count)
+    ports = free_ports(count)  # released before the brokers bind them: a small race
     peers = {i + 1: f"tcp://127.0.0.1:{port}" for i, port in enumerate(ports)}
     peers_arg = ",".join(f"{i}={a}" for i, a in peers.items())
     brokers = []

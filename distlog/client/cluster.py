@@ -84,7 +84,6 @@ class ClusterView:
         timeout_s = self.request_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout_s
         candidates = list(dict.fromkeys([*self.brokers.values(), *self.bootstrap]))
-        errors = []
         while True:
             for endpoint in candidates:
                 remaining = deadline - time.monotonic()
@@ -92,8 +91,8 @@ class ClusterView:
                     break
                 try:
                     return self.request_connection(endpoint).request(message, min(remaining, max(1.0, timeout_s / len(candidates))))
-                except RequestTimedOutError as error:
-                    errors.append(str(error))
+                except RequestTimedOutError:
+                    continue  # try the next broker
             if time.monotonic() >= deadline:
                 raise RequestTimedOutError(
                     f"no broker answered within {timeout_s:.3g} s (tried {', '.join(candidates)}); "

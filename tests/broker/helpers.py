@@ -4,7 +4,7 @@ import contextlib
 import os
 import threading
 
-from distlog.broker.launcher import free_loopback_ports
+from distlog.supervisor.ports import free_ports
 from distlog.broker.logs import BrokerLogger
 from distlog.broker.server import Broker, BrokerConfig
 
@@ -25,7 +25,7 @@ def quiet_logger(broker_id: int) -> BrokerLogger:
 @contextlib.contextmanager
 def running_brokers(data_root, count):
     """Brokers 1..count, each in a thread of this process, so a test can break their disks."""
-    peers = {i + 1: f"tcp://127.0.0.1:{port}" for i, port in enumerate(free_loopback_ports(count))}
+    peers = {i + 1: f"tcp://127.0.0.1:{port}" for i, port in enumerate(free_ports(count))}
     brokers, threads = [], []
     try:
         for broker_id, address in peers.items():

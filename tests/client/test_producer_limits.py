@@ -4,13 +4,13 @@ import time
 
 import pytest
 
-from distlog.broker.launcher import free_loopback_ports
+from distlog.supervisor.ports import free_ports
 from distlog.client import BufferFullError, Producer, RequestTimedOutError
 from distlog.client.errors import ProducerClosedError
 
 
 def dead_address():
-    (port,) = free_loopback_ports(1)
+    (port,) = free_ports(1)
     return f"tcp://127.0.0.1:{port}"
 
 

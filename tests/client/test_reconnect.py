@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 
-from distlog.broker.launcher import free_loopback_ports
+from distlog.supervisor.ports import free_ports
 from distlog.broker.server import Broker, BrokerConfig
 from distlog.client import Admin, Consumer, Producer
 from distlog.protocol.messages import ApiKey
@@ -27,7 +27,7 @@ def stop(broker, thread):
 
 
 def test_a_consumer_long_polling_a_restarted_broker_gets_new_records_without_waiting_out_its_timeout(tmp_path):
-    (port,) = free_loopback_ports(1)
+    (port,) = free_ports(1)
     address = f"tcp://127.0.0.1:{port}"
     config = BrokerConfig(1, os.path.join(tmp_path, "broker-1"), address, {1: address})
     topic = f"r-{uuid.uuid4().hex[:8]}"
@@ -64,7 +64,7 @@ def test_a_consumer_long_polling_a_restarted_broker_gets_new_records_without_wai
 
 
 def test_a_produce_lost_with_a_restarting_broker_is_retried_at_once_not_after_request_timeout(tmp_path):
-    (port,) = free_loopback_ports(1)
+    (port,) = free_ports(1)
     address = f"tcp://127.0.0.1:{port}"
     config = BrokerConfig(1, os.path.join(tmp_path, "broker-1"), address, {1: address})
     topic = f"r-{uuid.uuid4().hex[:8]}"

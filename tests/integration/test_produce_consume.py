@@ -194,9 +194,9 @@ def test_data_survives_a_broker_restart(tmp_path):
 
 
 def test_a_dead_address_times_out_with_a_clear_error():
-    from distlog.broker.launcher import free_loopback_ports
+    from distlog.supervisor.ports import free_ports
 
-    (port,) = free_loopback_ports(1)
+    (port,) = free_ports(1)
     with pytest.raises(RequestTimedOutError, match="is the cluster running"):
         Admin(f"tcp://127.0.0.1:{port}", request_timeout_s=1).list_topics()
     producer = Producer(f"tcp://127.0.0.1:{port}", max_block_ms=1000, request_timeout_ms=1000)
