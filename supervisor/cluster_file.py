@@ -13,11 +13,12 @@ started when the record says, and runs distlog (pids get reused).
 import datetime
 import fcntl
 import json
-import os
 import uuid
 from pathlib import Path
 
 import psutil
+
+from distlog.durable import write_file_atomically
 
 CLUSTER_FILE_NAME = "cluster.json"
 
@@ -69,14 +70,7 @@ def load(data_dir) -> dict:
 
 def save(data_dir, record: dict) -> None:
     """Replace cluster.json atomically."""
-    path = cluster_file_path(data_dir)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w") as file:
-        json.dump(record, file, indent=2)
-        file.write("\n")
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    write_file_atomically(cluster_file_path(data_dir), (json.dumps(record, indent=2) + "\n").encode())
 
 
 def process_create_time(pid: int) -> float | None:

@@ -10,11 +10,11 @@ while the controller is away.
 from __future__ import annotations
 
 import json
-import os
 import re
 import zlib
 from dataclasses import dataclass, field
 
+from distlog.durable import write_file_atomically
 from distlog.log.config import LogConfig
 from distlog.protocol.errors import DistlogError, ErrorCode
 
@@ -68,12 +68,7 @@ class ClusterMetadata:
 
     def save(self, path: str) -> None:
         """Persist atomically: a crash leaves either the old file or the new one, never half of one."""
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.to_wire(), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_file_atomically(path, json.dumps(self.to_wire(), indent=1).encode())
 
     @classmethod
     def load(cls, path: str) -> "ClusterMetadata | None":

@@ -39,6 +39,7 @@ from distlog import __version__
 from distlog.broker.delayed import FetchPurgatory, ParkedFetch
 from distlog.broker.logs import BrokerLogger
 from distlog.broker.metadata import ClusterMetadata
+from distlog.durable import make_directory_durably
 from distlog.log.batch import CorruptBatchError
 from distlog.log.config import LogConfig
 from distlog.log.errors import LogError, OffsetOutOfRangeError, RecordTooLargeError
@@ -114,7 +115,7 @@ class Broker:
         self.config = config
         self.broker_id = config.broker_id
         self.logger = logger or BrokerLogger(config.broker_id)
-        os.makedirs(self._path("topics"), exist_ok=True)
+        make_directory_durably(self._path("topics"))
         self.context = zmq.Context()
         self.fault_rules = FaultRules()
         self.server = RouterServer(config.listen, context=self.context, fault_rules=self.fault_rules)

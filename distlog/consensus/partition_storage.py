@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 from distlog.consensus.log_store import Span
 from distlog.consensus.messages import Entry, HardState
+from distlog.durable import write_file_atomically
 from distlog.log.batch import build_batch, peek_header, stamp_batch
 from distlog.log.errors import OffsetOutOfRangeError
 from distlog.log.partition_log import PartitionLog
@@ -81,17 +82,7 @@ class PartitionStorage:
         hs = self._hard_state
         state = {"term": hs.term, "vote": hs.vote, "commit": hs.commit,
                  "start_offset": self._start[0], "start_term": self._start[1]}
-        tmp_path = self.state_path + ".tmp"
-        with open(tmp_path, "w") as f:
-            json.dump(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, self.state_path)
-        directory_fd = os.open(os.path.dirname(os.path.abspath(self.state_path)), os.O_RDONLY)
-        try:
-            os.fsync(directory_fd)
-        finally:
-            os.close(directory_fd)
+        write_file_atomically(self.state_path, json.dumps(state).encode())
 
     # ---- the log ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Callable
 
+from distlog.durable import fsync_directory, make_directory_durably
 from distlog.log.batch import BatchHeader, CorruptBatchError, RecordBatch, peek_header, stamp_batch
 from distlog.log.compaction import CompactionStats, compact_segments
 from distlog.log.config import LogConfig
@@ -42,28 +43,6 @@ _LEFTOVER_NAME = re.compile(r"^\d{20}\.(log|index|timeindex)\.(tmp|cleaned)$")
 
 def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the entries of directory (files created, renamed or removed in it) durable."""
-    directory_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
-
-
-def _make_directory_durably(directory: str) -> None:
-    """Create directory and its missing parents, fsyncing each parent that gained an entry:
-    otherwise a power loss can take the new directory, and every acked write in it, away."""
-    missing = []
-    path = os.path.abspath(directory)
-    while not os.path.exists(path):
-        missing.append(path)
-        path = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    for created in reversed(missing):
-        _fsync_directory(os.path.dirname(created))
 
 
 def _classify(directory: str) -> list[int]:
@@ -115,7 +94,7 @@ def _contiguous_segments(directory: str, segments: list[Segment]) -> list[Segmen
     if dropped:
         for segment in dropped:
             segment.delete_files()
-        _fsync_directory(directory)  # before new appends reuse the offsets they held
+        fsync_directory(directory)  # before new appends reuse the offsets they held
     return kept
 
 
@@ -140,12 +119,12 @@ class PartitionLog:
         """Open (creating if missing) the log in directory, recovering the last segment."""
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise NotADirectoryError(f"{directory} is a file, not a partition log directory")
-        _make_directory_durably(directory)
+        make_directory_durably(directory)
         base_offsets = _classify(directory)
         interval = config.index_interval_bytes
         if not base_offsets:
             segments = [Segment.create(directory, 0, interval)]
-            _fsync_directory(directory)  # the first segment's entry, before any ack needs it
+            fsync_directory(directory)  # the first segment's entry, before any ack needs it
         else:
             segments = [Segment.open(directory, base, interval, recover=False) for base in base_offsets[:-1]]
             segments.append(Segment.open(directory, base_offsets[-1], interval, recover=True))
@@ -385,7 +364,7 @@ class PartitionLog:
             # an older term's entries after a newer one's (Raft's log matching would not hold).
             with self._fsync_failure_sticks():
                 target.flush()
-                _fsync_directory(self.directory)
+                fsync_directory(self.directory)
             self._directory_dirty = False
 
     def reset_to(self, offset: int) -> None:
@@ -416,7 +395,7 @@ class PartitionLog:
                     segment.flush()
                 self._dirty_segments = []
                 if self._directory_dirty:
-                    _fsync_directory(self.directory)
+                    fsync_directory(self.directory)
                     self._directory_dirty = False
             self._last_flush_ms = self._clock_ms()
 
@@ -463,7 +442,7 @@ class PartitionLog:
                     segment.delete_files()
                 # Durable on return: Raft's storage records the new log start in its own file
                 # next, and a deletion that a power loss undid would contradict it.
-                _fsync_directory(self.directory)
+                fsync_directory(self.directory)
             return count
 
     def compact(self, now_ms: int | None = None) -> CompactionStats:

@@ -101,8 +101,8 @@ def test_metadata_that_cannot_be_saved_is_not_applied_and_applies_once_it_can(tm
     topic = f"s-{uuid.uuid4().hex[:8]}"
     with running_brokers(str(tmp_path), 2) as (brokers, threads):
         controller, follower = brokers
-        controller_blocker = os.path.join(controller.config.data_dir, "metadata.json.tmp")
-        follower_blocker = os.path.join(follower.config.data_dir, "metadata.json.tmp")
+        controller_blocker = os.path.join(controller.config.data_dir, f"metadata.json.{os.getpid()}.tmp")
+        follower_blocker = os.path.join(follower.config.data_dir, f"metadata.json.{os.getpid()}.tmp")
         with Admin(controller.config.listen, request_timeout_s=5) as admin:
             os.makedirs(controller_blocker)  # a directory where the save writes its temp file
             with pytest.raises(DistlogError):

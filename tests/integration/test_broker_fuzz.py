@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from distlog.client import Admin, Consumer
 from distlog.client.probe import ping
-from distlog.log.batch import build_batch, iter_batches
+from distlog.log.batch import build_batch
 from distlog.protocol.codec import decode_response, encode
 from distlog.protocol.messages import ApiKey, ErrorResponse, ProduceRequest, ProduceResponse
 from distlog.transports.zmq_transport import DealerConnection
