@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 import time
 
@@ -18,6 +17,7 @@ from tabulate import tabulate
 
 from distlog import __version__
 from distlog.protocol.errors import DistlogError
+from distlog.supervisor import cluster_file
 from distlog.supervisor.cli import cluster
 
 DEFAULT_DATA_DIR = ".distlog"
@@ -37,20 +37,13 @@ def resolve_bootstrap(bootstrap: str | None, data_dir: str | None) -> str:
     if bootstrap:
         return bootstrap
     data_dir = data_dir or DEFAULT_DATA_DIR
-    path = os.path.join(data_dir, "cluster.json")
     try:
-        with open(path) as f:
-            cluster = json.load(f)
-    except FileNotFoundError:
-        raise CliError(
-            f"no cluster found: {path} does not exist (start one with `distlog cluster up -n 3`, "
-            "or point at one with --data-dir or --bootstrap tcp://HOST:PORT)"
-        ) from None
-    except (OSError, ValueError) as error:
-        raise CliError(f"cannot read {path}: {error}") from None
-    addresses = [b.get("address") for b in cluster.get("brokers", []) if b.get("address")]
+        record = cluster_file.load(data_dir)
+    except cluster_file.ClusterFileError as error:
+        raise CliError(f"{error} (or point at a cluster with --data-dir or --bootstrap tcp://HOST:PORT)") from None
+    addresses = [b.get("address") for b in record.get("brokers", []) if b.get("address")]
     if not addresses:
-        raise CliError(f"{path} lists no brokers; bring the cluster up again with `distlog cluster up`")
+        raise CliError(f"the cluster in {data_dir} lists no brokers; bring it up again with `distlog cluster up`")
     return ",".join(addresses)
 
 
