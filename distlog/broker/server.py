@@ -399,30 +399,30 @@ class Broker:
         return MetadataResponse(brokers, self.config.controller_id, topics)
 
     def _handle_create_topics(self, peer, cid, request):
-        results, metadata = [], self.metadata
-        for spec in request.topics:
-            code, message = self._controller_check()
-            if code == 0:
-                try:
-                    created = metadata.with_topic_created(spec["name"], spec["partitions"], spec["replication_factor"], spec["configs"])
-                    if not request.validate_only:
-                        metadata = created
-                except DistlogError as error:
-                    code, message = int(error.code), error.message
-            results.append({"name": spec["name"], "error_code": int(code), "error_message": message})
+        def create(metadata, spec):
+            created = metadata.with_topic_created(spec["name"], spec["partitions"], spec["replication_factor"], spec["configs"])
+            return metadata if request.validate_only else created
+
+        results, metadata = self._change_topics(request.topics, lambda spec: spec["name"], create)
         return self._commit_topic_change(peer, cid, metadata, CreateTopicsResponse(results), request.timeout_ms)
 
     def _handle_delete_topics(self, peer, cid, request):
+        results, metadata = self._change_topics(request.topics, lambda name: name, lambda m, name: m.with_topic_deleted(name))
+        return self._commit_topic_change(peer, cid, metadata, DeleteTopicsResponse(results), request.timeout_ms)
+
+    def _change_topics(self, items, name_of, change):
+        """Apply `change(metadata, item)` for each item in turn; one that fails is reported and skipped.
+        Returns (per-topic results, the metadata after every change that succeeded)."""
         results, metadata = [], self.metadata
-        for name in request.topics:
+        for item in items:
             code, message = self._controller_check()
             if code == 0:
                 try:
-                    metadata = metadata.with_topic_deleted(name)
+                    metadata = change(metadata, item)
                 except DistlogError as error:
                     code, message = int(error.code), error.message
-            results.append({"name": name, "error_code": int(code), "error_message": message})
-        return self._commit_topic_change(peer, cid, metadata, DeleteTopicsResponse(results), request.timeout_ms)
+            results.append({"name": name_of(item), "error_code": int(code), "error_message": message})
+        return results, metadata
 
     def _controller_check(self):
         if self.is_controller:
