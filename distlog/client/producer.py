@@ -35,6 +35,14 @@ SENDER_EXIT_WAIT_S = 30.0
 SENDER_ABORT_WAIT_S = 1.0
 
 
+_time_ns = time.time_ns
+
+
+def _no_such_partition(topic: str, partition: int, partition_count: int) -> DistlogError:
+    return DistlogError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                        f"topic '{topic}' has partitions 0..{partition_count - 1}, not {partition}")
+
+
 def _as_bytes(data, what: str):
     if data is None or isinstance(data, bytes):
         return data
@@ -75,6 +83,7 @@ class Producer:
         self._partition_counts = PartitionCounts()
         self._accumulator = RecordAccumulator(batch_size, buffer_memory, self.max_block_s, linger_ms / 1000,
                                               on_sealed=self._on_batch_sealed)
+        self._append = self._accumulator.append
         self._wake_pipe = WakePipe()
         settings = SenderSettings(ACKS[acks], retries, retry_backoff_ms / 1000, request_timeout_ms / 1000,
                                   delivery_timeout_ms / 1000, max_in_flight, max_request_bytes)
@@ -91,6 +100,8 @@ class Producer:
 
         Blocks up to max_block_ms for metadata or buffer space, then raises BufferFullError /
         RequestTimedOutError / DistlogError(UNKNOWN_TOPIC_OR_PARTITION)."""
+        # This runs once per record: every line here is on the hot path, so the common cases
+        # (bytes already, no headers, a known topic) take no call they can avoid.
         if value is not None and type(value) is not bytes:
             value = _as_bytes(value, "value")
         if key is not None and type(key) is not bytes:
@@ -98,11 +109,15 @@ class Producer:
         if headers:
             headers = [(str(name), _as_bytes(data, "header value") or b"") for name, data in headers]
         if timestamp_ms is None:
-            timestamp_ms = time.time_ns() // 1_000_000
-        partition = self._choose_partition(topic, key, partition)
-        future, wake = self._accumulator.append(topic, partition, value, key, timestamp_ms, headers, callback)
+            timestamp_ms = _time_ns() // 1_000_000
+        partition_count = self._partition_counts.counts.get(topic) or self._partition_count(topic)
+        if partition is None:
+            partition = partition_for_key(key, partition_count) if key is not None else self._sticky.partition(topic, partition_count)
+        elif not 0 <= partition < partition_count:
+            raise _no_such_partition(topic, partition, partition_count)
+        future, wake = self._append(topic, partition, value, key, timestamp_ms, headers, callback)
         if wake:
-            self._wake()
+            self._wake_pipe.wake()
         return future
 
     def send_batch(self, topic: str, values, keys=None, partition: int | None = None,
@@ -124,7 +139,9 @@ class Producer:
                 raise ValueError(f"timestamps_ms has {timestamps_ms.size} entries for {n} records")
         partition_count = self._partition_count(topic)
         if partition is not None:
-            targets = np.full(n, self._choose_partition(topic, None, partition), dtype=np.int64)
+            if not 0 <= partition < partition_count:
+                raise _no_such_partition(topic, partition, partition_count)
+            targets = np.full(n, partition, dtype=np.int64)
         elif keys is None:
             targets = np.full(n, self._sticky.partition(topic, partition_count), dtype=np.int64)
         elif isinstance(keys, np.ndarray):
@@ -149,7 +166,7 @@ class Producer:
             record_bytes = values.shape[1] + (keys.shape[1] if isinstance(keys, np.ndarray) else 0) + ROW_SIZE
         else:
             record_bytes = max(1, int(np.mean([len(values[i] or b"") for i in rows[:100]]))) + ROW_SIZE
-        per_batch = max(1, min(self._accumulator.max_records, (self.batch_size - HEADER_SIZE) // record_bytes))
+        per_batch = max(1, (self.batch_size - HEADER_SIZE) // record_bytes)
         per_record = isinstance(timestamps_ms, np.ndarray)
         for start in range(0, len(rows), per_batch):
             chunk = rows[start:start + per_batch]
@@ -212,15 +229,6 @@ class Producer:
 
     def _wake(self) -> None:
         self._wake_pipe.wake()
-
-    def _choose_partition(self, topic: str, key, partition) -> int:
-        partition_count = self._partition_counts.counts.get(topic) or self._partition_count(topic)
-        if partition is None:
-            return partition_for_key(key, partition_count) if key is not None else self._sticky.partition(topic, partition_count)
-        if not 0 <= partition < partition_count:
-            raise DistlogError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                               f"topic '{topic}' has partitions 0..{partition_count - 1}, not {partition}")
-        return partition
 
     def _partition_count(self, topic: str) -> int:
         count = self._partition_counts.counts.get(topic)
