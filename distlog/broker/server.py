@@ -65,7 +65,7 @@ from distlog.protocol.messages import (
 )
 from distlog.replication.replica import PartitionReplica
 from distlog.transports.faults import FaultRules
-from distlog.transports.zmq_transport import DealerConnection, RouterServer
+from distlog.transports.zmq_transport import DealerConnection, RouterServer, TransportError
 
 METADATA_SYNC_INTERVAL_S = 0.1
 METADATA_SYNC_TIMEOUT_S = 1.0
@@ -286,7 +286,16 @@ class Broker:
     def _send_outbox(self) -> None:
         outbox, self.outbox = self.outbox, []
         for peer, cid, response in outbox:
+            self._send_now(peer, cid, response)
+
+    def _send_now(self, peer: bytes, cid: int, response) -> None:
+        """Send one response, once it may leave (after _flush). A socket-level failure loses
+        this reply, not the broker: the client's request times out and it retries, as it would
+        after a lost packet."""
+        try:
             self.server.send(peer, cid, encode(response))
+        except TransportError as error:
+            self.logger.error("reply_failed", api=response.API_KEY.name, error=str(error))
 
     def _shutdown(self) -> None:
         for replica in self.replicas.values():
@@ -543,7 +552,7 @@ class Broker:
             response, total_bytes, _ = self._read_for_fetch(fetch.request)
             if total_bytes >= max(fetch.request.min_bytes, 1):
                 fetch.done = True
-                self.server.send(fetch.peer, fetch.cid, encode(response))
+                self._send_now(fetch.peer, fetch.cid, response)
             else:
                 self.purgatory.repark(fetch, touched)
 
