@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from distlog import __version__
+from distlog.broker.data_dir_lock import DataDirLock
 from distlog.broker.delayed import FetchPurgatory, ParkedFetch
 from distlog.broker.logs import BrokerLogger
 from distlog.broker.metadata import ClusterMetadata
@@ -116,9 +117,14 @@ class Broker:
         self.broker_id = config.broker_id
         self.logger = logger or BrokerLogger(config.broker_id)
         make_directory_durably(self._path("topics"))
-        self.context = zmq.Context()
-        self.fault_rules = FaultRules()
-        self.server = RouterServer(config.listen, context=self.context, fault_rules=self.fault_rules)
+        self.data_dir_lock = DataDirLock(config.data_dir).acquire()
+        try:
+            self.context = zmq.Context()
+            self.fault_rules = FaultRules()
+            self.server = RouterServer(config.listen, context=self.context, fault_rules=self.fault_rules)
+        except BaseException:
+            self.data_dir_lock.release()  # this broker never started; another may use the dir
+            raise
         self.running = False
         self.replicas: dict = {}
         self.purgatory = FetchPurgatory()
@@ -309,6 +315,7 @@ class Broker:
         if self.controller_connection is not None:
             self.controller_connection.close()
         self.context.term()
+        self.data_dir_lock.release()
         self.logger.info("stopped")
 
     # ------------------------------------------------------------------- partitions on this broker
