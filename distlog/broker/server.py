@@ -64,7 +64,7 @@ from distlog.protocol.messages import (
     ProduceResponse,
     SetFaultRulesResponse,
 )
-from distlog.replication.replica import PartitionReplica
+from distlog.replication.replica import ControlBatchRefusedError, PartitionReplica
 from distlog.transports.faults import FaultRules
 from distlog.transports.zmq_transport import DealerConnection, RouterServer, TransportError
 
@@ -482,6 +482,8 @@ class Broker:
             base_offset, _ = replica.append_as_leader(records)
         except RecordTooLargeError as exc:
             result["error_code"], result["error_message"] = int(ErrorCode.MESSAGE_TOO_LARGE), str(exc)
+        except ControlBatchRefusedError as exc:
+            result["error_code"], result["error_message"] = int(ErrorCode.INVALID_REQUEST), str(exc)
         except (CorruptBatchError, ValueError) as exc:
             result["error_code"], result["error_message"] = int(ErrorCode.CORRUPT_MESSAGE), str(exc)
         except OSError as exc:

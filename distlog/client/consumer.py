@@ -81,7 +81,10 @@ def _slices(payload: bytes, positions: np.ndarray, lengths: np.ndarray) -> list:
 
 
 def decode_batch(tp: TopicPartition, batch: RecordBatch, min_offset: int) -> list:
-    """ConsumerRecords of `batch` at offsets >= min_offset, decoded column-wise (no numpy per record)."""
+    """ConsumerRecords of `batch` at offsets >= min_offset, decoded column-wise (no numpy per record).
+    A control batch has none for the application: its offsets are passed over."""
+    if batch.is_control:
+        return []
     n = batch.record_count
     arrays = batch.arrays()
     key_bytes = int(np.maximum(arrays.key_lengths, 0).sum())
@@ -237,7 +240,8 @@ class Consumer:
     def poll_batches(self, timeout: float = 1.0) -> list:
         """The fast path: [(TopicPartition, RecordBatch, first_offset)] without decoding records.
         Records of a batch below first_offset were skipped by a seek and are not part of the
-        result. Records poll() already decoded but not yet returned come back through poll() only."""
+        result. Records poll() already decoded but not yet returned come back through poll() only.
+        Control batches (a Raft leader's marker) are passed over, as poll() passes their records."""
         self._wait_for_data(timeout)
         taken = []
         for tp, state in self._states.items():
@@ -245,7 +249,8 @@ class Consumer:
                 continue
             while state.batches:
                 batch = state.batches.popleft()
-                taken.append((tp, batch, state.position))
+                if not batch.is_control:
+                    taken.append((tp, batch, state.position))
                 state.position = batch.last_offset + 1
         if taken:
             self._prefetch()

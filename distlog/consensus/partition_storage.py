@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 from distlog.consensus.log_store import Span
 from distlog.consensus.messages import Entry, HardState
 from distlog.durable import write_file_atomically
-from distlog.log.batch import build_batch, peek_header, stamp_batch
+from distlog.log.batch import ATTR_CONTROL, build_batch, peek_header, stamp_batch
 from distlog.log.errors import OffsetOutOfRangeError
 from distlog.log.partition_log import PartitionLog
 from distlog.log.retention import expired_segment_count
@@ -40,9 +40,10 @@ def stamp_record_batch(data, base_offset: int, leader_term: int) -> bytes:
 
 
 def leader_marker_batch(base_offset: int, leader_term: int) -> bytes:
-    """Config.leader_marker for record batches: one record keyed LEADER_MARKER_KEY."""
-    return build_batch([leader_term.to_bytes(8, "little")], keys=[LEADER_MARKER_KEY],
-                       timestamps_ms=[0], base_offset=base_offset, leader_term=leader_term)
+    """Config.leader_marker for record batches: a control batch (consumers skip it) of one
+    record keyed LEADER_MARKER_KEY."""
+    return build_batch([leader_term.to_bytes(8, "little")], keys=[LEADER_MARKER_KEY], timestamps_ms=[0],
+                       base_offset=base_offset, leader_term=leader_term, attributes=ATTR_CONTROL)
 
 
 class PartitionStorage:

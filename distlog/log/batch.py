@@ -52,6 +52,10 @@ _ROW = struct.Struct("<Iqiii")
 # and value length and no headers: a single record is then found by arithmetic, which is
 # what makes random single-record reads cheap. verify() checks the claim.
 ATTR_FIXED_WIDTH = 0x0100
+# attributes bit of a control batch (Kafka's bit 5, isControl): records the system writes for
+# itself, such as a Raft leader's marker. They take offsets like any record, but consumers
+# skip them and producers may not send them.
+ATTR_CONTROL = 0x0020
 _MAX_BATCH_BYTES = 2**32 - 1
 
 
@@ -212,6 +216,10 @@ class RecordBatch:
     @property
     def crc(self) -> int:
         return self._header.crc
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self._header.attributes & ATTR_CONTROL)
 
     @property
     def attributes(self) -> int:

@@ -9,7 +9,12 @@ watermark becomes the commit index, and `is_leader` comes from the Raft role.
 
 from __future__ import annotations
 
+from distlog.log.batch import iter_batches
 from distlog.log.partition_log import PartitionLog
+
+
+class ControlBatchRefusedError(ValueError):
+    """A produce carried a control batch: only the system writes those (see ATTR_CONTROL)."""
 
 
 class PartitionReplica:
@@ -39,6 +44,12 @@ class PartitionReplica:
 
     def append_as_leader(self, records) -> tuple:
         """Append the batches in `records` (offsets assigned here); returns (base_offset, last_offset)."""
+        for batch in iter_batches(records, verify=False):  # one header look per batch; append verifies
+            if batch.is_control:
+                raise ControlBatchRefusedError(
+                    "a batch in this produce is flagged as a control batch (attributes bit 5); only brokers "
+                    "write those: clear the bit"
+                )
         return self.log.append(records, assign_offsets=True, leader_term=self.leader_epoch)
 
     def read(self, offset: int, max_bytes: int):

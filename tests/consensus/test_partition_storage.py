@@ -44,6 +44,7 @@ def test_replicated_batches_are_byte_identical_and_stamped_with_offsets_and_term
     assert logs[0] == logs[1] == logs[2]
     (marker, batch) = net.storage[2].entries_from(0, 10)
     assert RecordBatch(marker.data).records()[0].key == LEADER_MARKER_KEY
+    assert RecordBatch(marker.data).is_control and not RecordBatch(batch.data).is_control
     stamped = RecordBatch(batch.data)
     stamped.verify()  # stamping base offset and term leaves the checksum valid
     assert (stamped.base_offset, stamped.leader_term, [r.value for r in stamped.records()]) == (1, 1, [b"a", b"b", b"c"])
