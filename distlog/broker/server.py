@@ -64,6 +64,7 @@ from distlog.protocol.messages import (
     ProduceResponse,
     SetFaultRulesResponse,
 )
+from distlog.replication.producer_state import SequenceError
 from distlog.replication.replica import ControlBatchRefusedError, PartitionReplica
 from distlog.transports.faults import FaultRules
 from distlog.transports.zmq_transport import DealerConnection, RouterServer, TransportError
@@ -478,12 +479,15 @@ class Broker:
         if error is not None:
             result["error_code"], result["error_message"] = int(error[0]), error[1]
             return result
+        end_before = replica.log_end_offset
         try:
             base_offset, _ = replica.append_as_leader(records)
         except RecordTooLargeError as exc:
             result["error_code"], result["error_message"] = int(ErrorCode.MESSAGE_TOO_LARGE), str(exc)
         except ControlBatchRefusedError as exc:
             result["error_code"], result["error_message"] = int(ErrorCode.INVALID_REQUEST), str(exc)
+        except SequenceError as exc:
+            result["error_code"], result["error_message"] = int(ErrorCode.OUT_OF_ORDER_SEQUENCE), str(exc)
         except (CorruptBatchError, ValueError) as exc:
             result["error_code"], result["error_message"] = int(ErrorCode.CORRUPT_MESSAGE), str(exc)
         except OSError as exc:
@@ -493,6 +497,10 @@ class Broker:
         else:
             result["base_offset"] = base_offset
             result["log_start_offset"] = replica.log_start_offset
+        # Whatever reached the log is flushed before any reply leaves, even when the request
+        # failed part way (an idempotent produce appends batch by batch): a later retry that
+        # finds those batches already written is acknowledged without another append.
+        if replica.log_end_offset != end_before:
             self.touched.add((topic, partition))
             self.dirty.add((topic, partition))
         return result

@@ -36,6 +36,8 @@ _BATCH_LENGTH_POS = 9
 _LEADER_TERM_POS = 13
 _CRC_POS = 17
 CRC_START = 21  # the checksum covers buf[CRC_START:batch_length]
+_PRODUCER = struct.Struct("<qhi")  # producer_id, producer_epoch, base_sequence
+_PRODUCER_POS = 47
 
 RECORD_DTYPE = np.dtype(
     [
@@ -131,6 +133,18 @@ def stamp_batch(buf, base_offset: int, leader_term: int) -> None:
     Both fields sit before the crc field, so the checksum stays valid."""
     _BASE_OFFSET.pack_into(buf, _BASE_OFFSET_POS, base_offset)
     _LEADER_TERM.pack_into(buf, _LEADER_TERM_POS, leader_term)
+
+
+def with_producer_fields(data, producer_id: int, producer_epoch: int, base_sequence: int) -> bytes:
+    """A copy of the batch at the start of data with its producer fields replaced and its crc
+    recomputed (they sit inside the checksum, unlike base_offset and leader_term). An
+    idempotent producer numbers a batch this way when it knows the batch's place in line."""
+    view = memoryview(data).cast("B")
+    header = bytearray(view[:HEADER_SIZE])
+    _PRODUCER.pack_into(header, _PRODUCER_POS, producer_id, producer_epoch, base_sequence)
+    crc = crc32c.crc32c(view[HEADER_SIZE:], crc32c.crc32c(memoryview(header)[CRC_START:]))
+    struct.pack_into("<I", header, _CRC_POS, crc)
+    return b"".join((header, view[HEADER_SIZE:]))
 
 
 def _is_fixed_width(table: np.ndarray) -> bool:

@@ -311,6 +311,20 @@ class PartitionLog:
                 return segment.read(offset, max_bytes, max_offset)
         return memoryview(b"")
 
+    def tail_start_offset(self, tail_bytes: int) -> int:
+        """An offset from which reading to the end covers at least the log's last tail_bytes:
+        a batch start the offset index knows, so up to one index interval more. For state
+        rebuilt from recent batches (the producer table) without reading a whole segment."""
+        segments, _ = self._snapshot
+        remaining = tail_bytes
+        for segment in reversed(segments):
+            if segment.size_bytes > remaining:
+                entry = segment.offset_index.position_floor(segment.size_bytes - remaining)
+                found = segment.base_offset + (int(segment.offset_index.keys[entry]) if entry is not None else 0)
+                return max(found, self.log_start_offset)
+            remaining -= segment.size_bytes
+        return self.log_start_offset
+
     def batch_header_at(self, offset: int) -> BatchHeader:
         """The header of the batch containing offset (Raft reads entry terms with this)."""
         offset = self._check_range(offset)

@@ -33,6 +33,7 @@ class ErrorCode(enum.IntEnum):
     INVALID_TOPIC = 17
     STORAGE_ERROR = 18
     UNKNOWN_API = 19
+    OUT_OF_ORDER_SEQUENCE = 20
 
 
 # Retriable errors are the ones a later attempt can succeed at without the user changing anything:
@@ -69,6 +70,8 @@ HINTS = {
     ErrorCode.INVALID_TOPIC: "topic names are 1-249 characters of [a-zA-Z0-9._-], not '.' or '..'",
     ErrorCode.STORAGE_ERROR: "the broker could not write to disk (full or failing?); check its log",
     ErrorCode.UNKNOWN_API: "the broker does not know this request type; upgrade the broker",
+    ErrorCode.OUT_OF_ORDER_SEQUENCE: "an idempotent producer's batch is older than what the partition remembers; "
+                                     "the records may or may not be written: check before resending",
 }
 
 

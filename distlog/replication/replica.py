@@ -9,8 +9,13 @@ watermark becomes the commit index, and `is_leader` comes from the Raft role.
 
 from __future__ import annotations
 
-from distlog.log.batch import iter_batches
+from distlog.log.batch import ATTR_CONTROL, HEADER_SIZE, CorruptBatchError, peek_header
 from distlog.log.partition_log import PartitionLog
+from distlog.replication.producer_state import ProducerStateTable, batch_info
+
+# How much of the log's tail a replica reads at open to rebuild its producer table: the
+# batches a producer could still be retrying sit at the very end, and this bounds startup time.
+PRODUCER_STATE_SCAN_BYTES = 16 * 1024 * 1024
 
 
 class ControlBatchRefusedError(ValueError):
@@ -25,6 +30,8 @@ class PartitionReplica:
         self.partition = partition
         self.log = log
         self.leader_epoch = 0
+        self.producers = ProducerStateTable()
+        self._rebuild_producer_state()
 
     @property
     def is_leader(self) -> bool:
@@ -43,14 +50,49 @@ class PartitionReplica:
         return self.log.log_end_offset
 
     def append_as_leader(self, records) -> tuple:
-        """Append the batches in `records` (offsets assigned here); returns (base_offset, last_offset)."""
-        for batch in iter_batches(records, verify=False):  # one header look per batch; append verifies
-            if batch.is_control:
-                raise ControlBatchRefusedError(
-                    "a batch in this produce is flagged as a control batch (attributes bit 5); only brokers "
-                    "write those: clear the bit"
-                )
-        return self.log.append(records, assign_offsets=True, leader_term=self.leader_epoch)
+        """Append the batches in `records` (offsets assigned here); returns (base_offset, last_offset).
+
+        A batch of an idempotent producer that this partition already holds is not written
+        again: its first offsets are returned, as if it had just been appended."""
+        view = memoryview(records).cast("B")
+        headers = _headers_of(view)
+        if any(header.attributes & ATTR_CONTROL for _, header in headers):
+            raise ControlBatchRefusedError(
+                "a batch in this produce is flagged as a control batch (attributes bit 5); only brokers "
+                "write those: clear the bit"
+            )
+        if all(header.producer_id < 0 for _, header in headers):
+            return self.log.append(view, assign_offsets=True, leader_term=self.leader_epoch)
+        first_offset = last_offset = None
+        for position, header in headers:  # one batch at a time: any of them may be a duplicate
+            info = batch_info(header)
+            earlier = self.producers.check(info) if info is not None else None
+            if earlier is not None:
+                base_offset, batch_last_offset = earlier.base_offset, earlier.last_offset
+            else:
+                base_offset, batch_last_offset = self.log.append(
+                    view[position:position + header.batch_length], assign_offsets=True, leader_term=self.leader_epoch)
+                if info is not None:
+                    self.producers.record(info._replace(base_offset=base_offset, last_offset=batch_last_offset))
+            first_offset = base_offset if first_offset is None else first_offset
+            last_offset = batch_last_offset
+        return first_offset, last_offset
+
+    def _rebuild_producer_state(self) -> None:
+        """Read the producer fields of the batches at the tail of the log (see PRODUCER_STATE_SCAN_BYTES)."""
+        offset = self.log.tail_start_offset(PRODUCER_STATE_SCAN_BYTES)
+        while offset < self.log.log_end_offset:
+            view = self.log.read(offset, 1024 * 1024)
+            if not len(view):
+                return
+            headers = _headers_of(view, allow_cut_off=True)
+            if not headers:
+                return
+            for _, header in headers:
+                info = batch_info(header)
+                if info is not None:
+                    self.producers.record(info)
+                offset = header.last_offset + 1
 
     def read(self, offset: int, max_bytes: int):
         """Whole batches from `offset`, never past the high watermark."""
@@ -73,3 +115,18 @@ class PartitionReplica:
 
     def delete(self) -> None:
         self.log.delete()
+
+
+def _headers_of(view: memoryview, allow_cut_off: bool = False) -> list:
+    """(position, header) of every batch in view; only the fixed headers are read (the log's
+    append verifies each batch in full)."""
+    headers, position = [], 0
+    while position + HEADER_SIZE <= len(view):
+        header = peek_header(view, position)
+        if position + header.batch_length > len(view):
+            break
+        headers.append((position, header))
+        position += header.batch_length
+    if position != len(view) and not allow_cut_off:
+        raise CorruptBatchError(f"the produce's records end in {len(view) - position} bytes that are not a whole batch")
+    return headers

@@ -360,3 +360,22 @@ def test_close_releases_every_file_descriptor(tmp_path, clock):
     log.truncate_to(log.segments[2].base_offset)
     log.close()
     assert open_fds() == before
+
+
+def test_tail_start_offset_covers_at_least_the_asked_bytes_and_not_much_more(open_log):
+    log = open_log(segment_bytes=2000, index_interval_bytes=1)
+    for i in range(60):
+        log.append(values_batch(b"v%02d" % i))
+    batch_bytes = log.size_bytes // 60
+    assert log.tail_start_offset(10**9) == log.log_start_offset
+    for tail_bytes in (1, batch_bytes * 3, 2000, 2500):
+        start = log.tail_start_offset(tail_bytes)
+        covered = sum(b.batch_length for b in iter_batches_from(log, start))
+        assert tail_bytes <= covered < tail_bytes + batch_bytes, (tail_bytes, start, covered)
+
+
+def iter_batches_from(log, offset):
+    while offset < log.log_end_offset:
+        for batch in iter_batches(log.read(offset, 1 << 20)):
+            yield batch
+            offset = batch.last_offset + 1

@@ -1,0 +1,113 @@
+"""Idempotent produce: which batches of each producer a partition already holds.
+
+A producer that retries a batch whose acknowledgement was lost must not get it written twice.
+Every batch of an idempotent producer carries its producer id, epoch and base sequence (the
+batch header's producer fields, docs/FORMAT.md); the leader remembers the sequence ranges and
+offsets of each producer's last WINDOW batches and answers a batch it has seen with the offset
+it was first written at, instead of appending it again.
+
+Rules for a batch of producer P (Kafka's, minus transactions):
+- P unknown (new, its state aged out, or a producer that renumbered a partition after giving
+  up on a batch): append it, whatever its first sequence.
+- the same (first, last) sequence range as one of P's remembered batches: a duplicate.
+- first sequence right after P's last one: append it.
+- anything else: refused with OUT_OF_ORDER_SEQUENCE. A gap means an earlier batch has not
+  arrived (it is being retried): writing this one first would reorder the partition.
+The producer keeps at most WINDOW batches per partition in flight, so a retry always falls
+inside the window.
+
+Sequences are 31-bit and wrap to 0, as Kafka's do. The replica rebuilds the table from the
+tail of its log when the partition opens, so a restarted broker still recognises the retries
+of batches written just before it went down.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+SEQUENCE_MODULUS = 2**31
+# How many batches per producer and partition the leader remembers (Kafka: 5). The client keeps
+# no more than this many in flight per partition.
+WINDOW = 5
+# Producers remembered per partition, least recently written forgotten first (Kafka expires
+# them by age instead). Every Producer instance draws a new id, so without a bound the table
+# of a long-lived partition would grow forever; a forgotten producer is "unknown" again.
+MAX_PRODUCERS = 10_000
+
+
+class ProducerBatchInfo(NamedTuple):
+    """The producer fields of one batch and where it sits in the log."""
+
+    producer_id: int
+    producer_epoch: int
+    first_sequence: int
+    last_sequence: int
+    base_offset: int
+    last_offset: int
+
+
+def batch_info(header) -> ProducerBatchInfo | None:
+    """The producer fields of a batch header (distlog.log.batch.BatchHeader) at its stamped
+    offsets; None for a batch from a producer that is not idempotent."""
+    if header.producer_id < 0:
+        return None
+    return ProducerBatchInfo(
+        header.producer_id, header.producer_epoch, header.base_sequence,
+        (header.base_sequence + header.last_offset_delta) % SEQUENCE_MODULUS,
+        header.base_offset, header.base_offset + header.last_offset_delta,
+    )
+
+
+class SequenceError(ValueError):
+    """A batch that is neither new nor a known duplicate: the producer's retries went wrong."""
+
+
+@dataclass
+class _ProducerEntry:
+    epoch: int
+    batches: deque = field(default_factory=lambda: deque(maxlen=WINDOW))  # of ProducerBatchInfo
+
+
+class ProducerStateTable:
+    """Per partition: producer id -> the last WINDOW batches written for it."""
+
+    def __init__(self):
+        self._producers: dict = {}
+
+    def __len__(self) -> int:
+        return len(self._producers)
+
+    def check(self, batch: ProducerBatchInfo) -> ProducerBatchInfo | None:
+        """Before appending: the earlier write if `batch` is a duplicate, None if it is new.
+        Raises SequenceError if it is neither."""
+        entry = self._producers.get(batch.producer_id)
+        if entry is None or batch.producer_epoch > entry.epoch:
+            return None
+        if batch.producer_epoch < entry.epoch:
+            raise SequenceError(
+                f"producer {batch.producer_id} epoch {batch.producer_epoch} is older than epoch {entry.epoch} "
+                "already written here; a newer instance of this producer has taken over"
+            )
+        for known in entry.batches:
+            if (known.first_sequence, known.last_sequence) == (batch.first_sequence, batch.last_sequence):
+                return known
+        expected = (entry.batches[-1].last_sequence + 1) % SEQUENCE_MODULUS
+        if batch.first_sequence == expected:
+            return None
+        raise SequenceError(
+            f"producer {batch.producer_id} sent sequences {batch.first_sequence}..{batch.last_sequence} but "
+            f"{expected} comes next and the batch is not one of its last {WINDOW}; an earlier batch is "
+            "still on its way (the producer retries in order)"
+        )
+
+    def record(self, batch: ProducerBatchInfo) -> None:
+        """After appending `batch` (with its real offsets)."""
+        entry = self._producers.pop(batch.producer_id, None)  # re-inserted last: most recent
+        if entry is None or batch.producer_epoch > entry.epoch:
+            entry = _ProducerEntry(batch.producer_epoch)
+        entry.batches.append(batch)
+        self._producers[batch.producer_id] = entry
+        if len(self._producers) > MAX_PRODUCERS:
+            del self._producers[next(iter(self._producers))]

@@ -1,0 +1,95 @@
+"""The leader's memory of idempotent producers: duplicates answered with their first offsets,
+gaps refused, sequences wrapping, and the table rebuilt from the log after a restart."""
+
+import pytest
+
+from distlog.log.batch import build_batch
+from distlog.log.config import LogConfig
+from distlog.log.partition_log import PartitionLog
+from distlog.replication.producer_state import (
+    MAX_PRODUCERS, SEQUENCE_MODULUS, WINDOW, ProducerBatchInfo, ProducerStateTable, SequenceError,
+)
+from distlog.replication.replica import PartitionReplica
+
+
+def info(first, count=1, producer_id=7, epoch=0, base_offset=0):
+    return ProducerBatchInfo(producer_id, epoch, first, (first + count - 1) % SEQUENCE_MODULUS,
+                             base_offset, base_offset + count - 1)
+
+
+def test_a_new_producer_starts_anywhere_and_then_must_continue_without_gaps():
+    table = ProducerStateTable()
+    assert table.check(info(40)) is None
+    table.record(info(40, count=3, base_offset=100))
+    assert table.check(info(43)) is None
+    with pytest.raises(SequenceError, match="43 comes next"):
+        table.check(info(44))
+
+
+def test_a_batch_seen_in_the_last_window_is_a_duplicate_of_its_first_write():
+    table = ProducerStateTable()
+    for i in range(WINDOW + 1):
+        table.record(info(i * 2, count=2, base_offset=1000 + i * 2))
+    assert table.check(info(2 * WINDOW, count=2)).base_offset == 1000 + 2 * WINDOW
+    assert table.check(info(2, count=2)).base_offset == 1002
+    with pytest.raises(SequenceError):
+        table.check(info(0, count=2))  # older than the window: cannot tell, so refused
+    with pytest.raises(SequenceError):
+        table.check(info(2, count=1))  # overlaps a written range without matching it
+
+
+def test_sequences_wrap_to_zero():
+    table = ProducerStateTable()
+    table.record(info(SEQUENCE_MODULUS - 2, count=2))
+    assert table.check(info(0)) is None
+
+
+def test_a_newer_epoch_starts_over_and_an_older_one_is_refused():
+    table = ProducerStateTable()
+    table.record(info(10, epoch=1))
+    assert table.check(info(0, epoch=2)) is None
+    with pytest.raises(SequenceError, match="older than epoch 1"):
+        table.check(info(11, epoch=0))
+
+
+def test_the_least_recently_written_producer_is_forgotten_past_the_bound():
+    table = ProducerStateTable()
+    for producer_id in range(MAX_PRODUCERS):
+        table.record(info(0, producer_id=producer_id))
+    table.record(info(1, producer_id=0))  # producer 0 writes again: producer 1 is now the oldest
+    table.record(info(0, producer_id=MAX_PRODUCERS))
+    assert len(table) == MAX_PRODUCERS
+    assert table.check(info(5, producer_id=1)) is None, "producer 1 should be unknown again"
+    with pytest.raises(SequenceError):
+        table.check(info(5, producer_id=0))
+
+
+def idempotent_batch(values, producer_id=99, sequence=0):
+    return build_batch(values, producer_id=producer_id, producer_epoch=0, base_sequence=sequence)
+
+
+def test_the_replica_answers_a_retried_batch_with_its_first_offsets_and_writes_nothing(tmp_path):
+    replica = PartitionReplica("t", 0, PartitionLog.open(str(tmp_path / "t-0"), LogConfig()))
+    first = idempotent_batch([b"a", b"b"], sequence=0)
+    assert replica.append_as_leader(first) == (0, 1)
+    assert replica.append_as_leader(build_batch([b"other"])) == (2, 2)
+    assert replica.append_as_leader(first) == (0, 1)
+    assert replica.log_end_offset == 3
+    with pytest.raises(SequenceError):
+        replica.append_as_leader(idempotent_batch([b"c"], sequence=5))
+    assert replica.append_as_leader(idempotent_batch([b"c"], sequence=2)) == (3, 3)
+    replica.close()
+
+
+def test_a_reopened_replica_still_knows_the_batches_at_the_tail_of_its_log(tmp_path):
+    directory = str(tmp_path / "t-0")
+    replica = PartitionReplica("t", 0, PartitionLog.open(directory, LogConfig()))
+    batches = [idempotent_batch([b"%d" % i], sequence=i) for i in range(3)]
+    for batch in batches:
+        replica.append_as_leader(batch)
+    replica.log.flush()
+    replica.close()
+    reopened = PartitionReplica("t", 0, PartitionLog.open(directory, LogConfig()))
+    assert reopened.append_as_leader(batches[2]) == (2, 2)
+    assert reopened.log_end_offset == 3
+    reopened.close()
