@@ -8,9 +8,12 @@
 
 Any number of user threads may call send(). Records go into the RecordAccumulator; the sender
 thread (distlog/client/sender.py) owns every socket and ships sealed batches. Delivery semantics
-are Kafka's without idempotence: a retried batch may be written twice if the first attempt's
-acknowledgement was lost, and with more than one request in flight a retry can reorder batches
-of one partition.
+are Kafka's. With acks='all' the producer is idempotent by default (enable_idempotence): every
+batch carries a producer id and sequence numbers, so a retry of a batch whose acknowledgement
+was lost is recognised by the leader instead of written twice, and a partition's batches land
+in the order they were sent (distlog/client/sequencer.py). Without it (acks=0 or 1, or
+enable_idempotence=False) a retried batch may be written twice, and with more than one request
+in flight a retry can reorder batches of one partition.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from distlog.client.cluster import ClusterView
 from distlog.client.errors import ProducerClosedError, RequestTimedOutError
 from distlog.client.partitioner import StickyPartitioner, partition_for_key, partitions_for_keys
 from distlog.client.sender import PartitionCounts, Sender, SenderSettings, WakePipe
+from distlog.client.sequencer import MAX_IN_FLIGHT
 from distlog.log.batch import HEADER_SIZE, ROW_SIZE, build_batch, build_batch_from_arrays, peek_header
 from distlog.protocol.errors import DistlogError, ErrorCode
 
@@ -71,9 +75,20 @@ class Producer:
         delivery_timeout_ms: float = 120_000,
         max_in_flight: int = 5,
         max_request_bytes: int = 4 * 1024 * 1024,
+        enable_idempotence: bool | None = None,
     ):
         if acks not in ACKS:
             raise ValueError(f"acks must be 'all', 1 or 0, got {acks!r}")
+        # As in Kafka 3: on by default with acks='all', off otherwise unless asked for.
+        if enable_idempotence is None:
+            enable_idempotence = ACKS[acks] == -1
+        elif enable_idempotence and ACKS[acks] != -1:
+            raise ValueError(f"enable_idempotence=True needs acks='all' (got acks={acks!r}): a retry can only be "
+                             "recognised once the write it repeats is acknowledged as committed")
+        if enable_idempotence and not 1 <= max_in_flight <= MAX_IN_FLIGHT:
+            raise ValueError(f"an idempotent producer keeps at most {MAX_IN_FLIGHT} requests in flight (the "
+                             f"brokers remember that many batches per producer), got max_in_flight={max_in_flight}")
+        self.idempotent = enable_idempotence
         if batch_size < 1024:
             raise ValueError(f"batch_size must be at least 1024 bytes, got {batch_size}")
         self.batch_size = batch_size
@@ -86,7 +101,7 @@ class Producer:
         self._append = self._accumulator.append
         self._wake_pipe = WakePipe()
         settings = SenderSettings(ACKS[acks], retries, retry_backoff_ms / 1000, request_timeout_ms / 1000,
-                                  delivery_timeout_ms / 1000, max_in_flight, max_request_bytes)
+                                  delivery_timeout_ms / 1000, max_in_flight, max_request_bytes, enable_idempotence)
         sender = Sender(self._accumulator, self._cluster, settings, self._partition_counts, self._wake_pipe)
         self._sender = threading.Thread(target=sender.run, name="distlog-producer-sender", daemon=True)
         self._sender.start()

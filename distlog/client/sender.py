@@ -22,6 +22,7 @@ import zmq
 from distlog.client.accumulator import ProducerBatch, RecordAccumulator
 from distlog.client.cluster import ClusterView
 from distlog.client.errors import ProducerClosedError, RequestTimedOutError
+from distlog.client.sequencer import Sequencer
 from distlog.protocol.errors import DistlogError, ErrorCode, is_retriable
 from distlog.protocol.messages import ErrorResponse, ProduceRequest
 
@@ -38,6 +39,7 @@ class SenderSettings:
     delivery_timeout_s: float
     max_in_flight: int
     max_request_bytes: int
+    idempotent: bool = False
 
 
 class PartitionCounts:
@@ -136,6 +138,7 @@ class Sender:
         self.registered: set = set()
         self.waiting: list = []  # batches not yet sent (new, or waiting to retry)
         self.in_flight: dict = {}  # endpoint -> {cid: (sent_at_s, [batches])}
+        self.sequencer = Sequencer() if settings.idempotent else None
 
     def run(self) -> None:
         try:
@@ -153,7 +156,11 @@ class Sender:
                 self._fail_everything(ProducerClosedError("the producer was closed before this record was delivered"))
                 return
             now_s = time.monotonic()
-            self.waiting.extend(self.accumulator.drain(now_s))
+            drained = self.accumulator.drain(now_s)
+            if self.sequencer is not None:
+                for batch in drained:
+                    self.sequencer.number(batch)
+            self.waiting.extend(drained)
             wanted = self.partition_counts.take_wanted()
             if wanted:
                 self._look_up(wanted)
@@ -168,7 +175,7 @@ class Sender:
     def _fail_everything(self, error: DistlogError) -> None:
         """Complete every batch this thread holds or could still take with `error`."""
         self.accumulator.close()  # later send() calls raise instead of queueing for nobody
-        batches = self.waiting + [b for flights in self.in_flight.values() for _, bs in flights.values() for b in bs]
+        batches = self.waiting + self._batches_in_flight()
         self.waiting, self.in_flight = [], {}
         for batch in batches + self.accumulator.drain(time.monotonic()):
             self._finish(batch, -1, error)
@@ -200,14 +207,22 @@ class Sender:
         # Take the list: _send_to may put batches back for a retry (a connection lost), and
         # those must land in the new list, not in one about to be replaced.
         waiting, self.waiting = self.waiting, []
+        held = set()  # idempotent: partitions whose next batch cannot go, so no later one may
+        if self.sequencer is not None:
+            self.sequencer.renumber(waiting, self._keys_in_flight())
+            held |= self.sequencer.needs_renumbering
+            waiting.sort(key=_by_order)
         for batch in waiting:
-            if batch.retry_at_s > now_s:
-                still_waiting.append(batch)
-                continue
-            endpoint = self.cluster.leader_endpoint(batch.topic, batch.partition)
+            key = (batch.topic, batch.partition)
+            endpoint = None
+            if batch.retry_at_s <= now_s and key not in held:
+                endpoint = self.cluster.leader_endpoint(batch.topic, batch.partition)
+                if endpoint is None:
+                    stale_topics.add(batch.topic)
             if endpoint is None:
-                stale_topics.add(batch.topic)
                 still_waiting.append(batch)
+                if self.sequencer is not None:
+                    held.add(key)
                 continue
             by_endpoint.setdefault(endpoint, []).append(batch)
         for endpoint, batches in by_endpoint.items():
@@ -250,13 +265,15 @@ class Sender:
         return left
 
     def _next_request(self, batches: list) -> tuple:
-        """(batches for one request, the rest): one per partition, up to max_request_bytes."""
+        """(batches for one request, the rest): one per partition, up to max_request_bytes.
+        `rest` keeps the order of `batches`, so a partition's batches go out in order."""
         taken, rest, partitions, size = [], [], set(), 0
         for batch in batches:
             key = (batch.topic, batch.partition)
             fits = not taken or size + len(batch.data) <= self.settings.max_request_bytes
             if key in partitions or not fits:
                 rest.append(batch)
+                partitions.add(key)  # a later batch of it must not overtake this one
                 continue
             taken.append(batch)
             partitions.add(key)
@@ -328,7 +345,14 @@ class Sender:
         settings = self.settings
         now_s = time.monotonic()
         past_deadline = now_s - batch.created_s >= settings.delivery_timeout_s
-        if is_retriable(error.code) and batch.attempts <= settings.retries and not past_deadline:
+        retriable = is_retriable(error.code)
+        if error.code == ErrorCode.OUT_OF_ORDER_SEQUENCE and self.sequencer is not None:
+            # An earlier batch of the partition has not arrived: this one goes again after it.
+            # If none is coming (it failed for good), the partition is renumbered first.
+            retriable = True
+            if not self.sequencer.has_earlier(batch, self.waiting + self._batches_in_flight()):
+                self.sequencer.failed_for_good(batch)
+        if retriable and batch.attempts <= settings.retries and not past_deadline:
             if error.code in _REFRESH_ON:
                 self.cluster.topics.pop(batch.topic, None)  # look the leader up again before the retry
             batch.retry_at_s = now_s + min(1.0, settings.retry_backoff_s * (2 ** min(batch.attempts - 1, 10)))
@@ -337,6 +361,8 @@ class Sender:
             self._finish(batch, -1, error)
 
     def _finish(self, batch: ProducerBatch, base_offset: int, error) -> None:
+        if error is not None and self.sequencer is not None:
+            self.sequencer.failed_for_good(batch)
         try:
             batch.complete(base_offset, error)
         finally:
@@ -358,3 +384,15 @@ class Sender:
                 self._finish(batch, -1, RequestTimedOutError(
                     f"records for {batch.topic}-{batch.partition} not delivered within delivery_timeout_ms="
                     f"{settings.delivery_timeout_s * 1000:.0f}: no leader reachable"))
+
+    # ------------------------------------------------------------------------ idempotence
+
+    def _batches_in_flight(self) -> list:
+        return [b for flights in self.in_flight.values() for _, batches in flights.values() for b in batches]
+
+    def _keys_in_flight(self) -> set:
+        return {(b.topic, b.partition) for b in self._batches_in_flight()}
+
+
+def _by_order(batch: ProducerBatch) -> int:
+    return batch.order

@@ -1,0 +1,83 @@
+"""Numbering for the idempotent producer: each partition's batches get consecutive sequence
+numbers, so the leader can tell a retry of a written batch from a new one.
+
+The sender numbers a batch when it takes it from the accumulator, in the order the batches
+were sealed, and stamps producer id, epoch and base sequence into the batch header. Ordering
+rules the sender follows (see Sender._send):
+- a partition's batches go out in number order, at most one per request and at most
+  max_in_flight (<= 5, the broker's dedup window) in flight;
+- a batch waiting to be retried holds back every later batch of its partition;
+- OUT_OF_ORDER_SEQUENCE means an earlier batch has not arrived yet: retry once it has.
+
+A batch that fails for good (a non-retriable error, or delivery_timeout_ms) leaves a hole the
+broker would wait on forever, so the partition is renumbered: once nothing of it is in flight,
+its waiting batches get a fresh producer id and sequences from 0, which the leader accepts as
+a new producer. (Kafka bumps the producer epoch for this; a fresh id per partition does the
+same without a round trip.) Producer ids are random 62-bit numbers drawn by the client: with
+no transactions to fence there is nothing for a broker to allocate, and two producers drawing
+the same id is a one-in-10^18 event.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from distlog.log.batch import with_producer_fields
+from distlog.replication.producer_state import SEQUENCE_MODULUS, WINDOW
+
+PRODUCER_EPOCH = 0
+MAX_IN_FLIGHT = WINDOW
+
+
+def new_producer_id() -> int:
+    return secrets.randbits(62) + 1
+
+
+class Sequencer:
+    """Sequence numbers and producer ids per partition, for the sender thread only."""
+
+    def __init__(self):
+        self._producer_ids: dict = {}  # (topic, partition) -> producer id
+        self._next_sequence: dict = {}  # (topic, partition) -> base sequence of its next batch
+        self._next_order = 0
+        self.needs_renumbering: set = set()  # partitions with a hole no retry will fill
+
+    def number(self, batch) -> None:
+        """Give a batch fresh from the accumulator the next sequence of its partition."""
+        batch.order = self._next_order
+        self._next_order += 1
+        self._stamp(batch)
+
+    def _stamp(self, batch) -> None:
+        key = (batch.topic, batch.partition)
+        producer_id = self._producer_ids.get(key)
+        if producer_id is None:
+            producer_id = self._producer_ids[key] = new_producer_id()
+        sequence = self._next_sequence.get(key, 0)
+        batch.data = with_producer_fields(batch.data, producer_id, PRODUCER_EPOCH, sequence)
+        self._next_sequence[key] = (sequence + batch.record_count) % SEQUENCE_MODULUS
+
+    def failed_for_good(self, batch) -> None:
+        """The batch will not be retried: the partition's later batches must be renumbered."""
+        self.needs_renumbering.add((batch.topic, batch.partition))
+
+    def renumber(self, waiting: list, in_flight_keys: set) -> None:
+        """For each partition that needs it and has nothing in flight, restamp its waiting
+        batches (in their order) under a fresh producer id, sequences from 0."""
+        for key in list(self.needs_renumbering):
+            if key in in_flight_keys:
+                continue  # its answers come first: they may be OUT_OF_ORDER and join the waiting
+            self.needs_renumbering.discard(key)
+            self._producer_ids[key] = new_producer_id()
+            self._next_sequence[key] = 0
+            for batch in sorted((b for b in waiting if (b.topic, b.partition) == key), key=_order):
+                self._stamp(batch)
+
+    def has_earlier(self, batch, pending) -> bool:
+        """Whether a batch of the same partition numbered before `batch` is among `pending`."""
+        key = (batch.topic, batch.partition)
+        return any((b.topic, b.partition) == key and b.order < batch.order for b in pending)
+
+
+def _order(batch) -> int:
+    return batch.order
