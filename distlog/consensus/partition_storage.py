@@ -7,6 +7,13 @@ start live in a small JSON file next to the partition directory (PartitionLog re
 foreign files inside it), replaced atomically: write a temporary file, fsync, rename, fsync
 the directory.
 
+Moving the log start (retention, or a start-over below the leader's log start) touches both
+the log and that file, so it is written ahead: the file first records the move as pending
+(new start, its term, and which operation), then the log is changed, then the file records it
+done. A crash in between is finished when the storage opens again; without this, a crash
+after the segments went but before the file was updated would leave the term below the new
+start unknown, and the partition unusable.
+
 Appended entries are as durable as the log's flush.policy makes them. Raft acknowledges an
 entry only once it is persisted, so the policy that keeps Raft's promise (a committed entry
 survives any minority of crashes, including power loss) is 'always'.
@@ -54,11 +61,15 @@ class PartitionStorage:
         self.state_path = state_path or os.path.normpath(log.directory) + ".raft-state"
         self._hard_state = HardState(commit=log.log_start_offset - 1)
         self._start: tuple[int, int] = (log.log_start_offset, 0)
+        self._pending_start = None  # {"op", "offset", "term"} while the log start is being moved
         if os.path.exists(self.state_path):
             with open(self.state_path, "rb") as f:
                 state = json.load(f)
             self._hard_state = HardState(state["term"], state["vote"], state["commit"])
             self._start = (state["start_offset"], state["start_term"])
+            pending = state.get("pending_start")
+            if pending is not None:  # a crash interrupted the move: finish it
+                self._move_start(pending["op"], pending["offset"], pending["term"])
 
     # ---- hard state ---------------------------------------------------------------------
 
@@ -82,7 +93,8 @@ class PartitionStorage:
     def _write_state(self) -> None:
         hs = self._hard_state
         state = {"term": hs.term, "vote": hs.vote, "commit": hs.commit,
-                 "start_offset": self._start[0], "start_term": self._start[1]}
+                 "start_offset": self._start[0], "start_term": self._start[1],
+                 "pending_start": self._pending_start}
         write_file_atomically(self.state_path, json.dumps(state).encode())
 
     # ---- the log ------------------------------------------------------------------------
@@ -140,9 +152,23 @@ class PartitionStorage:
         self.log.maybe_flush()
 
     def reset(self, log_start_offset: int, start_term: int) -> None:
-        self.log.reset_to(log_start_offset)
-        self.log.flush()
-        self._start = (log_start_offset, start_term)
+        self._move_start("reset", log_start_offset, start_term)
+
+    def _move_start(self, op: str, offset: int, term: int) -> None:
+        """Move the log start to offset (the entry below it has `term`), written ahead (see
+        the module docstring). Safe to repeat: both operations are idempotent."""
+        self._pending_start = {"op": op, "offset": offset, "term": term}
+        self._write_state()
+        if op == "reset":
+            self.log.reset_to(offset)  # empty, continuing at offset
+            self.log.flush()
+        else:
+            self.log.delete_segments_before(offset)  # retention: committed entries below offset
+        if self.log.log_start_offset != offset:
+            raise RuntimeError(f"{self.log.directory}: moving the log start to {offset} ({op}) left it at "
+                               f"{self.log.log_start_offset}; the log does not match its Raft state")
+        self._start = (offset, term)
+        self._pending_start = None
         self._write_state()
 
     def apply_retention(self, high_watermark: int, now_ms: int) -> int:
@@ -155,10 +181,5 @@ class PartitionStorage:
         count = expired_segment_count(segments, self.log.config, now_ms)
         if count == 0 or segments[count - 1].next_offset - 1 > high_watermark:
             return 0
-        start_term = segments[count - 1].last_term
-        deleted = self.log.apply_retention(now_ms)
-        if deleted != count:
-            raise AssertionError(f"retention deleted {deleted} segments, expected {count}")
-        self._start = (self.log.log_start_offset, start_term)
-        self._write_state()
-        return deleted
+        self._move_start("retention", segments[count - 1].next_offset, segments[count - 1].last_term)
+        return count

@@ -449,15 +449,31 @@ class PartitionLog:
             now_ms = self._clock_ms() if now_ms is None else now_ms
             count = expired_segment_count(self._segments, self.config, now_ms)
             if count:
-                expired = self._segments[:count]
-                self._set_segments(self._segments[count:])
-                self._dirty_segments = [s for s in self._dirty_segments if s not in expired]
-                for segment in expired:
-                    segment.delete_files()
-                # Durable on return: Raft's storage records the new log start in its own file
-                # next, and a deletion that a power loss undid would contradict it.
-                fsync_directory(self.directory)
+                self._delete_first_segments(count)
             return count
+
+    def delete_segments_before(self, offset: int) -> int:
+        """Delete the leading closed segments that end at or before offset, durably; returns
+        how many. The log start moves to the first kept segment's base offset. (Raft's storage
+        finishes an interrupted retention with this after a crash.)"""
+        with self._lock:
+            self._check_open()
+            count = 0
+            while count < len(self._segments) - 1 and self._segments[count].next_offset <= offset:
+                count += 1
+            if count:
+                self._delete_first_segments(count)
+            return count
+
+    def _delete_first_segments(self, count: int) -> None:
+        expired = self._segments[:count]
+        self._set_segments(self._segments[count:])
+        self._dirty_segments = [s for s in self._dirty_segments if s not in expired]
+        for segment in expired:
+            segment.delete_files()
+        # Durable on return: a deletion that a power loss undid would contradict the log start
+        # that Raft's storage records.
+        fsync_directory(self.directory)
 
     def compact(self, now_ms: int | None = None) -> CompactionStats:
         """Keep the last record per key in closed segments (cleanup.policy 'compact' only; a

@@ -108,3 +108,45 @@ def test_a_log_start_moved_behind_its_back_is_refused(tmp_path, open_storage):
     storage.log.apply_retention(now_ms=0)
     with pytest.raises(RuntimeError, match="apply_retention"):
         storage.start_term
+
+
+class Crash(Exception):
+    """Stands for the process dying at this point."""
+
+
+def crash(*_args, **_kwargs):
+    raise Crash()
+
+
+def test_a_crash_between_recording_and_doing_retention_is_finished_on_reopen(tmp_path, open_storage):
+    config = LogConfig(segment_bytes=200, retention_bytes=1)
+    storage = open_storage(tmp_path / "p", config)
+    storage.append([Entry(1 + i // 3, i, i, stamp_record_batch(build_batch([b"v" * 50]), i, 1 + i // 3))
+                    for i in range(8)])
+    boundary = storage.log.segments[-2].next_offset  # retention keeps only the active segment
+    storage.log.delete_segments_before = crash  # the state file says "moving", the log is untouched
+    with pytest.raises(Crash):
+        storage.apply_retention(high_watermark=7, now_ms=0)
+    assert storage.log.log_start_offset == 0
+    storage.log.close()
+    reopened = open_storage(tmp_path / "p", config)
+    assert reopened.log_start_offset == boundary
+    assert reopened.start_term == 1 + (boundary - 1) // 3
+    assert reopened.entries_from(boundary, 10)[0].base_offset == boundary
+
+
+def test_a_crash_part_way_through_a_start_over_is_finished_on_reopen(tmp_path, open_storage):
+    storage = open_storage(tmp_path / "p")
+    storage.append([Entry(1, i, i, stamp_record_batch(build_batch([b"v"]), i, 1)) for i in range(3)])
+    real_reset_to = storage.log.reset_to
+
+    def reset_then_crash(offset):
+        real_reset_to(offset)
+        raise Crash()  # the log moved; the state file still says "pending"
+
+    storage.log.reset_to = reset_then_crash
+    with pytest.raises(Crash):
+        storage.reset(100, 5)
+    storage.log.close()
+    reopened = open_storage(tmp_path / "p")
+    assert (reopened.log_start_offset, reopened.start_term, reopened.last_index) == (100, 5, 99)

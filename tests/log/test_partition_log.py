@@ -379,3 +379,15 @@ def iter_batches_from(log, offset):
         for batch in iter_batches(log.read(offset, 1 << 20)):
             yield batch
             offset = batch.last_offset + 1
+
+
+def test_delete_segments_before_drops_whole_leading_segments_but_never_the_active_one(open_log):
+    log = open_log(segment_bytes=200)
+    for i in range(8):
+        log.append(values_batch(b"v" * 50))
+    boundaries = [segment.next_offset for segment in log.segments[:-1]]
+    assert log.delete_segments_before(boundaries[0] - 1) == 0
+    assert log.delete_segments_before(boundaries[1]) == 2
+    assert log.log_start_offset == boundaries[1]
+    assert log.delete_segments_before(10**9) == len(boundaries) - 2
+    assert len(log.segments) == 1 and log.log_end_offset == 8
