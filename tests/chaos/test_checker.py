@@ -1,0 +1,228 @@
+"""The chaos checker: each anomaly class found in a small history that has exactly that anomaly."""
+
+import json
+import time
+
+import pytest
+
+from distlog.chaos.checker import check
+
+
+def send(value, partition, offset, t, outcome="ok", process="producer-0"):
+    """An invoke and its completion; `outcome` None leaves the send uncompleted."""
+    records = [{"type": "invoke", "process": process, "f": "send", "value": value, "key": "k", "t": t}]
+    if outcome == "ok":
+        records.append({"type": "ok", "process": process, "f": "send", "value": value,
+                        "partition": partition, "offset": offset, "t": t + 0.1})
+    elif outcome is not None:
+        records.append({"type": outcome, "process": process, "f": "send", "value": value,
+                        "error": "boom", "t": t + 0.1})
+    return records
+
+
+def poll(records, t, process="consumer-0"):
+    return {"type": "ok", "process": process, "f": "poll", "records": [list(r) for r in records], "t": t}
+
+
+def final_read(records, t):
+    return {"type": "ok", "process": "final-reader", "f": "final-read",
+            "records": [list(r) for r in records], "t": t}
+
+
+def clean_history():
+    """Two partitions, three acknowledged sends each, polled in two polls and read at the end."""
+    history = [{"type": "meta", "t": 0.0, "topic": "chaos", "partitions": 2}]
+    log = []
+    for i in range(6):
+        partition, offset = i % 2, i // 2
+        history += send(f"v{i}", partition, offset, t=0.5 * i)
+        log.append((partition, offset, f"v{i}"))
+    history.append(poll(log[:3], t=3.0))
+    history.append(poll(log[3:], t=3.5))
+    history.append(final_read(log, t=5.0))
+    return history, log
+
+
+def anomalies_found(result):
+    return {name: found for name, found in result["anomalies"].items() if found}
+
+
+def test_clean_history_is_valid_with_counts():
+    history, log = clean_history()
+    result = check(history)
+    assert result["valid"], anomalies_found(result)
+    assert result["final_read"] == "ok"
+    assert result["sends"] == {"invoked": 6, "ok": 6, "fail": 0, "info": 0}
+    assert result["reads"] == {"polls": 2, "records_polled": 6, "final_records": 6}
+    assert result["unseen_by_consumers"] == 0
+    json.dumps(result)  # the runner stores it as JSON
+
+
+def test_lost_write_acknowledged_but_not_in_the_final_read():
+    history, log = clean_history()
+    history[-1] = final_read([r for r in log if r[2] != "v4"], t=5.0)
+    result = check(history)
+    assert not result["valid"]
+    # v4 was polled at (0, 2), which the final read no longer holds: it is lost, not a skip.
+    assert anomalies_found(result) == {"lost": ["v4"]}
+
+
+def test_duplicate_value_at_two_positions():
+    history, log = clean_history()
+    history[-1] = final_read(log + [(1, 3, "v1")], t=5.0)
+    result = check(history)
+    assert anomalies_found(result) == {"duplicate": [{"value": "v1", "positions": [[1, 0], [1, 3]]}]}
+    assert not result["valid"]
+
+
+def test_unexpected_value_never_invoked():
+    history, log = clean_history()
+    history[-1] = final_read(log + [(1, 3, "stranger")], t=5.0)
+    result = check(history)
+    assert anomalies_found(result) == {"unexpected": ["stranger"]}
+
+
+def test_aborted_read_of_a_definitely_failed_send():
+    history, log = clean_history()
+    history[1:1] = send("doomed", None, None, t=0.1, outcome="fail")
+    history[-1] = final_read(log + [(0, 3, "doomed")], t=5.0)
+    result = check(history)
+    assert anomalies_found(result) == {"aborted_read": ["doomed"]}
+    assert result["sends"]["fail"] == 1
+
+
+def test_info_sends_may_or_may_not_be_in_the_log():
+    history, log = clean_history()
+    history[1:1] = send("maybe-in", None, None, t=0.1, outcome="info")
+    history[1:1] = send("maybe-out", None, None, t=0.1, outcome="info")
+    history[1:1] = send("never-completed", None, None, t=0.1, outcome=None)
+    history[-1] = final_read(log + [(0, 3, "maybe-in")], t=5.0)
+    result = check(history)
+    assert result["valid"], anomalies_found(result)
+    assert result["sends"] == {"invoked": 9, "ok": 6, "fail": 0, "info": 3}
+
+
+def test_inconsistent_offsets_between_a_poll_and_the_final_read():
+    history, log = clean_history()
+    history[-3] = poll([(0, 0, "v0"), (1, 0, "v1"), (0, 1, "v3")], t=3.0)  # the log holds v2 at (0, 1)
+    result = check(history)
+    assert result["anomalies"]["inconsistent_offsets"] == [{"partition": 0, "offset": 1, "values": ["v2", "v3"]}]
+    assert not result["valid"]
+
+
+def test_inconsistent_offsets_between_an_ok_and_the_final_read():
+    history, log = clean_history()
+    ok = next(r for r in history if r["type"] == "ok" and r.get("value") == "v5")
+    ok["offset"] = 0  # the ok claims (1, 0), where the log holds v1
+    result = check(history)
+    assert anomalies_found(result) == {
+        "inconsistent_offsets": [{"partition": 1, "offset": 0, "values": ["v1", "v5"]}]}
+
+
+@pytest.mark.parametrize("repolled", [(1, 1, "v3"), (1, 2, "v5")], ids=["backwards", "same-offset-again"])
+def test_nonmonotonic_poll(repolled):
+    history, log = clean_history()
+    history.insert(-1, poll([repolled], t=4.0))
+    result = check(history)
+    assert anomalies_found(result) == {
+        "nonmonotonic_poll": [{"process": "consumer-0", "partition": 1, "previous": 2, "offset": repolled[1]}]}
+
+
+def test_nonmonotonic_is_per_consumer():
+    history, log = clean_history()
+    history.insert(-1, poll(log, t=4.0, process="consumer-1"))
+    assert check(history)["valid"]
+
+
+def test_poll_skip_over_offsets_the_final_read_holds():
+    history, log = clean_history()
+    history[-3] = poll([(0, 0, "v0"), (1, 0, "v1")], t=3.0)
+    history[-2] = poll([(0, 2, "v4"), (1, 1, "v3"), (1, 2, "v5")], t=3.5)  # jumped over (0, 1)
+    result = check(history)
+    assert anomalies_found(result) == {"poll_skip": [
+        {"process": "consumer-0", "partition": 0, "previous": 0, "offset": 2, "missed": [[0, 1]]}]}
+    assert result["unseen_by_consumers"] == 1
+
+
+def test_poll_skip_at_the_start_of_a_partition():
+    history, log = clean_history()
+    history[-3] = poll([(1, 0, "v1"), (0, 1, "v2")], t=3.0)  # never saw (0, 0)
+    result = check(history)
+    assert anomalies_found(result)["poll_skip"][0]["missed"] == [[0, 0]]
+
+
+def test_gap_with_nothing_in_the_final_read_is_not_a_skip():
+    # Offsets 1 and 2 of partition 0 hold no records (e.g. Raft leader markers) and the
+    # consumer correctly jumps from 0 to 3.
+    history = send("a", 0, 0, t=0.0) + send("b", 0, 3, t=1.0)
+    history.append(poll([(0, 0, "a"), (0, 3, "b")], t=2.0))
+    history.append(final_read([(0, 0, "a"), (0, 3, "b")], t=3.0))
+    result = check(history)
+    assert result["valid"], anomalies_found(result)
+
+
+@pytest.mark.parametrize("last_record, verdict", [
+    (None, "missing"),
+    ({"type": "fail", "process": "final-reader", "f": "final-read", "error": "timeout", "t": 5.0}, "failed"),
+])
+def test_no_final_read_makes_the_run_invalid(last_record, verdict):
+    history, log = clean_history()
+    history.pop()
+    if last_record:
+        history.append(last_record)
+    result = check(history)
+    assert result["final_read"] == verdict
+    assert not result["valid"]
+    # Without the ground truth nothing can be called lost.
+    assert anomalies_found(result) == {}
+
+
+def test_fault_progress_and_next_ok_after():
+    history = [
+        {"type": "nemesis", "phase": "start", "id": 1, "f": "kill", "target": [2], "t": 1.0},
+        {"type": "nemesis", "phase": "end", "id": 1, "f": "kill", "target": [2], "t": 2.0},
+        *send("a", 0, 0, t=2.4),     # its ok at 2.5
+        poll([(0, 0, "a")], t=2.6),
+        {"type": "nemesis", "phase": "start", "id": 2, "f": "pause", "target": [1], "t": 3.0},
+        {"type": "nemesis", "phase": "end", "id": 2, "f": "pause", "target": [1], "t": 4.0},
+        *send("b", 0, 1, t=3.5),     # its ok at 3.6, during the pause
+        {"type": "nemesis", "phase": "start", "id": 3, "f": "partition", "target": [[1], [2, 3]], "t": 5.0},
+        final_read([(0, 0, "a"), (0, 1, "b")], t=7.0),
+    ]
+    faults = {fault["id"]: fault for fault in check(history)["faults"]}
+    assert faults[1]["producer_progress"] and faults[1]["consumer_progress"]
+    assert faults[1]["next_ok_after_s"] == pytest.approx(0.5)
+    assert faults[1]["start_t"] == 1.0 and faults[1]["end_t"] == 2.0 and faults[1]["target"] == [2]
+    assert not faults[2]["producer_progress"] and not faults[2]["consumer_progress"]
+    assert faults[2]["next_ok_after_s"] is None
+    assert faults[3]["end_t"] == 7.0  # never ended: it lasts to the end of the history
+    assert [fault["id"] for fault in check(history)["faults"]] == [1, 2, 3]
+
+
+def test_timeline_buckets_per_second():
+    history = send("a", 0, 0, t=0.2) + send("b", 0, 1, t=0.5) + send("c", None, None, t=2.0, outcome="info")
+    history.append(poll([(0, 0, "a"), (0, 1, "b")], t=1.5))
+    history.append(final_read([(0, 0, "a"), (0, 1, "b")], t=3.2))
+    timeline = check(history)["timeline"]
+    assert timeline == {"bucket_s": 1.0, "ok_sends": [2, 0, 0, 0], "failed_sends": [0, 0, 1, 0],
+                        "polled_records": [0, 2, 0, 0]}
+
+
+def test_200k_record_history_checks_in_seconds():
+    partitions, sends = 6, 100_000
+    history = []
+    log = []
+    for i in range(sends):
+        partition, offset = i % partitions, i // partitions
+        t = i * 0.0005
+        history.append({"type": "invoke", "process": "producer-0", "f": "send", "value": f"v{i}", "t": t})
+        history.append({"type": "ok", "process": "producer-0", "f": "send", "value": f"v{i}",
+                        "partition": partition, "offset": offset, "t": t})
+        log.append([partition, offset, f"v{i}"])
+    history += [poll(log[i:i + 500], t=50.0 + i * 1e-5) for i in range(0, sends, 500)]
+    history.append(final_read(log, t=60.0))
+    started_s = time.perf_counter()
+    result = check(history)
+    elapsed_s = time.perf_counter() - started_s
+    assert result["valid"] and result["reads"]["final_records"] == sends
+    assert elapsed_s < 5.0, f"{len(history)} history records took {elapsed_s:.2f} s"
