@@ -40,7 +40,7 @@ class _Collected:
 def check(history: list[dict]) -> dict:
     """Check a chaos history; return the verdict, counts, anomalies, fault recovery and timeline.
 
-    The result's layout is the one in docs/CHAOS.md; every list is complete and the whole dict is
+    The result's layout is the one the chaos spec gives (anomalies explained in docs/CHAOS.md); every list is complete and the whole dict is
     JSON-serialisable. `valid` is False iff an anomaly was found or the final read is not "ok".
     """
     seen = _collect(history)
@@ -53,6 +53,7 @@ def check(history: list[dict]) -> dict:
     ok_values = [v for v, outcome in seen.outcome.items() if outcome == "ok"]
     read_values = dict(seen.polled_values)
     read_values.update(dict.fromkeys(final_values))
+    nonmonotonic_polls, poll_skips = _poll_order_anomalies(seen.polls, final_offsets if final_ok else None)
     anomalies = {
         # Jepsen "lost-write": the send was acknowledged, yet the healed log does not hold the value.
         "lost": [v for v in ok_values if v not in final_values] if final_ok else [],
@@ -71,11 +72,9 @@ def check(history: list[dict]) -> dict:
         # Jepsen "nonmonotonic-poll" and "poll-skip": a consumer that reads from offset 0 without
         # seeking must see each partition's offsets strictly increasing and without holes that
         # the final read fills.
-        "nonmonotonic_poll": [],
-        "poll_skip": [],
+        "nonmonotonic_poll": nonmonotonic_polls,
+        "poll_skip": poll_skips,
     }
-    _check_poll_order(seen.polls, final_offsets if final_ok else None, anomalies)
-
     info_count = sum(1 for outcome in seen.outcome.values() if outcome == "info")
     uncompleted = sum(1 for v in seen.invoked if v not in seen.outcome)
     return {
@@ -168,25 +167,27 @@ def _inconsistent_offsets(seen: _Collected) -> list:
     return [{"partition": p, "offset": o, "values": conflicts[(p, o)]} for p, o in sorted(conflicts)]
 
 
-def _check_poll_order(polls: list, final_offsets: dict | None, anomalies: dict) -> None:
-    """Append nonmonotonic_poll and poll_skip entries; skips need the final read (None = none)."""
+def _poll_order_anomalies(polls: list, final_offsets: dict | None) -> tuple[list, list]:
+    """The nonmonotonic_poll and poll_skip entries; skips need the final read (None = none)."""
     # Each consumer seeks every partition to 0 before its first poll, so its first offset is
     # checked against a virtual previous offset of -1: starting later skips offsets 0, 1, ...
+    nonmonotonic_polls, poll_skips = [], []
     previous_offset: dict = {}   # (process, partition) -> last offset polled
     for process, _t, records in polls:
         for partition, offset, _value in records:
             previous = previous_offset.get((process, partition), -1)
             previous_offset[(process, partition)] = offset
             if offset <= previous:
-                anomalies["nonmonotonic_poll"].append(
+                nonmonotonic_polls.append(
                     {"process": process, "partition": partition, "previous": previous, "offset": offset})
             elif offset > previous + 1 and final_offsets is not None:
                 offsets = final_offsets.get(partition, [])
                 missed = offsets[bisect_right(offsets, previous):bisect_left(offsets, offset)]
                 if missed:
-                    anomalies["poll_skip"].append(
+                    poll_skips.append(
                         {"process": process, "partition": partition, "previous": previous,
                          "offset": offset, "missed": [[partition, o] for o in missed]})
+    return nonmonotonic_polls, poll_skips
 
 
 def _faults(seen: _Collected) -> list:
