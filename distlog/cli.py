@@ -18,6 +18,7 @@ from tabulate import tabulate
 from distlog import __version__
 from distlog.protocol.errors import DistlogError
 from distlog.supervisor import cluster_file
+from distlog.chaos.cli import chaos
 from distlog.supervisor.cli import cluster
 
 DEFAULT_DATA_DIR = ".distlog"
@@ -268,6 +269,7 @@ def _format_record(record, output_format: str) -> str:
 
 
 main.add_command(cluster)
+main.add_command(chaos)
 
 if __name__ == "__main__":
     main()
