@@ -139,6 +139,10 @@ class Sender:
         self.waiting: list = []  # batches not yet sent (new, or waiting to retry)
         self.in_flight: dict = {}  # endpoint -> {cid: (sent_at_s, [batches])}
         self.sequencer = Sequencer() if settings.idempotent else None
+        # Idempotent: `waiting` keeps each partition's batches in number order on its own (new
+        # ones arrive in order, _send keeps the order it finds); only a retry, appended at the
+        # end, breaks it. Sorting every turn would cost O(n log n) per loop with a long queue.
+        self._retry_appended = False
 
     def run(self) -> None:
         try:
@@ -209,9 +213,12 @@ class Sender:
         waiting, self.waiting = self.waiting, []
         held = set()  # idempotent: partitions whose next batch cannot go, so no later one may
         if self.sequencer is not None:
-            self.sequencer.renumber(waiting, self._keys_in_flight())
-            held |= self.sequencer.needs_renumbering
-            waiting.sort(key=_by_order)
+            if self.sequencer.needs_renumbering:
+                self.sequencer.renumber(waiting, self._keys_in_flight())
+                held |= self.sequencer.needs_renumbering
+            if self._retry_appended:
+                waiting.sort(key=_by_order)
+                self._retry_appended = False
         for batch in waiting:
             key = (batch.topic, batch.partition)
             endpoint = None
@@ -357,6 +364,7 @@ class Sender:
                 self.cluster.topics.pop(batch.topic, None)  # look the leader up again before the retry
             batch.retry_at_s = now_s + min(1.0, settings.retry_backoff_s * (2 ** min(batch.attempts - 1, 10)))
             self.waiting.append(batch)
+            self._retry_appended = True
         else:
             self._finish(batch, -1, error)
 
