@@ -57,7 +57,7 @@ def measure_distlog(records: int, flush_policy: str) -> list:
         with Admin(bootstrap) as admin:
             admin.create_topic("compare-send", partitions=1)
             admin.create_topic("compare-batch", partitions=1)
-        ack = f"leader append, flush.policy={flush_policy} (replication factor 1: no replication yet)"
+        ack = f"leader append, flush.policy={flush_policy}, idempotent producer (replication factor 1: no replication yet)"
         (elapsed, failures, latencies), cpu_produce = timed_cpu(produce_with_send, bootstrap, "compare-send", values, "all", 5, keys)
         (consume_s, verified), cpu_consume = timed_cpu(consume_records, bootstrap, "compare-send", values, 600, keys)
         lines.append(_line("distlog-send", records, elapsed, consume_s, latencies, failures, verified, ack,
