@@ -34,11 +34,16 @@ def topic_with_a_marker_at_offset_2(instance, address):
     return topic
 
 
+def consumer_from_the_start(address, topic):
+    consumer = Consumer(address, fetch_max_wait_ms=50)
+    consumer.assign([(topic, 0)])
+    consumer.seek_to_beginning()
+    return consumer
+
+
 def test_poll_passes_over_control_records_and_moves_the_position_past_them(broker):
     topic = topic_with_a_marker_at_offset_2(*broker)
-    with Consumer(broker[1], fetch_max_wait_ms=50) as consumer:
-        consumer.assign([(topic, 0)])
-        consumer.seek_to_beginning()
+    with consumer_from_the_start(broker[1], topic) as consumer:
         records = []
         for _ in range(50):
             records.extend(consumer.poll(timeout=0.1))
@@ -52,9 +57,7 @@ def test_poll_passes_over_control_records_and_moves_the_position_past_them(broke
 
 def test_poll_batches_passes_over_control_batches(broker):
     topic = topic_with_a_marker_at_offset_2(*broker)
-    with Consumer(broker[1], fetch_max_wait_ms=50) as consumer:
-        consumer.assign([(topic, 0)])
-        consumer.seek_to_beginning()
+    with consumer_from_the_start(broker[1], topic) as consumer:
         batches = []
         for _ in range(50):
             batches.extend(consumer.poll_batches(timeout=0.1))

@@ -12,8 +12,7 @@ from distlog.client.sender import PartitionCounts, Sender, SenderSettings, WakeP
 from distlog.log.batch import RecordBatch, build_batch
 from distlog.protocol.errors import ErrorCode
 from distlog.protocol.messages import ProduceResponse
-
-ENDPOINT = "tcp://127.0.0.1:1"
+from tests.client.fakes import ENDPOINT, OneLeaderCluster
 
 
 def later():
@@ -39,21 +38,6 @@ class RecordingConnection:
         cid = len(self.sent) + 1
         self.sent.append((cid, request))
         return cid
-
-
-class OneLeaderCluster:
-    def __init__(self, connection):
-        self._connection = connection
-        self.topics = {}
-
-    def leader_endpoint(self, topic, partition):
-        return ENDPOINT
-
-    def connection(self, endpoint):
-        return self._connection
-
-    def close(self):
-        pass
 
 
 @pytest.fixture

@@ -3,8 +3,7 @@
 from distlog.client.accumulator import ProducerBatch, RecordAccumulator
 from distlog.client.sender import PartitionCounts, Sender, SenderSettings, WakePipe
 from distlog.log.batch import build_batch
-
-ENDPOINT = "tcp://127.0.0.1:1"
+from tests.client.fakes import ENDPOINT, OneLeaderCluster
 
 
 class DroppedConnection:
@@ -20,20 +19,6 @@ class DroppedConnection:
     def disconnected(self):
         self.link_up = False
         return True
-
-
-class OneLeaderCluster:
-    def __init__(self, connection):
-        self._connection = connection
-
-    def leader_endpoint(self, topic, partition):
-        return ENDPOINT
-
-    def connection(self, endpoint):
-        return self._connection
-
-    def close(self):
-        pass
 
 
 def batch(accumulator):
