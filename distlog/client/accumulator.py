@@ -143,9 +143,10 @@ class PartitionAccumulator:
             headers = [None] * self.count
             for index, record_headers in self.headers.items():
                 headers[index] = record_headers
-        batch.data = build_batch(self.values, self.keys, self.timestamps_ms, headers)
+        timestamps_ms = np.fromiter(self.timestamps_ms, dtype=np.int64, count=self.count)  # once, for both uses
+        batch.data = build_batch(self.values, self.keys, timestamps_ms, headers)
         batch.record_count = self.count
-        batch.timestamps_ms = np.array(self.timestamps_ms, dtype=np.int64)
+        batch.timestamps_ms = timestamps_ms
         batch.size_bytes = self.size_bytes
         self._reset()
         return batch
