@@ -83,8 +83,8 @@ class Producer:
         if enable_idempotence is None:
             enable_idempotence = ACKS[acks] == -1
         elif enable_idempotence and ACKS[acks] != -1:
-            raise ValueError(f"enable_idempotence=True needs acks='all' (got acks={acks!r}): a retry can only be "
-                             "recognised once the write it repeats is acknowledged as committed")
+            raise ValueError(f"enable_idempotence=True needs acks='all' (got acks={acks!r}), as in Kafka: with "
+                             "fewer acknowledgements a leader change can lose batches the sequence numbers count on")
         if enable_idempotence and not 1 <= max_in_flight <= MAX_IN_FLIGHT:
             raise ValueError(f"an idempotent producer keeps at most {MAX_IN_FLIGHT} requests in flight (the "
                              f"brokers remember that many batches per producer), got max_in_flight={max_in_flight}")
