@@ -63,6 +63,8 @@ def chaos(duration_s, brokers, partitions, faults, rate_per_s, seed, report_dir)
     """Chaos-test a fresh local cluster: live workload, injected faults, history check, report."""
     # Imported here: the runner pulls in the checker and matplotlib, which no other command needs.
     from distlog.chaos.runner import ChaosConfig, ChaosRunError, run_chaos
+    from distlog.protocol.errors import DistlogError
+    from distlog.supervisor.control import ControlError
 
     if "partition" in faults and brokers < 2:
         raise click.BadParameter("a partition fault needs --brokers 2 or more", param_hint="--faults")
@@ -73,8 +75,8 @@ def chaos(duration_s, brokers, partitions, faults, rate_per_s, seed, report_dir)
     click.echo(f"chaos: seed {seed}, report in {report_dir}", err=True)
     try:
         result = run_chaos(config, say=lambda message: click.echo(f"chaos: {message}", err=True))
-    except ChaosRunError as error:
-        click.echo(f"error: {error}", err=True)
+    except (ChaosRunError, DistlogError, ControlError) as error:  # the run could not be carried out
+        click.echo(f"error: the chaos run failed: {error}", err=True)
         sys.exit(1)
     anomalies = {name: len(found) for name, found in result["anomalies"].items() if found}
     verdict = "PASS" if result["valid"] else "FAIL"
