@@ -47,8 +47,8 @@ def _faults(_ctx, _param, value):
 
 @click.command()
 @click.option("--kill-random", "duration_s", metavar="DURATION", required=True, callback=_duration,
-              help="How long to run the workload while killing, pausing and partitioning random brokers "
-                   "(e.g. 60s, 2m).")
+              help="How long to run the workload while killing, pausing, partitioning random brokers and "
+                   "tearing their segment tails (e.g. 60s, 2m).")
 @click.option("--brokers", type=click.IntRange(1, 9), default=3, show_default=True)
 @click.option("--partitions", type=click.IntRange(1, 64), default=6, show_default=True)
 @click.option("--faults", default=",".join(FAULT_KINDS), show_default=True, callback=_faults,
