@@ -76,6 +76,7 @@ class Producer:
         max_in_flight: int = 5,
         max_request_bytes: int = 4 * 1024 * 1024,
         enable_idempotence: bool | None = None,
+        metadata_max_age_ms: float = 300_000,
     ):
         if acks not in ACKS:
             raise ValueError(f"acks must be 'all', 1 or 0, got {acks!r}")
@@ -101,7 +102,8 @@ class Producer:
         self._append = self._accumulator.append
         self._wake_pipe = WakePipe()
         settings = SenderSettings(ACKS[acks], retries, retry_backoff_ms / 1000, request_timeout_ms / 1000,
-                                  delivery_timeout_ms / 1000, max_in_flight, max_request_bytes, enable_idempotence)
+                                  delivery_timeout_ms / 1000, max_in_flight, max_request_bytes, enable_idempotence,
+                                  metadata_max_age_ms / 1000)
         sender = Sender(self._accumulator, self._cluster, settings, self._partition_counts, self._wake_pipe)
         self._sender = threading.Thread(target=sender.run, name="distlog-producer-sender", daemon=True)
         self._sender.start()

@@ -40,6 +40,7 @@ class SenderSettings:
     max_in_flight: int
     max_request_bytes: int
     idempotent: bool = False
+    metadata_max_age_s: float = 300.0  # Kafka's metadata.max.age.ms: look again even without errors
 
 
 class PartitionCounts:
@@ -143,6 +144,7 @@ class Sender:
         # ones arrive in order, _send keeps the order it finds); only a retry, appended at the
         # end, breaks it. Sorting every turn would cost O(n log n) per loop with a long queue.
         self._retry_appended = False
+        self._metadata_checked_s = time.monotonic()
 
     def run(self) -> None:
         try:
@@ -166,6 +168,11 @@ class Sender:
                     self.sequencer.number(batch)
             self.waiting.extend(drained)
             wanted = self.partition_counts.take_wanted()
+            if now_s - self._metadata_checked_s >= self.settings.metadata_max_age_s:
+                # A topic deleted and created again with another partition count, or leaders that
+                # moved without any request failing, are only noticed by looking again.
+                self._metadata_checked_s = now_s
+                wanted |= set(self.partition_counts.counts)
             if wanted:
                 self._look_up(wanted)
             self._send(now_s)

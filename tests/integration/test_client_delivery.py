@@ -1,6 +1,7 @@
 """Client delivery guarantees that regressed once: flush waits for lingering records, a user
 callback cannot stall the producer, and a blocking request never eats a pipelined reply."""
 
+import time
 import uuid
 
 import numpy as np
@@ -106,3 +107,16 @@ def test_send_batch_stamps_each_record_with_its_own_timestamp(one_broker, topic)
     assert sorted(stamped) == [(i, 1_000_000 + i) for i in range(300)]
     assert sorted(r.timestamp_ms for r in records if r.value == b"list") == [5, 6, 7]
     assert [r.timestamp_ms for r in records if r.value == b"scalar"] == [9, 9]
+
+
+def test_the_producer_notices_a_topic_recreated_with_more_partitions_within_metadata_max_age(one_broker, topic):
+    with Producer(one_broker.address, metadata_max_age_ms=100) as producer:
+        assert producer.partitions_for(topic) == [0, 1]
+        with Admin(one_broker.address) as admin:
+            admin.delete_topic(topic)
+            admin.create_topic(topic, partitions=4)
+        deadline_s = time.monotonic() + 10
+        while producer.partitions_for(topic) != [0, 1, 2, 3]:
+            assert time.monotonic() < deadline_s, f"still {producer.partitions_for(topic)} partitions"
+            time.sleep(0.02)
+        assert producer.send(topic, b"on the new partition", partition=3).get(5).offset == 0
