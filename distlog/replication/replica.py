@@ -13,8 +13,9 @@ from distlog.log.batch import ATTR_CONTROL, HEADER_SIZE, CorruptBatchError, peek
 from distlog.log.partition_log import PartitionLog
 from distlog.replication.producer_state import ProducerStateTable, batch_info
 
-# How much of the log's tail a replica reads at open to rebuild its producer table: the
-# batches a producer could still be retrying sit at the very end, and this bounds startup time.
+# How much of the log's tail a replica reads to rebuild its producer table (the first time an
+# idempotent producer writes after the partition opened): the batches a producer could still be
+# retrying sit at the very end, and this bounds the pause it costs.
 PRODUCER_STATE_SCAN_BYTES = 16 * 1024 * 1024
 
 
@@ -30,8 +31,7 @@ class PartitionReplica:
         self.partition = partition
         self.log = log
         self.leader_epoch = 0
-        self.producers = ProducerStateTable()
-        self._rebuild_producer_state()
+        self._producers = None  # ProducerStateTable, rebuilt on the first idempotent append
 
     @property
     def is_leader(self) -> bool:
@@ -63,20 +63,30 @@ class PartitionReplica:
             )
         if all(header.producer_id < 0 for _, header in headers):
             return self.log.append(view, assign_offsets=True, leader_term=self.leader_epoch)
+        producers = self.producers
         first_offset = last_offset = None
         for position, header in headers:  # one batch at a time: any of them may be a duplicate
             info = batch_info(header)
-            earlier = self.producers.check(info) if info is not None else None
+            earlier = producers.check(info) if info is not None else None
             if earlier is not None:
                 base_offset, batch_last_offset = earlier.base_offset, earlier.last_offset
             else:
                 base_offset, batch_last_offset = self.log.append(
                     view[position:position + header.batch_length], assign_offsets=True, leader_term=self.leader_epoch)
                 if info is not None:
-                    self.producers.record(info._replace(base_offset=base_offset, last_offset=batch_last_offset))
+                    producers.record(info._replace(base_offset=base_offset, last_offset=batch_last_offset))
             first_offset = base_offset if first_offset is None else first_offset
             last_offset = batch_last_offset
         return first_offset, last_offset
+
+    @property
+    def producers(self) -> ProducerStateTable:
+        """The idempotent producers' table, read from the log's tail the first time it is needed:
+        a partition only idempotent producers never wrote to costs nothing at startup."""
+        if self._producers is None:
+            self._producers = ProducerStateTable()
+            self._rebuild_producer_state()
+        return self._producers
 
     def _rebuild_producer_state(self) -> None:
         """Read the producer fields of the batches at the tail of the log (see PRODUCER_STATE_SCAN_BYTES)."""
@@ -91,7 +101,7 @@ class PartitionReplica:
             for _, header in headers:
                 info = batch_info(header)
                 if info is not None:
-                    self.producers.record(info)
+                    self._producers.record(info)
                 offset = header.last_offset + 1
 
     def read(self, offset: int, max_bytes: int):
