@@ -58,7 +58,7 @@ class ChaosConfig:
 
 
 class ChaosRunError(RuntimeError):
-    """The run itself could not be carried out (the cluster did not start, a workload thread died)."""
+    """The run itself could not be carried out (the cluster did not start)."""
 
 
 def run_chaos(config: ChaosConfig, say=print) -> dict:
@@ -105,26 +105,30 @@ def _run_workload(control, config: ChaosConfig, history, meta: dict, say) -> lis
                                   config.idempotent_producer) for i in range(config.producers)]
     nemesis = Nemesis(control, history, broker_ids, config.faults, config.seed, config.interval_s,
                       config.fault_duration_s)
-    for thread in (*consumers, *producers, nemesis):
-        thread.start()
-    say(f"running the workload for {config.duration_s:g} s with faults: {', '.join(config.faults)}")
-    threading.Event().wait(config.duration_s)
-    nemesis.stopping.set()
-    nemesis.join(BROKER_BACK_TIMEOUT_S + 10)
-    say("healing the cluster and letting the producers finish")
-    healed = heal_everything(control, broker_ids)
-    for producer in producers:
-        producer.stopping.set()
-    for producer in producers:
-        producer.join(DELIVERY_TIMEOUT_MS / 1000 + 15)
-    for consumer in consumers:
-        consumer.stopping.set()
-        consumer.join(30)
+    threads = (*consumers, *producers, nemesis)
+    try:
+        for thread in threads:
+            thread.start()
+        say(f"running the workload for {config.duration_s:g} s with faults: {', '.join(config.faults)}")
+        threading.Event().wait(config.duration_s)
+        nemesis.stopping.set()
+        nemesis.join(BROKER_BACK_TIMEOUT_S + 10)
+        say("healing the cluster and letting the producers finish")
+        healed = heal_everything(control, broker_ids)
+        for producer in producers:
+            producer.stopping.set()
+        for producer in producers:
+            producer.join(DELIVERY_TIMEOUT_MS / 1000 + 15)
+        for consumer in consumers:
+            consumer.stopping.set()
+            consumer.join(30)
+    finally:
+        for thread in threads:  # on the way out of an error too: nothing keeps running behind it
+            thread.stopping.set()
     say("final read")
     final_read(bootstrap, TOPIC, config.partitions, history, FINAL_READ_TIMEOUT_S)
-    errors = [f"{thread.name}: {thread.error!r}" for thread in (*consumers, *producers, nemesis)
-              if thread.error is not None]
-    errors += [f"{thread.name} did not stop" for thread in (*consumers, *producers, nemesis) if thread.is_alive()]
+    errors = [f"{thread.name}: {thread.error!r}" for thread in threads if thread.error is not None]
+    errors += [f"{thread.name} did not stop" for thread in threads if thread.is_alive()]
     if not healed:
         errors.append(f"not every broker answered within {BROKER_BACK_TIMEOUT_S:g} s of healing")
     return errors
