@@ -264,6 +264,8 @@ class Sender:
         left = batches
         while left and (len(in_flight) < settings.max_in_flight or settings.acks == 0):
             request_batches, left = self._next_request(left)
+            if not request_batches:
+                break  # everything left is held back (an idempotent partition's line is full)
             partitions = [{"topic": b.topic, "partition": b.partition, "records": b.data} for b in request_batches]
             request = ProduceRequest(acks=settings.acks, timeout_ms=int(settings.request_timeout_s * 1000), partitions=partitions)
             cid = connection.send(request)
@@ -271,6 +273,8 @@ class Sender:
                 return request_batches + left  # not connected right now; try again on the next turn
             for batch in request_batches:
                 batch.attempts += 1
+                if self.sequencer is not None:
+                    self.sequencer.sent(batch)
             if settings.acks == 0:
                 for batch in request_batches:
                     self._finish(batch, -1, None)
@@ -285,7 +289,7 @@ class Sender:
         for batch in batches:
             key = (batch.topic, batch.partition)
             fits = not taken or size + len(batch.data) <= self.settings.max_request_bytes
-            if key in partitions or not fits:
+            if key in partitions or not fits or (self.sequencer is not None and not self.sequencer.may_send(batch)):
                 rest.append(batch)
                 partitions.add(key)  # a later batch of it must not overtake this one
                 continue
@@ -382,6 +386,8 @@ class Sender:
             batch.complete(base_offset, error)
         finally:
             self.accumulator.release(batch)
+            if self.sequencer is not None:
+                self.sequencer.settled(batch)
 
     def _expire(self, now_s: float) -> None:
         settings = self.settings

@@ -4,8 +4,12 @@ numbers, so the leader can tell a retry of a written batch from a new one.
 The sender numbers a batch when it takes it from the accumulator, in the order the batches
 were sealed, and stamps producer id, epoch and base sequence into the batch header. Ordering
 rules the sender follows (see Sender._send):
-- a partition's batches go out in number order, at most one per request and at most
-  max_in_flight (<= 5, the broker's dedup window) in flight;
+- a partition's batches go out in number order, at most one per request;
+- the line: from a partition's oldest batch that was sent but is not finished (acknowledged or
+  failed), at most WINDOW (5, the broker's dedup window) batches have been sent. A batch whose
+  acknowledgement was lost may have been written; its retry is only recognised while it is
+  among the producer's last 5 batches on the broker, so no sixth may go out before it is
+  settled, even when the ones after it were acknowledged (a chaos run found exactly that);
 - a batch waiting to be retried holds back every later batch of its partition;
 - OUT_OF_ORDER_SEQUENCE means an earlier batch has not arrived yet: retry once it has.
 
@@ -21,6 +25,7 @@ the same id is a one-in-10^18 event.
 from __future__ import annotations
 
 import secrets
+from collections import deque
 
 from distlog.log.batch import with_producer_fields
 from distlog.replication.producer_state import SEQUENCE_MODULUS, WINDOW
@@ -41,6 +46,7 @@ class Sequencer:
         self._next_sequence: dict = {}  # (topic, partition) -> base sequence of its next batch
         self._next_order = 0
         self.needs_renumbering: set = set()  # partitions with a hole no retry will fill
+        self._lines: dict = {}  # (topic, partition) -> deque of batches sent and not yet settled, in order
 
     def number(self, batch) -> None:
         """Give a batch fresh from the accumulator the next sequence of its partition."""
@@ -57,6 +63,24 @@ class Sequencer:
         batch.data = with_producer_fields(batch.data, producer_id, PRODUCER_EPOCH, sequence)
         self._next_sequence[key] = (sequence + batch.record_count) % SEQUENCE_MODULUS
 
+    def may_send(self, batch) -> bool:
+        """Whether the batch may go out now: it is already in its partition's line (a retry), or
+        the line has room for one more (see the module docstring)."""
+        line = self._lines.get((batch.topic, batch.partition))
+        return not line or len(line) < WINDOW or any(queued is batch for queued in line)
+
+    def sent(self, batch) -> None:
+        """The batch went out in a request: it joins its partition's line if it is not in it."""
+        line = self._lines.setdefault((batch.topic, batch.partition), deque())
+        if not any(queued is batch for queued in line):
+            line.append(batch)
+
+    def settled(self, batch) -> None:
+        """The batch is acknowledged or failed: the line moves past every settled batch at its head."""
+        line = self._lines.get((batch.topic, batch.partition))
+        while line and line[0].done.is_set():
+            line.popleft()
+
     def failed_for_good(self, batch) -> None:
         """The batch will not be retried: the partition's later batches must be renumbered."""
         self.needs_renumbering.add((batch.topic, batch.partition))
@@ -70,6 +94,7 @@ class Sequencer:
             self.needs_renumbering.discard(key)
             self._producer_ids[key] = new_producer_id()
             self._next_sequence[key] = 0
+            self._lines.pop(key, None)  # under the new id nothing has been sent yet
             for batch in sorted((b for b in waiting if (b.topic, b.partition) == key), key=_order):
                 self._stamp(batch)
 

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from distlog.client.accumulator import ProducerBatch, RecordAccumulator
+from distlog.client.errors import RequestTimedOutError
 from distlog.client.sender import PartitionCounts, Sender, SenderSettings, WakePipe
 from distlog.log.batch import RecordBatch, build_batch
 from distlog.protocol.errors import ErrorCode
@@ -152,3 +153,23 @@ def test_renumbering_waits_until_nothing_of_the_partition_is_in_flight(rig):
     answer(sender, 2, ErrorCode.OUT_OF_ORDER_SEQUENCE)
     sender._send(now_s=later())
     assert [(s[1], s[2]) for s in sent_stamps(connection, since=2)] == [(0, b"1-0"), (2, b"0-0")]
+
+
+def test_no_sixth_batch_goes_out_while_an_earlier_one_is_unsettled_even_if_later_ones_were_acked(rig):
+    """The lost-acknowledgement case a chaos run caught: batch 0's request times out (it may have
+    been written), batches 1-4 are acknowledged. Had new batches gone out before batch 0 was
+    settled, its retry would fall outside the broker's window of 5 and be written again."""
+    sender, accumulator, connection = rig
+    queue_batches(sender, accumulator, 5)
+    sender._send(now_s=0.0)
+    _, timed_out = sender.in_flight[ENDPOINT].pop(1)
+    sender._failed(timed_out[0], RequestTimedOutError("no produce reply within 30 s"))
+    for cid in (2, 3, 4, 5):
+        answer(sender, cid, base_offset=cid)
+    queue_batches(sender, accumulator, 3)
+    sender._send(now_s=later())
+    assert [s[1] for s in sent_stamps(connection, since=5)] == [0], "only batch 0's retry may go out"
+    assert len(connection.sent) == 6, "no request may go out empty"
+    answer(sender, 6, base_offset=1)  # the retry: recognised as a duplicate, acknowledged
+    sender._send(now_s=later())
+    assert [s[1] for s in sent_stamps(connection, since=6)] == [10, 12, 14]
