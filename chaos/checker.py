@@ -128,7 +128,9 @@ def _collect_send(seen: _Collected, record: dict, kind: str, t: float) -> None:
     seen.outcome[value] = kind
     if kind == "ok":
         seen.ok_times_s.append(t)
-        if record.get("partition") is not None and record.get("offset") is not None:
+        # An offset of -1 means acknowledged without a position (an idempotent retry the broker
+        # knew was written, too long ago to say where): the value is checked, the position not.
+        if record.get("partition") is not None and record.get("offset") is not None and record["offset"] >= 0:
             seen.ok_position[value] = (record["partition"], record["offset"])
     else:
         seen.failed_times_s.append(t)

@@ -64,7 +64,7 @@ from distlog.protocol.messages import (
     ProduceResponse,
     SetFaultRulesResponse,
 )
-from distlog.replication.producer_state import SequenceError
+from distlog.replication.producer_state import DuplicateSequenceError, SequenceError
 from distlog.replication.replica import ControlBatchRefusedError, PartitionReplica
 from distlog.transports.faults import FaultRules
 from distlog.transports.zmq_transport import DealerConnection, RouterServer, TransportError
@@ -486,6 +486,8 @@ class Broker:
             result["error_code"], result["error_message"] = int(ErrorCode.MESSAGE_TOO_LARGE), str(exc)
         except ControlBatchRefusedError as exc:
             result["error_code"], result["error_message"] = int(ErrorCode.INVALID_REQUEST), str(exc)
+        except DuplicateSequenceError as exc:
+            result["error_code"], result["error_message"] = int(ErrorCode.DUPLICATE_SEQUENCE), str(exc)
         except SequenceError as exc:
             result["error_code"], result["error_message"] = int(ErrorCode.OUT_OF_ORDER_SEQUENCE), str(exc)
         except (CorruptBatchError, ValueError) as exc:

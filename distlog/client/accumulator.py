@@ -32,7 +32,9 @@ class RecordMetadata(NamedTuple):
 
     topic: str
     partition: int
-    offset: int  # -1 with acks=0: the broker never says
+    # -1 with acks=0 (the broker never says), and for an idempotent retry the broker knew was
+    # written by an earlier attempt too long ago to still know where (DUPLICATE_SEQUENCE)
+    offset: int
     timestamp_ms: int
 
 

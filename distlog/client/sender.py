@@ -354,6 +354,8 @@ class Sender:
             result = results.get((batch.topic, batch.partition))
             if result is None:
                 self._failed(batch, DistlogError(ErrorCode.UNKNOWN_SERVER_ERROR, "the broker's reply left out this partition"))
+            elif result["error_code"] == ErrorCode.DUPLICATE_SEQUENCE and self.sequencer is not None:
+                self._finish(batch, -1, None)  # written by an earlier attempt, where is no longer known
             elif result["error_code"]:
                 self._failed(batch, DistlogError(result["error_code"], result["error_message"]))
             else:

@@ -34,6 +34,7 @@ class ErrorCode(enum.IntEnum):
     STORAGE_ERROR = 18
     UNKNOWN_API = 19
     OUT_OF_ORDER_SEQUENCE = 20
+    DUPLICATE_SEQUENCE = 21
 
 
 # Retriable errors are the ones a later attempt can succeed at without the user changing anything:
@@ -70,8 +71,10 @@ HINTS = {
     ErrorCode.INVALID_TOPIC: "topic names are 1-249 characters of [a-zA-Z0-9._-], not '.' or '..'",
     ErrorCode.STORAGE_ERROR: "the broker could not write to disk (full or failing?); check its log",
     ErrorCode.UNKNOWN_API: "the broker does not know this request type; upgrade the broker",
-    ErrorCode.OUT_OF_ORDER_SEQUENCE: "an idempotent producer's batch is older than what the partition remembers; "
-                                     "the records may or may not be written: check before resending",
+    ErrorCode.OUT_OF_ORDER_SEQUENCE: "an earlier batch of this idempotent producer has not arrived; the "
+                                     "producer resends in order",
+    ErrorCode.DUPLICATE_SEQUENCE: "this idempotent producer's batch was written before; its records are stored "
+                                  "(the producer counts it as delivered, offset unknown)",
 }
 
 

@@ -11,6 +11,10 @@ Rules for a batch of producer P (Kafka's, minus transactions):
   up on a batch): append it, whatever its first sequence.
 - the same (first, last) sequence range as one of P's remembered batches: a duplicate.
 - first sequence right after P's last one: append it.
+- a range wholly at or before P's last sequence but no longer remembered: refused with
+  DUPLICATE_SEQUENCE. P's sequences are written without gaps, so every one of them up to its
+  last was written once already; the producer takes this as success (offset unknown) rather
+  than send the records again. Kafka answers the same way.
 - anything else: refused with OUT_OF_ORDER_SEQUENCE. A gap means an earlier batch has not
   arrived (it is being retried): writing this one first would reorder the partition.
 The producer keeps at most WINDOW batches per partition in flight, so a retry always falls
@@ -64,6 +68,15 @@ class SequenceError(ValueError):
     """A batch that is neither new nor a known duplicate: the producer's retries went wrong."""
 
 
+class DuplicateSequenceError(SequenceError):
+    """A batch written before, too long ago for its offsets to be remembered."""
+
+
+def _at_or_before(sequence: int, last: int) -> bool:
+    """Whether `sequence` is `last` or comes before it, in 31-bit wrapping order."""
+    return (last - sequence) % SEQUENCE_MODULUS < SEQUENCE_MODULUS // 2
+
+
 @dataclass
 class _ProducerEntry:
     epoch: int
@@ -93,9 +106,15 @@ class ProducerStateTable:
         for known in entry.batches:
             if (known.first_sequence, known.last_sequence) == (batch.first_sequence, batch.last_sequence):
                 return known
-        expected = (entry.batches[-1].last_sequence + 1) % SEQUENCE_MODULUS
+        last = entry.batches[-1].last_sequence
+        expected = (last + 1) % SEQUENCE_MODULUS
         if batch.first_sequence == expected:
             return None
+        if _at_or_before(batch.first_sequence, last) and _at_or_before(batch.last_sequence, last):
+            raise DuplicateSequenceError(
+                f"producer {batch.producer_id}'s sequences {batch.first_sequence}..{batch.last_sequence} were written "
+                f"before (its last is {last}), longer ago than the last {WINDOW} batches this partition remembers"
+            )
         raise SequenceError(
             f"producer {batch.producer_id} sent sequences {batch.first_sequence}..{batch.last_sequence} but "
             f"{expected} comes next and the batch is not one of its last {WINDOW}; an earlier batch is "

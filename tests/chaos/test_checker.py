@@ -119,6 +119,14 @@ def test_inconsistent_offsets_between_an_ok_and_the_final_read():
         "inconsistent_offsets": [{"partition": 1, "offset": 0, "values": ["v1", "v5"]}]}
 
 
+def test_acknowledgements_without_an_offset_are_checked_by_value_only():
+    history, log = clean_history()
+    for value in ("v3", "v5"):  # both on partition 1, both acknowledged as duplicates (offset -1)
+        next(r for r in history if r["type"] == "ok" and r.get("value") == value)["offset"] = -1
+    result = check(history)
+    assert result["valid"], anomalies_found(result)
+
+
 @pytest.mark.parametrize("repolled", [(1, 1, "v3"), (1, 2, "v5")], ids=["backwards", "same-offset-again"])
 def test_nonmonotonic_poll(repolled):
     history, log = clean_history()

@@ -173,3 +173,14 @@ def test_no_sixth_batch_goes_out_while_an_earlier_one_is_unsettled_even_if_later
     answer(sender, 6, base_offset=1)  # the retry: recognised as a duplicate, acknowledged
     sender._send(now_s=later())
     assert [s[1] for s in sent_stamps(connection, since=6)] == [10, 12, 14]
+
+
+def test_a_duplicate_sequence_answer_counts_as_delivered_with_its_offset_unknown(rig):
+    sender, accumulator, connection = rig
+    (batch,) = queue_batches(sender, accumulator, 1)
+    sender._send(now_s=0.0)
+    answer(sender, 1, ErrorCode.DUPLICATE_SEQUENCE)
+    assert batch.done.is_set() and batch.error is None
+    assert batch.base_offset == -1  # the metadata then reports offset -1
+    assert not sender.sequencer.needs_renumbering and not sender.waiting
+

@@ -7,7 +7,8 @@ from distlog.log.batch import build_batch
 from distlog.log.config import LogConfig
 from distlog.log.partition_log import PartitionLog
 from distlog.replication.producer_state import (
-    MAX_PRODUCERS, SEQUENCE_MODULUS, WINDOW, ProducerBatchInfo, ProducerStateTable, SequenceError,
+    MAX_PRODUCERS, SEQUENCE_MODULUS, WINDOW, DuplicateSequenceError, ProducerBatchInfo, ProducerStateTable,
+    SequenceError,
 )
 from distlog.replication.replica import PartitionReplica
 
@@ -32,10 +33,21 @@ def test_a_batch_seen_in_the_last_window_is_a_duplicate_of_its_first_write():
         table.record(info(i * 2, count=2, base_offset=1000 + i * 2))
     assert table.check(info(2 * WINDOW, count=2)).base_offset == 1000 + 2 * WINDOW
     assert table.check(info(2, count=2)).base_offset == 1002
+    with pytest.raises(DuplicateSequenceError, match="written before"):
+        table.check(info(0, count=2))  # older than the window: written, but where is forgotten
     with pytest.raises(SequenceError):
-        table.check(info(0, count=2))  # older than the window: cannot tell, so refused
-    with pytest.raises(SequenceError):
-        table.check(info(2, count=1))  # overlaps a written range without matching it
+        table.check(info(2 * WINDOW + 1, count=3))  # reaches past the last written sequence
+
+
+def test_a_range_wholly_written_before_wraps_like_the_sequences():
+    table = ProducerStateTable()
+    for first in (SEQUENCE_MODULUS - 2, 0, 2, 4, 6, 8):
+        table.record(info(first % SEQUENCE_MODULUS, count=2))
+    with pytest.raises(DuplicateSequenceError):
+        table.check(info(SEQUENCE_MODULUS - 2, count=2))  # before the wrap, out of the window
+    with pytest.raises(SequenceError) as raised:
+        table.check(info(12))  # a gap after the last: an earlier batch is still on its way
+    assert not isinstance(raised.value, DuplicateSequenceError)
 
 
 def test_sequences_wrap_to_zero():
