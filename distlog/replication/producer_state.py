@@ -11,10 +11,12 @@ Rules for a batch of producer P (Kafka's, minus transactions):
   up on a batch): append it, whatever its first sequence.
 - the same (first, last) sequence range as one of P's remembered batches: a duplicate.
 - first sequence right after P's last one: append it.
-- a range wholly at or before P's last sequence but no longer remembered: refused with
-  DUPLICATE_SEQUENCE. P's sequences are written without gaps, so every one of them up to its
-  last was written once already; the producer takes this as success (offset unknown) rather
-  than send the records again. Kafka answers the same way.
+- a range wholly between the first sequence this partition saw from P and P's last one, but no
+  longer remembered: refused with DUPLICATE_SEQUENCE. From that first sequence on, P's
+  sequences were written without gaps, so every one of them was written once already; the
+  producer takes this as success (offset unknown) rather than send the records again. Kafka
+  answers the same way. Before that first sequence nothing is known (P was new here, or its
+  state aged out), so an older range is OUT_OF_ORDER: never acknowledged as written on a guess.
 - anything else: refused with OUT_OF_ORDER_SEQUENCE. A gap means an earlier batch has not
   arrived (it is being retried): writing this one first would reorder the partition.
 The producer keeps at most WINDOW batches per partition in flight, so a retry always falls
@@ -72,14 +74,15 @@ class DuplicateSequenceError(SequenceError):
     """A batch written before, too long ago for its offsets to be remembered."""
 
 
-def _at_or_before(sequence: int, last: int) -> bool:
-    """Whether `sequence` is `last` or comes before it, in 31-bit wrapping order."""
-    return (last - sequence) % SEQUENCE_MODULUS < SEQUENCE_MODULUS // 2
+def _within(sequence: int, first: int, last: int) -> bool:
+    """Whether `sequence` lies in first..last, in 31-bit wrapping order."""
+    return (sequence - first) % SEQUENCE_MODULUS <= (last - first) % SEQUENCE_MODULUS
 
 
 @dataclass
 class _ProducerEntry:
     epoch: int
+    first_sequence: int  # from here on this producer's sequences were written without gaps
     batches: deque = field(default_factory=lambda: deque(maxlen=WINDOW))  # of ProducerBatchInfo
 
 
@@ -110,7 +113,8 @@ class ProducerStateTable:
         expected = (last + 1) % SEQUENCE_MODULUS
         if batch.first_sequence == expected:
             return None
-        if _at_or_before(batch.first_sequence, last) and _at_or_before(batch.last_sequence, last):
+        if _within(batch.first_sequence, entry.first_sequence, last) and _within(
+                batch.last_sequence, entry.first_sequence, last):
             raise DuplicateSequenceError(
                 f"producer {batch.producer_id}'s sequences {batch.first_sequence}..{batch.last_sequence} were written "
                 f"before (its last is {last}), longer ago than the last {WINDOW} batches this partition remembers"
@@ -125,7 +129,7 @@ class ProducerStateTable:
         """After appending `batch` (with its real offsets)."""
         entry = self._producers.pop(batch.producer_id, None)  # re-inserted last: most recent
         if entry is None or batch.producer_epoch > entry.epoch:
-            entry = _ProducerEntry(batch.producer_epoch)
+            entry = _ProducerEntry(batch.producer_epoch, batch.first_sequence)
         entry.batches.append(batch)
         self._producers[batch.producer_id] = entry
         if len(self._producers) > MAX_PRODUCERS:

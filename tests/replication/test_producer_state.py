@@ -39,6 +39,17 @@ def test_a_batch_seen_in_the_last_window_is_a_duplicate_of_its_first_write():
         table.check(info(2 * WINDOW + 1, count=3))  # reaches past the last written sequence
 
 
+def test_a_range_before_the_first_sequence_seen_is_not_called_a_duplicate():
+    table = ProducerStateTable()  # producer 7 is first seen here at sequence 100 (its state aged out)
+    for first in range(100, 100 + 2 * (WINDOW + 1), 2):
+        table.record(info(first, count=2))
+    with pytest.raises(DuplicateSequenceError):
+        table.check(info(100, count=2))  # seen, written, out of the window
+    with pytest.raises(SequenceError) as raised:
+        table.check(info(90, count=2))  # never seen here: written or not, nobody knows
+    assert not isinstance(raised.value, DuplicateSequenceError)
+
+
 def test_a_range_wholly_written_before_wraps_like_the_sequences():
     table = ProducerStateTable()
     for first in (SEQUENCE_MODULUS - 2, 0, 2, 4, 6, 8):
