@@ -113,7 +113,7 @@ class PartitionAccumulator:
     """The open batch of one partition: its records, held by reference until it is sealed."""
 
     __slots__ = ("topic", "partition", "values", "keys", "timestamps_ms", "headers", "count", "size_bytes",
-                 "opened_s", "batch")
+                 "batch")
 
     def __init__(self, topic: str, partition: int):
         self.topic = topic
@@ -130,12 +130,11 @@ class PartitionAccumulator:
         self.headers = None  # {index: headers} only for records that have them
         self.count = 0
         self.size_bytes = 0  # keys + values + a row per record: what the batch will occupy
-        self.opened_s = 0.0
         self.batch = ProducerBatch(self.topic, self.partition)
 
     def open(self) -> None:
         """The first record arrived: the linger clock starts."""
-        self.opened_s = self.batch.created_s = time.monotonic()
+        self.batch.created_s = time.monotonic()
 
     def seal(self) -> ProducerBatch:
         """Build the record batch from what is buffered and start a fresh, empty one."""
@@ -239,7 +238,7 @@ class RecordAccumulator:
         """Seal what lingered long enough (everything once closing); return all sealed."""
         with self.lock:
             for buffers in self._partitions.values():
-                if buffers.count and (self.closed or now_s - buffers.opened_s >= self.linger_s):
+                if buffers.count and (self.closed or now_s - buffers.batch.created_s >= self.linger_s):
                     self._seal(buffers)
             drained = list(self._sealed)
             self._sealed.clear()
@@ -253,7 +252,7 @@ class RecordAccumulator:
                 return 0.0
             for buffers in self._partitions.values():
                 if buffers.count:
-                    wait_s = min(wait_s, max(0.0, buffers.opened_s + self.linger_s - now_s))
+                    wait_s = min(wait_s, max(0.0, buffers.batch.created_s + self.linger_s - now_s))
         return wait_s
 
     def is_empty(self) -> bool:
@@ -309,9 +308,11 @@ class RecordAccumulator:
         if buffers.count == 0:
             return
         self._enqueue(buffers.seal())
-        if self.on_sealed is not None:
-            self.on_sealed(buffers.topic, buffers.partition)
 
     def _enqueue(self, batch: ProducerBatch) -> None:
+        """Queue a sealed batch for the sender: from send()'s buffers or from send_batch alike,
+        so the sticky partitioner moves on after either."""
         self._sealed.append(batch)
         self._unfinished.add(batch)
+        if self.on_sealed is not None:
+            self.on_sealed(batch.topic, batch.partition)

@@ -155,6 +155,8 @@ class Producer:
             if timestamps_ms.shape != (n,):
                 raise ValueError(f"timestamps_ms has {timestamps_ms.size} entries for {n} records")
         partition_count = self._partition_count(topic)
+        if keys is not None and not isinstance(keys, np.ndarray):
+            keys = [_as_bytes(k, "key") for k in keys]  # once, for partitioning and for the batches
         if partition is not None:
             if not 0 <= partition < partition_count:
                 raise _no_such_partition(topic, partition, partition_count)
@@ -164,7 +166,7 @@ class Producer:
         elif isinstance(keys, np.ndarray):
             targets = partitions_for_keys(keys, partition_count)
         else:
-            targets = np.array([partition_for_key(_as_bytes(k, "key"), partition_count) for k in keys], dtype=np.int64)
+            targets = np.array([partition_for_key(k, partition_count) for k in keys], dtype=np.int64)
         futures = []
         for target in np.unique(targets):
             rows = np.flatnonzero(targets == target)
@@ -173,7 +175,7 @@ class Producer:
                 batch.data, batch.record_count, batch.size_bytes = data, count, len(data)
                 batch.timestamps_ms = np.array([peek_header(data).first_timestamp_ms], dtype=np.int64)
                 futures.append(self._accumulator.append_sealed(batch))
-                self._wake()
+        self._wake()
         return futures
 
     def _batches_for_rows(self, values, keys, rows, timestamps_ms):
@@ -192,7 +194,7 @@ class Producer:
                 key_chunk = keys[chunk] if isinstance(keys, np.ndarray) else None
                 yield build_batch_from_arrays(values[chunk], key_chunk, chunk_timestamps_ms), len(chunk)
             else:
-                key_chunk = [_as_bytes(keys[i], "key") for i in chunk] if keys is not None else None
+                key_chunk = [keys[i] for i in chunk] if keys is not None else None
                 if chunk_timestamps_ms is not None:
                     chunk_timestamps_ms = np.broadcast_to(chunk_timestamps_ms, len(chunk)).tolist()
                 yield build_batch([_as_bytes(values[i], "value") for i in chunk], key_chunk, chunk_timestamps_ms), len(chunk)

@@ -22,7 +22,7 @@ import zmq
 from distlog.client.accumulator import ProducerBatch, RecordAccumulator
 from distlog.client.cluster import ClusterView
 from distlog.client.errors import ProducerClosedError, RequestTimedOutError
-from distlog.client.sequencer import Sequencer
+from distlog.client.sequencer import Sequencer, by_order
 from distlog.protocol.errors import DistlogError, ErrorCode, is_retriable
 from distlog.protocol.messages import ErrorResponse, ProduceRequest
 
@@ -224,7 +224,7 @@ class Sender:
                 self.sequencer.renumber(waiting, self._keys_in_flight())
                 held |= self.sequencer.needs_renumbering
             if self._retry_appended:
-                waiting.sort(key=_by_order)
+                waiting.sort(key=by_order)
                 self._retry_appended = False
         for batch in waiting:
             key = (batch.topic, batch.partition)
@@ -400,9 +400,11 @@ class Sender:
                     for batch in batches:
                         self._failed(batch, RequestTimedOutError(
                             f"no produce reply from {endpoint} within {settings.request_timeout_s:.3g} s"))
-        expired = [b for b in self.waiting if now_s - b.created_s >= settings.delivery_timeout_s]
+        expired, kept = [], []
+        for batch in self.waiting:
+            (expired if now_s - batch.created_s >= settings.delivery_timeout_s else kept).append(batch)
         if expired:
-            self.waiting = [b for b in self.waiting if now_s - b.created_s < settings.delivery_timeout_s]
+            self.waiting = kept
             for batch in expired:
                 self._finish(batch, -1, RequestTimedOutError(
                     f"records for {batch.topic}-{batch.partition} not delivered within delivery_timeout_ms="
@@ -415,7 +417,3 @@ class Sender:
 
     def _keys_in_flight(self) -> set:
         return {(b.topic, b.partition) for b in self._batches_in_flight()}
-
-
-def _by_order(batch: ProducerBatch) -> int:
-    return batch.order

@@ -95,7 +95,7 @@ class Sequencer:
             self._producer_ids[key] = new_producer_id()
             self._next_sequence[key] = 0
             self._lines.pop(key, None)  # under the new id nothing has been sent yet
-            for batch in sorted((b for b in waiting if (b.topic, b.partition) == key), key=_order):
+            for batch in sorted((b for b in waiting if (b.topic, b.partition) == key), key=by_order):
                 self._stamp(batch)
 
     def has_earlier(self, batch, pending) -> bool:
@@ -104,5 +104,6 @@ class Sequencer:
         return any((b.topic, b.partition) == key and b.order < batch.order for b in pending)
 
 
-def _order(batch) -> int:
+def by_order(batch) -> int:
+    """Sort key: the order batches were numbered in."""
     return batch.order

@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-from distlog.client.accumulator import RecordAccumulator
+from distlog.client.accumulator import ProducerBatch, RecordAccumulator
 from distlog.client.errors import BufferFullError
-from distlog.log.batch import ROW_SIZE, RecordBatch, list_column
+from distlog.log.batch import ROW_SIZE, RecordBatch, build_batch, list_column
 
 
 def accumulator(batch_size=64 * 1024, buffer_memory=1 << 30, max_block_s=0.2, linger_s=1.0):
@@ -130,3 +130,15 @@ def test_list_column_handles_all_null_no_null_and_mixed_lists():
     assert lengths.tolist() == [2, 0, 1] and joined == b"abc"
     lengths, joined = list_column((b"ab", None, b"", None, b"xyz"))
     assert lengths.tolist() == [2, -1, 0, -1, 3] and joined == b"abxyz"
+
+
+def test_a_batch_queued_by_send_batch_also_tells_the_sticky_partitioner_it_sealed():
+    sealed = []
+    acc = RecordAccumulator(1024, 1 << 20, 0.2, 1.0, on_sealed=lambda topic, partition: sealed.append((topic, partition)))
+    acc.append("t", 0, b"x", None, 1, None, None)
+    acc.seal_all()
+    batch = ProducerBatch("t", 2)
+    batch.data, batch.record_count = build_batch([b"y"]), 1
+    batch.size_bytes = len(batch.data)
+    acc.append_sealed(batch)
+    assert sealed == [("t", 0), ("t", 2)]
