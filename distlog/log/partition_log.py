@@ -442,8 +442,6 @@ class PartitionLog:
     def apply_retention(self, now_ms: int | None = None) -> int:
         """Delete whole closed segments past retention.ms / retention.bytes (cleanup.policy
         'delete' only), durably; moves log_start_offset. Returns the number deleted."""
-        if self.config.cleanup_policy != "delete":
-            return 0
         with self._lock:
             self._check_open()
             now_ms = self._clock_ms() if now_ms is None else now_ms
@@ -472,8 +470,9 @@ class PartitionLog:
         for segment in expired:
             segment.delete_files()
         # Durable on return: a deletion that a power loss undid would contradict the log start
-        # that Raft's storage records.
-        fsync_directory(self.directory)
+        # that Raft's storage records. A failure sticks, as for every other fsync of the log.
+        with self._fsync_failure_sticks():
+            fsync_directory(self.directory)
 
     def compact(self, now_ms: int | None = None) -> CompactionStats:
         """Keep the last record per key in closed segments (cleanup.policy 'compact' only; a

@@ -8,7 +8,11 @@ from distlog.log.config import LogConfig
 def expired_segment_count(segments: list, config: LogConfig, now_ms: int) -> int:
     """How many segments, from the oldest, retention deletes. The last (active) segment is
     never counted. Time: a segment goes once its newest record is older than retention.ms.
-    Size (as Kafka): a segment goes while the log would still hold >= retention.bytes without it."""
+    Size (as Kafka): a segment goes while the log would still hold >= retention.bytes without it.
+    0 for a topic whose cleanup.policy is not 'delete': compaction owns those, and deleting
+    a segment would take the only copy of its keys' latest values."""
+    if config.cleanup_policy != "delete":
+        return 0
     closed = segments[:-1]
     count = 0
     if config.retention_ms >= 0:

@@ -150,3 +150,13 @@ def test_a_crash_part_way_through_a_start_over_is_finished_on_reopen(tmp_path, o
     storage.log.close()
     reopened = open_storage(tmp_path / "p")
     assert (reopened.log_start_offset, reopened.start_term, reopened.last_index) == (100, 5, 99)
+
+
+def test_raft_retention_leaves_a_compacted_topic_to_compaction(tmp_path, open_storage):
+    config = LogConfig(segment_bytes=200, retention_bytes=1, cleanup_policy="compact")
+    storage = open_storage(tmp_path / "p", config)
+    storage.append([Entry(1, i, i, stamp_record_batch(build_batch([b"v" * 50], keys=[b"k%d" % i]), i, 1))
+                    for i in range(8)])
+    assert len(storage.log.segments) > 2
+    assert storage.apply_retention(high_watermark=7, now_ms=10**12) == 0
+    assert storage.log_start_offset == 0
