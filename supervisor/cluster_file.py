@@ -11,7 +11,6 @@ started when the record says, and runs distlog (pids get reused).
 """
 
 import datetime
-import fcntl
 import json
 import uuid
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import psutil
 
 from distlog.durable import write_file_atomically
+from distlog.file_lock import FileLock
 
 CLUSTER_FILE_NAME = "cluster.json"
 
@@ -107,32 +107,11 @@ def live_broker_pids(record: dict) -> dict[int, int]:
             if _is_process(broker.get("pid"), None, f"--data-dir {broker['data_dir']} ")}
 
 
-class DataDirLock:
-    """An exclusive flock on DATA/supervisor.lock, held by the one supervisor of a data dir.
-
-    The kernel drops it when that process dies however it dies, so a SIGKILLed supervisor never
-    leaves a data dir looking owned.
-    """
+class DataDirLock(FileLock):
+    """The lock on DATA/supervisor.lock, held by the one supervisor of a data dir (see FileLock)."""
 
     def __init__(self, data_dir):
-        self.path = Path(data_dir) / "supervisor.lock"
-        self._file = None
-
-    def acquire(self) -> bool:
-        """Take the lock; False if another process holds it."""
-        self._file = open(self.path, "a+")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.close()
-            self._file = None
-            return False
-        return True
-
-    def release(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        super().__init__(Path(data_dir) / "supervisor.lock")
 
 
 def data_dir_locked(data_dir) -> bool:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from distlog import __version__
-from distlog.broker.data_dir_lock import DataDirLock
+from distlog.broker.data_dir_lock import lock_data_dir
 from distlog.broker.delayed import FetchPurgatory, ParkedFetch
 from distlog.broker.logs import BrokerLogger
 from distlog.broker.metadata import ClusterMetadata
@@ -48,6 +48,7 @@ from distlog.log.partition_log import PartitionLog
 from distlog.protocol.codec import decode_request, decode_response, encode, peek_api_key
 from distlog.protocol.errors import DistlogError, ErrorCode, ProtocolError
 from distlog.protocol.messages import (
+    ACKS_ALL,
     EARLIEST_TIMESTAMP,
     LATEST_TIMESTAMP,
     REQUEST_TYPES,
@@ -118,16 +119,34 @@ class Broker:
         self.broker_id = config.broker_id
         self.logger = logger or BrokerLogger(config.broker_id)
         make_directory_durably(self._path("topics"))
-        self.data_dir_lock = DataDirLock(config.data_dir).acquire()
-        try:
-            self.context = zmq.Context()
-            self.fault_rules = FaultRules()
-            self.server = RouterServer(config.listen, context=self.context, fault_rules=self.fault_rules)
-        except BaseException:
-            self.data_dir_lock.release()  # this broker never started; another may use the dir
-            raise
-        self.running = False
+        self.data_dir_lock = lock_data_dir(config.data_dir)
+        self.context = zmq.Context()
+        self.server = None
         self.replicas: dict = {}
+        self.controller_connection = None
+        try:
+            self._open(config)
+        except BaseException:
+            self._close_logs()  # this broker never started: another may use the dir and port
+            self._close_sockets()
+            raise
+        self.handlers = {
+            ApiKey.API_VERSIONS: self._handle_api_versions,
+            ApiKey.METADATA: self._handle_metadata,
+            ApiKey.CREATE_TOPICS: self._handle_create_topics,
+            ApiKey.DELETE_TOPICS: self._handle_delete_topics,
+            ApiKey.PRODUCE: self._handle_produce,
+            ApiKey.FETCH: self._handle_fetch,
+            ApiKey.LIST_OFFSETS: self._handle_list_offsets,
+            ApiKey.METADATA_SYNC: self._handle_metadata_sync,
+            ApiKey.SET_FAULT_RULES: self._handle_set_fault_rules,
+        }
+
+    def _open(self, config: BrokerConfig) -> None:
+        """Everything __init__ sets up after taking the data dir's lock."""
+        self.fault_rules = FaultRules()
+        self.server = RouterServer(config.listen, context=self.context, fault_rules=self.fault_rules)
+        self.running = False
         self.purgatory = FetchPurgatory()
         self.outbox: list = []
         self.touched: set = set()  # partitions appended to in this iteration
@@ -145,7 +164,6 @@ class Broker:
         self.metadata = ClusterMetadata.load(self._path("metadata.json")) or ClusterMetadata()
         self.metadata.brokers = dict(config.peers)
         self._open_local_replicas()
-        self.controller_connection = None
         self._sync_sent_at_s = None  # when the outstanding MetadataSync went out, if one is out
         self._next_sync_s = 0.0
         if not self.is_controller:
@@ -157,17 +175,6 @@ class Broker:
                 fault_rules=self.fault_rules,
                 peer=f"broker-{controller}",
             )
-        self.handlers = {
-            ApiKey.API_VERSIONS: self._handle_api_versions,
-            ApiKey.METADATA: self._handle_metadata,
-            ApiKey.CREATE_TOPICS: self._handle_create_topics,
-            ApiKey.DELETE_TOPICS: self._handle_delete_topics,
-            ApiKey.PRODUCE: self._handle_produce,
-            ApiKey.FETCH: self._handle_fetch,
-            ApiKey.LIST_OFFSETS: self._handle_list_offsets,
-            ApiKey.METADATA_SYNC: self._handle_metadata_sync,
-            ApiKey.SET_FAULT_RULES: self._handle_set_fault_rules,
-        }
 
     @property
     def is_controller(self) -> bool:
@@ -305,19 +312,26 @@ class Broker:
             self.logger.error("reply_failed", api=response.API_KEY.name, error=str(error))
 
     def _shutdown(self) -> None:
+        self._close_logs()  # close() flushes: before the last replies leave, as every turn
+        self._send_outbox()
+        self._close_sockets()
+        self.logger.info("stopped")
+
+    def _close_logs(self) -> None:
         for replica in self.replicas.values():
             try:
-                replica.log.flush()
                 replica.close()
             except OSError as error:
                 self.logger.error("close_failed", partition=f"{replica.topic}-{replica.partition}", error=str(error))
-        self._send_outbox()
-        self.server.close(linger_ms=100)
+
+    def _close_sockets(self) -> None:
+        """Close the sockets and the context, then let another broker have the data dir."""
+        if self.server is not None:
+            self.server.close(linger_ms=100)
         if self.controller_connection is not None:
             self.controller_connection.close()
         self.context.term()
         self.data_dir_lock.release()
-        self.logger.info("stopped")
 
     # ------------------------------------------------------------------- partitions on this broker
 
@@ -468,7 +482,7 @@ class Broker:
         return SetFaultRulesResponse(0, "")
 
     def _handle_produce(self, peer, cid, request):
-        if request.acks not in (0, 1, -1):
+        if request.acks not in (0, 1, ACKS_ALL):
             return ErrorResponse(int(ErrorCode.INVALID_REQUEST), f"acks must be 0, 1 or -1 (all), got {request.acks}", int(ApiKey.PRODUCE))
         results = [self._append(p["topic"], p["partition"], p["records"]) for p in request.partitions]
         return None if request.acks == 0 else ProduceResponse(results)
