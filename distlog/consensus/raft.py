@@ -34,7 +34,9 @@ writes Storage; the caller does, from the Ready.
 
 Every message carries a term; step() handles it in one place (§5.1): a higher term makes
 this node a follower of it, a lower one is dropped (or answered, so a stale leader learns
-the newer term). Then the message goes to the handler table of the current role, swapped
+the newer term: with a MsgAppResp that matches nothing, because the same node may later
+lead exactly that newer term, and a reply claiming our last index would then count as a
+match it never checked). Then the message goes to the handler table of the current role, swapped
 on every role change, as in etcd's raft.
 
 Elections (§5.2) start after a randomized election timeout of [T, 2T) ticks drawn from the
@@ -282,6 +284,8 @@ class _RaftLog:
 
 
 _IMMEDIATE = (MsgApp, MsgHeartbeat, MsgStartOver, MsgTimeoutNow)
+# The index of the empty log: a MsgAppResp claiming it tells the leader nothing but its term.
+NOTHING_MATCHED = -1
 
 
 class RaftNode:
@@ -406,8 +410,10 @@ class RaftNode:
                 self._become_follower(m.term, leader)
         elif m.term < self.term:
             if isinstance(m, (MsgApp, MsgHeartbeat, MsgStartOver)):
-                # A deposed leader: tell it the newer term so it steps down.
-                self._send(MsgAppResp(self.node_id, m.frm, self.term, index=self._log.last_index()))
+                # A deposed leader: tell it the newer term so it steps down. The reply claims
+                # only the empty prefix every log shares: its sender may win exactly this term
+                # later and must not count our log, never checked against its own, as a match.
+                self._send(MsgAppResp(self.node_id, m.frm, self.term, index=NOTHING_MATCHED))
             elif isinstance(m, MsgPreVote):
                 self._send(MsgPreVoteResp(self.node_id, m.frm, self.term, reject=True))
             return

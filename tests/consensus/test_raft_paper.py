@@ -376,3 +376,29 @@ def test_follower_refuses_proposals_and_names_the_leader():
         net.nodes[3].propose("x", 1)
     assert err.value.leader_id == 1
     assert "try node 1" in str(err.value)
+
+
+def test_regression_an_append_from_an_older_term_is_not_answered_as_an_ack():
+    """Review of issue #9: a follower answered a late append of an older term with
+    MsgAppResp(its term, its last index, ok). When the sender then won exactly that term, it
+    counted the reply as a match and committed offsets 1-2, which only it held."""
+    a = lone_node(storage_with([(1, 0, 0, "m"), (3, 1, 1, "a")], term=4, commit=0), pre_vote=False)
+    b = RaftNode(Config(node_id=2, peers=(1, 2, 3), rng=random.Random(2), pre_vote=False),
+                 storage_with([(1, 0, 0, "m"), (2, 1, 1, "b"), (2, 2, 2, "b")], term=4, commit=0))
+    a.campaign()
+    rd = a.ready()
+    a.advance(rd)
+    (vote,) = [m for m in responses(rd, MsgVote) if m.to == 2]
+    assert vote.term == 5
+    b.step(vote)  # A's log (last term 3) is more up to date: B grants, now in term 5
+    b.step(MsgApp(frm=1, to=2, term=3, prev_index=0, prev_term=1, entries=(Entry(3, 1, 1, "a"),), commit=0))
+    rd = b.ready()
+    b.advance(rd)
+    (granted,) = responses(rd, MsgVoteResp)
+    (late_reply,) = responses(rd, MsgAppResp)
+    a.step(granted)
+    assert a.role is Role.LEADER and a.term == 5 == late_reply.term
+    a.advance(a.ready())  # the term-5 marker at offset 2 is persisted: A counts itself up to 2
+    a.step(late_reply)
+    assert a.match_index(2) < 1, "B holds none of A's offsets 1-2"
+    assert a.high_watermark == 0
