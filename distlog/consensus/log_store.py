@@ -1,7 +1,8 @@
 """The narrow storage interface the Raft core reads its stable log through, and MemoryStorage.
 
 The core only reads storage; the caller writes it while handling a Ready (reset, append,
-set_hard_state, in that order) and tells the core with advance(). Two implementations:
+set_hard_state, in that order), makes the writes durable with sync(), and only then sends
+the Ready's messages_after_persist and tells the core with advance(). Two implementations:
 MemoryStorage (the simulator and unit tests) and partition_storage.PartitionStorage (over
 distlog.log.PartitionLog). Retention may drop a committed prefix (compact), moving
 log_start_offset; the core then sends lagging followers a MsgStartOver.
@@ -24,7 +25,7 @@ class Span(NamedTuple):
 
 
 class Storage(Protocol):
-    """What Raft needs from a durable log. Every write is durable when the call returns."""
+    """What Raft needs from a durable log. Writes are durable once sync() returns."""
 
     def hard_state(self) -> HardState:
         """The last hard state set (HardState() for a new node)."""
@@ -56,6 +57,10 @@ class Storage(Protocol):
     def reset(self, log_start_offset: int, start_term: int) -> None:
         """Discard the whole log; continue as an empty log starting at log_start_offset."""
 
+    def sync(self) -> None:
+        """Make every write so far durable (a driver calls it once per loop turn, before
+        sending votes and acks and before advance())."""
+
 
 class MemoryStorage:
     """Storage held in Python lists: what the simulator crashes and restarts nodes with."""
@@ -73,6 +78,9 @@ class MemoryStorage:
 
     def set_hard_state(self, hard_state: HardState) -> None:
         self._hard_state = hard_state
+
+    def sync(self) -> None:
+        """Nothing to do: what MemoryStorage holds is what a crash keeps."""
 
     @property
     def log_start_offset(self) -> int:

@@ -7,16 +7,37 @@ start live in a small JSON file next to the partition directory (PartitionLog re
 foreign files inside it), replaced atomically: write a temporary file, fsync, rename, fsync
 the directory.
 
+Durability contract (group commit)
+----------------------------------
+append(), reset() and set_hard_state() write but do not fsync: after them, call sync()
+before sending ready.messages_after_persist or calling advance(). sync() fsyncs whatever
+the log took since the last sync and, when term or vote changed, the hard state file, so a
+vote or an ack never promises what a power loss could take back. A driver with many
+partitions writes every Ready of a loop turn, calls sync() on each storage that was written,
+then sends the votes and acks and advances the nodes: one fsync per partition per turn, not
+per append. The leader counts its own entries only after advance(), hence after sync() too.
+Two writes stay durable on return because later writes rely on them: truncating a
+conflicting tail (PartitionLog.truncate_to) and moving the log start for retention.
+
+flush.policy does not apply to Raft entries. Under flush.policy=never (or a long interval) a
+follower would acknowledge entries that sit only in its page cache; a leader counting that
+acknowledgement could call an entry committed that a power loss on a majority erases, and a
+restarted voter could vote twice in one term. So Raft entries and hard state are always
+fsynced before an ack or a vote that promises them, whatever the topic's flush.policy says;
+flush.policy only governs logs that are not replicated by Raft (RF=1 without a Raft group).
+
 Moving the log start (retention, or a start-over below the leader's log start) touches both
 the log and that file, so it is written ahead: the file first records the move as pending
 (new start, its term, and which operation), then the log is changed, then the file records it
-done. A crash in between is finished when the storage opens again; without this, a crash
-after the segments went but before the file was updated would leave the term below the new
-start unknown, and the partition unusable.
+done (for a start-over, at the next sync(), once the emptied log is durable). A crash in
+between is finished when the storage opens again; without this, a crash after the segments
+went but before the file was updated would leave the term below the new start unknown, and
+the partition unusable.
 
-Appended entries are as durable as the log's flush.policy makes them. Raft acknowledges an
-entry only once it is persisted, so the policy that keeps Raft's promise (a committed entry
-survives any minority of crashes, including power loss) is 'always'.
+Retention and compaction only touch what is committed and applied (apply_retention and
+compact take that bound): retention below `applied` would remove entries the node has yet
+to hand to its state machine, and rewriting an uncommitted entry would change a record a
+new leader may still overwrite or replicate byte for byte.
 """
 
 from __future__ import annotations
@@ -62,6 +83,8 @@ class PartitionStorage:
         self._hard_state = HardState(commit=log.log_start_offset - 1)
         self._start: tuple[int, int] = (log.log_start_offset, 0)
         self._pending_start = None  # {"op", "offset", "term"} while the log start is being moved
+        # Term or vote (or a start-over) changed since the file was last written: sync() writes it.
+        self._state_dirty = False
         if os.path.exists(self.state_path):
             with open(self.state_path, "rb") as f:
                 state = json.load(f)
@@ -70,6 +93,7 @@ class PartitionStorage:
             pending = state.get("pending_start")
             if pending is not None:  # a crash interrupted the move: finish it
                 self._move_start(pending["op"], pending["offset"], pending["term"])
+                self.sync()
 
     # ---- hard state ---------------------------------------------------------------------
 
@@ -77,17 +101,29 @@ class PartitionStorage:
         return self._hard_state
 
     def set_hard_state(self, hard_state: HardState) -> None:
-        """Term and vote changes are durable on return; a commit-only change is written with
-        the next durable write or close() (a restarted node may re-learn a lower commit,
-        which is safe, and one fsync per Ready on the hot path is not)."""
-        durable = (hard_state.term, hard_state.vote) != (self._hard_state.term, self._hard_state.vote)
+        """Remember the hard state; a term or vote change is written by the next sync(). A
+        commit-only change rides along with the next write of the file or close() (a
+        restarted node may re-learn a lower commit, which is safe, and one fsync per Ready
+        for it is not worth it)."""
+        if (hard_state.term, hard_state.vote) != (self._hard_state.term, self._hard_state.vote):
+            self._state_dirty = True
         self._hard_state = hard_state
-        if durable:
+
+    def sync(self) -> None:
+        """Make every append, reset and hard state change so far durable (see the module
+        docstring: call it before sending messages_after_persist and before advance())."""
+        self.log.flush()
+        if self._state_dirty:
+            self._pending_start = None  # a start-over's emptied log is durable now
             self._write_state()
+            self._state_dirty = False
 
     def close(self) -> None:
-        """Persist the last commit index and close the log."""
+        """Persist everything, the last commit index included, and close the log."""
+        self.log.flush()
+        self._pending_start = None
         self._write_state()
+        self._state_dirty = False
         self.log.close()
 
     def _write_state(self) -> None:
@@ -145,13 +181,15 @@ class PartitionStorage:
         return out
 
     def append(self, entries: Sequence[Entry]) -> None:
+        """Remove every entry at or after entries[0].base_offset (durably), then append
+        entries (durable at the next sync())."""
         base_offset = entries[0].base_offset
         if base_offset < self.log.log_end_offset:
             self.log.truncate_to(base_offset)
         self.log.append(b"".join(entry.data for entry in entries), assign_offsets=False)
-        self.log.maybe_flush()
 
     def reset(self, log_start_offset: int, start_term: int) -> None:
+        """Start over as an empty log at log_start_offset (durable at the next sync())."""
         self._move_start("reset", log_start_offset, start_term)
 
     def _move_start(self, op: str, offset: int, term: int) -> None:
@@ -160,26 +198,38 @@ class PartitionStorage:
         self._pending_start = {"op": op, "offset": offset, "term": term}
         self._write_state()
         if op == "reset":
-            self.log.reset_to(offset)  # empty, continuing at offset
-            self.log.flush()
+            self.log.reset_to(offset)  # empty, continuing at offset; durable at sync()
         else:
-            self.log.delete_segments_before(offset)  # retention: committed entries below offset
+            self.log.delete_segments_before(offset)  # retention: durable on return
         if self.log.log_start_offset != offset:
             raise RuntimeError(f"{self.log.directory}: moving the log start to {offset} ({op}) left it at "
                                f"{self.log.log_start_offset}; the log does not match its Raft state")
         self._start = (offset, term)
+        if op == "reset":
+            self._state_dirty = True  # sync() records the move done once the log is durable
+            return
         self._pending_start = None
         self._write_state()
 
-    def apply_retention(self, high_watermark: int, now_ms: int) -> int:
-        """Run the log's retention, remembering the term below the new log start.
+    def apply_retention(self, upto_offset: int, now_ms: int) -> int:
+        """Run the log's retention, never past upto_offset, remembering the term below the
+        new log start; returns how many segments went.
 
-        Deletes nothing (returns 0) while a segment retention would delete still holds
-        offsets above the high watermark: Raft may only forget committed entries.
-        """
+        Pass min(commit, applied): Raft may only forget entries that are committed, and the
+        node must have applied them first (else ready() would have nothing left to apply).
+        Of the segments retention would delete, only the leading ones that end at or below
+        upto_offset go."""
+        self.sync()  # a start-over still pending must be finished before the start moves again
         segments = self.log.segments
         count = expired_segment_count(segments, self.log.config, now_ms)
-        if count == 0 or segments[count - 1].next_offset - 1 > high_watermark:
+        while count and segments[count - 1].next_offset - 1 > upto_offset:
+            count -= 1
+        if count == 0:
             return 0
         self._move_start("retention", segments[count - 1].next_offset, segments[count - 1].last_term)
         return count
+
+    def compact(self, upto_offset: int, now_ms: int):
+        """Compact the log (cleanup.policy 'compact'), rewriting only closed segments that end
+        at or below upto_offset (pass min(commit, applied)); returns the CompactionStats."""
+        return self.log.compact(now_ms, max_offset=upto_offset)

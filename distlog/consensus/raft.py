@@ -15,7 +15,8 @@ Handling a Ready, in order:
      thesis §10.2.1 — the leader counts itself only once its own entries are stable);
   2. if ready.start_over: reset the log to an empty log at that offset;
      append ready.entries (removing any tail at or after the first one's base_offset);
-     persist ready.hard_state; all durably;
+     persist ready.hard_state; then storage.sync(), so all of it is durable (a driver of
+     many groups writes every Ready of a loop turn first and syncs each storage once);
   3. send ready.messages_after_persist (votes and acks: they promise what was just written);
   4. apply ready.committed_entries;
   5. call advance(ready). Do not call tick/step/propose between ready() and advance().
@@ -438,6 +439,11 @@ class RaftNode:
         hard_state = self._hard_state()
         committed: list[Entry] = []
         if self.commit > self.applied:
+            if self.applied < self._log.log_start_offset() - 1:
+                raise RuntimeError(
+                    f"node {self.node_id}: retention removed entries {self.applied + 1}.."
+                    f"{self._log.log_start_offset() - 1} before they were applied; bound retention "
+                    f"and compaction by min(commit, applied)")
             committed = [e for e in self._log.entries_from(self.applied + 1, self.commit - self.applied)
                          if e.last_offset <= self.commit]
         rd = Ready(

@@ -474,15 +474,19 @@ class PartitionLog:
         with self._fsync_failure_sticks():
             fsync_directory(self.directory)
 
-    def compact(self, now_ms: int | None = None) -> CompactionStats:
+    def compact(self, now_ms: int | None = None, max_offset: int | None = None) -> CompactionStats:
         """Keep the last record per key in closed segments (cleanup.policy 'compact' only; a
-        no-op otherwise); tombstones stay for delete.retention.ms."""
+        no-op otherwise); tombstones stay for delete.retention.ms. With max_offset, only the
+        leading closed segments whose records all sit at or below it are read and rewritten
+        (Raft passes what is committed and applied: an entry above it may still change)."""
         if self.config.cleanup_policy != "compact":
             return CompactionStats()
         with self._lock:
             self._check_open()
             now_ms = self._clock_ms() if now_ms is None else now_ms
             closed = self._segments[:-1]
+            if max_offset is not None:
+                closed = [segment for segment in closed if segment.next_offset - 1 <= max_offset]
             if not closed:
                 return CompactionStats()
             closed_end_offset = closed[-1].next_offset

@@ -86,6 +86,7 @@ class Network:
             storage.append(rd.entries)
         if rd.hard_state is not None:
             storage.set_hard_state(rd.hard_state)
+        storage.sync()
         self.applied[node_id].extend(rd.committed_entries)
         node.advance(rd)
         return list(rd.messages) + list(rd.messages_after_persist)

@@ -1,8 +1,13 @@
 """PartitionStorage: Raft over real partition logs — stamped batches, restart, truncation, retention."""
 
+import json
+import os
+
 import pytest
 
+from distlog.consensus.log_store import MemoryStorage
 from distlog.consensus.messages import Entry, HardState
+from distlog.consensus.raft import Config, RaftNode
 from distlog.consensus.partition_storage import (
     LEADER_MARKER_KEY,
     PartitionStorage,
@@ -88,17 +93,120 @@ def test_hard_state_and_start_over_survive_a_reopen(tmp_path, open_storage):
     assert (reopened.log_start_offset, reopened.start_term, reopened.last_index) == (100, 3, 99)
 
 
-def test_retention_never_removes_entries_above_the_high_watermark(tmp_path, open_storage):
+def entries(count, term_of=lambda i: 1, key_of=lambda i: None, value=b"v" * 50):
+    return [Entry(term_of(i), i, i, stamp_record_batch(
+        build_batch([value], keys=None if key_of(i) is None else [key_of(i)]), i, term_of(i)))
+        for i in range(count)]
+
+
+def test_retention_never_removes_an_entry_above_the_offset_it_is_given(tmp_path, open_storage):
+    config = LogConfig(segment_bytes=200, retention_bytes=1)  # retention would take every closed segment
+    storage = open_storage(tmp_path / "p", config)
+    storage.append(entries(8, term_of=lambda i: 1 + i // 3))
+    storage.sync()
+    assert len(storage.log.segments) > 2
+    assert storage.apply_retention(upto_offset=-1, now_ms=0) == 0
+    for upto in (2, 5):
+        storage.apply_retention(upto_offset=upto, now_ms=0)
+        start = storage.log_start_offset
+        assert 0 < start <= upto + 1, "only segments wholly at or below upto go"
+        assert [e.base_offset for e in storage.entries_from(start, 10)] == list(range(start, 8))
+        assert storage.start_term == 1 + (start - 1) // 3
+
+
+def test_retention_bounded_by_applied_leaves_a_lagging_node_its_entries_to_apply(tmp_path, open_storage):
+    """Issue #9: retention past `applied` left ready() nothing to apply below the log start."""
     config = LogConfig(segment_bytes=200, retention_bytes=1)
     storage = open_storage(tmp_path / "p", config)
-    storage.append([Entry(1 + i // 3, i, i, stamp_record_batch(build_batch([b"v" * 50]), i, 1 + i // 3))
-                    for i in range(8)])
-    assert len(storage.log.segments) > 2
-    assert storage.apply_retention(high_watermark=0, now_ms=0) == 0
-    assert storage.log_start_offset == 0
-    assert storage.apply_retention(high_watermark=7, now_ms=0) > 0
-    start = storage.log_start_offset
-    assert start > 0 and storage.start_term == 1 + (start - 1) // 3
+    storage.append(entries(8))
+    storage.set_hard_state(HardState(term=1, vote=None, commit=7))
+    storage.sync()
+    node = RaftNode(Config(node_id=1, peers=(1, 2, 3), applied_offset=2), storage)
+    storage.apply_retention(upto_offset=min(node.commit, node.applied), now_ms=0)
+    assert storage.log_start_offset <= 3
+    rd = node.ready()
+    assert [e.base_offset for e in rd.committed_entries] == [3, 4, 5, 6, 7]
+    node.advance(rd)
+    assert not node.has_ready()
+
+
+def test_retention_past_applied_is_a_clear_error_not_a_spinning_ready():
+    storage = MemoryStorage()
+    storage.append([Entry(1, i, i) for i in range(6)])
+    storage.set_hard_state(HardState(term=1, vote=None, commit=5))
+    node = RaftNode(Config(node_id=1, peers=(1, 2, 3), applied_offset=1), storage)
+    storage.compact(3)  # unbounded retention: removes 2 and 3, which were never applied
+    with pytest.raises(RuntimeError, match="before they were applied"):
+        node.ready()
+
+
+def test_compaction_rewrites_only_segments_at_or_below_the_offset_it_is_given(tmp_path, open_storage):
+    config = LogConfig(segment_bytes=200, cleanup_policy="compact")
+    storage = open_storage(tmp_path / "p", config)
+    storage.append(entries(8, key_of=lambda i: b"k"))  # one key: each record supersedes the last
+    storage.sync()
+    closed_end = storage.log.segments[-1].base_offset - 1
+    assert closed_end >= 4
+    before = {e.base_offset: bytes(e.data) for e in storage.entries_from(0, 10)}
+    storage.compact(upto_offset=3, now_ms=0)
+    after = {e.base_offset: RecordBatch(e.data) for e in storage.entries_from(0, 10)}
+    upto = max(s.next_offset - 1 for s in storage.log.segments if s.next_offset - 1 <= 3)
+    assert all(after[i].record_count == 0 for i in range(upto)), "superseded within the bound: removed"
+    assert after[upto].record_count == 1
+    assert all(bytes(after[i].buffer) == before[i] for i in range(upto + 1, 8)), "above the bound: untouched"
+    storage.compact(upto_offset=closed_end, now_ms=0)
+    assert RecordBatch(storage.entries_from(upto, 1)[0].data).record_count == 0
+
+
+def count_fsyncs(monkeypatch):
+    calls = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd))[1])
+    return calls
+
+
+@pytest.mark.parametrize("flush_policy", ["always", "never", "interval:60000"])
+def test_append_never_fsyncs_and_sync_always_does_whatever_the_flush_policy(tmp_path, open_storage,
+                                                                           monkeypatch, flush_policy):
+    """Issue #9: append called maybe_flush, so under 'never' or an interval a follower acked
+    entries only its page cache held, and under 'always' it paid one fsync per append."""
+    storage = open_storage(tmp_path / "p", LogConfig(flush_policy=flush_policy))
+    fsyncs = count_fsyncs(monkeypatch)
+    for batch in entries(3):
+        storage.append([batch])
+    assert fsyncs == [], "append leaves the fsync to sync()"
+    storage.sync()
+    assert len(fsyncs) == 1, "one fsync for the three appends (group commit)"
+    assert all(not segment.dirty for segment in storage.log.segments)
+
+
+def read_state_file(storage):
+    with open(storage.state_path) as f:
+        return json.load(f)
+
+
+def test_a_term_or_vote_change_reaches_the_disk_at_sync(tmp_path, open_storage):
+    storage = open_storage(tmp_path / "p")
+    storage.set_hard_state(HardState(term=3, vote=2, commit=-1))
+    assert not os.path.exists(storage.state_path)
+    storage.sync()
+    assert (read_state_file(storage)["term"], read_state_file(storage)["vote"]) == (3, 2)
+    storage.set_hard_state(HardState(term=3, vote=2, commit=5))
+    storage.sync()
+    assert read_state_file(storage)["commit"] == -1, "a commit-only change waits for the next write"
+
+
+def test_a_start_over_not_yet_synced_is_finished_on_reopen(tmp_path, open_storage):
+    storage = open_storage(tmp_path / "p")
+    storage.append(entries(3))
+    storage.sync()
+    storage.reset(100, 5)
+    assert read_state_file(storage)["pending_start"] == {"op": "reset", "offset": 100, "term": 5}
+    reopened = open_storage(tmp_path / "p")  # a crash here, before sync(): the reopen finishes it
+    assert read_state_file(reopened)["pending_start"] is None
+    assert (reopened.log_start_offset, reopened.start_term, reopened.last_index) == (100, 5, 99)
+    storage.sync()
+    assert read_state_file(storage)["pending_start"] is None
 
 
 def test_a_log_start_moved_behind_its_back_is_refused(tmp_path, open_storage):
@@ -126,7 +234,7 @@ def test_a_crash_between_recording_and_doing_retention_is_finished_on_reopen(tmp
     boundary = storage.log.segments[-2].next_offset  # retention keeps only the active segment
     storage.log.delete_segments_before = crash  # the state file says "moving", the log is untouched
     with pytest.raises(Crash):
-        storage.apply_retention(high_watermark=7, now_ms=0)
+        storage.apply_retention(upto_offset=7, now_ms=0)
     assert storage.log.log_start_offset == 0
     storage.log.close()
     reopened = open_storage(tmp_path / "p", config)
@@ -158,5 +266,5 @@ def test_raft_retention_leaves_a_compacted_topic_to_compaction(tmp_path, open_st
     storage.append([Entry(1, i, i, stamp_record_batch(build_batch([b"v" * 50], keys=[b"k%d" % i]), i, 1))
                     for i in range(8)])
     assert len(storage.log.segments) > 2
-    assert storage.apply_retention(high_watermark=7, now_ms=10**12) == 0
+    assert storage.apply_retention(upto_offset=7, now_ms=10**12) == 0
     assert storage.log_start_offset == 0
