@@ -20,8 +20,6 @@ from distlog.protocol.errors import DistlogError, ErrorCode
 
 TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 MAX_PARTITIONS = 10_000
-# Until partitions are Raft groups (the replication issue), a partition lives on one broker.
-MAX_SUPPORTED_REPLICATION_FACTOR = 1
 
 
 @dataclass
@@ -101,12 +99,6 @@ def validate_topic_request(name: str, partitions: int, replication_factor: int, 
         raise DistlogError(ErrorCode.INVALID_TOPIC, f"invalid topic name {name!r}")
     if not 1 <= partitions <= MAX_PARTITIONS:
         raise DistlogError(ErrorCode.INVALID_PARTITIONS, f"partitions must be 1..{MAX_PARTITIONS}, got {partitions}")
-    if replication_factor > MAX_SUPPORTED_REPLICATION_FACTOR:
-        raise DistlogError(
-            ErrorCode.INVALID_REPLICATION_FACTOR,
-            f"replication factor {replication_factor} is not supported yet: this version keeps one replica per "
-            "partition (replicated partitions arrive with Raft replication); use --replication-factor 1",
-        )
     if not 1 <= replication_factor <= live_broker_count:
         raise DistlogError(
             ErrorCode.INVALID_REPLICATION_FACTOR,

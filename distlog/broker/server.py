@@ -4,14 +4,24 @@ Theory of operation
 -------------------
 One thread, one loop. Each iteration:
 
-  1. sleep in zmq poll until a request arrives or the earliest deadline (a parked fetch, a pending
-     topic creation, the next metadata sync or housekeeping run);
-  2. drain every request that is waiting and handle it: appends go to partition logs, replies go
+  1. sleep in zmq poll until a request arrives or the earliest deadline (a Raft tick, a parked
+     fetch or produce, a pending topic creation, the next metadata sync or housekeeping run);
+  2. drain every request that is waiting and handle it: a produce becomes Raft proposals of the
+     partitions this broker leads, a peer's RaftRequest is stepped into its groups, replies go
      to the outbox (not yet to the socket);
-  3. group commit: every partition log written in this iteration is flushed per its flush
-     policy, once, so under flush.policy=always many produce requests share one fsync;
-  4. send the outbox. No acknowledgement leaves before the flush that makes it true;
-  5. wake parked fetches whose partitions grew and answer those that now have enough bytes.
+  3. the ReplicaManager (distlog/replication/manager.py) ticks the Raft groups and handles their
+     Ready: entries are written, fsynced once per group per turn (group commit across every
+     partition), and only then are votes and acks sent to peers;
+  4. produces whose acks condition now holds (written and synced for acks=1, committed by a
+     majority for acks=all; distlog/replication/acks.py) are answered; then the outbox is sent.
+     No acknowledgement leaves before the fsync that makes it true;
+  5. wake parked fetches whose partitions' high watermark moved.
+
+Every partition is a Raft group over its replica brokers (a single-voter group at RF=1); the
+Raft leader is the partition leader, and this broker answers NOT_LEADER, naming the leader it
+knows, for a partition it does not lead. On SIGTERM the broker first hands the leadership of
+its replicated partitions to caught-up followers (up to SHUTDOWN_HANDOFF_MAX_S), so a planned
+restart fails no write.
 
 Cluster metadata: the lowest broker id is the controller (static until the controller Raft
 group exists). It owns topic creation and deletion; every other broker pulls newer metadata
@@ -25,6 +35,7 @@ gets UNKNOWN_SERVER_ERROR and is logged with its traceback; neither stops the lo
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -42,8 +53,8 @@ from distlog.broker.logs import BrokerLogger
 from distlog.broker.metadata import ClusterMetadata
 from distlog.durable import make_directory_durably
 from distlog.log.batch import CorruptBatchError
-from distlog.log.config import LogConfig
 from distlog.log.errors import LogError, OffsetOutOfRangeError, RecordTooLargeError
+from distlog.log.config import LogConfig
 from distlog.log.partition_log import PartitionLog
 from distlog.protocol.codec import decode_request, decode_response, encode, peek_api_key
 from distlog.protocol.errors import DistlogError, ErrorCode, ProtocolError
@@ -63,10 +74,15 @@ from distlog.protocol.messages import (
     MetadataSyncRequest,
     MetadataSyncResponse,
     ProduceResponse,
+    RaftRequest,
     SetFaultRulesResponse,
 )
-from distlog.replication.producer_state import DuplicateSequenceError, SequenceError
-from distlog.replication.replica import ControlBatchRefusedError, PartitionReplica
+from distlog.replication.acks import PendingProduce, ProduceWaiters, WaitingPartition
+from distlog.replication.manager import ReplicaManager
+from distlog.replication.producer_state import DuplicateSequenceError, ProducerBatchInfo, SequenceError
+from distlog.replication.replica import (Appended, ControlBatchRefusedError, NotLeaderForPartitionError,
+                                         PartitionReplica)
+from distlog.replication.wire import RaftWireError, decode_frame
 from distlog.transports.faults import FaultRules
 from distlog.transports.zmq_transport import DealerConnection, RouterServer, TransportError
 
@@ -76,6 +92,8 @@ METADATA_SYNC_TIMEOUT_S = 1.0
 PEER_LIVE_WINDOW_S = 1.0
 TOPIC_CHANGE_WAIT_MAX_S = 5.0
 HOUSEKEEPING_INTERVAL_S = 5.0
+# How long a stopping broker keeps serving while it hands its partitions' leadership over.
+SHUTDOWN_HANDOFF_MAX_S = 3.0
 # How often, at most, the loop wakes when nothing happens; also bounds how long SIGTERM waits.
 IDLE_POLL_MS = 200
 # Requests handled per iteration before flushing and replying, so a flood cannot starve acks.
@@ -107,6 +125,10 @@ class PendingTopicChange:
     deadline_s: float
 
 
+# PartitionStorage keeps a partition's Raft hard state beside its directory, under this suffix.
+RAFT_STATE_SUFFIX = ".raft-state"
+
+
 def partition_dir_name(topic: str, partition: int) -> str:
     return f"{topic}-{partition}"
 
@@ -123,6 +145,7 @@ class Broker:
         self.context = zmq.Context()
         self.server = None
         self.replicas: dict = {}
+        self.peer_connections: dict = {}  # broker id -> DealerConnection (Raft traffic, metadata sync)
         self.controller_connection = None
         try:
             self._open(config)
@@ -140,6 +163,7 @@ class Broker:
             ApiKey.LIST_OFFSETS: self._handle_list_offsets,
             ApiKey.METADATA_SYNC: self._handle_metadata_sync,
             ApiKey.SET_FAULT_RULES: self._handle_set_fault_rules,
+            ApiKey.RAFT: self._handle_raft,
         }
 
     def _open(self, config: BrokerConfig) -> None:
@@ -148,9 +172,9 @@ class Broker:
         self.server = RouterServer(config.listen, context=self.context, fault_rules=self.fault_rules)
         self.running = False
         self.purgatory = FetchPurgatory()
+        self.produce_waiters = ProduceWaiters()
         self.outbox: list = []
-        self.touched: set = set()  # partitions appended to in this iteration
-        self.dirty: set = set()  # partitions with unflushed appends
+        self.touched: set = set()  # partitions whose high watermark moved in this iteration
         # Partitions whose log failed to flush -> why. Their last writes may be lost yet are
         # readable from the page cache, and the log refuses every later flush: they serve no
         # reads and take no writes until a restart recovers them from what is on disk.
@@ -163,18 +187,20 @@ class Broker:
         self.malformed_requests = 0
         self.metadata = ClusterMetadata.load(self._path("metadata.json")) or ClusterMetadata()
         self.metadata.brokers = dict(config.peers)
+        # One DEALER per peer, named so the peer's fault rules can cut it: Raft frames go out on
+        # it (never answered) and, to the controller, MetadataSync requests (answered).
+        for broker_id, address in config.peers.items():
+            if broker_id != self.broker_id:
+                self.peer_connections[broker_id] = DealerConnection(
+                    address, identity=f"broker-{self.broker_id}".encode(), context=self.context,
+                    fault_rules=self.fault_rules, peer=f"broker-{broker_id}")
+        self.controller_connection = self.peer_connections.get(config.controller_id)
+        self.raft_frames_dropped = 0
+        self.replication = ReplicaManager(self.broker_id, self._send_raft_frame, self.logger)
+        self.replication.set_peers(config.peers)
         self._open_local_replicas()
         self._sync_sent_at_s = None  # when the outstanding MetadataSync went out, if one is out
         self._next_sync_s = 0.0
-        if not self.is_controller:
-            controller = config.controller_id
-            self.controller_connection = DealerConnection(
-                config.peers[controller],
-                identity=f"broker-{self.broker_id}".encode(),
-                context=self.context,
-                fault_rules=self.fault_rules,
-                peer=f"broker-{controller}",
-            )
 
     @property
     def is_controller(self) -> bool:
@@ -194,9 +220,14 @@ class Broker:
         poller.register(self.server.socket, zmq.POLLIN)
         if self.controller_connection is not None:
             poller.register(self.controller_connection.socket, zmq.POLLIN)
+        # Peers never answer Raft frames, but a socket with unread input keeps the poll awake.
         next_housekeeping_s = time.monotonic() + HOUSEKEEPING_INTERVAL_S
+        handoff_deadline_s = None
         try:
-            while self.running:
+            while self.running or handoff_deadline_s is None or self._handing_off(handoff_deadline_s):
+                if not self.running and handoff_deadline_s is None:
+                    handoff_deadline_s = time.monotonic() + SHUTDOWN_HANDOFF_MAX_S
+                    self.replication.begin_shutdown()
                 poller.poll(self._poll_timeout_ms())
                 self._drain_requests()
                 now_s = time.monotonic()
@@ -205,11 +236,15 @@ class Broker:
                 if now_s >= next_housekeeping_s:
                     self._housekeeping()
                     next_housekeeping_s = now_s + HOUSEKEEPING_INTERVAL_S
-                self._flush()
+                self._replicate(now_s)
                 self._send_outbox()
                 self._wake_parked_fetches()
         finally:
             self._shutdown()
+
+    def _handing_off(self, deadline_s: float) -> bool:
+        """While stopping: keep serving until no replicated partition is led here (or the deadline)."""
+        return time.monotonic() < deadline_s and self.replication.leads_anything_replicated()
 
     def stop(self) -> None:
         self.running = False
@@ -231,7 +266,13 @@ class Broker:
         deadlines.extend(change.deadline_s for change in self.pending_topic_changes)
         if self.controller_connection is not None:
             deadlines.append(now_s + METADATA_SYNC_INTERVAL_S)
-        if self.dirty:
+        deadlines.append(self.replication.next_tick_s())
+        produce = self.produce_waiters.next_deadline_s()
+        if produce is not None:
+            deadlines.append(produce)
+        if self.replication.has_work:
+            deadlines.append(now_s)
+        if self.replication.unflushed:
             deadlines.append(now_s + 0.01)  # interval flush policies need a nudge even when idle
         return max(0, int((min(deadlines) - now_s) * 1000))
 
@@ -262,40 +303,30 @@ class Broker:
     def _reply(self, peer: bytes, cid: int, response) -> None:
         self.outbox.append((peer, cid, response))
 
-    def _flush(self) -> None:
-        """Group commit: one flush per written log per iteration, before any reply leaves."""
-        if not self.dirty:
-            return
-        now_ms = int(time.time() * 1000)
-        failed = set()
-        for key in list(self.dirty):
-            replica = self.replicas.get(key)
-            if replica is None:
-                self.dirty.discard(key)
-                continue
-            try:
-                if replica.maybe_flush(now_ms) or replica.log.config.flush_policy == "never":
-                    self.dirty.discard(key)
-            except OSError as error:
-                self.logger.error("flush_failed", partition=f"{key[0]}-{key[1]}", error=str(error))
-                failed.add(key)
-                self.dirty.discard(key)
-                self.offline[key] = f"flushing it to disk failed ({error})"
-        if failed:
-            self._fail_unflushed_replies(failed)
+    def _replicate(self, now_s: float) -> None:
+        """Drive the Raft groups (tick, Ready, group commit), then answer the produces they settled."""
+        manager = self.replication
+        manager.tick(now_s)
+        manager.process()
+        for key, why in manager.failed.items():
+            self.replicas.pop(key, None)
+            self.offline[key] = why
+        # Every partition a produce waits on is looked at: acks=1 settles on the write alone.
+        moved = manager.hw_advanced | self.produce_waiters.keys()
+        for peer, cid, results in self.produce_waiters.settle(self.replicas, moved, manager.failed, now_s):
+            self._reply(peer, cid, ProduceResponse(results))
+        self.touched.update(manager.hw_advanced)
+        manager.flush_outgoing()
 
-    def _fail_unflushed_replies(self, failed: set) -> None:
-        """A produce whose data did not reach the disk must not be acknowledged as written, and
-        a fetch answered in the same iteration must not hand that data out."""
-        error = {"error_code": int(ErrorCode.STORAGE_ERROR), "error_message": "flush to disk failed"}
-        for i, (peer, cid, response) in enumerate(self.outbox):
-            if isinstance(response, ProduceResponse):
-                partitions = [{**p, **error} if (p["topic"], p["partition"]) in failed else p for p in response.partitions]
-                self.outbox[i] = (peer, cid, ProduceResponse(partitions))
-            elif isinstance(response, FetchResponse):
-                partitions = [{**p, **error, "records": b""} if (p["topic"], p["partition"]) in failed else p
-                              for p in response.partitions]
-                self.outbox[i] = (peer, cid, FetchResponse(partitions))
+    def _send_raft_frame(self, peer_id: int, body: bytes, entries: list) -> None:
+        connection = self.peer_connections.get(peer_id)
+        if connection is None:
+            return
+        try:
+            if connection.send_request(encode(RaftRequest(self.broker_id, body, entries))) is None:
+                self.raft_frames_dropped += 1  # not connected: Raft treats it as a lost message
+        except TransportError as error:
+            self.logger.error("raft_send_failed", peer=peer_id, error=str(error))
 
     def _send_outbox(self) -> None:
         outbox, self.outbox = self.outbox, []
@@ -312,6 +343,9 @@ class Broker:
             self.logger.error("reply_failed", api=response.API_KEY.name, error=str(error))
 
     def _shutdown(self) -> None:
+        for peer, cid, results in self.produce_waiters.fail_all(
+                ErrorCode.NOT_LEADER, f"broker {self.broker_id} is shutting down before the write was acknowledged"):
+            self._reply(peer, cid, ProduceResponse(results))
         self._close_logs()  # close() flushes: before the last replies leave, as every turn
         self._send_outbox()
         self._close_sockets()
@@ -328,8 +362,8 @@ class Broker:
         """Close the sockets and the context, then let another broker have the data dir."""
         if self.server is not None:
             self.server.close(linger_ms=100)
-        if self.controller_connection is not None:
-            self.controller_connection.close()
+        for connection in self.peer_connections.values():
+            connection.close()
         self.context.term()
         self.data_dir_lock.release()
 
@@ -346,13 +380,13 @@ class Broker:
             del self.offline[key]  # a partition that never opened, of a topic since deleted
         for key in [k for k in self.replicas if k not in wanted]:
             replica = self.replicas.pop(key)
+            self.replication.remove(key)
             try:
                 replica.delete()
             except OSError as error:
                 # An offline log cannot flush, so it refuses to close cleanly; its directory is
                 # removed with the orphans below all the same.
                 self.logger.warning("partition_delete_failed", partition=f"{key[0]}-{key[1]}", error=str(error))
-            self.dirty.discard(key)
             self.offline.pop(key, None)
             self.logger.info("partition_deleted", partition=f"{key[0]}-{key[1]}")
         for key, topic in wanted.items():
@@ -366,16 +400,31 @@ class Broker:
                     self.offline[key] = f"opening its log failed ({error})"
                     self.logger.error("partition_open_failed", partition=f"{key[0]}-{key[1]}", error=str(error))
                     continue
-                self.replicas[key] = PartitionReplica(key[0], key[1], log)
+                voters = topic.replicas[key[1]]
+                try:
+                    replica = PartitionReplica(key[0], key[1], log, self.broker_id, voters)
+                except (OSError, LogError, ValueError, RuntimeError) as error:  # its Raft state is unreadable
+                    log.close()
+                    self.offline[key] = f"opening its Raft state failed ({error})"
+                    self.logger.error("partition_open_failed", partition=f"{key[0]}-{key[1]}", error=str(error))
+                    continue
+                self.replicas[key] = replica
+                self.replication.add(replica, campaign=voters[0] == self.broker_id)
         if self.metadata.version > 0:  # never on metadata we know nothing about (a lost metadata.json)
             self._delete_orphan_partition_dirs(wanted)
 
     def _delete_orphan_partition_dirs(self, wanted: dict) -> None:
         """Remove partition directories of deleted topics (a broker may have been down when it happened)."""
         keep = {partition_dir_name(*key) for key in wanted}
+        keep |= {name + RAFT_STATE_SUFFIX for name in keep}
         for name in os.listdir(self._path("topics")):
             if name not in keep:
-                shutil.rmtree(self._path("topics", name), ignore_errors=True)
+                path = self._path("topics", name)
+                if name.endswith(RAFT_STATE_SUFFIX):
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
+                else:
+                    shutil.rmtree(path, ignore_errors=True)
 
     def _apply_metadata(self, metadata: ClusterMetadata) -> None:
         """Persist, then serve: a version this broker served must survive its restart (a controller
@@ -402,8 +451,11 @@ class Broker:
                                                    f"{why}; restart the broker to recover it from disk")
         replica = self.replicas.get((topic, partition))
         if replica is None:
-            leader = meta.replicas[partition][0]
-            return None, (ErrorCode.NOT_LEADER, f"partition {topic}-{partition} is led by broker {leader}, not {self.broker_id}")
+            leader = self.replication.leader_info((topic, partition))[0]
+            where = f"broker {leader} leads it" if leader is not None else "its leader is not known here yet"
+            return None, (ErrorCode.NOT_LEADER, f"broker {self.broker_id} holds no replica of {topic}-{partition}: {where}")
+        if not replica.is_leader:
+            return None, (ErrorCode.NOT_LEADER, str(replica.not_leader_error()))
         return replica, None
 
     # ------------------------------------------------------------------------------ handlers
@@ -421,10 +473,16 @@ class Broker:
                 topics.append({"name": name, "error_code": int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),
                                "error_message": f"topic '{name}' does not exist", "configs": {}, "partitions": []})
                 continue
-            partitions = [
-                {"partition": p, "leader": replicas[0], "leader_epoch": 0, "replicas": list(replicas), "in_sync": list(replicas)}
-                for p, replicas in enumerate(meta.replicas)
-            ]
+            now_s = time.monotonic()
+            partitions = []
+            for p, replicas in enumerate(meta.replicas):
+                leader, epoch, in_sync, high_watermark, log_end_offset = self.replication.leader_info((name, p), now_s)
+                if leader is None and len(replicas) == 1:
+                    # Its only replica is the only possible leader; if that broker cannot serve it
+                    # (its log is offline), clients hear why from it (STORAGE_ERROR).
+                    leader = replicas[0]
+                partitions.append({"partition": p, "leader": leader, "leader_epoch": epoch, "replicas": list(replicas),
+                                   "in_sync": in_sync, "high_watermark": high_watermark, "log_end_offset": log_end_offset})
             topics.append({"name": name, "error_code": 0, "error_message": "", "configs": dict(meta.configs), "partitions": partitions})
         brokers = [{"broker_id": b, "address": a} for b, a in sorted(self.config.peers.items())]
         return MetadataResponse(brokers, self.config.controller_id, topics)
@@ -476,6 +534,19 @@ class Broker:
         newer = self.metadata.to_wire() if request.known_version < self.metadata.version else None
         return MetadataSyncResponse(0, "", newer)
 
+    def _handle_raft(self, peer, cid, request):
+        if request.sender not in self.config.peers or request.sender == self.broker_id:
+            self.raft_frames_dropped += 1
+            return None
+        try:
+            frame = decode_frame(request.sender, self.broker_id, request.payload, request.entries)
+        except RaftWireError as error:
+            self.raft_frames_dropped += 1
+            self.logger.warning("malformed_raft_frame", peer=request.sender, error=str(error), count=self.raft_frames_dropped)
+            return None
+        self.replication.receive(frame)
+        return None  # never answered: the peer's Raft replies travel in its own frames
+
     def _handle_set_fault_rules(self, peer, cid, request):
         self.fault_rules.replace(FaultRules(drop_to=request.drop_to, drop_from=request.drop_from))
         self.logger.info("fault_rules_set", drop_to=request.drop_to, drop_from=request.drop_from)
@@ -484,18 +555,30 @@ class Broker:
     def _handle_produce(self, peer, cid, request):
         if request.acks not in (0, 1, ACKS_ALL):
             return ErrorResponse(int(ErrorCode.INVALID_REQUEST), f"acks must be 0, 1 or -1 (all), got {request.acks}", int(ApiKey.PRODUCE))
-        results = [self._append(p["topic"], p["partition"], p["records"]) for p in request.partitions]
-        return None if request.acks == 0 else ProduceResponse(results)
+        produce = PendingProduce(peer, cid, request.acks, [],
+                                 deadline_s=time.monotonic() + max(request.timeout_ms, 0) / 1000)
+        for p in request.partitions:
+            result, waiting = self._propose(p["topic"], p["partition"], p["records"])
+            produce.results.append(result)
+            produce.waiting.extend(waiting)
+        if request.acks == 0:
+            return None
+        if not produce.waiting:
+            return ProduceResponse(produce.results)
+        self.produce_waiters.add(produce)  # answered by _replicate once written or committed
+        return None
 
-    def _append(self, topic: str, partition: int, records) -> dict:
+    def _propose(self, topic: str, partition: int, records) -> tuple:
+        """Propose one partition's batches: (its result entry, [WaitingPartition] to settle)."""
         result = {"topic": topic, "partition": partition, "error_code": 0, "error_message": "", "base_offset": -1, "log_start_offset": -1}
         replica, error = self._replica(topic, partition)
         if error is not None:
             result["error_code"], result["error_message"] = int(error[0]), error[1]
-            return result
-        end_before = replica.log_end_offset
+            return result, []
         try:
-            base_offset, _ = replica.append_as_leader(records)
+            written = self.replication.propose(replica, records)
+        except NotLeaderForPartitionError as exc:
+            result["error_code"], result["error_message"] = int(ErrorCode.NOT_LEADER), str(exc)
         except RecordTooLargeError as exc:
             result["error_code"], result["error_message"] = int(ErrorCode.MESSAGE_TOO_LARGE), str(exc)
         except ControlBatchRefusedError as exc:
@@ -506,20 +589,19 @@ class Broker:
             result["error_code"], result["error_message"] = int(ErrorCode.OUT_OF_ORDER_SEQUENCE), str(exc)
         except (CorruptBatchError, ValueError) as exc:
             result["error_code"], result["error_message"] = int(ErrorCode.CORRUPT_MESSAGE), str(exc)
-        except OSError as exc:
-            what = "disk full" if exc.errno == errno.ENOSPC else "write failed"
-            self.logger.error("append_failed", partition=f"{topic}-{partition}", error=str(exc))
-            result["error_code"], result["error_message"] = int(ErrorCode.STORAGE_ERROR), f"{what}: {exc.strerror}"
         else:
-            result["base_offset"] = base_offset
+            result["base_offset"] = written[0].base_offset
             result["log_start_offset"] = replica.log_start_offset
-        # Whatever reached the log is flushed before any reply leaves, even when the request
-        # failed part way (an idempotent produce appends batch by batch): a later retry that
-        # finds those batches already written is acknowledged without another append.
-        if replica.log_end_offset != end_before:
-            self.touched.add((topic, partition))
-            self.dirty.add((topic, partition))
-        return result
+            # The request is settled when its last batch is: entries of one term are committed in order.
+            last = written[-1]
+            if isinstance(last, ProducerBatchInfo):  # a retry of a batch held already: wait for that entry
+                term = replica.node.term_at(last.last_offset)
+                if term is None:  # not where a batch ends any more (compacted): long since committed
+                    return result, []
+            else:
+                term = last.term
+            return result, [WaitingPartition(result, replica.key, term, last.last_offset)]
+        return result, []
 
     def _handle_fetch(self, peer, cid, request):
         response, total_bytes, waiting_on = self._read_for_fetch(request)

@@ -203,6 +203,12 @@ class PartitionLog:
             raise ValueError("append needs at least one batch")
         return batches
 
+    def verify_producer_batches(self, view: memoryview) -> list[tuple[int, BatchHeader]]:
+        """(position, header) of each batch a producer sent, each checked as append would check
+        it (whole, within max.message.bytes, CRC, records numbered 0..n-1): a Raft leader runs
+        this before proposing, since an entry in the Raft log must be one the log can store."""
+        return self._split(view, from_producer=True)
+
     def append(self, batch, *, assign_offsets: bool = True, leader_term: int | None = None) -> tuple[int, int]:
         """Append one or more batches (back to back in one buffer); returns (base_offset,
         last_offset) of what was written.

@@ -32,6 +32,7 @@ class ApiKey(enum.IntEnum):
     LIST_OFFSETS = 6
     METADATA_SYNC = 7  # broker -> controller: "my metadata is at version V; anything newer?"
     SET_FAULT_RULES = 8  # supervisor -> broker: drop frames to/from peers (injected partitions)
+    RAFT = 9  # broker -> broker: one loop turn's Raft messages of every group (no reply)
     ERROR = 255  # a reply to a request that could not be decoded well enough to answer in kind
 
 
@@ -85,6 +86,8 @@ PARTITION_METADATA = {
     "leader_epoch": int,
     "replicas": [int],
     "in_sync": [int],
+    "high_watermark": int,  # -1 where the answering broker does not know it
+    "log_end_offset": int,  # the leader's, -1 where the answering broker does not know it
 }
 
 
@@ -283,6 +286,22 @@ class SetFaultRulesResponse(Message):
     error_message: str
 
 
+# ------------------------------------------------------------------------ internal: replication
+
+
+@dataclass(frozen=True)
+class RaftRequest(Message):
+    """One broker's Raft messages for another, all groups at once (distlog/replication/wire.py
+    defines the body; `entries` are the record batches, as raw frames). Never answered: the
+    peer's Raft messages travel back in its own RaftRequests."""
+
+    API_KEY = ApiKey.RAFT
+    SCHEMA = {"sender": int, "payload": FRAME, "entries": [FRAME]}
+    sender: int
+    payload: bytes  # the msgpack body wire.py defines
+    entries: list
+
+
 # ------------------------------------------------------------------------------------- Error
 
 
@@ -307,6 +326,7 @@ REQUEST_TYPES = {
         ListOffsetsRequest,
         MetadataSyncRequest,
         SetFaultRulesRequest,
+        RaftRequest,
     )
 }
 

@@ -1,21 +1,39 @@
-"""A partition replica: the object the broker calls for one partition's appends, reads and offsets.
+"""A partition replica: one Raft group driving one partition log on this broker.
 
-Today a partition has exactly one replica, so the leader is this broker and the high watermark is
-the log end offset (the broker's loop flushes, per the flush policy, before any reply leaves, so
-no one sees a record that a crash could take back under flush.policy=always). This class is the
-seam where the Raft group plugs in: `append_as_leader` becomes a Raft proposal, the high
-watermark becomes the commit index, and `is_leader` comes from the Raft role.
+The partition log is the Raft log (distlog.consensus.partition_storage): a produced record batch
+becomes one Raft entry, its record offsets are the entry's positions, and the Raft term is the
+partition's leader epoch, stamped into every batch the leader writes. The high watermark (the
+offset consumers may read up to, exclusive) is the commit index + 1.
+
+This class holds what belongs to one partition: the RaftNode, its storage, the idempotent
+producers' table, and the checks a produced batch passes *before* it becomes a proposal (a batch
+that can never be written must not enter the Raft log). Driving the node — ticks, messages,
+Ready handling, group commit — is distlog.replication.manager's job, for every group at once.
+
+Leadership and the producer table: only the leader checks sequences. The table describes the
+log, uncommitted tail included, so it is dropped whenever this replica stops leading (a new
+leader may truncate that tail) and rebuilt from the tail of the log when it next leads and an
+idempotent producer writes (PRODUCER_STATE_SCAN_BYTES). A retry that reaches a new leader after
+a failover therefore finds the batch the old leader replicated and is answered, not written
+again.
 """
 
 from __future__ import annotations
 
+import os
+import random
+from typing import NamedTuple, Optional
+
+from distlog.consensus.messages import Entry
+from distlog.consensus.partition_storage import PartitionStorage, leader_marker_batch, stamp_record_batch
+from distlog.consensus.raft import Config, RaftNode, Role
 from distlog.log.batch import ATTR_CONTROL, HEADER_SIZE, CorruptBatchError, peek_header
 from distlog.log.partition_log import PartitionLog
 from distlog.replication.producer_state import ProducerStateTable, batch_info
 
 # How much of the log's tail a replica reads to rebuild its producer table (the first time an
-# idempotent producer writes after the partition opened): the batches a producer could still be
-# retrying sit at the very end, and this bounds the pause it costs.
+# idempotent producer writes after this replica became leader): the batches a producer could
+# still be retrying sit at the very end, and this bounds the pause it costs.
 PRODUCER_STATE_SCAN_BYTES = 16 * 1024 * 1024
 
 
@@ -23,23 +41,80 @@ class ControlBatchRefusedError(ValueError):
     """A produce carried a control batch: only the system writes those (see ATTR_CONTROL)."""
 
 
-class PartitionReplica:
-    """One topic-partition's replica on this broker."""
+class NotLeaderForPartitionError(Exception):
+    """This replica is not the partition's leader (or is handing leadership over)."""
 
-    def __init__(self, topic: str, partition: int, log: PartitionLog):
+    def __init__(self, message: str, leader_id: Optional[int]):
+        super().__init__(message)
+        self.leader_id = leader_id
+
+
+class Appended(NamedTuple):
+    """Where one produced batch went: the Raft entry's (term, base_offset, last_offset)."""
+
+    term: int
+    base_offset: int
+    last_offset: int
+
+
+class RaftSettings(NamedTuple):
+    election_timeout_ticks: int = 10
+    heartbeat_ticks: int = 2
+
+
+class PartitionReplica:
+    """One topic-partition's replica on this broker: its log, Raft node and producer table."""
+
+    def __init__(self, topic: str, partition: int, log: PartitionLog, broker_id: int, voters,
+                 settings: RaftSettings = RaftSettings(), state_path: Optional[str] = None):
         self.topic = topic
         self.partition = partition
+        self.key = (topic, partition)
         self.log = log
-        self.leader_epoch = 0
-        self._producers = None  # ProducerStateTable, rebuilt on the first idempotent append
+        self.broker_id = broker_id
+        self.voters = tuple(voters)
+        self.storage = PartitionStorage(log, state_path)
+        hard_state = self.storage.hard_state()
+        # The log is the state machine: everything committed is already "applied" to it.
+        applied = min(max(hard_state.commit, log.log_start_offset - 1), log.log_end_offset - 1)
+        self.node = RaftNode(Config(
+            node_id=broker_id,
+            peers=self.voters,
+            election_timeout_ticks=settings.election_timeout_ticks,
+            heartbeat_ticks=settings.heartbeat_ticks,
+            rng=random.Random(int.from_bytes(os.urandom(8), "little")),
+            stamp_batch=stamp_record_batch,
+            leader_marker=leader_marker_batch,
+            applied_offset=applied,
+            skip_marker_on_empty_log=True,
+        ), self.storage)
+        self._producers: Optional[ProducerStateTable] = None
+        self._leader_term: Optional[int] = None  # the term this replica last saw itself lead
+        # The last offset this replica holds durably (written and fsynced); acks=1 waits on it.
+        self.synced_offset = log.log_end_offset - 1
+
+    # ---- the view the broker serves from --------------------------------------------------
 
     @property
     def is_leader(self) -> bool:
-        return True
+        return self.node.role is Role.LEADER and self.node.lead_transferee is None
+
+    @property
+    def leader_id(self) -> Optional[int]:
+        return self.node.leader_id
+
+    @property
+    def leader_epoch(self) -> int:
+        return self.node.term
+
+    @property
+    def preferred_leader(self) -> int:
+        return self.voters[0]
 
     @property
     def high_watermark(self) -> int:
-        return self.log.log_end_offset
+        """The first offset not known committed: consumers read below it."""
+        return self.node.commit + 1
 
     @property
     def log_start_offset(self) -> int:
@@ -49,53 +124,81 @@ class PartitionReplica:
     def log_end_offset(self) -> int:
         return self.log.log_end_offset
 
-    def append_as_leader(self, records) -> tuple:
-        """Append the batches in `records` (offsets assigned here); returns (base_offset, last_offset).
+    def read(self, offset: int, max_bytes: int):
+        """Whole batches from `offset`, never past the high watermark."""
+        return self.log.read(offset, max_bytes, max_offset=self.high_watermark)
 
-        A batch of an idempotent producer that this partition already holds is not written
-        again: its first offsets are returned, as if it had just been appended."""
+    def offset_for_timestamp(self, timestamp_ms: int):
+        return self.log.offset_for_timestamp(timestamp_ms)
+
+    def not_leader_error(self) -> NotLeaderForPartitionError:
+        leader = self.node.lead_transferee or self.node.leader_id
+        where = f"broker {leader} leads it" if leader is not None and leader != self.broker_id else "it has no leader right now (an election is under way)"
+        return NotLeaderForPartitionError(
+            f"broker {self.broker_id} is not the leader of {self.topic}-{self.partition}: {where}", leader)
+
+    # ---- produce ----------------------------------------------------------------------------
+
+    def propose(self, records) -> list:
+        """Propose the batches in `records` as Raft entries; a list with, per batch, an Appended
+        (a new entry) or the ProducerBatchInfo of the earlier write it duplicates.
+
+        Every check that could refuse a batch runs before anything is proposed, so a refused
+        produce leaves nothing in the log. Raises NotLeaderForPartitionError, CorruptBatchError,
+        RecordTooLargeError, ControlBatchRefusedError or SequenceError."""
+        if not self.is_leader:
+            raise self.not_leader_error()
+        self._notice_leadership()
         view = memoryview(records).cast("B")
-        headers = _headers_of(view)
+        headers = self.log.verify_producer_batches(view)
         if any(header.attributes & ATTR_CONTROL for _, header in headers):
             raise ControlBatchRefusedError(
                 "a batch in this produce is flagged as a control batch (attributes bit 5); only brokers "
-                "write those: clear the bit"
-            )
-        if all(header.producer_id < 0 for _, header in headers):
-            return self.log.append(view, assign_offsets=True, leader_term=self.leader_epoch)
-        producers = self.producers
-        first_offset = last_offset = None
+                "write those: clear the bit")
+        idempotent = any(header.producer_id >= 0 for _, header in headers)
+        producers = self.producers if idempotent else None
+        results = []
         for position, header in headers:  # one batch at a time: any of them may be a duplicate
-            info = batch_info(header)
+            info = batch_info(header) if producers is not None else None
             earlier = producers.check(info) if info is not None else None
             if earlier is not None:
-                base_offset, batch_last_offset = earlier.base_offset, earlier.last_offset
-            else:
-                base_offset, batch_last_offset = self.log.append(
-                    view[position:position + header.batch_length], assign_offsets=True, leader_term=self.leader_epoch)
-                if info is not None:
-                    producers.record(info._replace(base_offset=base_offset, last_offset=batch_last_offset))
-            first_offset = base_offset if first_offset is None else first_offset
-            last_offset = batch_last_offset
-        return first_offset, last_offset
+                results.append(earlier)
+                continue
+            entry: Entry = self.node.propose(view[position:position + header.batch_length], header.record_count)
+            results.append(Appended(entry.term, entry.base_offset, entry.last_offset))
+            if info is not None:
+                producers.record(info._replace(base_offset=entry.base_offset, last_offset=entry.last_offset))
+        return results
 
     @property
     def producers(self) -> ProducerStateTable:
-        """The idempotent producers' table, read from the log's tail the first time it is needed:
-        a partition only idempotent producers never wrote to costs nothing at startup."""
+        """The idempotent producers' table, read from the log's tail the first time it is needed
+        in this term of leadership (see the module docstring)."""
         if self._producers is None:
             self._producers = ProducerStateTable()
             self._rebuild_producer_state()
         return self._producers
 
+    def _notice_leadership(self) -> None:
+        """Forget the producer table when leadership changed hands since it was built."""
+        term = self.node.term if self.node.role is Role.LEADER else None
+        if term != self._leader_term:
+            self._leader_term = term
+            self._producers = None
+
+    def leadership_changed(self) -> None:
+        """The manager saw this node's role or term change."""
+        self._notice_leadership()
+
     def _rebuild_producer_state(self) -> None:
         """Read the producer fields of the batches at the tail of the log (see PRODUCER_STATE_SCAN_BYTES)."""
         offset = self.log.tail_start_offset(PRODUCER_STATE_SCAN_BYTES)
-        while offset < self.log.log_end_offset:
+        end = self.log.log_end_offset
+        while offset < end:
             view = self.log.read(offset, 1024 * 1024)
             if not len(view):
                 return
-            headers = _headers_of(view, allow_cut_off=True)
+            headers = _headers_of(view)
             if not headers:
                 return
             for _, header in headers:
@@ -104,32 +207,32 @@ class PartitionReplica:
                     self._producers.record(info)
                 offset = header.last_offset + 1
 
-    def read(self, offset: int, max_bytes: int):
-        """Whole batches from `offset`, never past the high watermark."""
-        return self.log.read(offset, max_bytes, max_offset=self.high_watermark)
-
-    def offset_for_timestamp(self, timestamp_ms: int):
-        return self.log.offset_for_timestamp(timestamp_ms)
-
-    def maybe_flush(self, now_ms: int) -> bool:
-        return self.log.maybe_flush(now_ms)
+    # ---- housekeeping -------------------------------------------------------------------
 
     def run_housekeeping(self, now_ms: int) -> None:
-        """Retention and compaction, called now and then from the broker loop."""
-        self.log.apply_retention(now_ms)
+        """Retention and compaction, bounded by what is committed and applied (Raft may only
+        forget or rewrite entries every replica has agreed on)."""
+        settled = min(self.node.commit, self.node.applied)
+        self.storage.apply_retention(settled, now_ms)
         if self.log.config.cleanup_policy == "compact":
-            self.log.compact(now_ms)
+            try:  # TODO(helper): the bounded compaction signature
+                self.log.compact(now_ms, max_offset=settled)
+            except TypeError:
+                self.log.compact(now_ms)
 
     def close(self) -> None:
-        self.log.close()
+        self.storage.close()
 
     def delete(self) -> None:
         self.log.delete()
+        try:
+            os.remove(self.storage.state_path)
+        except FileNotFoundError:
+            pass
 
 
-def _headers_of(view: memoryview, allow_cut_off: bool = False) -> list:
-    """(position, header) of every batch in view; only the fixed headers are read (the log's
-    append verifies each batch in full)."""
+def _headers_of(view: memoryview) -> list:
+    """(position, header) of every whole batch in view; only the fixed headers are read."""
     headers, position = [], 0
     while position + HEADER_SIZE <= len(view):
         header = peek_header(view, position)
@@ -137,6 +240,8 @@ def _headers_of(view: memoryview, allow_cut_off: bool = False) -> list:
             break
         headers.append((position, header))
         position += header.batch_length
-    if position != len(view) and not allow_cut_off:
-        raise CorruptBatchError(f"the produce's records end in {len(view) - position} bytes that are not a whole batch")
     return headers
+
+
+__all__ = ["Appended", "ControlBatchRefusedError", "CorruptBatchError", "NotLeaderForPartitionError",
+           "PartitionReplica", "RaftSettings"]

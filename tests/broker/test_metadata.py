@@ -30,7 +30,7 @@ def test_placement_puts_each_replica_on_a_different_broker():
         ("x" * 250, 1, 1, {}, ErrorCode.INVALID_TOPIC),
         ("t", 0, 1, {}, ErrorCode.INVALID_PARTITIONS),
         ("t", 1, 0, {}, ErrorCode.INVALID_REPLICATION_FACTOR),
-        ("t", 1, 2, {}, ErrorCode.INVALID_REPLICATION_FACTOR),
+        ("t", 1, 4, {}, ErrorCode.INVALID_REPLICATION_FACTOR),  # more replicas than brokers
         ("t", 1, 1, {"retention.ms": "soon"}, ErrorCode.INVALID_CONFIG),
         ("t", 1, 1, {"no.such.key": "1"}, ErrorCode.INVALID_CONFIG),
     ],

@@ -10,7 +10,7 @@ from distlog.replication.producer_state import (
     MAX_PRODUCERS, SEQUENCE_MODULUS, WINDOW, DuplicateSequenceError, ProducerBatchInfo, ProducerStateTable,
     SequenceError,
 )
-from distlog.replication.replica import PartitionReplica
+from tests.replication.harness import MemoryCluster
 
 
 def info(first, count=1, producer_id=7, epoch=0, base_offset=0):
@@ -91,28 +91,46 @@ def idempotent_batch(values, producer_id=99, sequence=0):
     return build_batch(values, producer_id=producer_id, producer_epoch=0, base_sequence=sequence)
 
 
+def offsets(results):
+    """(first base offset, last offset) of what PartitionReplica.propose returned."""
+    return results[0].base_offset, results[-1].last_offset
+
+
+def single_replica(cluster, directory="t"):
+    replica = cluster.open_partition(1, directory, 0, (1,), campaign=True)
+    cluster.turn()
+    assert replica.is_leader
+    return replica
+
+
 def test_the_replica_answers_a_retried_batch_with_its_first_offsets_and_writes_nothing(tmp_path):
-    replica = PartitionReplica("t", 0, PartitionLog.open(str(tmp_path / "t-0"), LogConfig()))
+    cluster = MemoryCluster(str(tmp_path), broker_ids=(1,))
+    replica = single_replica(cluster)
     first = idempotent_batch([b"a", b"b"], sequence=0)
-    assert replica.append_as_leader(first) == (0, 1)
-    assert replica.append_as_leader(build_batch([b"other"])) == (2, 2)
-    assert replica.append_as_leader(first) == (0, 1)
-    assert replica.log_end_offset == 3
+    assert offsets(cluster.managers[1].propose(replica, first)) == (0, 1)
+    assert offsets(cluster.managers[1].propose(replica, build_batch([b"other"]))) == (2, 2)
+    assert offsets(cluster.managers[1].propose(replica, first)) == (0, 1)
+    cluster.turn()
+    assert replica.log_end_offset == 3 and replica.high_watermark == 3
     with pytest.raises(SequenceError):
-        replica.append_as_leader(idempotent_batch([b"c"], sequence=5))
-    assert replica.append_as_leader(idempotent_batch([b"c"], sequence=2)) == (3, 3)
-    replica.close()
+        cluster.managers[1].propose(replica, idempotent_batch([b"c"], sequence=5))
+    assert offsets(cluster.managers[1].propose(replica, idempotent_batch([b"c"], sequence=2))) == (3, 3)
+    cluster.close()
 
 
 def test_a_reopened_replica_still_knows_the_batches_at_the_tail_of_its_log(tmp_path):
-    directory = str(tmp_path / "t-0")
-    replica = PartitionReplica("t", 0, PartitionLog.open(directory, LogConfig()))
+    cluster = MemoryCluster(str(tmp_path), broker_ids=(1,))
+    replica = single_replica(cluster)
     batches = [idempotent_batch([b"%d" % i], sequence=i) for i in range(3)]
     for batch in batches:
-        replica.append_as_leader(batch)
-    replica.log.flush()
-    replica.close()
-    reopened = PartitionReplica("t", 0, PartitionLog.open(directory, LogConfig()))
-    assert reopened.append_as_leader(batches[2]) == (2, 2)
-    assert reopened.log_end_offset == 3
+        cluster.managers[1].propose(replica, batch)
+    cluster.turn()
+    cluster.close()
+    reopened = MemoryCluster(str(tmp_path), broker_ids=(1,))
+    replica = single_replica(reopened)
+    end = replica.log_end_offset  # the three batches, then the new term's leader marker
+    assert end == 4
+    assert offsets(reopened.managers[1].propose(replica, batches[2])) == (2, 2)
+    reopened.turn()
+    assert replica.log_end_offset == end, "the retry was written again"
     reopened.close()

@@ -1,0 +1,248 @@
+"""The replication layer without sockets: ReplicaManagers over real partition logs, in memory.
+
+Elections, commit, failover, the isolated leader, retries across a failover, planned hand-off,
+preferred leaders, in-sync replicas, heartbeat coalescing; after each, every replica's committed
+range is byte-identical.
+"""
+
+import pytest
+
+from distlog.consensus.raft import Role
+from distlog.log.batch import build_batch, peek_header
+from distlog.protocol.errors import ErrorCode
+from distlog.replication import manager as manager_module
+from distlog.replication.acks import PendingProduce, ProduceWaiters, WaitingPartition
+from distlog.replication.producer_state import ProducerBatchInfo
+from distlog.replication.wire import PeerFrame, RaftWireError, decode_frame, encode_frame
+from tests.replication.harness import MemoryCluster
+
+KEY = ("t", 0)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    cluster = MemoryCluster(str(tmp_path))
+    yield cluster
+    cluster.close()
+
+
+def committed_bytes(replica) -> bytes:
+    """Every batch below the high watermark, as stored."""
+    out, offset = [], replica.log_start_offset
+    while offset < replica.high_watermark:
+        view = replica.read(offset, 1 << 20)
+        if not len(view):
+            break
+        out.append(bytes(view))
+        position = 0
+        while position < len(view):
+            header = peek_header(view, position)
+            offset = header.last_offset + 1
+            position += header.batch_length
+    return b"".join(out)
+
+
+def assert_identical(replicas):
+    assert min(r.high_watermark for r in replicas.values()) > 0
+    views = [committed_bytes(r) for r in replicas.values()]
+    shortest = min(len(v) for v in views)
+    assert len({v[:shortest] for v in views}) == 1, "replicas differ in their committed range"
+
+
+def propose(cluster, broker, value: bytes, **batch_fields):
+    manager = cluster.managers[broker]
+    return manager.propose(manager.groups[KEY], build_batch([value], **batch_fields))
+
+
+def test_the_preferred_replica_leads_a_new_group_and_a_write_is_committed_on_all_three(cluster):
+    replicas = cluster.create("t")
+    cluster.run_until(lambda: cluster.leader_of(KEY) == 1, what="broker 1 leading")
+    [appended] = propose(cluster, 1, b"hello")
+    assert (appended.base_offset, appended.last_offset) == (0, 0), "a new partition's first record is at offset 0"
+    cluster.run_until(lambda: all(r.high_watermark == 1 for r in replicas.values()), what="commit everywhere")
+    assert_identical(replicas)
+    leader, epoch, isr, hw, leo = cluster.managers[2].leader_info(KEY)
+    assert (leader, epoch, hw) == (1, replicas[1].leader_epoch, 1)
+
+
+def test_a_follower_acks_only_after_its_write_was_synced(cluster, monkeypatch):
+    replicas = cluster.create("t")
+    cluster.run_until(lambda: cluster.leader_of(KEY) == 1)
+    synced = []
+    follower = replicas[2]
+    real_sync = follower.storage.sync
+    monkeypatch.setattr(follower.storage, "sync", lambda: (synced.append(follower.log.log_end_offset), real_sync()))
+    sent_acks = []
+    real_queue = cluster.managers[2]._queue
+
+    def watching_queue(key, messages):
+        for m in messages:
+            if type(m).__name__ == "MsgAppResp" and not m.reject and m.index >= 0:
+                sent_acks.append((m.index, list(synced)))
+        real_queue(key, messages)
+
+    monkeypatch.setattr(cluster.managers[2], "_queue", watching_queue)
+    propose(cluster, 1, b"x")
+    cluster.run_until(lambda: replicas[1].high_watermark == 1)
+    acks = [(index, s) for index, s in sent_acks if index >= 0]
+    assert acks, "the follower never acknowledged"
+    for index, synced_ends in acks:
+        assert synced_ends and max(synced_ends) > index, f"ack of {index} sent before a sync covered it"
+
+
+def test_a_killed_leader_is_replaced_and_every_committed_write_survives(cluster):
+    replicas = cluster.create("t")
+    cluster.run_until(lambda: cluster.leader_of(KEY) == 1)
+    for i in range(5):
+        propose(cluster, 1, b"v%d" % i)
+    cluster.run_until(lambda: all(r.high_watermark == 5 for r in replicas.values()))
+    cluster.crash(1)
+    cluster.run_until(lambda: cluster.leader_of(KEY) in (2, 3), what="a new leader")
+    new = cluster.leader_of(KEY)
+    propose(cluster, new, b"after")
+    cluster.run_until(lambda: all(replicas[b].high_watermark >= 7 for b in (2, 3)))  # + the marker
+    replicas[1] = cluster.restart(1, "t", 0, (1, 2, 3))
+    cluster.run_until(lambda: replicas[1].high_watermark == replicas[new].high_watermark, what="catch-up")
+    assert_identical(replicas)
+    values = committed_bytes(replicas[1])
+    for i in range(5):
+        assert b"v%d" % i in values
+
+
+def test_an_isolated_leader_commits_nothing_steps_down_and_truncates_its_tail(cluster):
+    replicas = cluster.create("t")
+    cluster.run_until(lambda: cluster.leader_of(KEY) == 1)
+    propose(cluster, 1, b"committed")
+    cluster.run_until(lambda: all(r.high_watermark == 1 for r in replicas.values()))
+    for other in (2, 3):
+        cluster.cut |= {(1, other), (other, 1)}
+    [doomed] = propose(cluster, 1, b"never-committed")
+    cluster.run(0.2)
+    assert replicas[1].high_watermark == 1, "the isolated leader committed without a majority"
+    cluster.run_until(lambda: replicas[1].node.role is not Role.LEADER, what="check-quorum stepping down")
+    cluster.run_until(lambda: any(replicas[b].node.role is Role.LEADER for b in (2, 3)), what="majority leader")
+    majority_leader = next(b for b in (2, 3) if replicas[b].node.role is Role.LEADER)
+    propose(cluster, majority_leader, b"majority")
+    cluster.run_until(lambda: replicas[majority_leader].high_watermark >= 3)
+    cluster.cut.clear()
+    cluster.run_until(lambda: replicas[1].high_watermark == replicas[majority_leader].high_watermark)
+    assert replicas[1].node.term_at(doomed.last_offset) != doomed.term, "the old leader kept its uncommitted tail"
+    assert b"never-committed" not in committed_bytes(replicas[1])
+    assert_identical(replicas)
+
+
+def test_an_idempotent_retry_after_a_failover_is_answered_not_written_twice(cluster):
+    replicas = cluster.create("t")
+    cluster.run_until(lambda: cluster.leader_of(KEY) == 1)
+    batch = build_batch([b"once"], producer_id=42, producer_epoch=0, base_sequence=0)
+    [first] = cluster.managers[1].propose(replicas[1], batch)
+    cluster.run_until(lambda: all(r.high_watermark == 1 for r in replicas.values()))
+    cluster.crash(1)  # the ack never reached the producer
+    cluster.run_until(lambda: cluster.leader_of(KEY) in (2, 3))
+    new = cluster.leader_of(KEY)
+    [again] = cluster.managers[new].propose(replicas[new], batch)
+    assert isinstance(again, ProducerBatchInfo) and again.base_offset == first.base_offset
+    cluster.run(0.5)
+    assert committed_bytes(replicas[new]).count(b"once") == 1
+
+
+def test_acks_all_waits_for_the_commit_and_fails_retriably_when_leadership_is_lost(cluster):
+    replicas = cluster.create("t")
+    cluster.run_until(lambda: cluster.leader_of(KEY) == 1)
+    waiters = ProduceWaiters()
+    groups = cluster.managers[1].groups
+    [entry] = propose(cluster, 1, b"a")
+    result = {"error_code": 0, "error_message": "", "base_offset": entry.base_offset}
+    waiters.add(PendingProduce(b"p", 1, -1, [result], [WaitingPartition(result, KEY, entry.term, entry.last_offset)],
+                               deadline_s=1e18))
+    assert waiters.settle(groups, {KEY}, {}, 0) == [], "answered before anything was replicated"
+    cluster.run_until(lambda: replicas[1].high_watermark == 1)
+    [(_, _, [settled])] = waiters.settle(groups, {KEY}, {}, 0)
+    assert settled["error_code"] == 0 and settled["base_offset"] == 0
+
+    for other in (2, 3):
+        cluster.cut |= {(1, other), (other, 1)}
+    [entry] = propose(cluster, 1, b"b")
+    result = {"error_code": 0, "error_message": "", "base_offset": entry.base_offset}
+    waiters.add(PendingProduce(b"p", 2, -1, [result], [WaitingPartition(result, KEY, entry.term, entry.last_offset)],
+                               deadline_s=1e18))
+    cluster.run_until(lambda: replicas[1].node.role is not Role.LEADER)
+    [(_, _, [failed])] = waiters.settle(groups, {KEY}, {}, 0)
+    assert failed["error_code"] == ErrorCode.NOT_LEADER
+
+
+def test_a_stopping_broker_hands_its_leadership_to_a_caught_up_follower(cluster):
+    replicas = cluster.create("t")
+    cluster.run_until(lambda: cluster.leader_of(KEY) == 1)
+    propose(cluster, 1, b"x")
+    cluster.managers[1].begin_shutdown()
+    cluster.run_until(lambda: not cluster.managers[1].leads_anything_replicated(), max_seconds=2,
+                      what="the hand-off")
+    cluster.run_until(lambda: cluster.leader_of(KEY) in (2, 3), max_seconds=2)
+    cluster.run_until(lambda: all(r.high_watermark >= 1 for r in replicas.values()), max_seconds=2,
+                      what="the write committed across the hand-off")
+
+
+def test_the_preferred_leader_takes_leadership_back_after_it_returns(cluster, monkeypatch):
+    monkeypatch.setattr(manager_module, "PREFERRED_LEADER_DELAY_S", 1.0)
+    replicas = cluster.create("t")
+    cluster.run_until(lambda: cluster.leader_of(KEY) == 1)
+    cluster.crash(1)
+    cluster.run_until(lambda: cluster.leader_of(KEY) in (2, 3))
+    replicas[1] = cluster.restart(1, "t", 0, (1, 2, 3))
+    cluster.run_until(lambda: cluster.leader_of(KEY) == 1, max_seconds=10, what="preferred leader restored")
+
+
+def test_a_dead_follower_drops_out_of_the_in_sync_replicas(cluster, monkeypatch):
+    monkeypatch.setattr(manager_module, "REPLICA_LAG_TIME_MAX_S", 1.0)
+    cluster.create("t")
+    cluster.run_until(lambda: cluster.leader_of(KEY) == 1)
+    cluster.run(0.5)
+    assert cluster.managers[1].in_sync_replicas(KEY) == [1, 2, 3]
+    cluster.crash(3)
+    for i in range(10):
+        propose(cluster, 1, b"%d" % i)
+        cluster.run(0.2)
+    assert cluster.managers[1].in_sync_replicas(KEY) == [1, 2]
+    assert cluster.managers[2].leader_info(KEY)[2] == [1, 2], "peers learn the ISR from the leader's report"
+
+
+def test_idle_groups_heartbeat_with_ids_only(cluster):
+    for partition in range(20):
+        for b in (1, 2, 3):
+            cluster.open_partition(b, "t", partition, (1, 2, 3), campaign=b == 1)
+    cluster.run_until(lambda: all(cluster.managers[1].groups[("t", p)].node.role is Role.LEADER for p in range(20)))
+    cluster.run(1.5)
+    frames = []
+    real_deliver = cluster.deliver
+
+    def capture():
+        frames.extend(decode_frame(s, r, body, [bytes(e) for e in entries]) for s, r, body, entries in cluster.queue)
+        real_deliver()
+
+    cluster.deliver = capture
+    cluster.run(0.5)
+    from_leader = [f for f in frames if f.sender == 1]
+    same = sum(len(f.heartbeats_same) for f in from_leader)
+    full = sum(len(f.heartbeats) for f in from_leader)
+    assert same > 0 and same > 3 * full, f"idle heartbeats are not coalesced ({same} by id, {full} in full)"
+
+
+def test_a_frame_survives_the_wire_and_garbage_is_refused():
+    from distlog.consensus.messages import Entry, MsgApp, MsgVote
+    frame = PeerFrame(1, 7)
+    frame.messages.append((("a", 0), MsgApp(1, 2, 3, 4, 2, (Entry(3, 5, 6, b"batch"),), 4)))
+    frame.messages.append((("b", 1), MsgVote(1, 2, 3, 9, 2)))
+    frame.heartbeats.append((("a", 1), 3, 10))
+    frame.heartbeats_same.append(("b", 2))
+    frame.leaders.append((("a", 0), 3, (1, 2), 5, 7))
+    body, data = encode_frame(frame)
+    decoded = decode_frame(1, 2, body, data)
+    assert decoded.messages == frame.messages and decoded.heartbeats == frame.heartbeats
+    assert decoded.heartbeats_same == frame.heartbeats_same and decoded.incarnation == 7
+    assert decoded.leaders == [(("a", 0), 3, [1, 2], 5, 7)]
+    for garbage in (b"", b"\xc1", body[:-3]):
+        with pytest.raises(RaftWireError):
+            decode_frame(1, 2, garbage, data)
+    with pytest.raises(RaftWireError):
+        decode_frame(1, 2, body, [])  # an entry naming a frame that is not there
