@@ -269,19 +269,18 @@ class ReplicaManager:
                 self._on_role_change(key, replica)
 
     def _sync(self, replica: PartitionReplica, rd, now_ms: int) -> None:
-        storage = replica.storage
-        if len(replica.voters) == 1 and replica.log.config.flush_policy != "always" and not rd.start_over:
-            # The only copy: its topic's flush.policy decides (see the module docstring), but
-            # term and vote are durable before anything that depends on them leaves.
-            if hasattr(storage, "sync_hard_state"):  # TODO(helper): settle on PartitionStorage's API
-                storage.sync_hard_state()
+        hard_state = rd.hard_state
+        vote = (hard_state.term, hard_state.vote) if hard_state is not None else replica.durable_vote
+        if (len(replica.voters) == 1 and replica.log.config.flush_policy != "always" and not rd.start_over
+                and vote == replica.durable_vote):
+            # The only copy, no new term or vote to make durable: its topic's flush.policy
+            # decides when the log reaches the disk (see the module docstring).
             if not replica.log.maybe_flush(now_ms) and replica.log.config.flush_policy != "never":
                 self.unflushed.add(replica.key)
             return
-        if hasattr(storage, "sync"):
-            storage.sync()
-        else:
-            replica.log.flush()
+        replica.storage.sync()
+        replica.durable_vote = vote
+        self.unflushed.discard(replica.key)
 
     def _fail(self, key, why: str) -> None:
         replica = self.remove(key)

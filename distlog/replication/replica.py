@@ -75,6 +75,7 @@ class PartitionReplica:
         self.voters = tuple(voters)
         self.storage = PartitionStorage(log, state_path)
         hard_state = self.storage.hard_state()
+        self.durable_vote = (hard_state.term, hard_state.vote)  # what the state file holds
         # The log is the state machine: everything committed is already "applied" to it.
         applied = min(max(hard_state.commit, log.log_start_offset - 1), log.log_end_offset - 1)
         self.node = RaftNode(Config(
@@ -215,10 +216,7 @@ class PartitionReplica:
         settled = min(self.node.commit, self.node.applied)
         self.storage.apply_retention(settled, now_ms)
         if self.log.config.cleanup_policy == "compact":
-            try:  # TODO(helper): the bounded compaction signature
-                self.log.compact(now_ms, max_offset=settled)
-            except TypeError:
-                self.log.compact(now_ms)
+            self.storage.compact(settled, now_ms)
 
     def close(self) -> None:
         self.storage.close()
