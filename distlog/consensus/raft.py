@@ -133,6 +133,9 @@ class Config:
     leader_marker: Callable[[int, int], object] = _empty_marker
     # Where the state machine already is; None means it is rebuilt from the log start.
     applied_offset: Optional[int] = None
+    # Append a leader marker only where it is needed (see _become_leader): not on an empty
+    # log, not in a single-voter group. Off, every new leader appends one (the tests of §8).
+    marker_only_when_needed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,7 +532,17 @@ class RaftNode:
         self.progress = {peer: Progress(match=-1, next=last + 1) for peer in self.config.peers}
         self.progress[self.node_id].match = self._log.stable_last_index()
         # The marker is this term's first entry; committing it commits every earlier one (§5.4.2).
-        self._append_as_leader(None, 1, lambda _d, base, term: self.config.leader_marker(base, term))
+        # With marker_only_when_needed it is skipped where it commits nothing, so a partition's
+        # offsets hold only records (a new partition's first record is at offset 0, as Kafka users
+        # expect, and a single-replica partition gains no gap per restart):
+        # - a leader whose log holds no entry has no earlier entries to commit (a majority's logs
+        #   are no more up to date than its own, so none holds an entry it lacks);
+        # - the only voter of a group is a majority by itself: every entry it holds durably is
+        #   committed, and no other leader can ever replace one.
+        if self.config.marker_only_when_needed and self._quorum == 1:
+            self.commit = max(self.commit, self._log.stable_last_index())
+        elif not (self.config.marker_only_when_needed and self._log.last_index() < self._log.log_start_offset()):
+            self._append_as_leader(None, 1, lambda _d, base, term: self.config.leader_marker(base, term))
 
     def _append_as_leader(self, data, record_count, stamp) -> Entry:
         base_offset = self._log.last_index() + 1

@@ -87,7 +87,7 @@ class PartitionReplica:
             stamp_batch=stamp_record_batch,
             leader_marker=leader_marker_batch,
             applied_offset=applied,
-            skip_marker_on_empty_log=True,
+            marker_only_when_needed=True,
         ), self.storage)
         self._producers: Optional[ProducerStateTable] = None
         self._leader_term: Optional[int] = None  # the term this replica last saw itself lead
