@@ -21,8 +21,10 @@ def port_is_free(port: int) -> bool:
 def free_ports(count: int, avoid=()) -> list[int]:
     """`count` distinct ports the kernel hands out now, none in `avoid`.
 
-    They are released before the brokers bind them, a small race: a broker that loses it exits
-    with "address in use" and the supervisor reports that broker's log.
+    They are released before the brokers bind them, so another process can take one in between
+    (tests running in parallel do). A broker that loses the race exits with "Address already in
+    use"; callers must be ready for it: the supervisor reports that broker's log,
+    distlog.broker.launcher and the in-process test brokers start again on fresh ports.
     """
     held, ports = [], []
     try:
