@@ -13,6 +13,8 @@ from distlog.protocol.errors import ErrorCode
 from distlog.protocol.messages import ProduceRequest
 from tests.broker.helpers import running_brokers
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def broker(tmp_path):

@@ -12,6 +12,8 @@ from distlog.broker.server import Broker, BrokerConfig
 from distlog.supervisor.ports import free_ports
 from tests.broker.helpers import quiet_logger
 
+pytestmark = pytest.mark.integration
+
 
 def test_a_held_data_dir_cannot_be_locked_again_until_released(tmp_path):
     first = lock_data_dir(str(tmp_path))

@@ -9,6 +9,8 @@ from distlog.client import Admin, Consumer, Producer
 from distlog.protocol.messages import ProduceResponse
 from tests.broker.helpers import running_brokers
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def broker(tmp_path):

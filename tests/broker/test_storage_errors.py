@@ -12,6 +12,8 @@ from distlog.broker.metadata import place_replicas
 from distlog.client import Admin, Consumer, DistlogError, ErrorCode, Producer
 from tests.broker.helpers import running_brokers
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def broker(tmp_path):

@@ -6,11 +6,15 @@ import threading
 import time
 import uuid
 
+import pytest
+
 from distlog.supervisor.ports import free_ports
 from distlog.broker.server import Broker, BrokerConfig
 from distlog.client import Admin, Consumer, Producer
 from distlog.protocol.messages import ApiKey
 from tests.broker.helpers import quiet_logger
+
+pytestmark = pytest.mark.integration
 
 
 def start(config):
