@@ -11,11 +11,10 @@ import sys
 import psutil
 import pytest
 
+from distlog.client.probe import ping
 from distlog.supervisor import cluster_file
 from distlog.supervisor.broker_process import BROKER_COMMAND_ENV
 from tests.supervisor.helpers import REPO_ROOT, processes_using, run_cli, wait_for
-
-pytest.importorskip("distlog.client.probe", reason="the real broker's probe is not in the tree yet")
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +57,9 @@ def test_detached_cluster_lifecycle(cluster_dir):
         assert broker["state"] == "running" and alive(broker["pid"])
         assert broker["address"].startswith("tcp://127.0.0.1:") and broker["rss_bytes"] > 0
         assert broker["uptime_s"] >= 0
+        answer = ping(broker["address"], 10)
+        assert answer is not None and answer["broker_id"] == broker["id"]
+        assert answer["cluster_id"] == record["cluster_id"], "a real broker of this cluster answers"
 
     old_pid = brokers_by_id(cluster_dir)[2]["pid"]
     assert run_cli("kill", "2", "--data-dir", cluster_dir).returncode == 0
