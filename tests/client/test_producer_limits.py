@@ -32,7 +32,7 @@ def test_a_full_buffer_blocks_for_max_block_ms_then_raises():
         with pytest.raises(BufferFullError, match="buffer_memory=2000"):
             for _ in range(10):
                 producer.send("t", b"x" * 1000)
-        assert 0.25 <= time.monotonic() - started < 5
+        assert time.monotonic() - started >= 0.25, "it raised without blocking for max_block_ms"
     finally:
         producer._accumulator.close()
         producer.close(timeout=2)
@@ -63,9 +63,8 @@ def test_close_with_a_timeout_on_a_dead_cluster_fails_what_is_left_and_stops_the
     producer = Producer(dead_address(), delivery_timeout_ms=60_000, request_timeout_ms=300)
     producer._partition_counts.counts["t"] = 1
     future = producer.send("t", b"x")
-    started = time.monotonic()
     producer.close(timeout=0.5)  # Kafka's close(timeout): gives up on the rest, does not raise
-    assert time.monotonic() - started < 5
+    # Failed by close, not by the 60 s delivery timeout (that would be RequestTimedOutError).
     assert isinstance(future.exception(timeout=5), ProducerClosedError)
     producer._sender.join(5)
     assert not producer._sender.is_alive(), "the sender thread outlived close()"
