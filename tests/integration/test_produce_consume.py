@@ -14,7 +14,8 @@ from distlog.client import Admin, Consumer, DistlogError, ErrorCode, Producer, R
 from distlog.client.probe import ping
 from distlog.log.batch import iter_batches
 from distlog.protocol.codec import decode_response, encode
-from distlog.protocol.messages import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, FetchRequest, FetchResponse
+from distlog.protocol.messages import (EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, ApiVersionsRequest, FetchRequest,
+                                       FetchResponse)
 from distlog.supervisor.ports import free_ports
 from distlog.transports.zmq_transport import DealerConnection
 
@@ -163,6 +164,60 @@ def wait_for_reply(connection, cid, timeout_s=HANG_GUARD_S):
             reply = connection.recv_reply_nowait()
             if reply is not None and reply[0] == cid:
                 return reply[1]
+
+
+def replies_up_to(connection, cid, timeout_s=HANG_GUARD_S) -> dict:
+    """cid -> reply frames of every reply that arrives up to and including `cid`'s."""
+    deadline, replies = time.monotonic() + timeout_s, {}
+    while cid not in replies:
+        assert time.monotonic() < deadline, f"no reply to request {cid} within {timeout_s} s"
+        if connection.socket.poll(50):
+            reply = connection.recv_reply_nowait()
+            if reply is not None:
+                replies[reply[0]] = reply[1]
+    return replies
+
+
+def test_a_long_poll_with_min_bytes_waits_until_that_many_bytes_are_there(one_broker):
+    with Admin(one_broker.address) as admin:
+        topic = new_topic(admin)
+    connection = DealerConnection(one_broker.address)
+    producer = Producer(one_broker.address, linger_ms=0)
+    try:
+        assert connection.wait_connected(HANG_GUARD_S)
+        assert producer.send(topic, b"small-1").get(HANG_GUARD_S).offset == 0
+        fetch_cid = connection.send_request(encode(fetch_request(topic, 0, int(2 * HANG_GUARD_S * 1000), min_bytes=2000)))
+        for small in (b"small-2", b"small-3"):
+            # Still short of min_bytes. A reply sent by now would arrive before the ping's: one
+            # connection delivers in order, and the broker handles the ping after the append.
+            producer.send(topic, small).get(HANG_GUARD_S)
+            ping_cid = connection.send_request(encode(ApiVersionsRequest()))
+            assert fetch_cid not in replies_up_to(connection, ping_cid), "answered short of min_bytes"
+        producer.send(topic, b"big" * 1000).get(HANG_GUARD_S)
+        reply = wait_for_reply(connection, fetch_cid)  # its max_wait is past the hang guard
+    finally:
+        producer.close()
+        connection.close()
+    assert fetched_values(decode_response(reply)) == [b"small-1", b"small-2", b"small-3", b"big" * 1000]
+
+
+def test_a_long_poll_short_of_min_bytes_gets_what_there_is_at_max_wait(one_broker):
+    with Admin(one_broker.address) as admin:
+        topic = new_topic(admin)
+    with Producer(one_broker.address, linger_ms=0) as producer:
+        producer.send(topic, b"only").get(HANG_GUARD_S)
+    max_wait_s = 1.0
+    connection = DealerConnection(one_broker.address)
+    try:
+        assert connection.wait_connected(HANG_GUARD_S)
+        started_s = time.monotonic()
+        reply = connection.request(encode(fetch_request(topic, 0, int(max_wait_s * 1000), min_bytes=1 << 20)),
+                                   HANG_GUARD_S)
+        waited_s = time.monotonic() - started_s
+    finally:
+        connection.close()
+    assert fetched_values(decode_response(reply)) == [b"only"]
+    assert waited_s >= max_wait_s, "answered short of min_bytes before max_wait_ms"
 
 
 def test_list_offsets_and_seek(one_broker):
