@@ -318,15 +318,19 @@ class Broker:
         self.touched.update(manager.hw_advanced)
         manager.flush_outgoing()
 
-    def _send_raft_frame(self, peer_id: int, body: bytes, entries: list) -> None:
+    def _send_raft_frame(self, peer_id: int, body: bytes, entries: list) -> bool:
+        """Whether the frame set left (False: no connection; Raft treats it as lost)."""
         connection = self.peer_connections.get(peer_id)
         if connection is None:
-            return
+            return False
         try:
             if connection.send_request(encode(RaftRequest(self.broker_id, body, entries))) is None:
-                self.raft_frames_dropped += 1  # not connected: Raft treats it as a lost message
+                self.raft_frames_dropped += 1
+                return False
         except TransportError as error:
             self.logger.error("raft_send_failed", peer=peer_id, error=str(error))
+            return False
+        return True
 
     def _send_outbox(self) -> None:
         outbox, self.outbox = self.outbox, []

@@ -36,8 +36,9 @@ replica.lag.time.max.ms), reports of the groups this broker leads to every peer
 hands leadership back once that replica has been caught up for PREFERRED_LEADER_DELAY_S), and
 the leadership hand-off of a broker shutting down.
 
-The manager never touches a socket: it is given a `send(peer_id, body, entry_frames)` callable,
-so tests drive whole clusters of managers in memory.
+The manager never touches a socket: it is given a `send(peer_id, body, entry_frames) -> bool`
+callable (False: the frame set could not leave), so tests drive whole clusters of managers in
+memory.
 """
 
 from __future__ import annotations
@@ -191,10 +192,17 @@ class ReplicaManager:
         if ticks <= 0:
             return
         self._last_tick_s += ticks * TICK_S
+        follower = Role.FOLLOWER
+        touched = self._touched
         for _ in range(min(ticks, MAX_TICKS_PER_TURN)):
             for key, replica in self.groups.items():
-                replica.node.tick()
-        self._touched.update(self.groups)
+                node = replica.node
+                node.tick()
+                # A follower's tick only counts towards an election (which makes it a
+                # pre-candidate), so only leaders and candidates can have a Ready now: checking
+                # every idle follower each tick was most of the idle cost.
+                if node.role is not follower:
+                    touched.add(key)
         self._leadership_housekeeping(now_s)
 
     def next_tick_s(self) -> float:
@@ -293,19 +301,17 @@ class ReplicaManager:
         for m in messages:
             frame = self._frame_to(m.to)
             if isinstance(m, MsgHeartbeat):
-                sent = self._hb_sent.setdefault(m.to, {})
                 values = (m.term, m.commit)
-                if sent.get(key) == values:
+                if self._hb_sent.get(m.to, {}).get(key) == values:
                     frame.heartbeats_same.append(key)
                 else:
-                    sent[key] = values
+                    frame.sent_heartbeats[key] = values
                     frame.heartbeats.append((key, m.term, m.commit))
             elif isinstance(m, MsgHeartbeatResp):
-                sent = self._hbr_sent.setdefault(m.to, {})
-                if sent.get(key) == m.term:
+                if self._hbr_sent.get(m.to, {}).get(key) == m.term:
                     frame.heartbeat_resps_same.append(key)
                 else:
-                    sent[key] = m.term
+                    frame.sent_heartbeat_resps[key] = m.term
                     frame.heartbeat_resps.append((key, m.term))
             else:
                 frame.messages.append((key, m))
@@ -320,9 +326,15 @@ class ReplicaManager:
         """Send each peer everything queued for it this turn, as one frame set."""
         outgoing, self._outgoing = self._outgoing, {}
         for peer, frame in outgoing.items():
-            if not frame.is_empty():
-                body, entries = encode_frame(frame)
-                self._send(peer, body, entries)
+            if frame.is_empty():
+                continue
+            body, entries = encode_frame(frame)
+            if self._send(peer, body, entries):
+                self._hb_sent.setdefault(peer, {}).update(frame.sent_heartbeats)
+                self._hbr_sent.setdefault(peer, {}).update(frame.sent_heartbeat_resps)
+            else:  # lost: the peer may have missed values it will be told are "the same"
+                self._hb_sent.pop(peer, None)
+                self._hbr_sent.pop(peer, None)
 
     # ---- leadership ------------------------------------------------------------------
 

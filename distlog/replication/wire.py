@@ -81,6 +81,11 @@ class PeerFrame:
     heartbeat_resps_same: list = dataclasses.field(default_factory=list)  # (topic, partition)
     leaders: list = dataclasses.field(default_factory=list)  # ((topic, partition), epoch, isr, hw, leo)
     leaders_full: bool = False
+    # Heartbeat values this frame tells the peer in full, remembered as "sent" only once the
+    # frame really left (manager.flush_outgoing): a frame dropped for want of a connection
+    # must not leave the peer answering "same" with nothing to compare to.
+    sent_heartbeats: dict = dataclasses.field(default_factory=dict)
+    sent_heartbeat_resps: dict = dataclasses.field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return not (self.messages or self.heartbeats or self.heartbeats_same or self.heartbeat_resps

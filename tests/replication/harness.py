@@ -36,8 +36,11 @@ class MemoryCluster:
         self.managers = {b: self._manager(b) for b in broker_ids}
 
     def _manager(self, broker_id: int) -> ReplicaManager:
-        manager = ReplicaManager(broker_id, lambda peer, body, entries: self.queue.append((broker_id, peer, body, entries)),
-                                 clock=self.clock)
+        def send(peer, body, entries):
+            self.queue.append((broker_id, peer, body, entries))
+            return True
+
+        manager = ReplicaManager(broker_id, send, clock=self.clock)
         manager.set_peers(self.broker_ids_all())
         return manager
 

@@ -1,0 +1,68 @@
+"""Idle cost of replication: many partitions, RF=3, 3 brokers, no traffic; CPU per broker.
+
+    python bench/idle.py --partitions 1000 --seconds 20 --json
+
+Starts 3 brokers on loopback, creates one topic of --partitions partitions at replication
+factor 3, waits until every partition has a leader, then measures each broker process's CPU
+time (user + system, psutil) over --seconds of idleness. Prints JSON; stops what it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import psutil
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from distlog.broker.launcher import start_brokers, stop_brokers  # noqa: E402
+from distlog.client import Admin  # noqa: E402
+from distlog.protocol.messages import MetadataRequest  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--partitions", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--json", action="store_true", help="print only the JSON result")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as root:
+        brokers = start_brokers(3, root)
+        try:
+            with Admin(brokers[0].address, request_timeout_s=60) as admin:
+                admin.create_topic("idle", partitions=args.partitions, replication_factor=3, timeout_s=60)
+                deadline = time.monotonic() + 120
+                while True:
+                    response = admin.cluster.request_any(MetadataRequest(topics=["idle"]))
+                    leaders = [p["leader"] for p in response.topics[0]["partitions"]]
+                    if all(leader is not None for leader in leaders):
+                        break
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"only {sum(l is not None for l in leaders)} of {len(leaders)} partitions have leaders")
+                    time.sleep(0.5)
+            time.sleep(3)  # let elections, preferred-leader moves and first reports settle before measuring
+            processes = [psutil.Process(b.process.pid) for b in brokers]
+            before = [p.cpu_times() for p in processes]
+            started = time.monotonic()
+            time.sleep(args.seconds)  # the measurement window itself
+            elapsed = time.monotonic() - started
+            after = [p.cpu_times() for p in processes]
+            rss_mb = [round(p.memory_info().rss / 2**20, 1) for p in processes]
+            cpu = [round(100 * ((a.user + a.system) - (b.user + b.system)) / elapsed, 2) for a, b in zip(after, before)]
+            leaders_per_broker = {b.broker_id: leaders.count(b.broker_id) for b in brokers}
+        finally:
+            stop_brokers(brokers)
+    result = {"partitions": args.partitions, "replication_factor": 3, "seconds": round(elapsed, 1),
+              "cpu_percent_of_one_core_per_broker": cpu, "max_cpu_percent": max(cpu), "rss_mb": rss_mb,
+              "leaders_per_broker": leaders_per_broker, "target_max_cpu_percent": 10}
+    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
