@@ -230,8 +230,9 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
     consumer = Consumer(bootstrap, auto_offset_reset="earliest" if from_beginning else "latest", fetch_max_wait_ms=200)
     printed = 0
     try:
-        count = consumer._cluster.topic(topic_name).partition_count
-        partitions = [(topic_name, partition)] if partition is not None else [(topic_name, p) for p in range(count)]
+        # Within --timeout too (a second at least, so --timeout 0 still finds the topic).
+        numbers = consumer.partitions_for_topic(topic_name, None if timeout is None else max(timeout, 1.0))
+        partitions = [(topic_name, partition)] if partition is not None else [(topic_name, p) for p in numbers]
         consumer.assign(partitions)
         if offset is not None:
             consumer.seek((topic_name, partition), offset)
@@ -241,7 +242,9 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
             consumer.seek_to_end()
         last_record_s = time.monotonic()
         while max_records is None or printed < max_records:
-            records = consumer.poll(timeout=0.2, max_records=None if max_records is None else max_records - printed)
+            # poll() keeps its timeout whatever a broker does, so --timeout holds to within a poll
+            wait_s = 0.2 if timeout is None else max(0.0, min(0.2, last_record_s + timeout - time.monotonic()))
+            records = consumer.poll(timeout=wait_s, max_records=None if max_records is None else max_records - printed)
             if not records:
                 if timeout is not None and time.monotonic() - last_record_s >= timeout:
                     break

@@ -10,6 +10,12 @@
 One fetch is in flight per broker at any time: as soon as a response arrives the next fetch goes
 out, so the broker reads ahead while the caller processes. Batches are CRC-checked client side
 and decoded only when poll() hands their records out. Consumer groups come in a later issue.
+
+Nothing poll() does waits on one broker: fetches and the ListOffsets that resolve a seek to the
+beginning or end go out pipelined, one of each per broker, and metadata is looked up again only
+in bounded, backed-off attempts (ClusterView.refresh_soon). So poll(timeout) returns within its
+timeout, with what the reachable brokers sent, while another broker is paused or a partition is
+between leaders; a partition whose leader does not answer just has no records yet.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import numpy as np
 import zmq
 
 from distlog.client.cluster import ClusterView
+from distlog.client.deadline import Deadline
+from distlog.client.errors import RequestTimedOutError
 from distlog.log.batch import HEADER_SIZE, ROW_SIZE, CorruptBatchError, RecordBatch, iter_batches
 from distlog.protocol.errors import DistlogError, ErrorCode
 from distlog.protocol.messages import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, FetchRequest, ListOffsetsRequest
@@ -44,6 +52,11 @@ class ConsumerRecord(NamedTuple):
 
 
 _RESET_POLICIES = {"earliest": EARLIEST_TIMESTAMP, "latest": LATEST_TIMESTAMP, "none": None}
+# How long poll() sleeps at most between turns: a partition without a leader is looked up again,
+# and an expired request resent, this soon after it is due.
+_TURN_S = 0.1
+# Errors after which the partition's leader may have moved: look it up again (epoch kept).
+_LEADER_MOVED = frozenset({ErrorCode.NOT_LEADER, ErrorCode.BROKER_NOT_AVAILABLE})
 
 
 class _PartitionState:
@@ -137,6 +150,8 @@ class Consumer:
         self._cluster = ClusterView(bootstrap, request_timeout_s=self.request_timeout_s)
         self._states: dict = {}
         self._in_flight: dict = {}  # endpoint -> (cid, sent_at_s, {tp: fetch_offset at send})
+        self._offsets_in_flight: dict = {}  # endpoint -> (cid, sent_at_s, {tp: pending_reset at send})
+        self._leaderless: set = set()  # topics with an assigned partition whose leader is not known
         self._poller = zmq.Poller()
         self._registered: set = set()
         self._turn = 0
@@ -159,6 +174,7 @@ class Consumer:
                 states[tp].pending_reset = _RESET_POLICIES[self.auto_offset_reset]
         self._states = states
         self._in_flight.clear()
+        self._offsets_in_flight.clear()
 
     def assignment(self) -> set:
         return set(self._states)
@@ -183,12 +199,23 @@ class Consumer:
             state.position = state.fetch_offset = None
             state.pending_reset = timestamp  # resolved with ListOffsets on the next poll/position
 
-    def position(self, partition) -> int:
-        """The offset of the next record poll() will return for `partition`."""
+    def position(self, partition, timeout: float | None = None) -> int:
+        """The offset of the next record poll() will return for `partition`; looking it up (after
+        a seek to the beginning or end) takes up to `timeout` seconds (default request_timeout_ms),
+        then RequestTimedOutError."""
         state = self._state(partition)
         if state.pending_reset is not None:
-            self._resolve_resets()
+            self._run_until(lambda: state.pending_reset is None,
+                            Deadline(self.request_timeout_s if timeout is None else timeout))
+        if state.pending_reset is not None:
+            tp = TopicPartition(*partition)
+            raise RequestTimedOutError(f"the position of {tp.topic}-{tp.partition} could not be looked up within "
+                                       f"{self.request_timeout_s if timeout is None else timeout:.3g} s: its leader did not answer")
         return state.position
+
+    def partitions_for_topic(self, topic: str, timeout: float | None = None) -> list:
+        """The topic's partition numbers, looked up within `timeout` seconds (default request_timeout_ms)."""
+        return list(range(self._cluster.topic(topic, timeout).partition_count))
 
     def highwater(self, partition) -> int:
         """The partition's high watermark as of the last fetch (-1 before any)."""
@@ -269,21 +296,28 @@ class Consumer:
         """Fetch until some partition has data buffered or `timeout` seconds pass."""
         if self._closed:
             raise RuntimeError("the consumer is closed")
-        deadline = time.monotonic() + max(0.0, timeout)
+        self._run_until(self._has_data, Deadline(timeout))
+
+    def _has_data(self) -> bool:
+        for state in self._states.values():
+            if state.error is not None and not (state.decoded or state.batches):
+                raise state.error
+        return any(state.decoded or state.batches for state in self._states.values())
+
+    def _run_until(self, done, deadline: Deadline) -> None:
+        """Send what is due, take in what arrived, until done() or the deadline; one turn at least."""
         while True:
-            self._resolve_resets()
+            self._look_up_leaders(deadline)
+            self._send_offset_requests()
             self._send_fetches()
-            for state in self._states.values():
-                if state.error is not None and not (state.decoded or state.batches):
-                    raise state.error
-            if any(state.decoded or state.batches for state in self._states.values()):
+            if done():
                 return
-            remaining_s = deadline - time.monotonic()
+            remaining_s = deadline.remaining_s()
             if remaining_s <= 0:
                 return
-            if self._poller.poll(int(min(remaining_s, 0.1) * 1000) + 1):
+            if self._poller.poll(int(min(remaining_s, _TURN_S) * 1000) + 1):
                 self._receive()
-            self._expire_fetches()
+            self._expire_requests()
 
     def __iter__(self):
         idle_since = time.monotonic()
@@ -297,32 +331,61 @@ class Consumer:
 
     # ---------------------------------------------------------------------------- fetching
 
-    def _resolve_resets(self) -> None:
-        pending = {tp: s.pending_reset for tp, s in self._states.items() if s.pending_reset is not None}
-        if not pending:
-            return
+    def _look_up_leaders(self, deadline: Deadline) -> None:
+        if self._leaderless:
+            topics, self._leaderless = self._leaderless, set()
+            self._cluster.refresh_soon(topics, deadline.cap(self.request_timeout_s))
+
+    def _send_offset_requests(self) -> None:
+        """ListOffsets for partitions waiting for a seek to the beginning or end, pipelined like fetches."""
         by_endpoint: dict = {}
-        for tp, timestamp in pending.items():
-            endpoint = self._leader(tp)
-            if endpoint is not None:
-                by_endpoint.setdefault(endpoint, []).append({"topic": tp.topic, "partition": tp.partition, "timestamp_ms": timestamp})
-        for endpoint, partitions in by_endpoint.items():
-            response = self._cluster.request_connection(endpoint).request(ListOffsetsRequest(partitions), self.request_timeout_s)
-            for entry in response.partitions:
-                tp = TopicPartition(entry["topic"], entry["partition"])
-                if entry["error_code"]:
-                    self._on_partition_error(tp, entry["error_code"], entry["error_message"])
-                    continue
-                state = self._states.get(tp)
-                if state is not None and state.pending_reset is not None:
-                    state.seek(entry["offset"])
+        for tp, state in self._states.items():
+            if state.pending_reset is not None:
+                endpoint = self._leader(tp)
+                if endpoint is not None and endpoint not in self._offsets_in_flight:
+                    by_endpoint.setdefault(endpoint, {})[tp] = state.pending_reset
+        for endpoint, asked in by_endpoint.items():
+            request = ListOffsetsRequest([{"topic": tp.topic, "partition": tp.partition, "timestamp_ms": timestamp}
+                                          for tp, timestamp in asked.items()])
+            cid = self._send(endpoint, request)
+            if cid is not None:
+                self._offsets_in_flight[endpoint] = (cid, time.monotonic(), asked)
+
+    def _on_offsets_response(self, response, asked: dict) -> None:
+        if not hasattr(response, "partitions"):  # an ErrorResponse
+            for tp in asked:
+                self._cluster.invalidate(tp.topic, tp.partition)
+            return
+        for entry in response.partitions:
+            tp = TopicPartition(entry["topic"], entry["partition"])
+            state = self._states.get(tp)
+            if state is None or state.pending_reset is None or state.pending_reset != asked.get(tp):
+                continue  # unassigned or seeked elsewhere since
+            if entry["error_code"]:
+                self._on_partition_error(tp, entry["error_code"], entry["error_message"])
+            else:
+                state.seek(entry["offset"])
 
     def _leader(self, tp: TopicPartition):
+        """The partition leader's endpoint, or None (and it is looked up on the next turn)."""
         endpoint = self._cluster.leader_endpoint(tp.topic, tp.partition)
         if endpoint is None:
-            self._cluster.refresh([tp.topic])
-            endpoint = self._cluster.leader_endpoint(tp.topic, tp.partition)
+            self._leaderless.add(tp.topic)
         return endpoint
+
+    def _send(self, endpoint: str, request) -> int | None:
+        """Pipeline a request to `endpoint`; its cid, or None if it cannot go out right now."""
+        connection = self._cluster.connection(endpoint)
+        if endpoint not in self._registered:
+            self._poller.register(connection.socket, zmq.POLLIN)
+            self._poller.register(connection.watch_disconnects(), zmq.POLLIN)
+            self._registered.add(endpoint)
+        if connection.disconnected():  # catch up: a drop noticed from here on concerns this request
+            self._in_flight.pop(endpoint, None)
+            self._offsets_in_flight.pop(endpoint, None)
+        if not connection.link_up:
+            return None  # sent now, it could vanish with the old connection; wait for the new one
+        return connection.send(request)
 
     def _send_fetches(self) -> None:
         by_endpoint: dict = {}
@@ -338,15 +401,7 @@ class Consumer:
             partitions = [{"topic": tp.topic, "partition": tp.partition, "fetch_offset": self._states[tp].fetch_offset,
                            "max_bytes": self.max_partition_fetch_bytes} for tp in tps]
             request = FetchRequest(self.fetch_max_wait_ms, self.fetch_min_bytes, self.fetch_max_bytes, partitions)
-            connection = self._cluster.connection(endpoint)
-            if endpoint not in self._registered:
-                self._poller.register(connection.socket, zmq.POLLIN)
-                self._poller.register(connection.watch_disconnects(), zmq.POLLIN)
-                self._registered.add(endpoint)
-            connection.disconnected()  # catch up: a drop noticed from here on concerns this fetch
-            if not connection.link_up:
-                continue  # sent now, it could vanish with the old connection; wait for the new one
-            cid = connection.send(request)
+            cid = self._send(endpoint, request)
             if cid is not None:
                 self._in_flight[endpoint] = (cid, time.monotonic(), {tp: self._states[tp].fetch_offset for tp in tps})
 
@@ -363,19 +418,23 @@ class Consumer:
                 if reply is None:
                     break
                 cid, response = reply
-                flight = self._in_flight.get(endpoint)
-                if flight is None or flight[0] != cid:
-                    continue  # late reply to a fetch we gave up on or that a seek made stale
-                del self._in_flight[endpoint]
-                self._on_fetch_response(response, flight[2])
+                for flights, on_response in ((self._in_flight, self._on_fetch_response),
+                                             (self._offsets_in_flight, self._on_offsets_response)):
+                    flight = flights.get(endpoint)
+                    if flight is not None and flight[0] == cid:
+                        del flights[endpoint]
+                        on_response(response, flight[2])
+                # else a late reply to a request we gave up on or that a seek made stale
             if connection.disconnected():
-                # The broker went away (a restart, say) with the fetch unanswered: it is lost, so
-                # fetch again once the connection is back rather than wait out request_timeout.
+                # The broker went away (a restart, say) with requests unanswered: they are lost,
+                # so send again once the connection is back rather than wait out request_timeout.
                 self._in_flight.pop(endpoint, None)
+                self._offsets_in_flight.pop(endpoint, None)
 
     def _on_fetch_response(self, response, asked: dict) -> None:
-        if not hasattr(response, "partitions"):
-            self._cluster.topics.clear()  # an ErrorResponse: refresh everything before the next try
+        if not hasattr(response, "partitions"):  # an ErrorResponse: look the leaders up before the next try
+            for tp in asked:
+                self._cluster.invalidate(tp.topic, tp.partition)
             return
         for entry in response.partitions:
             tp = TopicPartition(entry["topic"], entry["partition"])
@@ -406,18 +465,24 @@ class Consumer:
             if policy is None:
                 raise DistlogError(code, message)
             self._states[tp].pending_reset = policy
-        elif code in (ErrorCode.NOT_LEADER, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.BROKER_NOT_AVAILABLE):
-            self._cluster.topics.pop(tp.topic, None)
+        elif code in _LEADER_MOVED:
+            self._cluster.invalidate(tp.topic, tp.partition)
+        elif code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
+            self._cluster.forget(tp.topic)
         elif code not in (ErrorCode.REQUEST_TIMED_OUT, ErrorCode.CORRUPT_MESSAGE):
             raise DistlogError(code, message)
 
-    def _expire_fetches(self) -> None:
+    def _expire_requests(self) -> None:
+        """Give up on requests unanswered for too long, so they are sent again (their broker may
+        be gone: its partitions' leaders are looked up again first)."""
         now_s = time.monotonic()
-        limit_s = self.request_timeout_s + self.fetch_max_wait_ms / 1000
-        for endpoint, (cid, sent_at_s, _) in list(self._in_flight.items()):
-            if now_s - sent_at_s > limit_s:
-                del self._in_flight[endpoint]
-                self._cluster.topics.clear()  # the broker may be gone: refresh leaders
+        for flights, limit_s in ((self._in_flight, self.request_timeout_s + self.fetch_max_wait_ms / 1000),
+                                 (self._offsets_in_flight, self.request_timeout_s)):
+            for endpoint, (cid, sent_at_s, asked) in list(flights.items()):
+                if now_s - sent_at_s > limit_s:
+                    del flights[endpoint]
+                    for tp in asked:
+                        self._cluster.invalidate(tp.topic, tp.partition)
 
     def close(self) -> None:
         if not self._closed:
