@@ -8,6 +8,13 @@ batch per partition per request so a partition's batches go out in order.
 Every batch it takes ends in exactly one completion: acknowledged, failed, or — when the
 producer is closed with a timeout that passed (the accumulator is aborted) or the loop dies of
 a bug — failed with the reason, so no future is left waiting forever.
+
+One thread serves every partition, so nothing in the loop may wait on one broker: produce
+requests are pipelined, a leader that does not answer only fills its own in-flight window (its
+batches wait and retry within delivery_timeout_ms while the others flow), and a metadata lookup
+holds the loop at most METADATA_ATTEMPT_S, asking other brokers when one is slow
+(ClusterView.request_any). A partition without a leader (an election) waits, looked up again
+with backoff (ClusterView.refresh_soon).
 """
 
 from __future__ import annotations
@@ -26,8 +33,12 @@ from distlog.client.sequencer import Sequencer, by_order
 from distlog.protocol.errors import DistlogError, ErrorCode, is_retriable
 from distlog.protocol.messages import ErrorResponse, ProduceRequest
 
-# Errors after which the partition's leader may have moved: look it up again before retrying.
-_REFRESH_ON = frozenset({ErrorCode.NOT_LEADER, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.BROKER_NOT_AVAILABLE})
+# Errors after which the partition's leader may have moved: look it up again before retrying. A
+# leader that did not answer in time may have been paused or cut off, and replaced meanwhile.
+_REFRESH_ON = frozenset({ErrorCode.NOT_LEADER, ErrorCode.BROKER_NOT_AVAILABLE, ErrorCode.REQUEST_TIMED_OUT})
+# The longest one metadata lookup may hold the sender thread, and with it every partition's
+# traffic; a topic's partition count that did not come in time is asked for again (PartitionCounts).
+METADATA_ATTEMPT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -58,12 +69,18 @@ class PartitionCounts:
             self._wanted.add(topic)
 
     def wait(self, topic: str, timeout_s: float) -> int:
+        """The topic's partition count, once the sender looked it up; a lookup that timed out is
+        asked for again until timeout_s, other errors are raised."""
         deadline = time.monotonic() + timeout_s
         with self._arrived:
             while topic not in self.counts:
-                if topic in self._errors:
-                    raise self._errors[topic]
                 remaining = deadline - time.monotonic()
+                error = self._errors.get(topic)
+                if error is not None:
+                    if error.code != ErrorCode.REQUEST_TIMED_OUT or remaining <= 0:
+                        raise error
+                    del self._errors[topic]
+                    self._wanted.add(topic)  # the sender asks again on its next turn
                 if remaining <= 0:
                     raise RequestTimedOutError(
                         f"no metadata for topic '{topic}' within max_block_ms={timeout_s * 1000:.0f}; is the cluster up?")
@@ -195,7 +212,7 @@ class Sender:
 
     def _look_up(self, topics: set) -> None:
         try:
-            self.cluster.refresh(sorted(topics))
+            self.cluster.refresh(sorted(topics), timeout_s=min(METADATA_ATTEMPT_S, self.settings.request_timeout_s))
         except DistlogError as error:
             for topic in topics:
                 self.partition_counts.resolve(topic, error=error)
@@ -242,11 +259,8 @@ class Sender:
         for endpoint, batches in by_endpoint.items():
             still_waiting.extend(self._send_to(endpoint, batches, now_s))
         self.waiting = still_waiting + self.waiting
-        if stale_topics:
-            try:
-                self.cluster.refresh(sorted(stale_topics), timeout_s=min(1.0, self.settings.request_timeout_s))
-            except DistlogError:
-                pass  # the batches stay waiting; their delivery timeout bounds the wait
+        if stale_topics:  # the batches stay waiting meanwhile; their delivery timeout bounds the wait
+            self.cluster.refresh_soon(stale_topics, timeout_s=min(METADATA_ATTEMPT_S, self.settings.request_timeout_s))
 
     def _send_to(self, endpoint: str, batches: list, now_s: float) -> list:
         """Send as many requests as the in-flight window allows; return the batches left over."""
@@ -373,8 +387,10 @@ class Sender:
             if not self.sequencer.has_earlier(batch, self.waiting + self._batches_in_flight()):
                 self.sequencer.failed_for_good(batch)
         if retriable and batch.attempts <= settings.retries and not past_deadline:
-            if error.code in _REFRESH_ON:
-                self.cluster.topics.pop(batch.topic, None)  # look the leader up again before the retry
+            if error.code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
+                self.cluster.forget(batch.topic)  # deleted and created again, maybe: epochs start over
+            elif error.code in _REFRESH_ON:
+                self.cluster.invalidate(batch.topic, batch.partition)  # look the leader up before the retry
             batch.retry_at_s = now_s + min(1.0, settings.retry_backoff_s * (2 ** min(batch.attempts - 1, 10)))
             self.waiting.append(batch)
             self._retry_appended = True
