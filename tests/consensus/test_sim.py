@@ -7,6 +7,10 @@ import sys
 import pytest
 
 from distlog.consensus import raft, sim
+from distlog.consensus.messages import Entry, HardState
+from distlog.consensus.partition_storage import stamp_record_batch
+from distlog.log.batch import build_batch
+from distlog.log.config import LogConfig
 
 
 def test_a_sweep_of_seeds_finds_no_violation_and_no_liveness_failure():
@@ -38,7 +42,8 @@ def test_cli_prints_one_json_summary():
                           "--json"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
-    assert set(summary) == {"seeds", "violations", "liveness_failures", "steps", "elapsed_s"}
+    assert set(summary) == {"seeds", "violations", "liveness_failures", "steps", "elapsed_s", "disk_seeds",
+                            "max_term", "inject_bug"}
     assert (summary["seeds"], summary["violations"], summary["liveness_failures"]) == (3, 0, 0)
 
 
@@ -50,10 +55,66 @@ def test_cli_replays_one_seed_with_a_trace():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # about 35 s on two idle cores; a loaded machine takes much longer
 def test_two_thousand_seeds_pass():
     # What CI runs on every change; its speed is measured, not asserted (DESIGN.md: no timed tests).
     out = subprocess.run([sys.executable, "-m", "distlog.consensus.sim", "--seeds", "2000", "--json"],
-                         capture_output=True, text=True, timeout=110)
+                         capture_output=True, text=True, timeout=300)
     summary = json.loads(out.stdout)
     assert summary["seeds"] == 2000
     assert (summary["violations"], summary["liveness_failures"]) == (0, 0), out.stderr[-3000:]
+
+
+def test_some_seeds_run_over_partition_logs_and_pass():
+    disk_runs = []
+    for seed in range(40):
+        result = sim.run_seed(seed)
+        assert result.violation is None and result.liveness_failure is None, (seed, result)
+        disk_runs += [seed] if result.disk else []
+        if len(disk_runs) == 3:
+            return
+    raise AssertionError(f"only seeds {disk_runs} of 0..39 ran over PartitionLogs")
+
+
+class AlwaysLow:
+    """An rng whose crash keeps exactly what was synced (no torn prefix of the rest)."""
+
+    def random(self):
+        return 0.0
+
+
+def test_a_crash_of_a_partition_log_keeps_exactly_what_sync_made_durable(tmp_path):
+    storage = sim.SimDiskStorage(str(tmp_path / "n0"), LogConfig(segment_bytes=1024))
+    batches = [Entry(1, i, i, stamp_record_batch(build_batch([b"%d" % i]), i, 1)) for i in range(30)]
+    storage.append(batches[:20])
+    storage.set_hard_state(HardState(term=1, vote=0, commit=-1))
+    storage.sync()
+    storage.append(batches[20:])
+    storage.set_hard_state(HardState(term=2, vote=1, commit=-1))
+    assert len(storage.log.segments) > 1 and storage.last_index == 29
+    # A roll fsyncs the segment it closes, so what that one holds survives too.
+    durable_end = max(19, storage.log.segments[-2].next_offset - 1)
+    assert durable_end < 29
+    reopened = storage.crash(AlwaysLow())
+    assert reopened.last_index == durable_end, "what no fsync covered is gone"
+    assert reopened.hard_state() == HardState(term=1, vote=0, commit=-1)
+    assert [e.data for e in reopened.entries] == [e.data for e in batches[:durable_end + 1]]
+    reopened.log.close()
+
+
+def test_a_crash_of_memory_storage_keeps_exactly_what_was_synced():
+    storage = sim.SimMemoryStorage()
+    storage.append([Entry(1, 0, 0), Entry(1, 1, 1)])
+    storage.sync()
+    storage.append([Entry(2, 1, 1)])
+    storage.set_hard_state(HardState(term=2, vote=1, commit=0))
+    storage.crash(AlwaysLow())
+    assert storage.entries == [Entry(1, 0, 0), Entry(1, 1, 1)] and storage.hard_state() == HardState()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", sim.INJECTABLE_BUGS)
+def test_each_injected_bug_is_caught_within_the_ci_run_of_2000_seeds(bug):
+    """Seeds in order until the first that fails; CI's sweep is 2000 seeds."""
+    sweep = sim.run_seeds(list(range(2000)), workers=2, fail_fast=True, config=sim.SimConfig(inject_bug=bug))
+    assert sweep.failures, f"no seed of 2000 caught {bug}"
