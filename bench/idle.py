@@ -45,7 +45,17 @@ def main(argv=None) -> int:
                     if time.monotonic() > deadline:
                         raise SystemExit(f"only {sum(l is not None for l in leaders)} of {len(leaders)} partitions have leaders")
                     time.sleep(0.5)
-            time.sleep(3)  # let elections, preferred-leader moves and first reports settle before measuring
+                # Preferred leaders take over a few seconds after creation: measure once that
+                # has settled (leaders within 10 % of an even spread), not the moves themselves.
+                settle_deadline = time.monotonic() + 60
+                while time.monotonic() < settle_deadline:
+                    response = admin.cluster.request_any(MetadataRequest(topics=["idle"]))
+                    leaders = [p["leader"] for p in response.topics[0]["partitions"]]
+                    counts = [leaders.count(b.broker_id) for b in brokers]
+                    if max(counts) - min(counts) <= args.partitions * 0.1:
+                        break
+                    time.sleep(0.5)
+            time.sleep(2)  # the last moves' reports and ISR checks
             processes = [psutil.Process(b.process.pid) for b in brokers]
             before = [p.cpu_times() for p in processes]
             started = time.monotonic()

@@ -397,6 +397,33 @@ class RaftNode:
         else:
             self._send_append(to)
 
+    def heartbeat_from_leader(self, frm: int, term: int, commit: int) -> bool:
+        """A fast path for a coalesced heartbeat (a driver with many groups receives most of them
+        as "nothing new"). When it changes nothing but the election timer — a follower hearing
+        the leader it already follows, in its own term, with no new commit — reset the timer and
+        return True: the caller answers with MsgHeartbeatResp(term) itself, exactly what
+        step(MsgHeartbeat) would have queued. Otherwise return False and change nothing; the
+        caller then step()s the MsgHeartbeat."""
+        if (self._ready_pending or self.role is not Role.FOLLOWER or term != self.term
+                or self.leader_id != frm or min(commit, self._log.last_index()) > self.commit):
+            return False
+        self._election_elapsed = 0
+        return True
+
+    def heartbeat_response_from(self, frm: int, term: int) -> bool:
+        """The leader's fast path for a coalesced heartbeat response: when it only says the
+        follower is alive (in this term, replicating, nothing in flight to unblock, nothing to
+        send it), mark the follower active and return True; otherwise return False and change
+        nothing (the caller step()s the MsgHeartbeatResp)."""
+        if self._ready_pending or self.role is not Role.LEADER or term != self.term:
+            return False
+        pr = self.progress.get(frm)
+        if (pr is None or frm == self.node_id or pr.state is not ProgressState.REPLICATE or pr.paused
+                or len(pr.in_flight) >= self.config.max_in_flight_msgs or pr.match < self._log.last_index()):
+            return False
+        pr.recent_active = True
+        return True
+
     def step(self, m: Message) -> None:
         """Handle one message. The term is checked here, once, for every message type."""
         self._check_not_in_ready()
@@ -432,9 +459,20 @@ class RaftNode:
 
     def has_ready(self) -> bool:
         """Whether ready() has anything for the caller to do."""
+        persisted = self._persisted_hard_state  # compared field by field: this runs per group per turn
         return bool(self._msgs or self._msgs_after_persist or self._log.unstable
                     or self._log.start_over or self.commit > self.applied
-                    or self._hard_state() != self._persisted_hard_state)
+                    or self.term != persisted.term or self.vote != persisted.vote
+                    or self.commit != persisted.commit)
+
+    def take_messages(self) -> list:
+        """Take the messages that may leave before anything is persisted (a leader's appends,
+        heartbeats, start-overs and timeout-nows: the ones ready().messages would carry), so a
+        driver of many groups sends an idle leader's heartbeats without building a Ready for
+        them. What must wait for persistence stays for ready()."""
+        self._check_not_in_ready()
+        messages, self._msgs = self._msgs, []
+        return messages
 
     def ready(self) -> Ready:
         """Collect what must be persisted, sent and applied; call advance() after doing it."""

@@ -53,21 +53,24 @@ from distlog.replication.leadership import LeaderBook
 from distlog.replication.replica import PartitionReplica
 from distlog.replication.wire import PeerFrame, encode_frame
 
-# One Raft tick. With the settings in replica.RaftSettings (10 ticks to an election, a
+# One Raft tick. With the settings in replica.RaftSettings (5 ticks to an election, a
 # heartbeat every 2) a follower starts an election 0.5-1 s after its leader went quiet, and
-# an idle group costs one heartbeat per follower every 100 ms.
-TICK_S = 0.05
+# an idle group costs one heartbeat per follower every 200 ms. Every group is ticked, so the
+# tick rate is most of what many idle partitions cost (bench/idle.py).
+TICK_S = 0.1
 # After a stall (a paused process, a long fsync) tick at most this many times in one turn, so a
 # broker that wakes up does not time out every group at once before hearing from anyone.
 MAX_TICKS_PER_TURN = 3
 # Rounds of Ready handling per turn (see the module docstring).
 READY_ROUNDS = 3
-HEARTBEAT_FULL_EVERY_S = 1.0
+HEARTBEAT_FULL_EVERY_S = 2.0
 LEADER_REPORT_EVERY_S = 1.0
 ISR_CHECK_EVERY_S = 0.25
 REPLICA_LAG_TIME_MAX_S = 10.0
 PREFERRED_LEADER_DELAY_S = 3.0
 PREFERRED_LEADER_CHECK_EVERY_S = 1.0
+# A peer heard from within this long counts as alive (leadership is handed only to live ones).
+PEER_ALIVE_S = 1.0
 
 
 class ReplicaManager:
@@ -100,6 +103,7 @@ class ReplicaManager:
         self._hb_heard: dict = {}
         self._hbr_heard: dict = {}
         self._peer_incarnation: dict = {}
+        self._heard_at: dict = {}  # peer -> when its last frame arrived
         self._next_hb_reset_s = 0.0
         # In-sync tracking: key -> {peer: when last caught up}; key -> (last index, when).
         self._caught_up: dict = {}
@@ -142,6 +146,7 @@ class ReplicaManager:
         """Step every message of one peer's frame into its group (unknown groups: dropped)."""
         now_s = self._clock()
         sender = frame.sender
+        self._heard_at[sender] = now_s
         if self._peer_incarnation.get(sender) != frame.incarnation:
             # The peer (re)started: neither side's remembered heartbeat values hold any more.
             self._peer_incarnation[sender] = frame.incarnation
@@ -152,21 +157,35 @@ class ReplicaManager:
         heard = self._hb_heard.setdefault(sender, {})
         for group, term, commit in frame.heartbeats:
             heard[group] = (term, commit)
-            self._step(group, MsgHeartbeat(sender, self.broker_id, term, commit))
+            self._heartbeat(group, sender, term, commit)
         for group in frame.heartbeats_same:
             values = heard.get(group)
             if values is not None:
-                self._step(group, MsgHeartbeat(sender, self.broker_id, *values))
+                self._heartbeat(group, sender, *values)
         heard_resp = self._hbr_heard.setdefault(sender, {})
         for group, term in frame.heartbeat_resps:
             heard_resp[group] = term
-            self._step(group, MsgHeartbeatResp(sender, self.broker_id, term))
+            self._heartbeat_resp(group, sender, term)
         for group in frame.heartbeat_resps_same:
             term = heard_resp.get(group)
             if term is not None:
-                self._step(group, MsgHeartbeatResp(sender, self.broker_id, term))
+                self._heartbeat_resp(group, sender, term)
         if frame.leaders or frame.leaders_full:
             self.leaders.record(sender, frame.leaders, frame.leaders_full, now_s)
+
+    def _heartbeat(self, group, sender: int, term: int, commit: int) -> None:
+        """An idle group's heartbeat skips Ready handling altogether (RaftNode's fast path):
+        most of what many idle partitions cost was stepping, readying and advancing these."""
+        replica = self.groups.get(group)
+        if replica is not None and replica.node.heartbeat_from_leader(sender, term, commit):
+            self._queue(group, (MsgHeartbeatResp(self.broker_id, sender, term),))
+        else:
+            self._step(group, MsgHeartbeat(sender, self.broker_id, term, commit))
+
+    def _heartbeat_resp(self, group, sender: int, term: int) -> None:
+        replica = self.groups.get(group)
+        if replica is None or not replica.node.heartbeat_response_from(sender, term):
+            self._step(group, MsgHeartbeatResp(sender, self.broker_id, term))
 
     def _step(self, group, m) -> None:
         replica = self.groups.get(group)
@@ -197,11 +216,12 @@ class ReplicaManager:
         for _ in range(min(ticks, MAX_TICKS_PER_TURN)):
             for key, replica in self.groups.items():
                 node = replica.node
+                was = node.role
                 node.tick()
                 # A follower's tick only counts towards an election (which makes it a
-                # pre-candidate), so only leaders and candidates can have a Ready now: checking
-                # every idle follower each tick was most of the idle cost.
-                if node.role is not follower:
+                # pre-candidate), so only groups that were or now are something else can have a
+                # Ready: checking every idle follower each tick was most of the idle cost.
+                if was is not follower or node.role is not follower:
                     touched.add(key)
         self._leadership_housekeeping(now_s)
 
@@ -226,14 +246,20 @@ class ReplicaManager:
                     self.unflushed.discard(key)
             except OSError as error:
                 self._fail(key, f"flushing its log to disk failed ({error})")
+        visited = set()  # every group this call looked at: only those can have moved
         for _ in range(READY_ROUNDS):
             keys, self._touched = self._touched, set()
+            visited |= keys
             written = []
             for key in keys:
                 replica = self.groups.get(key)
-                if replica is None or not replica.node.has_ready():
+                if replica is None:
                     continue
-                rd = replica.node.ready()
+                node = replica.node
+                self._queue(key, node.take_messages())  # an idle leader's heartbeats need no Ready
+                if not node.has_ready():
+                    continue
+                rd = node.ready()
                 self._queue(key, rd.messages)
                 try:
                     if rd.start_over:
@@ -263,7 +289,7 @@ class ReplicaManager:
                 if rd.entries or rd.start_over:
                     replica.synced_offset = replica.log.log_end_offset - 1
                 self._touched.add(key)
-        for key in list(self._hw):
+        for key in visited:
             replica = self.groups.get(key)
             if replica is None:
                 continue
@@ -438,7 +464,11 @@ class ReplicaManager:
                 self._preferred_ready_since.pop(key, None)
                 continue
             progress = node.progress.get(preferred)
-            if progress is None or progress.match < node.last_index or not progress.recent_active:
+            # In sync (heard from within the lag time) and caught up right now. Not
+            # recent_active: check-quorum clears that at the start of every election timeout.
+            if (progress is None or progress.match < node.last_index
+                    or preferred not in self.in_sync_replicas(key, now_s)
+                    or now_s - self._heard_at.get(preferred, float("-inf")) > PEER_ALIVE_S):
                 self._preferred_ready_since.pop(key, None)
                 continue
             since = self._preferred_ready_since.setdefault(key, now_s)

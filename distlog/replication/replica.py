@@ -58,7 +58,11 @@ class Appended(NamedTuple):
 
 
 class RaftSettings(NamedTuple):
-    election_timeout_ticks: int = 10
+    """In ticks of manager.TICK_S (100 ms): a follower campaigns 0.5-1 s after it last heard
+    its leader, which heartbeats every 200 ms (2-5 heartbeats per timeout, so one lost frame
+    does not start an election)."""
+
+    election_timeout_ticks: int = 5
     heartbeat_ticks: int = 2
 
 
@@ -66,7 +70,8 @@ class PartitionReplica:
     """One topic-partition's replica on this broker: its log, Raft node and producer table."""
 
     def __init__(self, topic: str, partition: int, log: PartitionLog, broker_id: int, voters,
-                 settings: RaftSettings = RaftSettings(), state_path: Optional[str] = None):
+                 settings: RaftSettings = RaftSettings(), state_path: Optional[str] = None,
+                 rng: Optional[random.Random] = None):
         self.topic = topic
         self.partition = partition
         self.key = (topic, partition)
@@ -83,7 +88,7 @@ class PartitionReplica:
             peers=self.voters,
             election_timeout_ticks=settings.election_timeout_ticks,
             heartbeat_ticks=settings.heartbeat_ticks,
-            rng=random.Random(int.from_bytes(os.urandom(8), "little")),
+            rng=rng or random.Random(int.from_bytes(os.urandom(8), "little")),  # tests pass a seeded one
             stamp_batch=stamp_record_batch,
             leader_marker=leader_marker_batch,
             applied_offset=applied,

@@ -9,6 +9,7 @@ process, flush_outgoing.
 from __future__ import annotations
 
 import os
+import random
 
 from distlog.consensus.raft import Role
 from distlog.log.config import LogConfig
@@ -27,8 +28,10 @@ class FakeClock:
 
 
 class MemoryCluster:
-    def __init__(self, root: str, broker_ids=(1, 2, 3)):
+    def __init__(self, root: str, broker_ids=(1, 2, 3), seed: int = 0):
         self.root = root
+        self.seed = seed
+        self._opened = 0
         self.clock = FakeClock()
         self.queue: list = []
         self.cut: set = set()  # (from, to) pairs whose frames are dropped
@@ -51,7 +54,9 @@ class MemoryCluster:
                        campaign: bool = False) -> PartitionReplica:
         directory = os.path.join(self.root, f"broker-{broker_id}", f"{topic}-{partition}")
         os.makedirs(os.path.dirname(directory), exist_ok=True)
-        replica = PartitionReplica(topic, partition, PartitionLog.open(directory, config), broker_id, voters)
+        self._opened += 1  # every replica its own election timeouts, the same ones for a seed
+        rng = random.Random(f"{self.seed}-{broker_id}-{topic}-{partition}-{self._opened}")
+        replica = PartitionReplica(topic, partition, PartitionLog.open(directory, config), broker_id, voters, rng=rng)
         self.managers[broker_id].add(replica, campaign=campaign)
         return replica
 

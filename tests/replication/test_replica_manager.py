@@ -221,7 +221,7 @@ def test_idle_groups_heartbeat_with_ids_only(cluster):
         real_deliver()
 
     cluster.deliver = capture
-    cluster.run(0.5)
+    cluster.run(manager_module.HEARTBEAT_FULL_EVERY_S)
     from_leader = [f for f in frames if f.sender == 1]
     same = sum(len(f.heartbeats_same) for f in from_leader)
     full = sum(len(f.heartbeats) for f in from_leader)
