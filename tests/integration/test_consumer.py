@@ -65,8 +65,8 @@ def test_auto_offset_reset_none_raises_offset_out_of_range(filled_topic):
         with pytest.raises(DistlogError) as info:
             polls_until(consumer, lambda records: False)  # until the error
         assert info.value.code == ErrorCode.OFFSET_OUT_OF_RANGE
-        assert "offset 99 is out of range" in info.value.message
-        assert "valid read positions are 0..10" in info.value.message
+        assert "offset 99 is out of range: this log holds offsets 0 to 9 " in info.value.message
+        assert "(valid read positions are 0..10)" in info.value.message
 
 
 def test_seek_to_end_skips_existing_records(filled_topic):

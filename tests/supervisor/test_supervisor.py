@@ -183,6 +183,8 @@ def test_paused_broker_still_stops_on_shutdown(make_supervisor, events):
     supervisor.start()
     pid = broker(supervisor, 1)["pid"]
     supervisor.pause(1)
+    # Stopped for real first: a SIGTERM still pending beside the SIGSTOP is delivered first.
+    wait_for(lambda: psutil.Process(pid).status() == psutil.STATUS_STOPPED, what="SIGSTOP")
     supervisor.shutdown()
     stopped = [fields for event, fields in events if event == "broker_stopped"]
     # -SIGTERM: the SIGCONT let the SIGTERM through; -SIGKILL would mean it sat stopped until
