@@ -404,6 +404,12 @@ class Consumer:
             cid = self._send(endpoint, request)
             if cid is not None:
                 self._in_flight[endpoint] = (cid, time.monotonic(), {tp: self._states[tp].fetch_offset for tp in tps})
+            elif not self._cluster.connection(endpoint).link_up:
+                # The leader's connection is down (it crashed or restarts): leadership may have
+                # moved, so look the leaders up again instead of waiting for that broker.
+                for tp in tps:
+                    self._cluster.invalidate(tp.topic, tp.partition)
+                    self._leaderless.add(tp.topic)
 
     def _receive(self) -> None:
         # Every connection, not only those with a fetch in flight: an unread late reply or

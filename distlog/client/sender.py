@@ -273,7 +273,12 @@ class Sender:
         if connection.disconnected():  # before sending: a drop noticed later concerns what goes out now
             self._connection_lost(endpoint)
         if not connection.link_up:
-            return batches  # sent now, they could vanish with the old connection; wait for the new one
+            # Sent now, they could vanish with the old connection. The broker may be gone for
+            # good (a crashed leader whose partitions a new leader took over): look the leaders
+            # up again, so the batches go wherever leadership went (or here, once it is back).
+            for batch in batches:
+                self.cluster.invalidate(batch.topic, batch.partition)
+            return batches
         in_flight = self.in_flight.setdefault(endpoint, {})
         left = batches
         while left and (len(in_flight) < settings.max_in_flight or settings.acks == 0):
