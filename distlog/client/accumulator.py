@@ -234,24 +234,31 @@ class RecordAccumulator:
             self._enqueue(batch)
         return FutureRecordMetadata(batch, 0)
 
-    def drain(self, now_s: float) -> list:
-        """Seal what lingered long enough (everything once closing); return all sealed."""
+    def drain(self, now_s: float, busy=frozenset()) -> list:
+        """Seal what lingered long enough (everything once closing); return all sealed.
+
+        A partition in `busy` (the sender still holds a batch of it it could not send yet)
+        keeps its open batch open past the linger time, as Kafka's accumulator does: records
+        arriving while its leader is slow or away join one growing batch (sealed when full)
+        instead of becoming a queue of tiny ones, each a round trip of its own later."""
         with self.lock:
-            for buffers in self._partitions.values():
-                if buffers.count and (self.closed or now_s - buffers.batch.created_s >= self.linger_s):
+            for key, buffers in self._partitions.items():
+                if buffers.count and (self.closed or (now_s - buffers.batch.created_s >= self.linger_s
+                                                      and key not in busy)):
                     self._seal(buffers)
             drained = list(self._sealed)
             self._sealed.clear()
         return drained
 
-    def seconds_until_ready(self, now_s: float) -> float:
-        """How long the sender may sleep before some batch should be sealed (capped at 0.1 s)."""
+    def seconds_until_ready(self, now_s: float, busy=frozenset()) -> float:
+        """How long the sender may sleep before some batch should be sealed (capped at 0.1 s);
+        `busy` as for drain()."""
         wait_s = 0.1
         with self.lock:
             if self._sealed:
                 return 0.0
-            for buffers in self._partitions.values():
-                if buffers.count:
+            for key, buffers in self._partitions.items():
+                if buffers.count and key not in busy:
                     wait_s = min(wait_s, max(0.0, buffers.batch.created_s + self.linger_s - now_s))
         return wait_s
 

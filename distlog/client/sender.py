@@ -179,7 +179,8 @@ class Sender:
                 self._fail_everything(ProducerClosedError("the producer was closed before this record was delivered"))
                 return
             now_s = time.monotonic()
-            drained = self.accumulator.drain(now_s)
+            busy = {(b.topic, b.partition) for b in self.waiting}
+            drained = self.accumulator.drain(now_s, busy)
             if self.sequencer is not None:
                 for batch in drained:
                     self.sequencer.number(batch)
@@ -323,7 +324,7 @@ class Sender:
             self.wake_pipe.drain()
 
     def _timeout_ms(self, now_s: float) -> int:
-        timeout_s = self.accumulator.seconds_until_ready(now_s)
+        timeout_s = self.accumulator.seconds_until_ready(now_s, {(b.topic, b.partition) for b in self.waiting})
         if self.partition_counts.has_wanted():
             timeout_s = 0.0
         if self.waiting:

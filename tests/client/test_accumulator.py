@@ -2,6 +2,7 @@
 are cut at batch_size bytes and max_records, and the buffer budget blocks then raises."""
 
 import threading
+import time
 
 import pytest
 
@@ -142,3 +143,18 @@ def test_a_batch_queued_by_send_batch_also_tells_the_sticky_partitioner_it_seale
     batch.size_bytes = len(batch.data)
     acc.append_sealed(batch)
     assert sealed == [("t", 0), ("t", 2)]
+
+
+def test_a_partition_whose_batches_wait_keeps_one_growing_batch_open_past_its_linger():
+    acc = accumulator(linger_s=0.001)
+    for i in range(3):
+        acc.append("t", 0, b"%d" % i, None, 1000, None, None)
+        acc.append("t", 1, b"%d" % i, None, 1000, None, None)
+    late = time.monotonic() + 10.0  # long past every linger
+    assert acc.seconds_until_ready(late, busy={("t", 0)}) == 0.0, "partition 1 is due"
+    drained = acc.drain(late, busy={("t", 0)})
+    assert [(b.partition, b.record_count) for b in drained] == [(1, 3)], "the busy partition's batch was sealed"
+    assert acc.seconds_until_ready(late, busy={("t", 0)}) == 0.1, "a busy partition's batch is never due"
+    acc.append("t", 0, b"3", None, 1000, None, None)
+    [batch] = acc.drain(late)  # no longer busy: sealed, with every record it gathered
+    assert (batch.partition, batch.record_count) == (0, 4)
