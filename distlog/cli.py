@@ -158,11 +158,17 @@ def topic_describe(name, as_json, bootstrap):
     click.echo(tabulate(summary, tablefmt="plain"))
     click.echo()
     rows = [
-        (p["partition"], p["leader"], ",".join(map(str, p["replicas"])), ",".join(map(str, p["in_sync"])),
-         _or_dash(p["log_start_offset"]), _or_dash(p["high_watermark"]))
+        (p["partition"], _or_dash(p["leader"]), _or_dash(p["leader_epoch"]), ",".join(map(str, p["replicas"])),
+         ",".join(map(str, p["in_sync"])) or "-", _or_dash(p["log_start_offset"]), _or_dash(p["high_watermark"]),
+         _or_dash(p["log_end_offset"]), p["status"].upper())
         for p in partitions
     ]
-    click.echo(tabulate(rows, headers=["PARTITION", "LEADER", "REPLICAS", "IN-SYNC", "LOG-START-OFFSET", "HIGH-WATERMARK"]))
+    click.echo(tabulate(rows, headers=["PARTITION", "LEADER", "EPOCH", "REPLICAS", "IN-SYNC", "LOG-START-OFFSET",
+                                       "HIGH-WATERMARK", "LOG-END-OFFSET", "STATUS"]))
+    troubled = [p for p in partitions if p["status"] != "ok"]
+    if troubled:
+        click.echo(f"\n{len(troubled)} of {len(partitions)} partitions are under-replicated or offline "
+                   "(a replica broker is down or behind; `distlog cluster status` shows the brokers)", err=True)
 
 
 def _or_dash(value):

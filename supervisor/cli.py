@@ -214,6 +214,7 @@ def render_status(status: dict) -> str:
         ["data dir", status.get("data_dir")],
         ["supervisor", f"pid {supervisor.get('pid')} control {supervisor.get('control')}"],
         ["controller", controller if controller is not None else "none"],
+        *([["partitions", _partitions_text(status["partitions"])]] if "partitions" in status else []),
     ], tablefmt="plain")
     rows = []
     for broker in status["brokers"]:
@@ -228,6 +229,13 @@ def render_status(status: dict) -> str:
     return f"{summary}\n\n{table}"
 
 
+def _partitions_text(health) -> str:
+    if health is None:
+        return "unknown (no broker answered)"
+    return (f"{health['total']} total, {health['under_replicated']} under-replicated, "
+            f"{health['leaderless']} without a leader")
+
+
 def _faults_text(faults: dict) -> str:
     parts = [f"drop-to {','.join(faults['drop_to'])}" if faults.get("drop_to") else "",
              f"drop-from {','.join(faults['drop_from'])}" if faults.get("drop_from") else ""]
@@ -240,7 +248,31 @@ def _faults_text(faults: dict) -> str:
 def status(data_dir, as_json):
     """Show each broker's state, pid, address, uptime and memory, and the controller."""
     result = _control(data_dir, lambda control: control.status())
+    result["partitions"] = partition_health([b["address"] for b in result["brokers"] if b["state"] == "running"])
     click.echo(json.dumps(result, indent=2) if as_json else render_status(result))
+
+
+def partition_health(addresses: list, timeout_s: float = 2.0) -> dict | None:
+    """{"total", "under_replicated", "leaderless"} over every topic, as the first running broker
+    that answers reports them (leaders' reports reach it within a second); None if none does."""
+    from distlog.client.connection import BrokerConnection
+    from distlog.protocol.errors import DistlogError
+    from distlog.protocol.messages import MetadataRequest
+
+    for address in addresses:
+        connection = BrokerConnection(address)
+        try:
+            response = connection.request(MetadataRequest(topics=None), timeout_s)
+        except DistlogError:
+            continue
+        finally:
+            connection.close()
+        partitions = [p for t in response.topics if not t["error_code"] for p in t["partitions"]]
+        return {"total": len(partitions),
+                "under_replicated": sum(1 for p in partitions
+                                        if p["leader"] is not None and len(p["in_sync"]) < len(p["replicas"])),
+                "leaderless": sum(1 for p in partitions if p["leader"] is None)}
+    return None
 
 
 @cluster.command()

@@ -10,6 +10,7 @@ from distlog.protocol.messages import (
     CreateTopicsRequest,
     DeleteTopicsRequest,
     ListOffsetsRequest,
+    MetadataRequest,
 )
 
 
@@ -54,28 +55,54 @@ class Admin:
         return sorted(name for name in self.cluster.topics if not name.startswith("__"))
 
     def describe_topic(self, name: str) -> dict:
-        """{"name", "configs", "partitions": [{"partition", "leader", "replicas", "in_sync",
-        "log_start_offset", "high_watermark"}]} — offsets asked of each partition's leader."""
+        """{"name", "configs", "partitions": [{"partition", "leader", "leader_epoch", "replicas",
+        "in_sync", "log_start_offset", "high_watermark", "log_end_offset", "status"}]}.
+
+        Each partition's leader is asked about its own partitions, so in-sync replicas, high
+        watermark and log end are exact where the leader answers (other brokers only know them
+        from the leader's last report). status is "ok", "under-replicated" (fewer in-sync
+        replicas than replicas) or "offline" (no leader); unknown values are None."""
         self.cluster.refresh([name])
-        info = self.cluster.topic(name)
-        partitions = list(range(info.partition_count))
-        earliest = self.list_offsets({(name, p): EARLIEST_TIMESTAMP for p in partitions}, missing_ok=True)
-        latest = self.list_offsets({(name, p): LATEST_TIMESTAMP for p in partitions}, missing_ok=True)
-        return {
-            "name": name,
-            "configs": dict(info.configs),
-            "partitions": [
-                {
-                    "partition": p,
-                    "leader": info.leaders[p],
-                    "replicas": list(info.replicas[p]),
-                    "in_sync": list(info.in_sync[p]),
-                    "log_start_offset": earliest.get((name, p)),
-                    "high_watermark": latest.get((name, p)),
-                }
-                for p in partitions
-            ],
-        }
+        self.cluster.topic(name)
+        response = self.cluster.request_any(MetadataRequest(topics=[name]))
+        [answer] = response.topics
+        if answer["error_code"]:
+            raise DistlogError(answer["error_code"], answer["error_message"])
+        partitions = {p["partition"]: dict(p) for p in answer["partitions"]}
+        addresses = {b["broker_id"]: b["address"] for b in response.brokers}
+        earliest = {}
+        # A leader that does not answer soon (down, paused) costs this long, not the request timeout.
+        ask_s = min(2.0, self.request_timeout_s)
+        for leader in {p["leader"] for p in partitions.values() if p["leader"] in addresses}:
+            connection = self.cluster.request_connection(addresses[leader])
+            try:
+                own = connection.request(MetadataRequest(topics=[name]), ask_s)
+                led = [p for p in own.topics[0]["partitions"] if p["leader"] == leader] if not own.topics[0]["error_code"] else []
+                for p in led:
+                    partitions[p["partition"]].update(p)
+                starts = connection.request(ListOffsetsRequest([
+                    {"topic": name, "partition": p["partition"], "timestamp_ms": EARLIEST_TIMESTAMP} for p in led]), ask_s)
+                earliest.update({e["partition"]: e["offset"] for e in starts.partitions if not e["error_code"]})
+            except DistlogError:
+                continue  # keep what the first broker reported
+        out = []
+        for p in sorted(partitions):
+            info = partitions[p]
+            leader = info["leader"]
+            status = ("offline" if leader is None else
+                      "under-replicated" if len(info["in_sync"]) < len(info["replicas"]) else "ok")
+            out.append({
+                "partition": p,
+                "leader": leader,
+                "leader_epoch": info["leader_epoch"] if info["leader_epoch"] >= 0 else None,
+                "replicas": list(info["replicas"]),
+                "in_sync": list(info["in_sync"]),
+                "log_start_offset": earliest.get(p),
+                "high_watermark": info["high_watermark"] if info["high_watermark"] >= 0 else None,
+                "log_end_offset": info["log_end_offset"] if info["log_end_offset"] >= 0 else None,
+                "status": status,
+            })
+        return {"name": name, "configs": dict(answer["configs"]), "partitions": out}
 
     # ------------------------------------------------------------------------------ offsets
 
@@ -84,13 +111,20 @@ class Admin:
         {(topic, partition): offset} (-1 when no record is at or after the timestamp).
         With missing_ok, a partition whose leader does not answer maps to None instead of raising."""
         by_leader: dict = {}
+        offsets: dict = {}
         for (topic, partition), timestamp_ms in requests.items():
             self.cluster.topic(topic)
             endpoint = self.cluster.leader_endpoint(topic, partition)
             if endpoint is None:
-                raise DistlogError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"partition {topic}-{partition} does not exist")
+                if missing_ok:
+                    offsets[(topic, partition)] = None  # no leader right now (an election, or offline)
+                    continue
+                raise DistlogError(ErrorCode.NOT_LEADER if 0 <= partition < self.cluster.topic(topic).partition_count
+                                   else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                                   f"partition {topic}-{partition} has no leader right now (an election is under "
+                                   "way, or its replicas are down)" if 0 <= partition < self.cluster.topic(topic).partition_count
+                                   else f"partition {topic}-{partition} does not exist")
             by_leader.setdefault(endpoint, []).append({"topic": topic, "partition": partition, "timestamp_ms": timestamp_ms})
-        offsets = {}
         for endpoint, partitions in by_leader.items():
             try:
                 response = self.cluster.request_connection(endpoint).request(ListOffsetsRequest(partitions), self.request_timeout_s)

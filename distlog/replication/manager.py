@@ -382,8 +382,12 @@ class ReplicaManager:
         """(Leader only) this broker and the followers caught up within REPLICA_LAG_TIME_MAX_S."""
         now_s = self._clock() if now_s is None else now_s
         caught_up = self._caught_up.get(key, {})
+        never = float("-inf")
+        # Caught up is not enough: on an idle partition a dead follower stays "caught up" for
+        # good, so it must also have been heard from within the lag time.
         return [b for b in self.groups[key].voters
-                if b == self.broker_id or now_s - caught_up.get(b, float("-inf")) <= REPLICA_LAG_TIME_MAX_S]
+                if b == self.broker_id or (now_s - caught_up.get(b, never) <= REPLICA_LAG_TIME_MAX_S
+                                           and now_s - self._heard_at.get(b, never) <= REPLICA_LAG_TIME_MAX_S)]
 
     def leader_info(self, key, now_s: Optional[float] = None):
         """(leader id or None, leader epoch, in-sync replicas, high watermark, log end offset)

@@ -150,3 +150,24 @@ def test_a_rolling_restart_under_load_fails_no_send(cluster):
                      CATCH_UP_GUARD_S, "every replica back in sync")
     assert not producer.failed, f"{len(producer.failed)} sends failed in a rolling restart: {producer.failed[:3]}"
     finish(cluster, topic, 3, producer)
+
+
+def test_describe_shows_leaders_epochs_in_sync_replicas_and_offsets_and_marks_under_replication(cluster):
+    topic = new_topic(cluster, partitions=3)
+    with Admin(cluster[0].address) as admin:
+        with SteadyProducer(cluster[0].address, topic, rate_per_s=500, max_records=300) as producer:
+            wait_for(lambda: len(producer.acked) == 300, CATCH_UP_GUARD_S, "300 acknowledged writes")
+        per_partition = {p: sum(1 for part, _ in producer.acked.values() if part == p) for p in range(3)}
+        described = wait_for(lambda: (lambda d: d if all(p["high_watermark"] == per_partition[p["partition"]]
+                                                          for p in d["partitions"]) else None)(admin.describe_topic(topic)),
+                             CATCH_UP_GUARD_S, "every high watermark at the acknowledged count")
+        for p in described["partitions"]:
+            assert p["status"] == "ok" and sorted(p["in_sync"]) == [1, 2, 3] and p["leader_epoch"] >= 1
+            assert p["log_end_offset"] == p["high_watermark"] and p["log_start_offset"] == 0
+        victim = next(b for b in cluster if b.broker_id == 3)
+        sigkill(victim)
+        # A dead follower leaves the in-sync replicas after replica.lag.time.max.ms (10 s).
+        described = wait_for(lambda: (lambda d: d if all(p["status"] == "under-replicated" for p in d["partitions"])
+                                      else None)(admin.describe_topic(topic)), 30, "every partition under-replicated")
+        for p in described["partitions"]:
+            assert 3 not in p["in_sync"] and p["leader"] in (1, 2)
