@@ -93,7 +93,9 @@ def parse_configs(ctx, param, values) -> dict:
 @topic.command("create")
 @click.argument("name")
 @click.option("--partitions", "-p", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--replication-factor", "-r", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--replication-factor", "-r", type=click.IntRange(min=1), default=1, show_default=True,
+              help="copies of each partition, on as many brokers (at most the cluster's size); each "
+                   "partition is a Raft group over them: 3 survives one broker down")
 @click.option("--config", "-c", "configs", multiple=True, callback=parse_configs, metavar="KEY=VALUE",
               help="topic config, repeatable: segment.bytes, segment.ms, retention.ms, retention.bytes, "
                    "cleanup.policy, delete.retention.ms, max.message.bytes, flush.policy")
@@ -183,7 +185,10 @@ def _or_dash(value):
 @click.option("--key", "-k", help="the key of every record")
 @click.option("--key-separator", help="split each line at the first SEP into key and value")
 @click.option("--partition", type=click.IntRange(min=0), help="send every record to this partition")
-@click.option("--acks", type=click.Choice(["all", "1", "0"]), default="all", show_default=True)
+@click.option("--acks", type=click.Choice(["all", "1", "0"]), default="all", show_default=True,
+              help="all: committed by a majority of the partition's replicas (survives any minority of "
+                   "failures; idempotent, retries never duplicate). 1: on the leader's disk only (a failover "
+                   "can lose it). 0: no acknowledgement at all.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="seconds to wait for the acknowledgements")
 @cluster_options
