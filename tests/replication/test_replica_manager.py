@@ -5,10 +5,13 @@ preferred leaders, in-sync replicas, heartbeat coalescing; after each, every rep
 range is byte-identical.
 """
 
+import time
+
 import pytest
 
 from distlog.consensus.raft import Role
 from distlog.log.batch import build_batch, peek_header
+from distlog.log.config import LogConfig
 from distlog.protocol.errors import ErrorCode
 from distlog.replication import manager as manager_module
 from distlog.replication.acks import PendingProduce, ProduceWaiters, WaitingPartition
@@ -246,3 +249,25 @@ def test_a_frame_survives_the_wire_and_garbage_is_refused():
             decode_frame(1, 2, garbage, data)
     with pytest.raises(RaftWireError):
         decode_frame(1, 2, body, [])  # an entry naming a frame that is not there
+
+
+def test_a_follower_behind_the_leaders_log_start_starts_over_from_it(cluster):
+    config = LogConfig(segment_bytes=4096, retention_bytes=8192)
+    replicas = cluster.create("t", config=config)
+    cluster.run_until(lambda: cluster.leader_of(KEY) == 1)
+    cluster.crash(3)
+    for i in range(200):
+        propose(cluster, 1, b"%04d" % i + b"x" * 100)
+        if i % 20 == 19:
+            cluster.run(0.1)
+    cluster.run_until(lambda: replicas[1].high_watermark == 200)
+    for b in (1, 2):
+        replicas[b].run_housekeeping(int(time.time() * 1000))
+    assert replicas[1].log_start_offset > 0, "retention removed nothing: the test proves nothing"
+    replicas[3] = cluster.restart(3, "t", 0, (1, 2, 3), config)
+    cluster.run_until(lambda: replicas[3].high_watermark == replicas[1].high_watermark, what="the start-over")
+    assert replicas[3].log_start_offset == replicas[1].log_start_offset
+    assert_identical(replicas)
+    propose(cluster, 1, b"after")
+    cluster.run_until(lambda: all(r.high_watermark == replicas[1].log_end_offset for r in replicas.values()))
+    assert_identical(replicas)
