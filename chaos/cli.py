@@ -55,23 +55,29 @@ def _faults(_ctx, _param, value):
               help="Which faults the nemesis may inject.")
 @click.option("--rate", "rate_per_s", type=click.FloatRange(1, 100_000), default=1000.0, show_default=True,
               help="Records per second the producer sends.")
+@click.option("--replication-factor", "-r", type=click.IntRange(1, 9), default=None,
+              help="Copies of each partition of the workload's topic [default: 3, or --brokers if fewer].")
 @click.option("--seed", type=int, default=None, help="Seed of the fault schedule (default: random, printed).")
 @click.option("--report-dir", default=None,
               help="Where history.jsonl, report.md, timeline.png and summary.json go "
                    "(default: chaos-reports/<UTC time>).")
-def chaos(duration_s, brokers, partitions, faults, rate_per_s, seed, report_dir):
+def chaos(duration_s, brokers, partitions, faults, rate_per_s, replication_factor, seed, report_dir):
     """Chaos-test a fresh local cluster: live workload, injected faults, history check, report."""
     # Imported here: the runner pulls in the checker and matplotlib, which no other command needs.
     from distlog.chaos.runner import ChaosConfig, ChaosRunError, run_chaos
     from distlog.protocol.errors import DistlogError
     from distlog.supervisor.control import ControlError
 
+    if replication_factor is not None and replication_factor > brokers:
+        raise click.BadParameter(f"{replication_factor} copies need as many brokers (--brokers {brokers})",
+                                 param_hint="--replication-factor")
     if "partition" in faults and brokers < 2:
         raise click.BadParameter("a partition fault needs --brokers 2 or more", param_hint="--faults")
     seed = random.randrange(1_000_000) if seed is None else seed
     report_dir = report_dir or f"chaos-reports/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     config = ChaosConfig(duration_s=duration_s, brokers=brokers, partitions=partitions, faults=faults, seed=seed,
-                         rate_per_s=rate_per_s, report_dir=report_dir, command=" ".join(["distlog", *sys.argv[1:]]))
+                         rate_per_s=rate_per_s, replication_factor=replication_factor, report_dir=report_dir,
+                         command=" ".join(["distlog", *sys.argv[1:]]))
     click.echo(f"chaos: seed {seed}, report in {report_dir}", err=True)
     try:
         result = run_chaos(config, say=lambda message: click.echo(f"chaos: {message}", err=True))

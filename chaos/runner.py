@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 from distlog.chaos.checker import check
 from distlog.chaos.history import History
@@ -31,10 +32,6 @@ from distlog.supervisor import cluster_file
 from distlog.supervisor.control import ClusterControl, ControlError
 
 TOPIC = "chaos"
-# Replication is not in yet: every partition has one replica. A kill or pause then makes its
-# partitions unavailable until the broker is back; what the run checks is that nothing
-# acknowledged is lost or duplicated on the way.
-REPLICATION_FACTOR = 1
 CLUSTER_UP_TIMEOUT_S = 120.0
 FINAL_READ_TIMEOUT_S = 60.0
 
@@ -54,7 +51,15 @@ class ChaosConfig:
     fault_duration_s: tuple = (1.0, 3.0)  # how long a pause or partition lasts
     # False shows what the checker catches without idempotence: retries after a pause duplicate.
     idempotent_producer: bool = True
+    # Copies of each partition; None: 3, or every broker when there are fewer. At RF=3 a kill,
+    # pause or partition of one broker is a failover the run must get through without losing or
+    # duplicating an acknowledged write; at RF=1 it makes that broker's partitions wait for it.
+    replication_factor: Optional[int] = None
     command: str = field(default="", compare=False)
+
+
+def replication_factor_of(config: ChaosConfig) -> int:
+    return config.replication_factor or min(3, config.brokers)
 
 
 class ChaosRunError(RuntimeError):
@@ -68,7 +73,7 @@ def run_chaos(config: ChaosConfig, say=print) -> dict:
     data_dir = tempfile.mkdtemp(prefix="distlog-chaos-")
     history = History(os.path.join(config.report_dir, "history.jsonl"))
     meta = {"command": config.command, **{k: v for k, v in asdict(config).items() if k != "command"},
-            "topic": TOPIC, "replication_factor": REPLICATION_FACTOR,
+            "topic": TOPIC, "replication_factor": replication_factor_of(config),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_commit": _git_commit()}
     harness_errors = []
     try:
@@ -98,7 +103,7 @@ def _run_workload(control, config: ChaosConfig, history, meta: dict, say) -> lis
     bootstrap = ",".join(b["address"] for b in record["brokers"])
     broker_ids = [b["id"] for b in record["brokers"]]
     with Admin(bootstrap) as admin:
-        admin.create_topic(TOPIC, partitions=config.partitions, replication_factor=REPLICATION_FACTOR)
+        admin.create_topic(TOPIC, partitions=config.partitions, replication_factor=replication_factor_of(config))
     history.add("meta", **meta)
     consumers = [ConsumerWorkload(bootstrap, TOPIC, config.partitions, history, i) for i in range(config.consumers)]
     producers = [ProducerWorkload(bootstrap, TOPIC, history, config.rate_per_s / config.producers, i,
