@@ -39,6 +39,9 @@ _REFRESH_ON = frozenset({ErrorCode.NOT_LEADER, ErrorCode.BROKER_NOT_AVAILABLE, E
 # The longest one metadata lookup may hold the sender thread, and with it every partition's
 # traffic; a topic's partition count that did not come in time is asked for again (PartitionCounts).
 METADATA_ATTEMPT_S = 1.0
+# A produce unanswered this long makes the sender check whether its partition's leader moved
+# (a follower elects a new leader 0.5-1 s after it last heard from the old one).
+LEADER_CHECK_AFTER_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -415,6 +418,7 @@ class Sender:
 
     def _expire(self, now_s: float) -> None:
         settings = self.settings
+        slow = []
         for endpoint, in_flight in self.in_flight.items():
             for cid, (sent_at_s, batches) in list(in_flight.items()):
                 if now_s - sent_at_s >= settings.request_timeout_s:
@@ -422,6 +426,10 @@ class Sender:
                     for batch in batches:
                         self._failed(batch, RequestTimedOutError(
                             f"no produce reply from {endpoint} within {settings.request_timeout_s:.3g} s"))
+                elif now_s - sent_at_s >= LEADER_CHECK_AFTER_S:
+                    slow.append((endpoint, cid, batches))
+        if slow:
+            self._leave_moved_leaders(slow)
         expired, kept = [], []
         for batch in self.waiting:
             (expired if now_s - batch.created_s >= settings.delivery_timeout_s else kept).append(batch)
@@ -431,6 +439,21 @@ class Sender:
                 self._finish(batch, -1, RequestTimedOutError(
                     f"records for {batch.topic}-{batch.partition} not delivered within delivery_timeout_ms="
                     f"{settings.delivery_timeout_s * 1000:.0f}: no leader reachable"))
+
+    def _leave_moved_leaders(self, slow: list) -> None:
+        """A paused or cut-off leader never answers NOT_LEADER: for requests unanswered for
+        LEADER_CHECK_AFTER_S, look the leaders up, and resend to the new leader the batches whose
+        partition moved (an idempotent retry is recognised there if the old leader had
+        replicated it; a non-idempotent one may be written twice, as after any timeout)."""
+        self.cluster.refresh_soon({b.topic for _, _, batches in slow for b in batches},
+                                  timeout_s=min(METADATA_ATTEMPT_S, self.settings.request_timeout_s))
+        for endpoint, cid, batches in slow:
+            moved = any(self.cluster.leader_endpoint(b.topic, b.partition) not in (endpoint, None) for b in batches)
+            if moved and self.in_flight.get(endpoint, {}).pop(cid, None) is not None:
+                for batch in batches:
+                    self._failed(batch, RequestTimedOutError(
+                        f"no produce reply from {endpoint}, and leadership of {batch.topic}-{batch.partition} "
+                        "moved elsewhere meanwhile"))
 
     # ------------------------------------------------------------------------ idempotence
 

@@ -2,6 +2,7 @@
 isolated leader (fault rules on the real transport), a rolling restart; after each, every
 acknowledged write is there exactly once and every replica's committed range is byte-identical."""
 
+import signal
 import time
 import uuid
 
@@ -171,3 +172,22 @@ def test_describe_shows_leaders_epochs_in_sync_replicas_and_offsets_and_marks_un
                                       else None)(admin.describe_topic(topic)), 30, "every partition under-replicated")
         for p in described["partitions"]:
             assert 3 not in p["in_sync"] and p["leader"] in (1, 2)
+
+
+def test_a_paused_leader_is_replaced_and_the_producer_moves_on_without_waiting_out_its_timeout(cluster):
+    topic = new_topic(cluster)
+    with SteadyProducer(cluster[0].address, topic, partition=0, request_timeout_ms=30_000) as producer:
+        wait_for(lambda: len(producer.acked) >= 200, CATCH_UP_GUARD_S, "writes before the pause")
+        old = broker_by_id(cluster, leader_of(cluster, topic, 0))
+        old.process.send_signal(signal.SIGSTOP)
+        try:
+            paused_at = time.monotonic()
+            # A paused leader never says NOT_LEADER; the producer must notice the new leader on its
+            # own, well before its 30 s request timeout (the guard says "well before", not how fast).
+            wait_for(lambda: producer.acked_after(paused_at) >= 200, 15, "writes acked by a new leader")
+        finally:
+            old.process.send_signal(signal.SIGCONT)
+        wait_for(lambda: len(describe(cluster[0].address, topic)["partitions"][0]["in_sync"]) == 3,
+                 CATCH_UP_GUARD_S, "the old leader back in sync")
+    assert not producer.failed, f"sends failed: {producer.failed[:3]}"
+    finish(cluster, topic, 1, producer)
