@@ -51,6 +51,7 @@ from distlog.broker.data_dir_lock import lock_data_dir
 from distlog.broker.delayed import FetchPurgatory, ParkedFetch
 from distlog.broker.logs import BrokerLogger
 from distlog.broker.metadata import ClusterMetadata
+from distlog.consensus.hard_state_store import HardStateStore
 from distlog.durable import make_directory_durably
 from distlog.log.batch import CorruptBatchError
 from distlog.log.errors import LogError, OffsetOutOfRangeError, RecordTooLargeError
@@ -196,7 +197,9 @@ class Broker:
                     fault_rules=self.fault_rules, peer=f"broker-{broker_id}")
         self.controller_connection = self.peer_connections.get(config.controller_id)
         self.raft_frames_dropped = 0
-        self.replication = ReplicaManager(self.broker_id, self._send_raft_frame, self.logger)
+        self.hard_states = HardStateStore(self._path("raft-state.json"))
+        self.replication = ReplicaManager(self.broker_id, self._send_raft_frame, self.logger,
+                                          hard_state_store=self.hard_states)
         self.replication.set_peers(config.peers)
         self._open_local_replicas()
         self._sync_sent_at_s = None  # when the outstanding MetadataSync went out, if one is out
@@ -361,6 +364,12 @@ class Broker:
                 replica.close()
             except OSError as error:
                 self.logger.error("close_failed", partition=f"{replica.topic}-{replica.partition}", error=str(error))
+        hard_states = getattr(self, "hard_states", None)  # absent if the broker failed to start early
+        if hard_states is not None:
+            try:
+                hard_states.flush()  # every partition's last commit index, in one write
+            except OSError as error:
+                self.logger.error("hard_state_flush_failed", error=str(error))
 
     def _close_sockets(self) -> None:
         """Close the sockets and the context, then let another broker have the data dir."""
@@ -406,7 +415,7 @@ class Broker:
                     continue
                 voters = topic.replicas[key[1]]
                 try:
-                    replica = PartitionReplica(key[0], key[1], log, self.broker_id, voters)
+                    replica = PartitionReplica(key[0], key[1], log, self.broker_id, voters, store=self.hard_states)
                 except (OSError, LogError, ValueError, RuntimeError) as error:  # its Raft state is unreadable
                     log.close()
                     self.offline[key] = f"opening its Raft state failed ({error})"
@@ -416,6 +425,12 @@ class Broker:
                 self.replication.add(replica, campaign=voters[0] == self.broker_id)
         if self.metadata.version > 0:  # never on metadata we know nothing about (a lost metadata.json)
             self._delete_orphan_partition_dirs(wanted)
+            for name in set(self.hard_states.names()) - {partition_dir_name(*key) for key in wanted}:
+                self.hard_states.remove(name)
+        try:
+            self.hard_states.flush()  # deleted partitions' entries, gone durably
+        except OSError as error:
+            self.logger.error("hard_state_flush_failed", error=str(error))
 
     def _delete_orphan_partition_dirs(self, wanted: dict) -> None:
         """Remove partition directories of deleted topics (a broker may have been down when it happened)."""

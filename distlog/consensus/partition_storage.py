@@ -46,6 +46,7 @@ import json
 import os
 from typing import Optional, Sequence
 
+from distlog.consensus.hard_state_store import HardStateStore
 from distlog.consensus.log_store import Span
 from distlog.consensus.messages import Entry, HardState
 from distlog.durable import write_file_atomically
@@ -76,19 +77,29 @@ def leader_marker_batch(base_offset: int, leader_term: int) -> bytes:
 
 
 class PartitionStorage:
-    """Raft storage over one partition log; state_path defaults to '<directory>.raft-state'."""
+    """Raft storage over one partition log; state_path defaults to '<directory>.raft-state'.
 
-    def __init__(self, log: PartitionLog, state_path: Optional[str] = None):
+    With a shared `store` (a broker's HardStateStore, entry `name`), the hard state lives there
+    instead, and sync() only puts it: the owner of the store flushes it once for all its
+    partitions before the messages that depend on it leave (see hard_state_store.py). A state
+    file at state_path (an older version's) is still read when the store has no entry."""
+
+    def __init__(self, log: PartitionLog, state_path: Optional[str] = None,
+                 store: Optional[HardStateStore] = None, name: Optional[str] = None):
         self.log = log
         self.state_path = state_path or os.path.normpath(log.directory) + ".raft-state"
+        self._store = store
+        self._name = name or os.path.basename(os.path.normpath(log.directory))
         self._hard_state = HardState(commit=log.log_start_offset - 1)
         self._start: tuple[int, int] = (log.log_start_offset, 0)
         self._pending_start = None  # {"op", "offset", "term"} while the log start is being moved
         # Term or vote (or a start-over) changed since the file was last written: sync() writes it.
         self._state_dirty = False
-        if os.path.exists(self.state_path):
+        state = store.get(self._name) if store is not None else None
+        if state is None and os.path.exists(self.state_path):
             with open(self.state_path, "rb") as f:
                 state = json.load(f)
+        if state is not None:
             self._hard_state = HardState(state["term"], state["vote"], state["commit"])
             self._start = (state["start_offset"], state["start_term"])
             pending = state.get("pending_start")
@@ -112,27 +123,43 @@ class PartitionStorage:
 
     def sync(self) -> None:
         """Make every append, reset and hard state change so far durable (see the module
-        docstring: call it before sending messages_after_persist and before advance())."""
+        docstring: call it before sending messages_after_persist and before advance()). With a
+        shared store the hard state is only put there: the store's owner flushes it."""
         self.log.flush()
         if self._state_dirty:
             self._pending_start = None  # a start-over's emptied log is durable now
-            self._write_state()
+            self._write_state(durable=self._store is None)
             self._state_dirty = False
 
     def close(self) -> None:
-        """Persist everything, the last commit index included, and close the log."""
+        """Persist everything, the last commit index included, and close the log (with a shared
+        store: put there, for its owner to flush once after closing every partition)."""
         self.log.flush()
         self._pending_start = None
-        self._write_state()
+        self._write_state(durable=self._store is None)
         self._state_dirty = False
         self.log.close()
 
-    def _write_state(self) -> None:
+    def forget(self) -> None:
+        """The partition is being deleted: drop its hard state (its file, or its store entry)."""
+        if self._store is not None:
+            self._store.remove(self._name)
+        try:
+            os.remove(self.state_path)
+        except FileNotFoundError:
+            pass
+
+    def _write_state(self, durable: bool = True) -> None:
         hs = self._hard_state
         state = {"term": hs.term, "vote": hs.vote, "commit": hs.commit,
                  "start_offset": self._start[0], "start_term": self._start[1],
                  "pending_start": self._pending_start}
-        write_file_atomically(self.state_path, json.dumps(state).encode())
+        if self._store is None:
+            write_file_atomically(self.state_path, json.dumps(state).encode())
+            return
+        self._store.put(self._name, state)
+        if durable:
+            self._store.flush()
 
     # ---- the log ------------------------------------------------------------------------
 

@@ -404,9 +404,9 @@ class RaftNode:
         return True: the caller answers with MsgHeartbeatResp(term) itself, exactly what
         step(MsgHeartbeat) would have queued. Otherwise return False and change nothing; the
         caller then step()s the MsgHeartbeat."""
-        if (self._ready_pending or self.role is not Role.FOLLOWER or term != self.term
-                or self.leader_id != frm or min(commit, self._log.last_index()) > self.commit):
-            return False
+        if (self._ready_pending or self.role is not Role.FOLLOWER or term != self.term or self.leader_id != frm
+                or (commit > self.commit and min(commit, self._log.last_index()) > self.commit)):
+            return False  # (the log's last index is looked up only when the commit would move)
         self._election_elapsed = 0
         return True
 

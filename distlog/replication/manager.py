@@ -47,17 +47,18 @@ import os
 import time
 from typing import Callable, Optional
 
+from distlog.consensus.hard_state_store import HardStateStore
 from distlog.consensus.messages import MsgHeartbeat, MsgHeartbeatResp
 from distlog.consensus.raft import Role
 from distlog.replication.leadership import LeaderBook
 from distlog.replication.replica import PartitionReplica
 from distlog.replication.wire import PeerFrame, encode_frame
 
-# One Raft tick. With the settings in replica.RaftSettings (5 ticks to an election, a
-# heartbeat every 2) a follower starts an election 0.5-1 s after its leader went quiet, and
-# an idle group costs one heartbeat per follower every 200 ms. Every group is ticked, so the
-# tick rate is most of what many idle partitions cost (bench/idle.py).
-TICK_S = 0.1
+# One Raft tick. With the settings in replica.RaftSettings (4 ticks to an election, a
+# heartbeat every 2) a follower starts an election 0.5-0.9 s after its leader went quiet, and
+# an idle group costs one heartbeat per follower every 250 ms. Every group is ticked and
+# heartbeats, so the tick is most of what many idle partitions cost (bench/idle.py).
+TICK_S = 0.125
 # After a stall (a paused process, a long fsync) tick at most this many times in one turn, so a
 # broker that wakes up does not time out every group at once before hearing from anyone.
 MAX_TICKS_PER_TURN = 3
@@ -65,7 +66,7 @@ MAX_TICKS_PER_TURN = 3
 READY_ROUNDS = 3
 HEARTBEAT_FULL_EVERY_S = 2.0
 LEADER_REPORT_EVERY_S = 1.0
-ISR_CHECK_EVERY_S = 0.25
+ISR_CHECK_EVERY_S = 0.5
 REPLICA_LAG_TIME_MAX_S = 10.0
 PREFERRED_LEADER_DELAY_S = 3.0
 PREFERRED_LEADER_CHECK_EVERY_S = 1.0
@@ -77,8 +78,11 @@ class ReplicaManager:
     """All PartitionReplicas of one broker and the Raft traffic between them and their peers."""
 
     def __init__(self, broker_id: int, send: Callable[[int, bytes, list], None],
-                 logger=None, clock: Callable[[], float] = time.monotonic):
+                 logger=None, clock: Callable[[], float] = time.monotonic,
+                 hard_state_store: Optional[HardStateStore] = None):
         self.broker_id = broker_id
+        # Where the groups' hard states live (one file per broker), flushed once per round.
+        self.hard_state_store = hard_state_store
         self._send = send
         self._logger = logger
         self._clock = clock
@@ -213,9 +217,9 @@ class ReplicaManager:
         self._last_tick_s += ticks * TICK_S
         follower = Role.FOLLOWER
         touched = self._touched
+        nodes = [(key, replica.node) for key, replica in self.groups.items()]
         for _ in range(min(ticks, MAX_TICKS_PER_TURN)):
-            for key, replica in self.groups.items():
-                node = replica.node
+            for key, node in nodes:
                 was = node.role
                 node.tick()
                 # A follower's tick only counts towards an election (which makes it a
@@ -281,6 +285,8 @@ class ReplicaManager:
                     self._sync(replica, rd, now_ms)
                 except Exception as error:
                     self._fail(key, f"flushing its Raft log to disk failed ({error})")
+            if not self._flush_hard_states(written):
+                continue
             for key, replica, rd in written:
                 if key in self.failed:
                     continue
@@ -315,6 +321,20 @@ class ReplicaManager:
         replica.storage.sync()
         replica.durable_vote = vote
         self.unflushed.discard(replica.key)
+
+    def _flush_hard_states(self, written: list) -> bool:
+        """Make this round's terms and votes durable (one write for every group); False, with
+        each of those groups failed, if that cannot be done."""
+        store = self.hard_state_store
+        if store is None or not store.dirty:
+            return True
+        try:
+            store.flush()
+        except OSError as error:
+            for key, _, _ in written:
+                self._fail(key, f"writing the Raft hard state failed ({error})")
+            return False
+        return True
 
     def _fail(self, key, why: str) -> None:
         replica = self.remove(key)

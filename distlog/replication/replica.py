@@ -24,6 +24,7 @@ import os
 import random
 from typing import NamedTuple, Optional
 
+from distlog.consensus.hard_state_store import HardStateStore
 from distlog.consensus.messages import Entry
 from distlog.consensus.partition_storage import PartitionStorage, leader_marker_batch, stamp_record_batch
 from distlog.consensus.raft import Config, RaftNode, Role
@@ -58,11 +59,11 @@ class Appended(NamedTuple):
 
 
 class RaftSettings(NamedTuple):
-    """In ticks of manager.TICK_S (100 ms): a follower campaigns 0.5-1 s after it last heard
-    its leader, which heartbeats every 200 ms (2-5 heartbeats per timeout, so one lost frame
-    does not start an election)."""
+    """In ticks of manager.TICK_S (125 ms): a follower campaigns 0.5-0.9 s after it last heard
+    its leader, which heartbeats every 250 ms (2-3 heartbeats per timeout; a follower that
+    misses them only pre-votes, which the others refuse while they still hear the leader)."""
 
-    election_timeout_ticks: int = 5
+    election_timeout_ticks: int = 4
     heartbeat_ticks: int = 2
 
 
@@ -71,14 +72,14 @@ class PartitionReplica:
 
     def __init__(self, topic: str, partition: int, log: PartitionLog, broker_id: int, voters,
                  settings: RaftSettings = RaftSettings(), state_path: Optional[str] = None,
-                 rng: Optional[random.Random] = None):
+                 rng: Optional[random.Random] = None, store: Optional[HardStateStore] = None):
         self.topic = topic
         self.partition = partition
         self.key = (topic, partition)
         self.log = log
         self.broker_id = broker_id
         self.voters = tuple(voters)
-        self.storage = PartitionStorage(log, state_path)
+        self.storage = PartitionStorage(log, state_path, store=store, name=f"{topic}-{partition}")
         hard_state = self.storage.hard_state()
         self.durable_vote = (hard_state.term, hard_state.vote)  # what the state file holds
         # The log is the state machine: everything committed is already "applied" to it.
@@ -228,10 +229,7 @@ class PartitionReplica:
 
     def delete(self) -> None:
         self.log.delete()
-        try:
-            os.remove(self.storage.state_path)
-        except FileNotFoundError:
-            pass
+        self.storage.forget()
 
 
 def _headers_of(view: memoryview) -> list:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 
+from distlog.consensus.hard_state_store import HardStateStore
 from distlog.consensus.raft import Role
 from distlog.log.config import LogConfig
 from distlog.log.partition_log import PartitionLog
@@ -43,7 +44,9 @@ class MemoryCluster:
             self.queue.append((broker_id, peer, body, entries))
             return True
 
-        manager = ReplicaManager(broker_id, send, clock=self.clock)
+        store = HardStateStore(os.path.join(self.root, f"broker-{broker_id}", "raft-state.json"))
+        os.makedirs(os.path.dirname(store.path), exist_ok=True)
+        manager = ReplicaManager(broker_id, send, clock=self.clock, hard_state_store=store)
         manager.set_peers(self.broker_ids_all())
         return manager
 
@@ -56,7 +59,8 @@ class MemoryCluster:
         os.makedirs(os.path.dirname(directory), exist_ok=True)
         self._opened += 1  # every replica its own election timeouts, the same ones for a seed
         rng = random.Random(f"{self.seed}-{broker_id}-{topic}-{partition}-{self._opened}")
-        replica = PartitionReplica(topic, partition, PartitionLog.open(directory, config), broker_id, voters, rng=rng)
+        replica = PartitionReplica(topic, partition, PartitionLog.open(directory, config), broker_id, voters, rng=rng,
+                                   store=self.managers[broker_id].hard_state_store)
         self.managers[broker_id].add(replica, campaign=campaign)
         return replica
 
@@ -119,3 +123,4 @@ class MemoryCluster:
         for manager in self.managers.values():
             for key in list(manager.groups):
                 manager.remove(key).close()
+            manager.hard_state_store.flush()
