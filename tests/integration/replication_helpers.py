@@ -147,8 +147,8 @@ def assert_every_ack_exactly_once(acked: dict, records: list) -> None:
 def committed_batches(data_dir: str, topic: str, partition: int):
     """(commit index, [(base offset, crc, batch bytes)]) of one stopped broker's replica."""
     directory = os.path.join(data_dir, "topics", f"{topic}-{partition}")
-    with open(os.path.normpath(directory) + ".raft-state") as f:
-        commit = json.load(f)["commit"]
+    with open(os.path.join(data_dir, "raft-state.json")) as f:  # distlog/consensus/hard_state_store.py
+        commit = json.load(f)[f"{topic}-{partition}"]["commit"]
     log = PartitionLog.open(directory, LogConfig())
     try:
         storage = PartitionStorage(log)
