@@ -36,7 +36,6 @@ gets UNKNOWN_SERVER_ERROR and is logged with its traceback; neither stops the lo
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import signal
@@ -54,8 +53,8 @@ from distlog.broker.metadata import ClusterMetadata
 from distlog.consensus.hard_state_store import HardStateStore
 from distlog.durable import make_directory_durably
 from distlog.log.batch import CorruptBatchError
-from distlog.log.errors import LogError, OffsetOutOfRangeError, RecordTooLargeError
 from distlog.log.config import LogConfig
+from distlog.log.errors import LogError, OffsetOutOfRangeError, RecordTooLargeError
 from distlog.log.partition_log import PartitionLog
 from distlog.protocol.codec import decode_request, decode_response, encode, peek_api_key
 from distlog.protocol.errors import DistlogError, ErrorCode, ProtocolError
@@ -81,8 +80,7 @@ from distlog.protocol.messages import (
 from distlog.replication.acks import PendingProduce, ProduceWaiters, WaitingPartition
 from distlog.replication.manager import ReplicaManager
 from distlog.replication.producer_state import DuplicateSequenceError, ProducerBatchInfo, SequenceError
-from distlog.replication.replica import (Appended, ControlBatchRefusedError, NotLeaderForPartitionError,
-                                         PartitionReplica)
+from distlog.replication.replica import ControlBatchRefusedError, NotLeaderForPartitionError, PartitionReplica
 from distlog.replication.wire import RaftWireError, decode_frame
 from distlog.transports.faults import FaultRules
 from distlog.transports.zmq_transport import DealerConnection, RouterServer, TransportError
@@ -126,7 +124,9 @@ class PendingTopicChange:
     deadline_s: float
 
 
-# PartitionStorage keeps a partition's Raft hard state beside its directory, under this suffix.
+# Where an older version kept a partition's Raft hard state, beside its directory (now one
+# raft-state.json per broker: distlog/consensus/hard_state_store.py); still read, and removed
+# with the partition.
 RAFT_STATE_SUFFIX = ".raft-state"
 
 
@@ -223,7 +223,6 @@ class Broker:
         poller.register(self.server.socket, zmq.POLLIN)
         if self.controller_connection is not None:
             poller.register(self.controller_connection.socket, zmq.POLLIN)
-        # Peers never answer Raft frames, but a socket with unread input keeps the poll awake.
         next_housekeeping_s = time.monotonic() + HOUSEKEEPING_INTERVAL_S
         handoff_deadline_s = None
         try:

@@ -6,7 +6,6 @@ from distlog.client.cluster import ClusterView
 from distlog.protocol.errors import DistlogError, ErrorCode
 from distlog.protocol.messages import (
     EARLIEST_TIMESTAMP,
-    LATEST_TIMESTAMP,
     CreateTopicsRequest,
     DeleteTopicsRequest,
     ListOffsetsRequest,

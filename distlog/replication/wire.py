@@ -38,8 +38,6 @@ from distlog.consensus.messages import (
     Entry,
     MsgApp,
     MsgAppResp,
-    MsgHeartbeat,
-    MsgHeartbeatResp,
     MsgPreVote,
     MsgPreVoteResp,
     MsgStartOver,

@@ -13,7 +13,7 @@ from distlog.client import Admin
 from distlog.client.connection import BrokerConnection
 from distlog.client.probe import set_fault_rules
 from distlog.log.batch import build_batch
-from distlog.protocol.errors import DistlogError, ErrorCode
+from distlog.protocol.errors import ErrorCode
 from distlog.protocol.messages import ACKS_ALL, ProduceRequest
 from tests.integration.replication_helpers import (
     SteadyProducer, assert_every_ack_exactly_once, assert_replicas_identical, describe, leader_of,

@@ -4,8 +4,6 @@ gaps refused, sequences wrapping, and the table rebuilt from the log after a res
 import pytest
 
 from distlog.log.batch import build_batch
-from distlog.log.config import LogConfig
-from distlog.log.partition_log import PartitionLog
 from distlog.replication.producer_state import (
     MAX_PRODUCERS, SEQUENCE_MODULUS, WINDOW, DuplicateSequenceError, ProducerBatchInfo, ProducerStateTable,
     SequenceError,
