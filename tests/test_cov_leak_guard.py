@@ -89,7 +89,10 @@ def run_inner_pytest(tmp_path, source):
 
 
 def leaked_pids(output: str) -> list[int]:
-    return [int(line.split()[1].rstrip(":")) for line in output.splitlines() if line.strip().startswith("pid ")]
+    """Each pid the guard named, once: with CI set, pytest prints the short test summary
+    untruncated, so every message (and its pid lines) appears twice."""
+    pids = [int(line.split()[1].rstrip(":")) for line in output.splitlines() if line.strip().startswith("pid ")]
+    return list(dict.fromkeys(pids))
 
 
 def gone(pid: int) -> bool:
