@@ -9,7 +9,8 @@ The broker's loop calls, each turn:
   tick(now)        which ticks every group once per TICK_S of the monotonic clock;
   process(now)     which handles the Ready of every group that may have one:
                      1. take node.ready(); queue ready.messages at once (a leader's appends may
-                        leave before its own write: it counts itself only once persisted);
+                        leave before its own write: it counts itself only once persisted), and
+                        send them before the fsync below when they carry entries;
                      2. write: start-over, entries, hard state (PartitionStorage, no fsync yet);
                      3. group commit: one sync() per written group, all groups of the turn
                         together, so many partitions and producers share the fsync wait;
@@ -278,6 +279,10 @@ class ReplicaManager:
                 written.append((key, replica, rd))
             if not written:
                 break
+            if any(rd.entries and rd.messages for _, _, rd in written):
+                # A leader's appends leave before its own fsync, not after: the followers then
+                # write and fsync while it does, instead of after it.
+                self.flush_outgoing()
             for key, replica, rd in written:  # group commit: every write of this round, then acks
                 if not (rd.entries or rd.start_over or rd.hard_state):
                     continue
