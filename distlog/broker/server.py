@@ -310,12 +310,13 @@ class Broker:
         manager = self.replication
         manager.tick(now_s)
         manager.process()
-        for key, why in manager.failed.items():
+        failed = manager.take_failed()
+        for key, why in failed.items():
             self.replicas.pop(key, None)
             self.offline[key] = why
         # Every partition a produce waits on is looked at: acks=1 settles on the write alone.
         moved = manager.hw_advanced | self.produce_waiters.keys()
-        for peer, cid, results in self.produce_waiters.settle(self.replicas, moved, manager.failed, now_s):
+        for peer, cid, results in self.produce_waiters.settle(self.replicas, moved, failed, now_s):
             self._reply(peer, cid, ProduceResponse(results))
         self.touched.update(manager.hw_advanced)
         manager.flush_outgoing()

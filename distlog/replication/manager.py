@@ -91,8 +91,9 @@ class ReplicaManager:
         self.groups: dict = {}  # (topic, partition) -> PartitionReplica
         self.peers: set = set()  # every other broker of the cluster (leader reports go to all)
         self.leaders = LeaderBook()
-        # Outputs of the last process(), for the broker: groups whose high watermark moved
-        # (wake parked fetches) and groups that failed to persist (now offline) with why.
+        # For the broker: groups whose high watermark moved in the last process() (wake parked
+        # fetches), and groups that failed (a write, a sync, a core safety check) and were
+        # dropped, with why, until take_failed() hands them over.
         self.hw_advanced: set = set()
         self.failed: dict = {}
         # Single-replica groups under flush.policy=interval with writes not yet flushed.
@@ -242,7 +243,6 @@ class ReplicaManager:
     def process(self, now_ms: Optional[int] = None) -> None:
         """Handle the Ready of every group that may have one (see the module docstring)."""
         self.hw_advanced = set()
-        self.failed = {}
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         for key in list(self.unflushed):
             replica = self.groups.get(key)
@@ -340,6 +340,11 @@ class ReplicaManager:
                 self._fail(key, f"writing the Raft hard state failed ({error})")
             return False
         return True
+
+    def take_failed(self) -> dict:
+        """Groups dropped since the last call, with why (the broker marks them offline)."""
+        failed, self.failed = self.failed, {}
+        return failed
 
     def _fail(self, key, why: str) -> None:
         replica = self.remove(key)
