@@ -7,11 +7,11 @@ The workload is the one ../shared/peers/README.md describes: N records with 8-by
 and 100-byte random values made before timing, one Python producer with many records in
 flight (a record counts only once acknowledged), then one Python consumer reading everything
 back and checking every record. distlog runs 3 brokers on 127.0.0.1 with one topic of one
-partition; it is measured through Producer.send() per record (as users call it) and through
-send_batch(). Each system prints one JSON line with the same fields; then distlog's ratio to
-each peer. `ack` says what an acknowledgement means for each system: distlog has no
-replication yet (replication factor 1), but fsyncs before acknowledging; the peers replicate
-to 3 copies and do not fsync per write.
+partition at --replication-factor (default 3, as the peers' R3); it is measured through
+Producer.send() per record (as users call it) and through send_batch(). Each system prints one
+JSON line with the same fields; then distlog's ratio to each peer. `ack` says what an
+acknowledgement means for each system: distlog's acks=all is a majority of the replicas with
+the entry fsynced; the peers replicate to 3 copies and do not fsync per write.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def timed_cpu(fn, *args, **kwargs):
     return result, (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
 
 
-def measure_distlog(records: int, flush_policy: str) -> list:
+def measure_distlog(records: int, flush_policy: str, replication_factor: int = 3) -> list:
     rng = np.random.default_rng(7)
     keys_2d = rng.integers(0, 256, size=(records, 8), dtype=np.uint8)
     values_2d = rng.integers(0, 256, size=(records, 100), dtype=np.uint8)
@@ -55,9 +55,11 @@ def measure_distlog(records: int, flush_policy: str) -> list:
         brokers = start_brokers(3, data_root, extra_args=["--config", f"flush.policy={flush_policy}"])
         bootstrap = ",".join(b.address for b in brokers)
         with Admin(bootstrap) as admin:
-            admin.create_topic("compare-send", partitions=1)
-            admin.create_topic("compare-batch", partitions=1)
-        ack = f"leader append, flush.policy={flush_policy}, idempotent producer (replication factor 1: no replication yet)"
+            admin.create_topic("compare-send", partitions=1, replication_factor=replication_factor)
+            admin.create_topic("compare-batch", partitions=1, replication_factor=replication_factor)
+        ack = (f"committed by {replication_factor // 2 + 1} of {replication_factor} replicas, each fsynced; idempotent producer"
+               if replication_factor > 1 else
+               f"the only replica's append, flush.policy={flush_policy}; idempotent producer")
         (elapsed, failures, latencies), cpu_produce = timed_cpu(produce_with_send, bootstrap, "compare-send", values, "all", 5, keys)
         (consume_s, verified), cpu_consume = timed_cpu(consume_records, bootstrap, "compare-send", values, 600, keys)
         lines.append(_line("distlog-send", records, elapsed, consume_s, latencies, failures, verified, ack,
@@ -101,9 +103,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--peers", choices=["all", "nats", "redis", "none"], default="all")
-    parser.add_argument("--flush-policy", default="always")
+    parser.add_argument("--flush-policy", default="always", help="for --replication-factor 1 (replicas always fsync)")
+    parser.add_argument("--replication-factor", type=int, choices=[1, 2, 3], default=3)
     args = parser.parse_args(argv)
-    lines = measure_distlog(args.records, args.flush_policy)
+    lines = measure_distlog(args.records, args.flush_policy, args.replication_factor)
     if args.peers != "none":
         lines.extend(measure_peers(args.peers, args.records))
     for line in lines:
