@@ -55,6 +55,9 @@ _RESET_POLICIES = {"earliest": EARLIEST_TIMESTAMP, "latest": LATEST_TIMESTAMP, "
 # How long poll() sleeps at most between turns: a partition without a leader is looked up again,
 # and an expired request resent, this soon after it is due.
 _TURN_S = 0.1
+# A fetch unanswered this long past its long poll makes the consumer check whether the leader
+# moved (a follower elects a new one 0.5-0.9 s after it last heard from the old).
+LEADER_CHECK_AFTER_S = 1.0
 # Errors after which the partition's leader may have moved: look it up again (epoch kept).
 _LEADER_MOVED = frozenset({ErrorCode.NOT_LEADER, ErrorCode.BROKER_NOT_AVAILABLE})
 
@@ -482,6 +485,7 @@ class Consumer:
         """Give up on requests unanswered for too long, so they are sent again (their broker may
         be gone: its partitions' leaders are looked up again first)."""
         now_s = time.monotonic()
+        slow = []
         for flights, limit_s in ((self._in_flight, self.request_timeout_s + self.fetch_max_wait_ms / 1000),
                                  (self._offsets_in_flight, self.request_timeout_s)):
             for endpoint, (cid, sent_at_s, asked) in list(flights.items()):
@@ -489,6 +493,17 @@ class Consumer:
                     del flights[endpoint]
                     for tp in asked:
                         self._cluster.invalidate(tp.topic, tp.partition)
+                elif now_s - sent_at_s > self.fetch_max_wait_ms / 1000 + LEADER_CHECK_AFTER_S:
+                    slow.append((flights, endpoint, cid, asked))
+        if slow:
+            # A paused or cut-off leader never answers NOT_LEADER: past its long poll and a
+            # second more, look its partitions' leaders up, and ask the new leader instead.
+            self._cluster.refresh_soon({tp.topic for _, _, _, asked in slow for tp in asked},
+                                       min(1.0, self.request_timeout_s))
+            for flights, endpoint, cid, asked in slow:
+                if flights.get(endpoint, (None,))[0] == cid and any(
+                        self._cluster.leader_endpoint(tp.topic, tp.partition) not in (endpoint, None) for tp in asked):
+                    del flights[endpoint]
 
     def close(self) -> None:
         if not self._closed:

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from distlog.broker.launcher import start_brokers, stop_brokers
-from distlog.client import Admin
+from distlog.client import Admin, Consumer, TopicPartition
 from distlog.client.connection import BrokerConnection
 from distlog.client.probe import set_fault_rules
 from distlog.log.batch import build_batch
@@ -191,3 +191,26 @@ def test_a_paused_leader_is_replaced_and_the_producer_moves_on_without_waiting_o
                  CATCH_UP_GUARD_S, "the old leader back in sync")
     assert not producer.failed, f"sends failed: {producer.failed[:3]}"
     finish(cluster, topic, 1, producer)
+
+
+def test_a_consumer_of_a_paused_leader_reads_on_from_the_new_one_without_waiting_out_its_timeout(cluster):
+    topic = new_topic(cluster)
+    with SteadyProducer(cluster[0].address, topic, partition=0) as producer, \
+            Consumer(cluster[0].address, request_timeout_ms=30_000) as consumer:
+        consumer.assign([TopicPartition(topic, 0)])
+        consumer.seek_to_beginning()
+        seen = set()
+        wait_for(lambda: seen.update(r.value for r in consumer.poll(timeout=0.2)) or len(seen) >= 200,
+                 CATCH_UP_GUARD_S, "records before the pause")
+        old = broker_by_id(cluster, leader_of(cluster, topic, 0))
+        old.process.send_signal(signal.SIGSTOP)
+        try:
+            paused_at = time.monotonic()
+            wait_for(lambda: producer.acked_after(paused_at) >= 100, 15, "writes acked by a new leader")
+            with producer._lock:  # the producer's callbacks add to it meanwhile
+                fresh = set(producer.acked) - seen
+            # The guard is well inside the 30 s request timeout: the consumer must move on by itself.
+            wait_for(lambda: seen.update(r.value for r in consumer.poll(timeout=0.2)) or fresh <= seen, 15,
+                     "records written after the pause, read from the new leader")
+        finally:
+            old.process.send_signal(signal.SIGCONT)
