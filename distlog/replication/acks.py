@@ -11,7 +11,8 @@ is then answered from the new leader's table, not written twice), the entry was 
 partition went offline, or the request's timeout passed (REQUEST_TIMED_OUT).
 
 Waiting never blocks the loop: the broker calls settle() once per turn after the manager's
-process(), and each pending produce is looked at only when a partition it waits on moved.
+process(), naming the partitions worth a look (those that committed, and those some produce
+waits on: acks=1 settles on the leader's own write, which moves no high watermark).
 """
 
 from __future__ import annotations
