@@ -430,14 +430,18 @@ class ReplicaManager:
                 return (self.broker_id, node.term, self.in_sync_replicas(key, now_s),
                         replica.high_watermark, replica.log_end_offset)
             report = self.leaders.get(key, now_s)
-            if node.leader_id is not None:
+            leader_alive = now_s - self._heard_at.get(node.leader_id, float("-inf")) <= PEER_ALIVE_S
+            if node.leader_id is not None and leader_alive:
+                # (A leader not heard from for a while is not named: it is likely gone or cut
+                # off, and clients sent to it would only wait; they look again shortly.)
                 if report is not None and report.leader == node.leader_id and report.epoch == node.term:
                     return (node.leader_id, node.term, list(report.in_sync), report.high_watermark,
                             report.log_end_offset)
                 return node.leader_id, node.term, [node.leader_id], replica.high_watermark, -1
         report = self.leaders.get(key, now_s)
-        if report is None:
-            return None, -1, [], -1, -1
+        if report is None or (replica is not None and report.epoch <= replica.node.term
+                              and report.leader == replica.node.leader_id):
+            return None, -1, [], -1, -1  # nothing newer than what this replica already doubts
         return report.leader, report.epoch, list(report.in_sync), report.high_watermark, report.log_end_offset
 
     def _leadership_housekeeping(self, now_s: float) -> None:
