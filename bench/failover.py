@@ -26,7 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from distlog.broker.launcher import start_brokers, stop_brokers, wait_until_ready  # noqa: E402
+from distlog.broker.launcher import restart_broker, start_brokers, stop_brokers  # noqa: E402
 from distlog.client import Admin, Consumer, Producer, TopicPartition  # noqa: E402
 from distlog.client.connection import BrokerConnection  # noqa: E402
 from distlog.protocol.messages import MetadataRequest  # noqa: E402
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
                 if not args.json:
                     print(f"trial {trial + 1}: broker {leader_id} killed, writes acknowledged again after "
                           f"{failovers_ms[-1]} ms", file=sys.stderr)
-                restart(victim)
+                restart_broker(victim, 30)
                 wait(lambda: (partition_view(brokers[0].address) or {}).get("in_sync", []).__len__() == 3
                      and agreed_leader(brokers), 60, "all three replicas in sync again")
             load.stop.set()
@@ -162,14 +162,6 @@ def main(argv=None) -> int:
     }
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))
     return 0 if lost == 0 and duplicates == 0 else 1
-
-
-def restart(broker) -> None:
-    import subprocess
-    with open(broker.log_path, "ab") as log:
-        broker.process = subprocess.Popen(broker.process.args, stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL)
-    wait_until_ready(broker, 30)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from distlog.consensus.hard_state_store import HardStateStore
 from distlog.consensus.messages import Entry
 from distlog.consensus.partition_storage import PartitionStorage, leader_marker_batch, stamp_record_batch
 from distlog.consensus.raft import Config, RaftNode, Role
-from distlog.log.batch import ATTR_CONTROL, HEADER_SIZE, CorruptBatchError, peek_header
+from distlog.log.batch import ATTR_CONTROL, HEADER_SIZE, peek_header
 from distlog.log.partition_log import PartitionLog
 from distlog.replication.producer_state import ProducerStateTable, batch_info
 
@@ -243,6 +243,3 @@ def _headers_of(view: memoryview) -> list:
         position += header.batch_length
     return headers
 
-
-__all__ = ["Appended", "ControlBatchRefusedError", "CorruptBatchError", "NotLeaderForPartitionError",
-           "PartitionReplica", "RaftSettings"]

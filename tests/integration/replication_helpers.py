@@ -1,4 +1,4 @@
-"""Helpers for replication tests on real broker processes: restart, leaders, steady producers,
+"""Helpers for replication tests on real broker processes: leaders, steady producers,
 and the byte-for-byte comparison of every replica's committed range."""
 
 from __future__ import annotations
@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 
-from distlog.broker.launcher import wait_until_ready
 from distlog.client import Consumer, Producer, TopicPartition
 from distlog.client.connection import BrokerConnection
 from distlog.consensus.partition_storage import PartitionStorage
@@ -18,15 +16,6 @@ from distlog.log.batch import peek_header
 from distlog.log.config import LogConfig
 from distlog.log.partition_log import PartitionLog
 from distlog.protocol.messages import MetadataRequest
-
-
-def restart(broker, ready_timeout_s: float = 20.0) -> None:
-    """Start a stopped broker again with the command line it had."""
-    assert broker.process.poll() is not None, "restart() needs a stopped broker"
-    with open(broker.log_path, "ab") as log:
-        broker.process = subprocess.Popen(broker.process.args, stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL)
-    wait_until_ready(broker, ready_timeout_s)
 
 
 def sigkill(broker) -> None:

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from distlog.broker.launcher import start_brokers, stop_brokers
+from distlog.broker.launcher import restart_broker as restart, start_brokers, stop_brokers
 from distlog.client import Admin, Consumer, TopicPartition
 from distlog.client.connection import BrokerConnection
 from distlog.client.probe import set_fault_rules
@@ -17,7 +17,7 @@ from distlog.protocol.errors import ErrorCode
 from distlog.protocol.messages import ACKS_ALL, ProduceRequest
 from tests.integration.replication_helpers import (
     SteadyProducer, assert_every_ack_exactly_once, assert_replicas_identical, describe, leader_of,
-    read_everything, restart, sigkill, wait_for,
+    read_everything, sigkill, wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -130,7 +130,7 @@ def test_an_isolated_leader_accepts_no_write_and_the_majority_goes_on(cluster):
         refused = produce_directly(old.address, topic, b"isolated-write-2", timeout_ms=500)
         assert refused["error_code"] != 0, "a broker cut off from the majority took a write"
         # (Until they elect, the majority's brokers may still name the old leader.)
-        new = wait_for(lambda: (lambda leader: leader if leader not in (None, old.broker_id) else None)(
+        wait_for(lambda: (lambda leader: leader if leader not in (None, old.broker_id) else None)(
             leader_of(majority, topic, 0)), ELECTION_GUARD_S, "a majority leader other than the old one")
         wait_for(lambda: producer.acked_after(cut_at) >= 200, CATCH_UP_GUARD_S, "writes on the majority side")
         heal(cluster)
