@@ -419,6 +419,18 @@ class PartitionLog:
                     self._directory_dirty = False
             self._last_flush_ms = self._clock_ms()
 
+    def make_recovered_durable(self) -> None:
+        """fsync the active segment as recovery found it. What a previous process wrote but
+        never fsynced (it was killed between the write and its flush) can still be in the page
+        cache, readable but not durable; a Raft replica must not acknowledge or commit it as if
+        it were. Closed segments were fsynced when they rolled."""
+        with self._lock:
+            active = self._segments[-1]
+            active.dirty = True
+            if active not in self._dirty_segments:
+                self._dirty_segments.append(active)
+        self.flush()
+
     @contextlib.contextmanager
     def _fsync_failure_sticks(self):
         """Remember an fsync failure so that every later flush raises it."""

@@ -79,6 +79,9 @@ class PartitionReplica:
         self.log = log
         self.broker_id = broker_id
         self.voters = tuple(voters)
+        # Before this replica can acknowledge, vote for or commit anything its log holds, all of
+        # it must be on disk, including what a killed predecessor wrote but never fsynced.
+        log.make_recovered_durable()
         self.storage = PartitionStorage(log, state_path, store=store, name=f"{topic}-{partition}")
         hard_state = self.storage.hard_state()
         self.durable_vote = (hard_state.term, hard_state.vote)  # what the state file holds

@@ -271,3 +271,19 @@ def test_a_follower_behind_the_leaders_log_start_starts_over_from_it(cluster):
     propose(cluster, 1, b"after")
     cluster.run_until(lambda: all(r.high_watermark == replicas[1].log_end_offset for r in replicas.values()))
     assert_identical(replicas)
+
+
+def test_a_replica_makes_what_its_log_holds_durable_before_it_can_acknowledge_any_of_it(tmp_path, monkeypatch):
+    import os as os_module
+    from distlog.log.partition_log import PartitionLog
+    from distlog.replication.replica import PartitionReplica
+    log = PartitionLog.open(str(tmp_path / "t-0"), LogConfig())
+    log.append(build_batch([b"written, never fsynced"]), assign_offsets=True, leader_term=1)
+    log._segments[-1]._close_fd()  # what a SIGKILL leaves: bytes in the page cache, no fsync
+    reopened = PartitionLog.open(str(tmp_path / "t-0"), LogConfig())
+    fsynced = []
+    real_fsync = os_module.fsync
+    monkeypatch.setattr(os_module, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd)))
+    replica = PartitionReplica("t", 0, reopened, 1, (1, 2, 3))
+    assert reopened._segments[-1]._fd in fsynced, "the recovered tail was not fsynced before the replica came up"
+    replica.close()
