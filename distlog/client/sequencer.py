@@ -27,7 +27,7 @@ from __future__ import annotations
 import secrets
 from collections import deque
 
-from distlog.log.batch import with_producer_fields
+from distlog.log.batch import stamp_producer_fields, with_producer_fields
 from distlog.replication.producer_state import SEQUENCE_MODULUS, WINDOW
 
 PRODUCER_EPOCH = 0
@@ -52,15 +52,21 @@ class Sequencer:
         """Give a batch fresh from the accumulator the next sequence of its partition."""
         batch.order = self._next_order
         self._next_order += 1
-        self._stamp(batch)
+        self._stamp(batch, in_place=isinstance(batch.data, bytearray))
 
-    def _stamp(self, batch) -> None:
+    def _stamp(self, batch, in_place: bool = False) -> None:
+        """in_place only for a batch never sent: a request that timed out may still sit in a
+        ZeroMQ queue holding the batch's buffer (frames go zero-copy), so a renumbered batch
+        gets a copy rather than changing bytes that may yet be sent."""
         key = (batch.topic, batch.partition)
         producer_id = self._producer_ids.get(key)
         if producer_id is None:
             producer_id = self._producer_ids[key] = new_producer_id()
         sequence = self._next_sequence.get(key, 0)
-        batch.data = with_producer_fields(batch.data, producer_id, PRODUCER_EPOCH, sequence)
+        if in_place:
+            stamp_producer_fields(batch.data, producer_id, PRODUCER_EPOCH, sequence)
+        else:
+            batch.data = with_producer_fields(batch.data, producer_id, PRODUCER_EPOCH, sequence)
         self._next_sequence[key] = (sequence + batch.record_count) % SEQUENCE_MODULUS
 
     def may_send(self, batch) -> bool:

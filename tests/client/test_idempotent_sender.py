@@ -142,6 +142,29 @@ def test_a_batch_that_failed_for_good_gets_its_partition_renumbered_under_a_new_
     assert len({s[0] for s in resent}) == 1 and resent[0][0] != old_pid
 
 
+def test_a_fresh_batch_is_stamped_in_place_but_a_renumbered_one_gets_a_copy(rig):
+    """A timed-out request may still sit in a ZeroMQ queue holding the batch's buffer (frames
+    go zero-copy): renumbering must not change bytes that may yet leave."""
+    sender, accumulator, connection = rig
+    batch = ProducerBatch("t", 0)
+    batch.data = build_batch([b"v0", b"v1"], writable=True)
+    batch.record_count, batch.size_bytes = 2, len(batch.data)
+    fresh_buffer = batch.data
+    accumulator.append_sealed(batch)
+    for drained in accumulator.drain(0.0):
+        sender.sequencer.number(drained)
+        sender.waiting.append(drained)
+    assert batch.data is fresh_buffer and RecordBatch(batch.data).producer_id > 0
+    sent_bytes = bytes(fresh_buffer)
+    sender._send(now_s=0.0)
+    sender.sequencer.failed_for_good(batch)  # as if an earlier batch failed: the partition is renumbered
+    sender.in_flight[ENDPOINT].clear()  # its request timed out, but ZeroMQ may still hold the buffer
+    sender.sequencer.renumber([batch], set())
+    assert bytes(fresh_buffer) == sent_bytes and batch.data is not fresh_buffer
+    RecordBatch(batch.data).verify()
+    assert RecordBatch(batch.data).producer_id != RecordBatch(fresh_buffer).producer_id
+
+
 def test_renumbering_waits_until_nothing_of_the_partition_is_in_flight(rig):
     sender, accumulator, connection = rig
     queue_batches(sender, accumulator, 2)

@@ -20,6 +20,8 @@ from distlog.log.batch import (
     iter_batches,
     peek_header,
     stamp_batch,
+    stamp_producer_fields,
+    with_producer_fields,
 )
 
 maybe_bytes = st.one_of(st.none(), st.binary(max_size=40))
@@ -109,6 +111,20 @@ def test_stamp_keeps_the_crc_valid():
     assert (batch.base_offset, batch.last_offset, batch.leader_term, batch.crc) == (1234, 1236, 9, crc_before)
     stamp_batch(memoryview(buf), 99, 1)
     assert peek_header(buf).base_offset == 99
+
+
+def test_producer_fields_stamped_in_place_match_the_copying_stamp():
+    built = build_batch([b"a", b"bb", None], writable=True)
+    assert isinstance(built, bytearray)
+    copied = with_producer_fields(bytes(built), 77, 3, 1000)
+    buffer_before = id(built)
+    stamp_producer_fields(built, 77, 3, 1000)
+    assert id(built) == buffer_before and bytes(built) == copied
+    batch = RecordBatch(built)
+    batch.verify()  # the crc was recomputed over the new fields
+    assert (batch.producer_id, batch.producer_epoch, batch.base_sequence) == (77, 3, 1000)
+    arrays = build_batch_from_arrays(np.zeros((4, 8), dtype=np.uint8), writable=True)
+    assert isinstance(arrays, bytearray) and isinstance(build_batch_from_arrays(np.zeros((4, 8), dtype=np.uint8)), bytes)
 
 
 def test_header_layout_is_documented_size():
