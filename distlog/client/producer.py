@@ -14,6 +14,13 @@ was lost is recognised by the leader instead of written twice, and a partition's
 in the order they were sent (distlog/client/sequencer.py). Without it (acks=0 or 1, or
 enable_idempotence=False) a retried batch may be written twice, and with more than one request
 in flight a retry can reorder batches of one partition.
+
+batch_size defaults to 1 MB (Kafka's is 16 KiB), just under a default topic's max.message.bytes
+(1 MiB + 12). A batch only grows that large while its partition's earlier batches are in
+flight (or with send_batch), so light traffic still leaves after linger_ms; under load one
+partition's throughput is bounded by max_in_flight batches per round trip, and at RF=3 a
+round trip is two fsyncs deep: 256 KiB batches held one partition to ~470k records/s of 100 B,
+1 MB batches reached ~820k (bench/produce.py, docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -66,7 +73,7 @@ class Producer:
         *,
         acks="all",
         linger_ms: float = 5,
-        batch_size: int = 256 * 1024,
+        batch_size: int = 1_000_000,
         buffer_memory: int = 64 * 1024 * 1024,
         max_block_ms: float = 60_000,
         retries: int = 2**31 - 1,
@@ -192,12 +199,13 @@ class Producer:
             chunk_timestamps_ms = timestamps_ms[chunk] if per_record else timestamps_ms
             if as_arrays:
                 key_chunk = keys[chunk] if isinstance(keys, np.ndarray) else None
-                yield build_batch_from_arrays(values[chunk], key_chunk, chunk_timestamps_ms), len(chunk)
+                yield build_batch_from_arrays(values[chunk], key_chunk, chunk_timestamps_ms, writable=True), len(chunk)
             else:
                 key_chunk = [keys[i] for i in chunk] if keys is not None else None
                 if chunk_timestamps_ms is not None:
                     chunk_timestamps_ms = np.broadcast_to(chunk_timestamps_ms, len(chunk)).tolist()
-                yield build_batch([_as_bytes(values[i], "value") for i in chunk], key_chunk, chunk_timestamps_ms), len(chunk)
+                yield build_batch([_as_bytes(values[i], "value") for i in chunk], key_chunk, chunk_timestamps_ms,
+                                  writable=True), len(chunk)
 
     def flush(self, timeout: float | None = None) -> None:
         """Send everything buffered (without waiting out linger_ms) and wait until every record

@@ -71,3 +71,29 @@ def test_close_with_a_timeout_on_a_dead_cluster_fails_what_is_left_and_stops_the
     producer.flush(timeout=1)  # nothing left to wait for, and no write to a closed wake-up pipe
     with pytest.raises(ProducerClosedError):
         producer.send("t", b"y")
+
+
+def test_default_batches_fit_a_default_topic_both_from_send_and_send_batch():
+    """batch_size defaults to 1 MB for throughput; a batch of that size, header and headers
+    included, must still pass a default topic's max.message.bytes (else every full batch of a
+    busy producer would be refused)."""
+    import numpy as np
+
+    from distlog.log.config import LogConfig
+
+    limit = LogConfig().max_message_bytes
+    producer = Producer(dead_address(), max_block_ms=1000, delivery_timeout_ms=60_000)
+    producer._partition_counts.counts["t"] = 1  # pretend metadata arrived; the broker is unreachable
+    try:
+        values = np.full((30_000, 100), 7, dtype=np.uint8)
+        sizes = [len(data) for data, _ in producer._batches_for_rows(values, None, np.arange(len(values)), None)]
+        assert len(sizes) > 2 and max(sizes) <= limit and min(sizes[:-1]) > 0.9 * limit
+        for _ in range(12_000):  # send(): records with headers until the open batch is sealed
+            producer._append("t", 0, b"v" * 90, b"key", 0, [("h", b"x" * 8)], None)
+        sealed = producer._accumulator.seal_all()
+        assert len(sealed) >= 2
+        sizes = [len(batch.data) for batch in sealed]
+        assert max(sizes) <= limit and max(sizes) > 0.8 * limit  # full, and still under the limit
+    finally:
+        producer._accumulator.close()
+        producer.close(timeout=2)
