@@ -20,6 +20,7 @@ between leaders; a partition whose leader does not answer just has no records ye
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import deque
 from itertools import repeat
@@ -114,11 +115,22 @@ def decode_batch(tp: TopicPartition, batch: RecordBatch, min_offset: int) -> lis
     keys = _slices(payload, arrays.key_positions[start:], arrays.key_lengths[start:])
     values = _slices(payload, arrays.value_positions[start:], arrays.value_lengths[start:])
     count = n - start
-    # tuple.__new__ straight from map: namedtuple's own constructor costs a Python call per record.
-    return list(map(tuple.__new__, repeat(ConsumerRecord, count), zip(
-        repeat(tp.topic, count), repeat(tp.partition, count), arrays.offsets[start:].tolist(),
-        arrays.timestamps_ms[start:].tolist(), keys, values, repeat(_NO_HEADERS, count),
-    )))
+    # The cyclic GC is paused while the records are made: every 700 new tuples would start a
+    # collection, which was 60% of decoding (710 against 287 ns a record). The records hold
+    # only strs, ints, bytes and None, so they cannot form a cycle the pause could leave behind;
+    # the allocations still count, and the next collection runs as soon as GC is back on.
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        # tuple.__new__ straight from map: namedtuple's own constructor costs a Python call per record.
+        return list(map(tuple.__new__, repeat(ConsumerRecord, count), zip(
+            repeat(tp.topic, count), repeat(tp.partition, count), arrays.offsets[start:].tolist(),
+            arrays.timestamps_ms[start:].tolist(), keys, values, repeat(_NO_HEADERS, count),
+        )))
+    finally:
+        if paused:
+            gc.enable()
 
 
 _NO_HEADERS = ()
