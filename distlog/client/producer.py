@@ -194,18 +194,24 @@ class Producer:
             record_bytes = max(1, int(np.mean([len(values[i] or b"") for i in rows[:100]]))) + ROW_SIZE
         per_batch = max(1, (self.batch_size - HEADER_SIZE) // record_bytes)
         per_record = isinstance(timestamps_ms, np.ndarray)
+        # Rows in one run (one partition's records, the common case) are sliced, not gathered:
+        # a slice of the caller's array is a view, where fancy indexing copies every value.
+        contiguous = as_arrays and len(rows) > 0 and int(rows[-1]) - int(rows[0]) + 1 == len(rows)
         for start in range(0, len(rows), per_batch):
             chunk = rows[start:start + per_batch]
+            count = len(chunk)
+            if contiguous:
+                chunk = slice(int(chunk[0]), int(chunk[0]) + count)
             chunk_timestamps_ms = timestamps_ms[chunk] if per_record else timestamps_ms
             if as_arrays:
                 key_chunk = keys[chunk] if isinstance(keys, np.ndarray) else None
-                yield build_batch_from_arrays(values[chunk], key_chunk, chunk_timestamps_ms, writable=True), len(chunk)
+                yield build_batch_from_arrays(values[chunk], key_chunk, chunk_timestamps_ms, writable=True), count
             else:
                 key_chunk = [keys[i] for i in chunk] if keys is not None else None
                 if chunk_timestamps_ms is not None:
-                    chunk_timestamps_ms = np.broadcast_to(chunk_timestamps_ms, len(chunk)).tolist()
+                    chunk_timestamps_ms = np.broadcast_to(chunk_timestamps_ms, count).tolist()
                 yield build_batch([_as_bytes(values[i], "value") for i in chunk], key_chunk, chunk_timestamps_ms,
-                                  writable=True), len(chunk)
+                                  writable=True), count
 
     def flush(self, timeout: float | None = None) -> None:
         """Send everything buffered (without waiting out linger_ms) and wait until every record

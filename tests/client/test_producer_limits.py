@@ -97,3 +97,30 @@ def test_default_batches_fit_a_default_topic_both_from_send_and_send_batch():
     finally:
         producer._accumulator.close()
         producer.close(timeout=2)
+
+
+@pytest.mark.parametrize("rows", [range(0, 25_000), range(3, 25_000, 2), range(7, 9)])
+def test_send_batch_rows_become_batches_of_exactly_those_records(rows):
+    """One partition's rows are a run (sliced from the caller's array, no copy) or scattered
+    (keyed records spread over partitions, gathered): either way each record keeps its value,
+    key and timestamp, in order, over several batches."""
+    import numpy as np
+
+    from distlog.log.batch import RecordBatch
+
+    producer = Producer(dead_address(), max_block_ms=1000, delivery_timeout_ms=60_000)
+    try:
+        rng = np.random.default_rng(5)
+        values = rng.integers(0, 256, size=(25_000, 100), dtype=np.uint8)
+        keys = rng.integers(0, 256, size=(25_000, 8), dtype=np.uint8)
+        timestamps = np.arange(25_000, dtype=np.int64) + 1_700_000_000_000
+        rows = np.asarray(rows)
+        built = list(producer._batches_for_rows(values, keys, rows, timestamps))
+        records = [r for data, count in built for r in RecordBatch(data).records()]
+        assert sum(count for _, count in built) == len(rows) == len(records)
+        assert [r.value for r in records] == [bytes(values[i]) for i in rows]
+        assert [r.key for r in records] == [bytes(keys[i]) for i in rows]
+        assert [r.timestamp_ms for r in records] == timestamps[rows].tolist()
+    finally:
+        producer._accumulator.close()
+        producer.close(timeout=2)
