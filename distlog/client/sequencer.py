@@ -6,10 +6,10 @@ were sealed, and stamps producer id, epoch and base sequence into the batch head
 rules the sender follows (see Sender._send):
 - a partition's batches go out in number order, at most one per request;
 - the line: from a partition's oldest batch that was sent but is not finished (acknowledged or
-  failed), at most WINDOW (5, the broker's dedup window) batches have been sent. A batch whose
+  failed), at most WINDOW (16, the broker's dedup window) batches have been sent. A batch whose
   acknowledgement was lost may have been written; its retry is only recognised while it is
-  among the producer's last 5 batches on the broker, so no sixth may go out before it is
-  settled, even when the ones after it were acknowledged (a chaos run found exactly that);
+  among the producer's last WINDOW batches on the broker, so no batch past the window may go
+  out before it is settled, even when the ones after it were acknowledged (a chaos run found exactly that);
 - a batch waiting to be retried holds back every later batch of its partition;
 - OUT_OF_ORDER_SEQUENCE means an earlier batch has not arrived yet: retry once it has.
 

@@ -34,8 +34,10 @@ from distlog.replication.producer_state import ProducerStateTable, batch_info
 
 # How much of the log's tail a replica reads to rebuild its producer table (the first time an
 # idempotent producer writes after this replica became leader): the batches a producer could
-# still be retrying sit at the very end, and this bounds the pause it costs.
-PRODUCER_STATE_SCAN_BYTES = 16 * 1024 * 1024
+# still be retrying sit at the very end, and this bounds the pause it costs. Sized for several
+# producers each with a full window in flight: WINDOW (16) batches of 1 MB, the default
+# batch_size. Only batch headers are read, so the pause grows with the number of batches.
+PRODUCER_STATE_SCAN_BYTES = 64 * 1024 * 1024
 
 
 class ControlBatchRefusedError(ValueError):

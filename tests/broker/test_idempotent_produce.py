@@ -62,5 +62,5 @@ def test_a_retry_after_a_lost_acknowledgement(broker, idempotent, stored):
 def test_idempotence_needs_acks_all():
     with pytest.raises(ValueError, match="needs acks='all'"):
         Producer("tcp://127.0.0.1:1", acks=1, enable_idempotence=True)
-    with pytest.raises(ValueError, match="at most 5 requests in flight"):
-        Producer("tcp://127.0.0.1:1", max_in_flight=6)
+    with pytest.raises(ValueError, match="at most 16 requests in flight"):
+        Producer("tcp://127.0.0.1:1", max_in_flight=17)

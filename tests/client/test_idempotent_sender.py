@@ -2,6 +2,7 @@
 sequences in order, retries in order, a batch waiting to be retried holds back the rest, and a
 partition whose batch failed for good is renumbered under a fresh producer id."""
 
+import dataclasses
 import os
 import time
 
@@ -13,6 +14,7 @@ from distlog.client.sender import PartitionCounts, Sender, SenderSettings, WakeP
 from distlog.log.batch import RecordBatch, build_batch
 from distlog.protocol.errors import ErrorCode
 from distlog.protocol.messages import ProduceResponse
+from distlog.replication.producer_state import WINDOW
 from tests.client.fakes import ENDPOINT, OneLeaderCluster
 
 
@@ -178,24 +180,26 @@ def test_renumbering_waits_until_nothing_of_the_partition_is_in_flight(rig):
     assert [(s[1], s[2]) for s in sent_stamps(connection, since=2)] == [(0, b"1-0"), (2, b"0-0")]
 
 
-def test_no_sixth_batch_goes_out_while_an_earlier_one_is_unsettled_even_if_later_ones_were_acked(rig):
+def test_no_batch_past_the_window_goes_out_while_an_earlier_one_is_unsettled_even_if_later_ones_were_acked(rig):
     """The lost-acknowledgement case a chaos run caught: batch 0's request times out (it may have
-    been written), batches 1-4 are acknowledged. Had new batches gone out before batch 0 was
-    settled, its retry would fall outside the broker's window of 5 and be written again."""
+    been written), batches 1..WINDOW-1 are acknowledged. Had new batches gone out before batch 0
+    was settled, its retry would fall outside the broker's window and be written again."""
     sender, accumulator, connection = rig
-    queue_batches(sender, accumulator, 5)
+    sender.settings = dataclasses.replace(sender.settings, max_in_flight=WINDOW)
+    queue_batches(sender, accumulator, WINDOW)
     sender._send(now_s=0.0)
+    assert len(connection.sent) == WINDOW
     _, timed_out = sender.in_flight[ENDPOINT].pop(1)
     sender._failed(timed_out[0], RequestTimedOutError("no produce reply within 30 s"))
-    for cid in (2, 3, 4, 5):
+    for cid in range(2, WINDOW + 1):
         answer(sender, cid, base_offset=cid)
     queue_batches(sender, accumulator, 3)
     sender._send(now_s=later())
-    assert [s[1] for s in sent_stamps(connection, since=5)] == [0], "only batch 0's retry may go out"
-    assert len(connection.sent) == 6, "no request may go out empty"
-    answer(sender, 6, base_offset=1)  # the retry: recognised as a duplicate, acknowledged
+    assert [s[1] for s in sent_stamps(connection, since=WINDOW)] == [0], "only batch 0's retry may go out"
+    assert len(connection.sent) == WINDOW + 1, "no request may go out empty"
+    answer(sender, WINDOW + 1, base_offset=1)  # the retry: recognised as a duplicate, acknowledged
     sender._send(now_s=later())
-    assert [s[1] for s in sent_stamps(connection, since=6)] == [10, 12, 14]
+    assert [s[1] for s in sent_stamps(connection, since=WINDOW + 1)] == [2 * WINDOW, 2 * WINDOW + 2, 2 * WINDOW + 4]
 
 
 def test_a_duplicate_sequence_answer_counts_as_delivered_with_its_offset_unknown(rig):
