@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import sys
 
 from distlog.broker.server import Broker, BrokerConfig
@@ -39,7 +40,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed heap memory for reuse instead of handing it back to the kernel.
+
+    A broker allocates and frees a batch-sized buffer per produced batch (a received frame, the
+    leader's stamped copy). By default glibc returns such memory once 2 MB of it is free at the
+    top of the heap, and the next allocation takes new pages from the kernel, which zeroes them:
+    on a VM whose host backs memory lazily that was 7 % of a core on the leader (perf:
+    clear_page_erms). Keeping up to 64 MB free (and serving buffers up to 32 MB from the heap,
+    not mmap) makes the pages go round instead; RSS stays up to 64 MB above what is in use.
+    A no-op where glibc is not the C library."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 64 << 20))
+
+
 def main(argv=None) -> int:
+    keep_freed_memory()
     args = build_parser().parse_args(argv)
     peers = args.peers or {}
     if args.id in peers and peers[args.id] != args.listen and not args.listen.endswith(":0"):
