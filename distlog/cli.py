@@ -51,7 +51,7 @@ def resolve_bootstrap(bootstrap: str | None, data_dir: str | None) -> str:
 def cluster_options(command):
     """--bootstrap and --data-dir on a command, resolved into a `bootstrap` argument."""
 
-    @click.option("--bootstrap", envvar="DISTLOG_BOOTSTRAP", help="broker endpoint(s), e.g. tcp://127.0.0.1:9092")
+    @click.option("--bootstrap", envvar="DISTLOG_BOOTSTRAP", help="broker endpoint(s), e.g. 127.0.0.1:9092 or tcp://127.0.0.1:9092")
     @click.option("--data-dir", envvar="DISTLOG_DATA_DIR", type=click.Path(file_okay=False),
                   help=f"the cluster's data dir holding cluster.json (default ./{DEFAULT_DATA_DIR})")
     @functools.wraps(command)

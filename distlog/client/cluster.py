@@ -42,15 +42,23 @@ REFRESH_BACKOFF_MAX_S = 0.25
 
 
 def parse_bootstrap(bootstrap) -> list:
-    """"tcp://a:1,tcp://b:2" or a list -> list of endpoints; a clear error when empty or malformed."""
+    """"tcp://a:1,tcp://b:2" or a list -> list of endpoints; a clear error when empty or malformed.
+    A bare "host:port", what Kafka and rpk users type, means tcp://host:port."""
     endpoints = [e.strip() for e in bootstrap.split(",")] if isinstance(bootstrap, str) else list(bootstrap)
     endpoints = [e for e in endpoints if e]
     if not endpoints:
-        raise ValueError("no bootstrap endpoint given (e.g. tcp://127.0.0.1:9092)")
-    for endpoint in endpoints:
-        if "://" not in endpoint:
-            raise ValueError(f"bootstrap endpoint {endpoint!r} needs a scheme, e.g. tcp://127.0.0.1:9092")
-    return endpoints
+        raise ValueError("no bootstrap endpoint given (e.g. tcp://127.0.0.1:9092 or 127.0.0.1:9092)")
+    return [_with_scheme(endpoint) for endpoint in endpoints]
+
+
+def _with_scheme(endpoint: str) -> str:
+    if "://" in endpoint:
+        return endpoint
+    host, sep, port = endpoint.rpartition(":")
+    if sep and host and port.isdigit() and 0 < int(port) < 65536:
+        return f"tcp://{endpoint}"
+    raise ValueError(f"bootstrap endpoint {endpoint!r} is neither host:port nor a ZeroMQ endpoint; "
+                     "give it as 127.0.0.1:9092 or tcp://127.0.0.1:9092")
 
 
 @dataclass

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -132,7 +133,10 @@ class Producer:
         if key is not None and type(key) is not bytes:
             key = _as_bytes(key, "key")
         if headers:
-            headers = [(str(name), _as_bytes(data, "header value") or b"") for name, data in headers]
+            # A dict, as confluent-kafka takes, or (name, value) pairs: iterating a dict itself
+            # would unpack each name's characters as a pair.
+            pairs = headers.items() if isinstance(headers, Mapping) else headers
+            headers = [(str(name), _as_bytes(data, "header value") or b"") for name, data in pairs]
         if timestamp_ms is None:
             timestamp_ms = _time_ns() // 1_000_000
         partition_count = self._partition_counts.counts.get(topic) or self._partition_count(topic)

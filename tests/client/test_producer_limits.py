@@ -19,8 +19,8 @@ def test_bad_arguments_are_refused_up_front():
         Producer(dead_address(), acks=2)
     with pytest.raises(ValueError, match="batch_size"):
         Producer(dead_address(), batch_size=10)
-    with pytest.raises(ValueError, match="scheme"):
-        Producer("127.0.0.1:9092")
+    with pytest.raises(ValueError, match="neither host:port nor a ZeroMQ endpoint"):
+        Producer("127.0.0.1")
 
 
 def test_a_full_buffer_blocks_for_max_block_ms_then_raises():
@@ -121,6 +121,35 @@ def test_send_batch_rows_become_batches_of_exactly_those_records(rows):
         assert [r.value for r in records] == [bytes(values[i]) for i in rows]
         assert [r.key for r in records] == [bytes(keys[i]) for i in rows]
         assert [r.timestamp_ms for r in records] == timestamps[rows].tolist()
+    finally:
+        producer._accumulator.close()
+        producer.close(timeout=2)
+
+
+def test_a_bootstrap_of_host_port_means_tcp_as_kafka_users_type_it():
+    from distlog.client.cluster import parse_bootstrap
+
+    assert parse_bootstrap("127.0.0.1:9092, tcp://127.0.0.1:9093,ipc:///tmp/b") == [
+        "tcp://127.0.0.1:9092", "tcp://127.0.0.1:9093", "ipc:///tmp/b"]
+    assert parse_bootstrap(["localhost:1"]) == ["tcp://localhost:1"]
+    for bad in ("127.0.0.1", "127.0.0.1:", ":9092", "127.0.0.1:port", "127.0.0.1:70000"):
+        with pytest.raises(ValueError, match="neither host:port"):
+            parse_bootstrap(bad)
+
+
+@pytest.mark.parametrize("headers", [{"h1": b"x", "trace": "abc"}, [("h1", b"x"), ("trace", "abc")]])
+def test_headers_given_as_a_dict_or_as_pairs_are_stored_as_given(headers):
+    """A dict used to be iterated for its keys, each unpacked into a pair of characters:
+    {"h1": b"x"} was stored as [("h", b"1")]."""
+    from distlog.log.batch import RecordBatch
+
+    producer = Producer(dead_address(), max_block_ms=1000, delivery_timeout_ms=60_000)
+    producer._partition_counts.counts["t"] = 1  # pretend metadata arrived; the broker is unreachable
+    try:
+        producer.send("t", b"v", partition=0, headers=headers)
+        (batch,) = producer._accumulator.seal_all()
+        (record,) = RecordBatch(batch.data).records()
+        assert record.headers == [("h1", b"x"), ("trace", b"abc")]
     finally:
         producer._accumulator.close()
         producer.close(timeout=2)
