@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 
@@ -16,7 +17,7 @@ import click
 from tabulate import tabulate
 
 from distlog import __version__
-from distlog.protocol.errors import DistlogError
+from distlog.protocol.errors import DistlogError, ErrorCode
 from distlog.supervisor import cluster_file
 from distlog.chaos.cli import chaos
 from distlog.supervisor.cli import cluster
@@ -180,10 +181,15 @@ def _or_dash(value):
 # ------------------------------------------------------------------------- produce / consume
 
 
+# The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
 @main.command()
 @click.argument("topic_name", metavar="TOPIC")
 @click.option("--key", "-k", help="the key of every record")
-@click.option("--key-separator", help="split each line at the first SEP into key and value")
+@click.option("--key-separator", help="split each line at the first SEP into key and value; a line without "
+                                      "SEP stops the command (as Kafka's console producer does)")
 @click.option("--partition", type=click.IntRange(min=0), help="send every record to this partition")
 @click.option("--acks", type=click.Choice(["all", "1", "0"]), default="all", show_default=True,
               help="all: committed by a majority of the partition's replicas (survives any minority of "
@@ -193,34 +199,67 @@ def _or_dash(value):
               help="seconds to wait for the acknowledgements")
 @cluster_options
 def produce(topic_name, key, key_separator, partition, acks, timeout, bootstrap):
-    """Produce records read from stdin, one per line."""
+    """Produce records read from stdin, one per line.
+
+    Memory stays bounded on endless input (`tail -f log | distlog produce T`): records are
+    counted as they are acknowledged, not kept. Ctrl-C sends what was read, says how many
+    records were written and exits 130."""
     from distlog.client import Producer
 
     if key is not None and key_separator is not None:
         raise click.UsageError("give --key or --key-separator, not both")
     producer = Producer(bootstrap, acks=acks, linger_ms=5, max_block_ms=timeout * 1000,
                         request_timeout_ms=timeout * 1000, delivery_timeout_ms=timeout * 1000)
-    futures, failures = [], 0
+    delivery = _DeliveryCount()
+    bad_line, interrupted = None, False
     try:
-        for line in sys.stdin:
-            line = line.rstrip("\n")
-            record_key = key
-            if key_separator is not None:
-                record_key, sep, line = line.partition(key_separator)
-                if not sep:
-                    record_key, line = None, record_key
-            futures.append(producer.send(topic_name, line.encode(), key=record_key.encode() if record_key is not None else None,
-                                         partition=partition))
-        producer.flush(timeout)
-        for future in futures:
-            if future.exception(0) is not None:
-                failures += 1
-        first_error = next((f.exception(0) for f in futures if f.exception(0) is not None), None)
+        try:
+            for number, line in enumerate(sys.stdin, 1):
+                line = line.rstrip("\n")
+                record_key = key
+                if key_separator is not None:
+                    record_key, sep, line = line.partition(key_separator)
+                    if not sep:
+                        bad_line = number
+                        break
+                producer.send(topic_name, line.encode(), key=record_key.encode() if record_key is not None else None,
+                              partition=partition, callback=delivery)
+                delivery.sent += 1
+        except KeyboardInterrupt:
+            interrupted = True
+        try:
+            producer.flush(timeout)
+        except KeyboardInterrupt:
+            interrupted = True
     finally:
         producer.close(timeout)
-    click.echo(f"produced {len(futures) - failures} record(s) to '{topic_name}'" + (f", {failures} failed" if failures else ""), err=True)
-    if failures:
-        raise CliError(f"{failures} record(s) were not acknowledged: {first_error}")
+    failed = delivery.sent - delivery.acknowledged
+    click.echo(("interrupted: " if interrupted else "")
+               + f"produced {delivery.acknowledged} record(s) to '{topic_name}'" + (f", {failed} failed" if failed else ""),
+               err=True)
+    if bad_line is not None:
+        raise CliError(f"line {bad_line} has no key separator {key_separator!r}; the lines before it were sent, "
+                       "it and the rest were not (give every line a key, or leave out --key-separator)")
+    if failed:
+        raise CliError(f"{failed} record(s) were not acknowledged: {delivery.first_error}")
+    if interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+class _DeliveryCount:
+    """The produce command's delivery callback: counts, so nothing per record is kept. Called on
+    the producer's sender thread only; read once the producer is flushed and closed."""
+
+    def __init__(self):
+        self.sent = 0
+        self.acknowledged = 0
+        self.first_error = None
+
+    def __call__(self, error, _metadata) -> None:
+        if error is None:
+            self.acknowledged += 1
+        elif self.first_error is None:
+            self.first_error = error
 
 
 @main.command()
@@ -233,13 +272,20 @@ def produce(topic_name, key, key_separator, partition, acks, timeout, bootstrap)
 @click.option("--format", "output_format", type=click.Choice(["plain", "json"]), default="plain", show_default=True)
 @cluster_options
 def consume(topic_name, from_beginning, partition, offset, max_records, timeout, output_format, bootstrap):
-    """Print records of TOPIC, one per line."""
+    """Print records of TOPIC, one per line.
+
+    Ctrl-C says how many records were read and exits 130; a closed pipe (`| head -1`) ends
+    the command quietly."""
     from distlog.client import Consumer
 
     if offset is not None and partition is None:
         raise click.UsageError("--offset needs --partition")
-    consumer = Consumer(bootstrap, auto_offset_reset="earliest" if from_beginning else "latest", fetch_max_wait_ms=200)
-    printed = 0
+    if offset is not None and from_beginning:
+        raise click.UsageError("give --offset or --from-beginning, not both")
+    # An --offset outside the partition is an error to report, not a cue to jump elsewhere.
+    reset = "none" if offset is not None else "earliest" if from_beginning else "latest"
+    consumer = Consumer(bootstrap, auto_offset_reset=reset, fetch_max_wait_ms=200)
+    printed, interrupted = 0, False
     try:
         # Within --timeout too (a second at least, so --timeout 0 still finds the topic).
         numbers = consumer.partitions_for_topic(topic_name, None if timeout is None else max(timeout, 1.0))
@@ -255,7 +301,14 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
         while max_records is None or printed < max_records:
             # poll() keeps its timeout whatever a broker does, so --timeout holds to within a poll
             wait_s = 0.2 if timeout is None else max(0.0, min(0.2, last_record_s + timeout - time.monotonic()))
-            records = consumer.poll(timeout=wait_s, max_records=None if max_records is None else max_records - printed)
+            try:
+                records = consumer.poll(timeout=wait_s, max_records=None if max_records is None else max_records - printed)
+            except DistlogError as error:
+                if offset is not None and error.code == ErrorCode.OFFSET_OUT_OF_RANGE:
+                    raise CliError(f"offset {offset} is outside {topic_name}-{partition} ({error.message}); "
+                                   "use --from-beginning, or an offset the partition holds "
+                                   "(`distlog topic describe` shows its start and end)") from None
+                raise
             if not records:
                 if timeout is not None and time.monotonic() - last_record_s >= timeout:
                     break
@@ -265,10 +318,16 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
                 click.echo(_format_record(record, output_format))
                 printed += 1
     except KeyboardInterrupt:
-        pass
+        interrupted = True
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more can be printed, and Python's own flush
+        # of stdout at exit must not fail loudly either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         consumer.close()
-    click.echo(f"consumed {printed} record(s) from '{topic_name}'", err=True)
+    click.echo(("interrupted: " if interrupted else "") + f"consumed {printed} record(s) from '{topic_name}'", err=True)
+    if interrupted:
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def _text(data):

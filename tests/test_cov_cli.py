@@ -34,15 +34,80 @@ def test_topic_list_as_json_names_every_topic(bootstrap):
     assert {"alpha", "beta"} <= set(json.loads(listed.stdout))
 
 
-def test_a_line_without_the_key_separator_is_a_record_without_a_key(bootstrap):
+def test_a_line_without_the_key_separator_stops_produce_after_sending_the_lines_before_it(bootstrap):
+    """Kafka's console producer fails such a line; it used to become a record with a null key."""
     assert distlog("topic", "create", "keyed", "--bootstrap", bootstrap).returncode == 0
     produced = distlog("produce", "keyed", "--key-separator", ":", "--bootstrap", bootstrap,
-                       input_text="alice:hi\nno separator here\n")
-    assert produced.returncode == 0, produced.stderr
-    consumed = distlog("consume", "keyed", "--from-beginning", "--max-records", "2", "--format", "json",
+                       input_text="alice:hi\nno separator here\nbob:never sent\n")
+    assert produced.returncode == 1
+    assert "produced 1 record(s)" in produced.stderr
+    assert "line 2 has no key separator ':'" in produced.stderr
+    consumed = distlog("consume", "keyed", "--from-beginning", "--timeout", "2", "--format", "json",
                        "--bootstrap", bootstrap)
     records = [json.loads(line) for line in consumed.stdout.splitlines()]
-    assert [(r["key"], r["value"]) for r in records] == [("alice", "hi"), (None, "no separator here")]
+    assert [(r["key"], r["value"]) for r in records] == [("alice", "hi")]
+
+
+def test_an_offset_past_the_end_is_an_error_and_offset_with_from_beginning_a_usage_error(bootstrap):
+    assert distlog("topic", "create", "short", "--bootstrap", bootstrap).returncode == 0
+    assert distlog("produce", "short", "--bootstrap", bootstrap, input_text="a\nb\nc\n").returncode == 0
+    past = distlog("consume", "short", "--partition", "0", "--offset", "999", "--timeout", "5", "--bootstrap", bootstrap)
+    assert past.returncode == 1, past.stderr
+    assert "offset 999 is outside short-0" in past.stderr and past.stdout == ""
+    at_end = distlog("consume", "short", "--partition", "0", "--offset", "3", "--timeout", "1", "--bootstrap", bootstrap)
+    assert at_end.returncode == 0 and "consumed 0 record(s)" in at_end.stderr  # the end itself: wait for new ones
+    from_two = distlog("consume", "short", "--partition", "0", "--offset", "2", "--timeout", "1", "--bootstrap", bootstrap)
+    assert from_two.stdout.splitlines() == ["c"]
+    both = distlog("consume", "short", "--partition", "0", "--offset", "2", "--from-beginning", "--bootstrap", bootstrap)
+    assert both.returncode == 2 and "give --offset or --from-beginning, not both" in both.stderr
+
+
+def test_produce_on_endless_input_keeps_bounded_memory_and_ctrl_c_says_what_was_written(bootstrap):
+    """`tail -f | distlog produce` kept a future per line (1M lines: 187 MB) and Ctrl-C printed
+    only 'Aborted!' with exit 1."""
+    import os
+    import signal
+    import time
+
+    assert distlog("topic", "create", "endless", "--bootstrap", bootstrap).returncode == 0
+    producer = subprocess.Popen([sys.executable, "-m", "distlog.cli", "produce", "endless", "--acks", "1",
+                                 "--bootstrap", bootstrap], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    try:
+        line = "x" * 100 + "\n"
+        rss_kib = []
+        for round_number in range(6):  # 6 x 100 000 lines of 101 bytes, RSS read between rounds
+            producer.stdin.write(line * 100_000)
+            producer.stdin.flush()
+            with open(f"/proc/{producer.pid}/status") as status:
+                rss_kib.append(next(int(l.split()[1]) for l in status if l.startswith("VmRSS:")))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # let the last lines be read before the interrupt
+            consumed = distlog("topic", "describe", "endless", "--json", "--bootstrap", bootstrap)
+            if json.loads(consumed.stdout)["partitions"][0]["high_watermark"] >= 590_000:
+                break
+        producer.send_signal(signal.SIGINT)
+        _, stderr = producer.communicate(timeout=60)
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+            producer.wait()
+    assert producer.returncode == 130, stderr
+    written = int(stderr.split("interrupted: produced ")[1].split(" ")[0])
+    assert 590_000 <= written <= 600_000, stderr
+    growth_mib = (rss_kib[-1] - rss_kib[1]) / 1024
+    assert growth_mib < 40, f"RSS grew {growth_mib:.0f} MiB over 400 000 lines: {rss_kib}"
+
+
+def test_consume_into_a_closed_pipe_ends_quietly(bootstrap):
+    assert distlog("topic", "create", "piped", "--bootstrap", bootstrap).returncode == 0
+    assert distlog("produce", "piped", "--bootstrap", bootstrap, input_text="".join(f"r{i}\n" for i in range(5000))).returncode == 0
+    pipeline = subprocess.run(f"{sys.executable} -m distlog.cli consume piped --from-beginning --timeout 5 "
+                              f"--bootstrap {bootstrap} | head -1", shell=True, capture_output=True, text=True,
+                              timeout=60, executable="/bin/bash")
+    assert pipeline.stdout == "r0\n"
+    assert "Traceback" not in pipeline.stderr and "BrokenPipe" not in pipeline.stderr, pipeline.stderr
+    assert "consumed" in pipeline.stderr
 
 
 def test_one_key_for_every_record_and_key_with_separator_is_a_usage_error(bootstrap):
