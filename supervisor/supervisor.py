@@ -284,6 +284,14 @@ class Supervisor:
         """Replace the broker's transport fault rules ({} heals). They are re-applied if the
         broker restarts, as a network partition outlives a process restart."""
         slot = self._slot(broker_id)
+        known = {f"broker-{other}": other for other in self._slots}
+        named = [peer for key in ("drop_to", "drop_from") if isinstance(rules.get(key), (list, tuple))
+                 for peer in rules[key]]  # (rules of the wrong shape are refused by _set_rules)
+        for peer in named:
+            if known.get(peer, broker_id) == broker_id:
+                raise ClusterError(f"a fault rule of broker {broker_id} names {peer}, which is "
+                                   + ("itself" if known.get(peer) == broker_id else "not in this cluster")
+                                   + f" (brokers are {', '.join(map(str, self._slots))})")
         self._set_rules(broker_id, slot, rules)
         if slot.state != RUNNING:
             raise ClusterError(f"broker {broker_id} is {slot.state}; its fault rules are recorded "

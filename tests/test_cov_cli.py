@@ -130,6 +130,7 @@ def test_records_sent_to_a_partition_the_topic_lacks_fail_with_exit_1(bootstrap)
                        input_text="x\ny\n")
     assert produced.returncode == 1
     assert "error: UNKNOWN_TOPIC_OR_PARTITION: topic 'narrow' has partitions 0..1, not 5" in produced.stderr
+    assert "check the name" not in produced.stderr and produced.stderr.count("(") == 1, "one hint, about the partition"
     described = distlog("topic", "describe", "narrow", "--json", "--bootstrap", bootstrap)
     assert sum(p["high_watermark"] for p in json.loads(described.stdout)["partitions"]) == 0
 

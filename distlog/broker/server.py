@@ -463,7 +463,8 @@ class Broker:
                           f"topic '{topic}' does not exist (create it with `distlog topic create {topic}`)")
         if not 0 <= partition < meta.partition_count:
             return None, (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                          f"topic '{topic}' has partitions 0..{meta.partition_count - 1}, not {partition}")
+                          f"topic '{topic}' has partitions 0..{meta.partition_count - 1}, not {partition}"
+                          " (a partition number within that range; `distlog topic describe` lists them)")
         why = self.offline.get((topic, partition))
         if why is not None:
             return None, (ErrorCode.STORAGE_ERROR, f"partition {topic}-{partition} is offline on broker {self.broker_id}: "

@@ -181,7 +181,8 @@ class Consumer:
             info = self._cluster.topic(tp.topic)
             if not 0 <= tp.partition < info.partition_count:
                 raise DistlogError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                                   f"topic '{tp.topic}' has partitions 0..{info.partition_count - 1}, not {tp.partition}")
+                                   f"topic '{tp.topic}' has partitions 0..{info.partition_count - 1}, not {tp.partition}"
+                                   " (a partition number within that range; `distlog topic describe` lists them)")
         states = {}
         for tp in partitions:
             states[tp] = self._states.get(tp) or _PartitionState()

@@ -20,7 +20,9 @@ class BufferFullError(DistlogError):
 
 
 class ProducerClosedError(DistlogError):
-    def __init__(self, message: str = "the producer is closed; create a new one"):
+    """send() after close(): the caller's mistake, not a malformed request (no client-bug hint)."""
+
+    def __init__(self, message: str = "the producer is closed (create a new Producer to send more)"):
         super().__init__(ErrorCode.INVALID_REQUEST, message)
 
 

@@ -53,7 +53,8 @@ _time_ns = time.time_ns
 
 def _no_such_partition(topic: str, partition: int, partition_count: int) -> DistlogError:
     return DistlogError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                        f"topic '{topic}' has partitions 0..{partition_count - 1}, not {partition}")
+                        f"topic '{topic}' has partitions 0..{partition_count - 1}, not {partition}"
+                        " (a partition number within that range; `distlog topic describe` lists them)")
 
 
 def _as_bytes(data, what: str):

@@ -99,7 +99,11 @@ class DistlogError(Exception):
         name = self.code.name if isinstance(self.code, ErrorCode) else f"ERROR_{self.code}"
         text = f"{name}: {self.message}" if self.message else name
         hint = HINTS.get(self.code)
-        return f"{text} ({hint})" if hint and hint not in text else text
+        # A message that already ends in its own parenthesised advice gets no generic hint: the
+        # two read as contradicting (or repeating) each other.
+        if not hint or hint in text or self.message.rstrip().endswith(")"):
+            return text
+        return f"{text} ({hint})"
 
 
 class ProtocolError(DistlogError):

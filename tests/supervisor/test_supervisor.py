@@ -209,6 +209,16 @@ def test_fault_rules_are_set_and_reapplied_after_a_restart(make_supervisor):
         supervisor.set_fault_rules(1, {"drop_to": "broker-2"})
 
 
+def test_fault_rules_naming_a_broker_outside_the_cluster_or_itself_are_refused(make_supervisor):
+    supervisor, probe = make_supervisor()
+    supervisor.start()
+    with pytest.raises(ClusterError, match=r"names broker-7, which is not in this cluster \(brokers are 1, 2, 3\)"):
+        supervisor.set_fault_rules(2, {"drop_to": ["broker-7"]})
+    with pytest.raises(ClusterError, match="names broker-2, which is itself"):
+        supervisor.set_fault_rules(2, {"drop_from": ["broker-2"]})
+    assert probe.fault_calls == [] and broker(supervisor, 2)["fault_rules"] == {}
+
+
 def test_unknown_broker_is_a_clear_error(make_supervisor):
     supervisor, _ = make_supervisor()
     supervisor.start()
