@@ -52,8 +52,9 @@ def resolve_bootstrap(bootstrap: str | None, data_dir: str | None) -> str:
 def cluster_options(command):
     """--bootstrap and --data-dir on a command, resolved into a `bootstrap` argument."""
 
-    @click.option("--bootstrap", envvar="DISTLOG_BOOTSTRAP", help="broker endpoint(s), e.g. 127.0.0.1:9092 or tcp://127.0.0.1:9092")
-    @click.option("--data-dir", envvar="DISTLOG_DATA_DIR", type=click.Path(file_okay=False),
+    @click.option("--bootstrap", envvar="DISTLOG_BOOTSTRAP", show_envvar=True,
+                  help="broker endpoint(s), e.g. 127.0.0.1:9092 or tcp://127.0.0.1:9092")
+    @click.option("--data-dir", envvar="DISTLOG_DATA_DIR", show_envvar=True, type=click.Path(file_okay=False),
                   help=f"the cluster's data dir holding cluster.json (default ./{DEFAULT_DATA_DIR})")
     @functools.wraps(command)
     def wrapper(*args, bootstrap=None, data_dir=None, **kwargs):
@@ -93,7 +94,8 @@ def parse_configs(ctx, param, values) -> dict:
 
 @topic.command("create")
 @click.argument("name")
-@click.option("--partitions", "-p", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--partitions", "-p", type=click.IntRange(min=1), default=1, show_default=True,
+              help="how many partitions: the unit of parallelism (records with one key stay in one)")
 @click.option("--replication-factor", "-r", type=click.IntRange(min=1), default=1, show_default=True,
               help="copies of each partition, on as many brokers (at most the cluster's size); each "
                    "partition is a Raft group over them: 3 survives one broker down")
@@ -111,16 +113,19 @@ def topic_create(name, partitions, replication_factor, configs, bootstrap):
 
 
 @topic.command("list")
-@click.option("--json", "as_json", is_flag=True, help="print a JSON list")
+@click.option("--json", "as_json", is_flag=True,
+              help='print JSON: [{"name", "partitions", "replication_factor"}, ...]')
 @cluster_options
 def topic_list(as_json, bootstrap):
-    """List topics."""
+    """List topics (with --json: their partition counts and replication factors too)."""
     from distlog.client import Admin
 
     with Admin(bootstrap, request_timeout_s=10) as admin:
         names = admin.list_topics()
+        topics = [admin.cluster.topics[name] for name in names]  # what list_topics() just looked up
     if as_json:
-        click.echo(json.dumps(names))
+        click.echo(json.dumps([{"name": t.name, "partitions": len(t.leaders), "replication_factor": len(t.replicas[0])
+                                if t.replicas else 0} for t in topics]))
     else:
         for name in names:
             click.echo(name)
@@ -139,18 +144,29 @@ def topic_delete(name, bootstrap):
 
 
 @topic.command("describe")
-@click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="print JSON (a list of topics when NAME is left out)")
 @cluster_options
 def topic_describe(name, as_json, bootstrap):
-    """Show partitions, leaders, replicas and offsets of topic NAME."""
+    """Show partitions, leaders, replicas and offsets of topic NAME, or of every topic."""
     from distlog.client import Admin
 
     with Admin(bootstrap, request_timeout_s=10) as admin:
-        description = admin.describe_topic(name)
+        names = [name] if name is not None else admin.list_topics()
+        descriptions = [admin.describe_topic(n) for n in names]
     if as_json:
-        click.echo(json.dumps(description))
+        click.echo(json.dumps(descriptions[0] if name is not None else descriptions))
         return
+    for index, description in enumerate(descriptions):
+        if index:
+            click.echo()
+        _print_description(description)
+    if not descriptions:
+        click.echo("no topics (create one with `distlog topic create NAME`)", err=True)
+
+
+def _print_description(description: dict) -> None:
+    name = description["name"]
     partitions = description["partitions"]
     summary = [
         ("NAME", name),

@@ -83,3 +83,20 @@ def test_no_cluster_is_a_clear_error(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "no cluster in" in result.stderr and "distlog cluster up" in result.stderr
+
+
+def test_topic_list_json_and_describe_without_a_name_cover_every_topic(bootstrap):
+    assert cli(bootstrap, "topic", "create", "wide", "--partitions", "4", "--replication-factor", "3").returncode == 0
+    assert cli(bootstrap, "topic", "create", "thin").returncode == 0
+    listed = cli(bootstrap, "topic", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    topics = {t["name"]: t for t in json.loads(listed.stdout)}
+    assert topics["wide"] == {"name": "wide", "partitions": 4, "replication_factor": 3}
+    assert topics["thin"] == {"name": "thin", "partitions": 1, "replication_factor": 1}
+    every = cli(bootstrap, "topic", "describe", "--json")
+    assert every.returncode == 0, every.stderr
+    described = {d["name"]: d for d in json.loads(every.stdout)}
+    assert set(described) == set(topics) and len(described["wide"]["partitions"]) == 4
+    table = cli(bootstrap, "topic", "describe")
+    assert table.returncode == 0 and "wide" in table.stdout and "thin" in table.stdout
+    assert table.stdout.count("HIGH-WATERMARK") == len(topics)
