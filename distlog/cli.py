@@ -7,6 +7,7 @@ writes. Data goes to stdout, messages to stderr; exit codes are 0 ok, 1 failure,
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
@@ -285,9 +286,13 @@ class _DeliveryCount:
 @click.option("--offset", type=click.IntRange(min=0), help="start at this offset (needs --partition)")
 @click.option("--max-records", type=click.IntRange(min=1), help="exit after this many records")
 @click.option("--timeout", type=click.FloatRange(min=0), help="exit after this many seconds without a record")
-@click.option("--format", "output_format", type=click.Choice(["plain", "json"]), default="plain", show_default=True)
+@click.option("--format", "output_format", type=click.Choice(["plain", "json"]), default="plain", show_default=True,
+              help="plain: the value alone; json: one object per record with topic, partition, offset, key, "
+                   "value, timestamp")
+@click.option("--encoding", type=click.Choice(["utf8", "base64", "hex"]), default="utf8", show_default=True,
+              help="how keys and values are printed: utf8 text, or base64/hex to see binary data byte for byte")
 @cluster_options
-def consume(topic_name, from_beginning, partition, offset, max_records, timeout, output_format, bootstrap):
+def consume(topic_name, from_beginning, partition, offset, max_records, timeout, output_format, encoding, bootstrap):
     """Print records of TOPIC, one per line.
 
     Ctrl-C says how many records were read and exits 130; a closed pipe (`| head -1`) ends
@@ -302,6 +307,14 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
     reset = "none" if offset is not None else "earliest" if from_beginning else "latest"
     consumer = Consumer(bootstrap, auto_offset_reset=reset, fetch_max_wait_ms=200)
     printed, interrupted = 0, False
+    warned = []
+
+    def warn_once(record):
+        if not warned:
+            warned.append(True)
+            click.echo(f"warning: {record.topic}-{record.partition} offset {record.offset} is not UTF-8 text and "
+                       "prints with replacement characters; --encoding base64 or hex shows its bytes", err=True)
+
     try:
         # Within --timeout too (a second at least, so --timeout 0 still finds the topic).
         numbers = consumer.partitions_for_topic(topic_name, None if timeout is None else max(timeout, 1.0))
@@ -331,7 +344,7 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
                 continue
             last_record_s = time.monotonic()
             for record in records[: None if max_records is None else max_records - printed]:
-                click.echo(_format_record(record, output_format))
+                click.echo(_format_record(record, output_format, encoding, warn_once))
                 printed += 1
     except KeyboardInterrupt:
         interrupted = True
@@ -346,15 +359,29 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
         sys.exit(EXIT_INTERRUPTED)
 
 
-def _text(data):
-    return None if data is None else data.decode("utf-8", errors="replace")
+def _text(data, encoding: str, on_mangled):
+    """Key or value as printed: None stays None (null in JSON)."""
+    if data is None:
+        return None
+    if encoding == "base64":
+        return base64.b64encode(data).decode("ascii")
+    if encoding == "hex":
+        return data.hex()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        on_mangled()
+        return data.decode("utf-8", errors="replace")
 
 
-def _format_record(record, output_format: str) -> str:
+def _format_record(record, output_format: str, encoding: str = "utf8", warn=lambda record: None) -> str:
+    def text(data):
+        return _text(data, encoding, lambda: warn(record))
+
     if output_format == "json":
         return json.dumps({"topic": record.topic, "partition": record.partition, "offset": record.offset,
-                           "key": _text(record.key), "value": _text(record.value), "timestamp": record.timestamp_ms})
-    return _text(record.value) or ""
+                           "key": text(record.key), "value": text(record.value), "timestamp": record.timestamp_ms})
+    return text(record.value) or ""
 
 
 main.add_command(cluster)

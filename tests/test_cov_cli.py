@@ -161,3 +161,28 @@ def test_a_cluster_file_listing_no_brokers_says_to_bring_the_cluster_up(tmp_path
     result = distlog("topic", "list", "--data-dir", str(tmp_path))
     assert result.returncode == 1
     assert "lists no brokers" in result.stderr and "distlog cluster up" in result.stderr
+
+
+def test_binary_keys_and_values_print_byte_for_byte_in_base64_or_hex_and_utf8_warns(bootstrap):
+    """0xff used to print as a replacement character in JSON with no way to see the bytes."""
+    import base64
+
+    from distlog.client import Producer
+
+    assert distlog("topic", "create", "binary", "--bootstrap", bootstrap).returncode == 0
+    with_bytes = Producer(bootstrap, acks="all")
+    try:
+        with_bytes.send("binary", b"\xff\x00bin", key=b"\xfe").get(timeout=10)
+    finally:
+        with_bytes.close()
+    out = {}
+    for encoding in ("base64", "hex", "utf8"):
+        consumed = distlog("consume", "binary", "--from-beginning", "--max-records", "1", "--format", "json",
+                           "--encoding", encoding, "--timeout", "10", "--bootstrap", bootstrap)
+        assert consumed.returncode == 0, consumed.stderr
+        out[encoding] = (json.loads(consumed.stdout), consumed.stderr)
+    assert base64.b64decode(out["base64"][0]["value"]) == b"\xff\x00bin"
+    assert base64.b64decode(out["base64"][0]["key"]) == b"\xfe"
+    assert out["hex"][0]["value"] == "ff0062696e" and out["hex"][0]["key"] == "fe"
+    assert "is not UTF-8 text" in out["utf8"][1] and "--encoding base64 or hex" in out["utf8"][1]
+    assert "warning" not in out["base64"][1]
