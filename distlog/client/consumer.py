@@ -32,6 +32,7 @@ import zmq
 from distlog.client.cluster import ClusterView
 from distlog.client.deadline import Deadline
 from distlog.client.errors import RequestTimedOutError
+from distlog.client.offsets import list_offsets
 from distlog.log.batch import HEADER_SIZE, ROW_SIZE, CorruptBatchError, RecordBatch, iter_batches
 from distlog.protocol.errors import DistlogError, ErrorCode
 from distlog.protocol.messages import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, FetchRequest, ListOffsetsRequest
@@ -232,6 +233,36 @@ class Consumer:
     def partitions_for_topic(self, topic: str, timeout: float | None = None) -> list:
         """The topic's partition numbers, looked up within `timeout` seconds (default request_timeout_ms)."""
         return list(range(self._cluster.topic(topic, timeout).partition_count))
+
+    def topics(self) -> list:
+        """Every topic's name (kafka-python's KafkaConsumer.topics(); internal ones left out)."""
+        self._cluster.refresh()
+        return sorted(name for name in self._cluster.topics if not name.startswith("__"))
+
+    list_topics = topics  # the confluent-kafka name
+
+    def beginning_offsets(self, partitions, timeout: float | None = None) -> dict:
+        """{TopicPartition: its log start offset}, asked of each partition's leader now (as
+        kafka-python's KafkaConsumer.beginning_offsets); any partition, assigned or not."""
+        return self._offsets({TopicPartition(*tp): EARLIEST_TIMESTAMP for tp in partitions}, timeout)
+
+    def end_offsets(self, partitions, timeout: float | None = None) -> dict:
+        """{TopicPartition: its high watermark}: the offset the next record will get, one past the
+        last one a consumer can read."""
+        return self._offsets({TopicPartition(*tp): LATEST_TIMESTAMP for tp in partitions}, timeout)
+
+    def offsets_for_times(self, timestamps: dict, timeout: float | None = None) -> dict:
+        """{TopicPartition: timestamp_ms} -> {TopicPartition: the first offset whose record's
+        timestamp is >= it, or None when no record is that new}; seek() there to replay from a time."""
+        for timestamp_ms in timestamps.values():
+            if timestamp_ms < 0:
+                raise ValueError(f"timestamps are milliseconds since the epoch (>= 0), got {timestamp_ms}")
+        found = self._offsets({TopicPartition(*tp): ts for tp, ts in timestamps.items()}, timeout)
+        return {tp: None if offset < 0 else offset for tp, offset in found.items()}
+
+    def _offsets(self, requests: dict, timeout: float | None) -> dict:
+        answers = list_offsets(self._cluster, requests, self.request_timeout_s if timeout is None else timeout)
+        return {tp: answers[tp] for tp in requests}
 
     def highwater(self, partition) -> int:
         """The partition's high watermark as of the last fetch (-1 before any)."""
