@@ -271,6 +271,11 @@ class RecordAccumulator:
                     wait_s = min(wait_s, max(0.0, buffers.batch.created_s + self.linger_s - now_s))
         return wait_s
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of records accepted and not yet released (what buffer_memory bounds)."""
+        return self._buffered_bytes
+
     def is_empty(self) -> bool:
         with self.lock:
             return not self._sealed and not any(b.count for b in self._partitions.values())

@@ -172,6 +172,7 @@ class Consumer:
         self._registered: set = set()
         self._turn = 0
         self._closed = False
+        self._counters = {"records_consumed": 0, "bytes_fetched": 0, "fetch_responses": 0, "fetch_errors": 0}
 
     # -------------------------------------------------------------------------- assignment
 
@@ -264,6 +265,16 @@ class Consumer:
         answers = list_offsets(self._cluster, requests, self.request_timeout_s if timeout is None else timeout)
         return {tp: answers[tp] for tp in requests}
 
+    def metrics(self) -> dict:
+        """Counters since the consumer was made: records_consumed (handed out by poll()),
+        bytes_fetched, fetch_responses, fetch_errors; and now: assigned_partitions and
+        records_lag_max (the most records any assigned partition has past this consumer's
+        position, as of the last fetch; -1 before one)."""
+        lags = [state.high_watermark - state.position for state in self._states.values()
+                if state.high_watermark >= 0 and state.position is not None]
+        return {**self._counters, "assigned_partitions": len(self._states),
+                "records_lag_max": max(lags) if lags else -1}
+
     def highwater(self, partition) -> int:
         """The partition's high watermark as of the last fetch (-1 before any)."""
         return self._state(partition).high_watermark
@@ -307,6 +318,7 @@ class Consumer:
                     state.position = state.decoded_end
                 else:
                     state.position = state.decoded[state.cursor].offset
+        self._counters["records_consumed"] += len(out)
         if out:
             self._prefetch()
         return out
@@ -325,6 +337,7 @@ class Consumer:
                 batch = state.batches.popleft()
                 if not batch.is_control:
                     taken.append((tp, batch, state.position))
+                    self._counters["records_consumed"] += batch.last_offset + 1 - max(state.position, batch.base_offset)
                 state.position = batch.last_offset + 1
         if taken:
             self._prefetch()
@@ -485,7 +498,9 @@ class Consumer:
                 self._offsets_in_flight.pop(endpoint, None)
 
     def _on_fetch_response(self, response, asked: dict) -> None:
+        self._counters["fetch_responses"] += 1
         if not hasattr(response, "partitions"):  # an ErrorResponse: look the leaders up before the next try
+            self._counters["fetch_errors"] += 1
             for tp in asked:
                 self._cluster.invalidate(tp.topic, tp.partition)
             return
@@ -495,10 +510,12 @@ class Consumer:
             if state is None or state.fetch_offset != asked.get(tp):
                 continue  # unassigned or re-seeked since the fetch went out
             if entry["error_code"]:
+                self._counters["fetch_errors"] += 1
                 self._on_partition_error(tp, entry["error_code"], entry["error_message"])
                 continue
             state.high_watermark = entry["high_watermark"]
             state.log_start_offset = entry["log_start_offset"]
+            self._counters["bytes_fetched"] += len(entry["records"])
             try:
                 for batch in iter_batches(entry["records"]):
                     if batch.last_offset >= state.fetch_offset:

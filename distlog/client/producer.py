@@ -115,6 +115,7 @@ class Producer:
                                   delivery_timeout_ms / 1000, max_in_flight, max_request_bytes, enable_idempotence,
                                   metadata_max_age_ms / 1000)
         sender = Sender(self._accumulator, self._cluster, settings, self._partition_counts, self._wake_pipe)
+        self._sender_counters = sender.counters
         self._sender = threading.Thread(target=sender.run, name="distlog-producer-sender", daemon=True)
         self._sender.start()
         self._closed = False
@@ -230,6 +231,16 @@ class Producer:
             if not batch.done.wait(remaining_s):
                 unfinished = sum(not b.done.is_set() for b in pending)
                 raise RequestTimedOutError(f"flush did not finish within {timeout} s ({unfinished} batches pending)")
+
+    def metrics(self) -> dict:
+        """Counters since the producer was made, in the spirit of Kafka's producer metrics:
+        records_sent / records_failed (acknowledged / failed for good), batches_sent, bytes_sent
+        (batch bytes acknowledged), requests_sent, retries (batches sent again), and now:
+        buffer_bytes_used (records waiting in the accumulator) and batch_size_avg."""
+        counters = dict(self._sender_counters)
+        counters["buffer_bytes_used"] = self._accumulator.buffered_bytes
+        counters["batch_size_avg"] = counters["bytes_sent"] / counters["batches_sent"] if counters["batches_sent"] else 0.0
+        return counters
 
     def partitions_for(self, topic: str) -> list:
         return list(range(self._partition_count(topic)))

@@ -159,6 +159,9 @@ class Sender:
         self.registered: set = set()
         self.waiting: list = []  # batches not yet sent (new, or waiting to retry)
         self.in_flight: dict = {}  # endpoint -> {cid: (sent_at_s, [batches])}
+        # Producer.metrics(): written by this thread only, read by any (whole ints under the GIL).
+        self.counters = {"records_sent": 0, "records_failed": 0, "batches_sent": 0, "bytes_sent": 0,
+                         "retries": 0, "requests_sent": 0}
         self.sequencer = Sequencer() if settings.idempotent else None
         # Idempotent: `waiting` keeps each partition's batches in number order on its own (new
         # ones arrive in order, _send keeps the order it finds); only a retry, appended at the
@@ -294,6 +297,7 @@ class Sender:
             cid = connection.send(request)
             if cid is None:
                 return request_batches + left  # not connected right now; try again on the next turn
+            self.counters["requests_sent"] += 1
             for batch in request_batches:
                 batch.attempts += 1
                 if self.sequencer is not None:
@@ -401,6 +405,7 @@ class Sender:
             elif error.code in _REFRESH_ON:
                 self.cluster.invalidate(batch.topic, batch.partition)  # look the leader up before the retry
             batch.retry_at_s = now_s + min(1.0, settings.retry_backoff_s * (2 ** min(batch.attempts - 1, 10)))
+            self.counters["retries"] += 1
             self.waiting.append(batch)
             self._retry_appended = True
         else:
@@ -409,6 +414,13 @@ class Sender:
     def _finish(self, batch: ProducerBatch, base_offset: int, error) -> None:
         if error is not None and self.sequencer is not None:
             self.sequencer.failed_for_good(batch)
+        counters = self.counters
+        if error is None:
+            counters["records_sent"] += batch.record_count
+            counters["batches_sent"] += 1
+            counters["bytes_sent"] += len(batch.data)
+        else:
+            counters["records_failed"] += batch.record_count
         try:
             batch.complete(base_offset, error)
         finally:
