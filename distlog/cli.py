@@ -208,6 +208,9 @@ EXIT_INTERRUPTED = 130
 @click.option("--key-separator", help="split each line at the first SEP into key and value; a line without "
                                       "SEP stops the command (as Kafka's console producer does)")
 @click.option("--partition", type=click.IntRange(min=0), help="send every record to this partition")
+@click.option("--header", "-H", "headers", multiple=True, metavar="NAME=VALUE",
+              callback=lambda ctx, param, value: _parse_headers(value),
+              help="a header on every record (repeatable), as kcat's -H")
 @click.option("--acks", type=click.Choice(["all", "1", "0"]), default="all", show_default=True,
               help="all: committed by a majority of the partition's replicas (survives any minority of "
                    "failures; idempotent, retries never duplicate). 1: on the leader's disk only (a failover "
@@ -215,7 +218,7 @@ EXIT_INTERRUPTED = 130
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="seconds to wait for the acknowledgements")
 @cluster_options
-def produce(topic_name, key, key_separator, partition, acks, timeout, bootstrap):
+def produce(topic_name, key, key_separator, partition, headers, acks, timeout, bootstrap):
     """Produce records read from stdin, one per line.
 
     Memory stays bounded on endless input (`tail -f log | distlog produce T`): records are
@@ -240,7 +243,7 @@ def produce(topic_name, key, key_separator, partition, acks, timeout, bootstrap)
                         bad_line = number
                         break
                 producer.send(topic_name, line.encode(), key=record_key.encode() if record_key is not None else None,
-                              partition=partition, callback=delivery)
+                              partition=partition, headers=headers, callback=delivery)
                 delivery.sent += 1
         except KeyboardInterrupt:
             interrupted = True
@@ -263,6 +266,16 @@ def produce(topic_name, key, key_separator, partition, acks, timeout, bootstrap)
         sys.exit(EXIT_INTERRUPTED)
 
 
+def _parse_headers(values) -> list:
+    pairs = []
+    for value in values:
+        name, sep, data = value.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{value!r} is not NAME=VALUE", param_hint="'--header' / '-H'")
+        pairs.append((name, data.encode()))
+    return pairs
+
+
 class _DeliveryCount:
     """The produce command's delivery callback: counts, so nothing per record is kept. Called on
     the producer's sender thread only; read once the producer is flushed and closed."""
@@ -281,30 +294,43 @@ class _DeliveryCount:
 
 @main.command()
 @click.argument("topic_name", metavar="TOPIC")
-@click.option("--from-beginning", is_flag=True, help="start at the earliest offset (default: only new records)")
+@click.option("--from-beginning", is_flag=True, help="start at the earliest offset (the same as -o start)")
 @click.option("--partition", type=click.IntRange(min=0), help="read only this partition")
-@click.option("--offset", type=click.IntRange(min=0), help="start at this offset (needs --partition)")
+@click.option("--offset", "-o", "offset", callback=lambda ctx, param, value: _parse_offset_spec(value), metavar="SPEC",
+              help="where to start, as in kcat: start, end (the default: only new records), N (an offset; "
+                   "needs --partition), -N (N records before the end of each partition), @TIMESTAMP_MS, "
+                   "or @-DURATION (e.g. @-10m: records from the last ten minutes; s, m, h, d)")
 @click.option("--max-records", type=click.IntRange(min=1), help="exit after this many records")
 @click.option("--timeout", type=click.FloatRange(min=0), help="exit after this many seconds without a record")
-@click.option("--format", "output_format", type=click.Choice(["plain", "json"]), default="plain", show_default=True,
+@click.option("--format", "output_format", default="plain", show_default=True,
+              callback=lambda ctx, param, value: _check_format(ctx, param, value),
               help="plain: the value alone; json: one object per record with topic, partition, offset, key, "
-                   "value, timestamp")
+                   "value, headers, timestamp; or a format string as in kcat/rpk: %k key, %v value, %p partition, "
+                   "%o offset, %t timestamp (ms), %h headers (name=value,...), %T topic, %% a percent sign, "
+                   "\\n and \\t (a newline is added unless the string has one)")
+@click.option("--print-keys", is_flag=True, help="plain format: print KEY<TAB>VALUE (Kafka's print.key)")
 @click.option("--encoding", type=click.Choice(["utf8", "base64", "hex"]), default="utf8", show_default=True,
               help="how keys and values are printed: utf8 text, or base64/hex to see binary data byte for byte")
 @cluster_options
-def consume(topic_name, from_beginning, partition, offset, max_records, timeout, output_format, encoding, bootstrap):
+def consume(topic_name, from_beginning, partition, offset, max_records, timeout, output_format, print_keys, encoding,
+            bootstrap):
     """Print records of TOPIC, one per line.
 
     Ctrl-C says how many records were read and exits 130; a closed pipe (`| head -1`) ends
     the command quietly."""
     from distlog.client import Consumer
 
-    if offset is not None and partition is None:
-        raise click.UsageError("--offset needs --partition")
+    if isinstance(offset, int) and offset >= 0 and partition is None:
+        raise click.UsageError("an offset N needs --partition (partitions number their records apart); "
+                               "-o start, end, -N or @TIME apply to every partition")
     if offset is not None and from_beginning:
         raise click.UsageError("give --offset or --from-beginning, not both")
-    # An --offset outside the partition is an error to report, not a cue to jump elsewhere.
-    reset = "none" if offset is not None else "earliest" if from_beginning else "latest"
+    if print_keys and output_format != "plain":
+        raise click.UsageError("--print-keys is for the plain format (json has the key; a format string has %k)")
+    if from_beginning:
+        offset = "start"
+    # An offset N outside the partition is an error to report, not a cue to jump elsewhere.
+    reset = "none" if isinstance(offset, int) and offset >= 0 else "earliest" if offset == "start" else "latest"
     consumer = Consumer(bootstrap, auto_offset_reset=reset, fetch_max_wait_ms=200)
     printed, interrupted = 0, False
     warned = []
@@ -320,12 +346,7 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
         numbers = consumer.partitions_for_topic(topic_name, None if timeout is None else max(timeout, 1.0))
         partitions = [(topic_name, partition)] if partition is not None else [(topic_name, p) for p in numbers]
         consumer.assign(partitions)
-        if offset is not None:
-            consumer.seek((topic_name, partition), offset)
-        elif from_beginning:
-            consumer.seek_to_beginning()
-        else:
-            consumer.seek_to_end()
+        _seek(consumer, partitions, offset)
         last_record_s = time.monotonic()
         while max_records is None or printed < max_records:
             # poll() keeps its timeout whatever a broker does, so --timeout holds to within a poll
@@ -333,7 +354,7 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
             try:
                 records = consumer.poll(timeout=wait_s, max_records=None if max_records is None else max_records - printed)
             except DistlogError as error:
-                if offset is not None and error.code == ErrorCode.OFFSET_OUT_OF_RANGE:
+                if reset == "none" and error.code == ErrorCode.OFFSET_OUT_OF_RANGE:
                     raise CliError(f"offset {offset} is outside {topic_name}-{partition} ({error.message}); "
                                    "use --from-beginning, or an offset the partition holds "
                                    "(`distlog topic describe` shows its start and end)") from None
@@ -344,7 +365,7 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
                 continue
             last_record_s = time.monotonic()
             for record in records[: None if max_records is None else max_records - printed]:
-                click.echo(_format_record(record, output_format, encoding, warn_once))
+                click.echo(_format_record(record, "keyed" if print_keys else output_format, encoding, warn_once), nl=False)
                 printed += 1
     except KeyboardInterrupt:
         interrupted = True
@@ -357,6 +378,63 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
     click.echo(("interrupted: " if interrupted else "") + f"consumed {printed} record(s) from '{topic_name}'", err=True)
     if interrupted:
         sys.exit(EXIT_INTERRUPTED)
+
+
+_DURATION_UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def _parse_offset_spec(value):
+    """-o SPEC -> "start" | "end" | N (>= 0) | -N (< 0: before the end) | ("time", ms) | None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text in ("start", "beginning", "earliest"):
+        return "start"
+    if text in ("end", "latest"):
+        return "end"
+    if text.startswith("@-"):
+        amount, unit = text[2:-1], text[-1:]
+        if amount.isdigit() and unit in _DURATION_UNITS_MS:
+            return ("time", int(time.time() * 1000) - int(amount) * _DURATION_UNITS_MS[unit])
+    elif text.startswith("@"):
+        if text[1:].isdigit():
+            return ("time", int(text[1:]))
+    else:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    raise click.BadParameter(f"{value!r} is not start, end, N, -N, @TIMESTAMP_MS or @-DURATION (like @-10m)",
+                             param_hint="'--offset' / '-o'")
+
+
+def _seek(consumer, partitions, offset) -> None:
+    """Put every assigned partition where -o says (default: the end, only new records)."""
+    if offset is None or offset == "end":
+        consumer.seek_to_end()
+    elif offset == "start":
+        consumer.seek_to_beginning()
+    elif isinstance(offset, int) and offset >= 0:
+        consumer.seek(partitions[0], offset)
+    elif isinstance(offset, int):  # -N: the last N records of each partition (or all it has)
+        starts, ends = consumer.beginning_offsets(partitions), consumer.end_offsets(partitions)
+        for tp in partitions:
+            consumer.seek(tp, max(starts[(tp[0], tp[1])], ends[(tp[0], tp[1])] + offset))
+    else:  # ("time", ms): the first record at or after it, or only new records where none is
+        found = consumer.offsets_for_times({tp: offset[1] for tp in partitions})
+        for tp in partitions:
+            position = found[(tp[0], tp[1])]
+            if position is None:
+                consumer.seek_to_end(tp)
+            else:
+                consumer.seek(tp, position)
+
+
+def _check_format(ctx, param, value: str) -> str:
+    if value in ("plain", "json") or "%" in value:
+        return value
+    raise click.BadParameter(f"{value!r} is neither plain, json nor a format string with % directives "
+                             "(like '%k %v')")
 
 
 def _text(data, encoding: str, on_mangled):
@@ -375,13 +453,35 @@ def _text(data, encoding: str, on_mangled):
 
 
 def _format_record(record, output_format: str, encoding: str = "utf8", warn=lambda record: None) -> str:
+    """One record as the consume command prints it, its newline included."""
     def text(data):
         return _text(data, encoding, lambda: warn(record))
 
     if output_format == "json":
         return json.dumps({"topic": record.topic, "partition": record.partition, "offset": record.offset,
-                           "key": text(record.key), "value": text(record.value), "timestamp": record.timestamp_ms})
-    return text(record.value) or ""
+                           "key": text(record.key), "value": text(record.value),
+                           "headers": [{"key": name, "value": text(value)} for name, value in record.headers],
+                           "timestamp": record.timestamp_ms}) + "\n"
+    if output_format == "plain":
+        return (text(record.value) or "") + "\n"
+    if output_format == "keyed":
+        return f"{text(record.key) or ''}\t{text(record.value) or ''}\n"
+    fields = {"k": lambda: text(record.key) or "", "v": lambda: text(record.value) or "",
+              "p": lambda: str(record.partition), "o": lambda: str(record.offset),
+              "t": lambda: str(record.timestamp_ms), "T": lambda: record.topic, "%": lambda: "%",
+              "h": lambda: ",".join(f"{name}={text(value) or ''}" for name, value in record.headers)}
+    out, i = [], 0
+    spec = output_format.replace("\\n", "\n").replace("\\t", "\t")
+    while i < len(spec):
+        char = spec[i]
+        if char == "%" and i + 1 < len(spec) and spec[i + 1] in fields:
+            out.append(fields[spec[i + 1]]())
+            i += 2
+        else:
+            out.append(char)
+            i += 1
+    line = "".join(out)
+    return line if "\n" in spec else line + "\n"
 
 
 main.add_command(cluster)

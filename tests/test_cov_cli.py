@@ -186,3 +186,37 @@ def test_binary_keys_and_values_print_byte_for_byte_in_base64_or_hex_and_utf8_wa
     assert out["hex"][0]["value"] == "ff0062696e" and out["hex"][0]["key"] == "fe"
     assert "is not UTF-8 text" in out["utf8"][1] and "--encoding base64 or hex" in out["utf8"][1]
     assert "warning" not in out["base64"][1]
+
+
+def test_headers_format_strings_print_keys_and_offset_specs_as_kcat_and_rpk_users_type_them(bootstrap):
+    import time
+
+    assert distlog("topic", "create", "spec", "--bootstrap", bootstrap).returncode == 0
+    before_ms = int(time.time() * 1000)
+    lines = "".join(f"k{i}:v{i}\n" for i in range(6))
+    produced = distlog("produce", "spec", "--key-separator", ":", "-H", "trace=abc", "-H", "who=me",
+                       "--bootstrap", bootstrap, input_text=lines)
+    assert produced.returncode == 0, produced.stderr
+
+    def consume(*args):
+        result = distlog("consume", "spec", *args, "--timeout", "1", "--bootstrap", bootstrap)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()
+
+    assert consume("-o", "start", "--format", "%k=%v p%p o%o [%h] %T 100%%")[0] == "k0=v0 p0 o0 [trace=abc,who=me] spec 100%"
+    assert consume("-o", "start", "--format", r"%v\t%o\n")[:2] == ["v0\t0", "v1\t1"]
+    assert consume("-o", "start", "--print-keys")[:2] == ["k0\tv0", "k1\tv1"]
+    first = json.loads(consume("-o", "start", "--format", "json")[0])
+    assert first["headers"] == [{"key": "trace", "value": "abc"}, {"key": "who", "value": "me"}]
+    assert consume("-o", "-2") == ["v4", "v5"]  # the last two records of each partition
+    assert consume("-o", "-100") == [f"v{i}" for i in range(6)]  # no more than the partition holds
+    assert consume("-o", f"@{before_ms}")[:1] == ["v0"]  # from a time
+    assert consume("-o", "@-1h") == [f"v{i}" for i in range(6)]  # the last hour
+    assert consume("-o", f"@{before_ms + 3_600_000}") == []  # nothing that new: only new records
+    assert consume("--partition", "0", "-o", "3") == ["v3", "v4", "v5"]
+    bad = distlog("consume", "spec", "-o", "yesterday", "--bootstrap", bootstrap)
+    assert bad.returncode == 2 and "is not start, end, N, -N" in bad.stderr
+    bad_format = distlog("consume", "spec", "--format", "xml", "--bootstrap", bootstrap)
+    assert bad_format.returncode == 2 and "format string" in bad_format.stderr
+    bad_header = distlog("produce", "spec", "-H", "novalue", "--bootstrap", bootstrap, input_text="x\n")
+    assert bad_header.returncode == 2 and "is not NAME=VALUE" in bad_header.stderr

@@ -33,7 +33,7 @@ def test_create_produce_consume_describe_delete(bootstrap):
     assert consumed.returncode == 0, consumed.stderr
     records = [json.loads(line) for line in consumed.stdout.splitlines()]
     assert sorted(r["value"] for r in records) == sorted(f"click {i}" for i in range(30))
-    assert set(records[0]) == {"topic", "partition", "offset", "key", "value", "timestamp"}
+    assert set(records[0]) == {"topic", "partition", "offset", "key", "value", "headers", "timestamp"}
     partitions_by_key = {}
     for r in records:
         partitions_by_key.setdefault(r["key"], set()).add(r["partition"])
