@@ -39,8 +39,9 @@ class BrokerProcess:
         self.address = address
         self.data_dir = data_dir
         self.log_file = log_file
+        # The broker rotates its own log file (and points its stdout/stderr at the new one).
         self._argv = ["--id", str(broker_id), "--data-dir", data_dir, "--listen", address,
-                      "--peers", peers_arg, "--cluster-id", cluster_id]
+                      "--peers", peers_arg, "--cluster-id", cluster_id, "--log-file", log_file]
         self._popen: subprocess.Popen | None = None
         self._process: psutil.Process | None = None
         self.started_monotonic_s = 0.0

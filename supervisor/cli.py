@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 from tabulate import tabulate
 
+from distlog.broker.logs import LEVELS, LOG_LEVEL_ENV
 from distlog.supervisor import cluster_file
 from distlog.supervisor.backoff import RestartPolicy
 from distlog.supervisor.control import ClusterControl, ControlError
@@ -72,9 +73,12 @@ def cluster():
               show_default=True, help="Longest restart delay.")
 @click.option("--ready-timeout-s", type=click.FloatRange(0.1), default=30.0, show_default=True,
               help="How long every broker gets to answer before the start fails.")
+@click.option("--log-level", type=click.Choice(LEVELS), default="info", show_default=True, envvar=LOG_LEVEL_ENV,
+              show_envvar=True, help="The brokers' log level; each broker.log rotates at 10 MiB, 5 kept.")
 def up(brokers, data_dir, port_base, detach, no_restart, restart_backoff_s, restart_backoff_max_s,
-       ready_timeout_s):
+       ready_timeout_s, log_level):
     """Start the cluster in DATA_DIR (a new one, or bring back the one it holds)."""
+    os.environ[LOG_LEVEL_ENV] = log_level  # the supervisor's brokers (and a detached supervisor) inherit it
     try:
         ensure_not_running(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import sys
 
+from distlog.broker.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LEVELS, LOG_LEVEL_ENV, BrokerLogger
 from distlog.broker.server import Broker, BrokerConfig
 
 
@@ -37,6 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=parse_config, action="append", default=[],
                         help="default topic config KEY=VALUE for every topic (repeatable), e.g. flush.policy=never")
     parser.add_argument("--cluster-id", default="distlog")
+    parser.add_argument("--log-level", choices=LEVELS, default=os.environ.get(LOG_LEVEL_ENV, "info"),
+                        help=f"the least severe level logged (default info, or ${LOG_LEVEL_ENV})")
+    parser.add_argument("--log-file", default=None,
+                        help="write the log here, rotated by size (default: stderr, not rotated)")
+    parser.add_argument("--log-max-bytes", type=int, default=DEFAULT_MAX_BYTES,
+                        help=f"rotate the log file past this size (default {DEFAULT_MAX_BYTES})")
+    parser.add_argument("--log-backups", type=int, default=DEFAULT_BACKUPS,
+                        help=f"rotated log files kept (default {DEFAULT_BACKUPS})")
     return parser
 
 
@@ -72,8 +82,10 @@ def main(argv=None) -> int:
         return 2
     peers.setdefault(args.id, args.listen)
     config = BrokerConfig(args.id, args.data_dir, args.listen, peers, dict(args.config), args.cluster_id)
+    logger = BrokerLogger(args.id, level=args.log_level, path=args.log_file, max_bytes=args.log_max_bytes,
+                          backups=args.log_backups)
     try:
-        broker = Broker(config)
+        broker = Broker(config, logger)
     except Exception as error:  # port in use, unreadable data dir, bad config: say which and stop
         print(f"error: broker {args.id} could not start: {error}", file=sys.stderr)
         return 1
