@@ -41,7 +41,8 @@ class BrokerProcess:
         self.log_file = log_file
         # The broker rotates its own log file (and points its stdout/stderr at the new one).
         self._argv = ["--id", str(broker_id), "--data-dir", data_dir, "--listen", address,
-                      "--peers", peers_arg, "--cluster-id", cluster_id, "--log-file", log_file]
+                      "--peers", peers_arg, "--cluster-id", cluster_id, "--log-file", log_file,
+                      "--metrics-port", "0"]
         self._popen: subprocess.Popen | None = None
         self._process: psutil.Process | None = None
         self.started_monotonic_s = 0.0

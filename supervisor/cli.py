@@ -230,7 +230,9 @@ def render_status(status: dict) -> str:
             broker.get("restarts", 0), _faults_text(faults)])
     table = tabulate(rows, headers=["ID", "STATE", "PID", "ADDRESS", "UPTIME", "RSS-MIB", "CPU%",
                                     "RESTARTS", "FAULTS"])
-    return f"{summary}\n\n{table}"
+    endpoints = [f"  {broker['id']}  {broker['metrics']}" for broker in status["brokers"] if broker.get("metrics")]
+    metrics = "\n\nmetrics (Prometheus)\n" + "\n".join(endpoints) if endpoints else ""
+    return f"{summary}\n\n{table}{metrics}"
 
 
 def _partitions_text(health) -> str:

@@ -13,11 +13,13 @@ Broker states:
 """
 
 import json
+import os
 import signal
 import sys
 import time
 from dataclasses import dataclass
 
+from distlog.broker.metrics import ENDPOINT_FILE as METRICS_ENDPOINT_FILE
 from distlog.supervisor import cluster_file
 from distlog.supervisor.backoff import RestartPolicy
 from distlog.supervisor.broker_process import BrokerProcess, broker_command
@@ -33,6 +35,15 @@ CONTROLLER_REFRESH_S = 2.0
 READY_POLL_S = 0.05
 FAULT_RULES_TIMEOUT_S = 2.0
 
+
+
+def _metrics_endpoint(broker_data_dir: str):
+    """The URL a running broker serves its Prometheus metrics at (it writes it when it starts)."""
+    try:
+        with open(os.path.join(broker_data_dir, METRICS_ENDPOINT_FILE)) as file:
+            return file.read().strip() or None
+    except OSError:
+        return None
 
 class ClusterError(Exception):
     """The cluster could not do what was asked; the message says which broker and why."""
@@ -346,6 +357,7 @@ class Supervisor:
                 "process_status": stats["process_status"], "restarts": slot.restarts,
                 "last_exit_code": slot.last_exit_code, "fault_rules": slot.fault_rules or {},
                 "log_file": slot.process.log_file,
+                "metrics": _metrics_endpoint(slot.process.data_dir) if slot.state == RUNNING else None,
             })
         return {"cluster_id": self.record["cluster_id"], "data_dir": str(self.data_dir),
                 "supervisor": self.record["supervisor"], "controller": self.record["controller"],

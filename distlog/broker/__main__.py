@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=parse_config, action="append", default=[],
                         help="default topic config KEY=VALUE for every topic (repeatable), e.g. flush.policy=never")
     parser.add_argument("--cluster-id", default="distlog")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics (0: any free port; "
+                             "the URL is written to DATA_DIR/metrics-endpoint). Default: off")
     parser.add_argument("--log-level", choices=LEVELS, default=os.environ.get(LOG_LEVEL_ENV, "info"),
                         help=f"the least severe level logged (default info, or ${LOG_LEVEL_ENV})")
     parser.add_argument("--log-file", default=None,
@@ -81,7 +84,8 @@ def main(argv=None) -> int:
         print(f"error: --peers says broker {args.id} is at {peers[args.id]} but --listen is {args.listen}", file=sys.stderr)
         return 2
     peers.setdefault(args.id, args.listen)
-    config = BrokerConfig(args.id, args.data_dir, args.listen, peers, dict(args.config), args.cluster_id)
+    config = BrokerConfig(args.id, args.data_dir, args.listen, peers, dict(args.config), args.cluster_id,
+                          metrics_port=args.metrics_port)
     logger = BrokerLogger(args.id, level=args.log_level, path=args.log_file, max_bytes=args.log_max_bytes,
                           backups=args.log_backups)
     try:

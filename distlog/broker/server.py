@@ -49,6 +49,7 @@ from distlog import __version__
 from distlog.broker.data_dir_lock import lock_data_dir
 from distlog.broker.delayed import FetchPurgatory, ParkedFetch
 from distlog.broker.logs import BrokerLogger
+from distlog.broker.metrics import BrokerMetrics
 from distlog.broker.metadata import ClusterMetadata
 from distlog.consensus.hard_state_store import HardStateStore
 from distlog.durable import make_directory_durably
@@ -107,6 +108,7 @@ class BrokerConfig:
     peers: dict  # broker id -> address, this broker included
     log_defaults: dict = field(default_factory=dict)  # topic config keys every topic starts from
     cluster_id: str = "distlog"
+    metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1 (0: any free port)
 
     @property
     def controller_id(self) -> int:
@@ -148,6 +150,10 @@ class Broker:
         self.replicas: dict = {}
         self.peer_connections: dict = {}  # broker id -> DealerConnection (Raft traffic, metadata sync)
         self.controller_connection = None
+        self.metrics = BrokerMetrics()
+        self._replied_later: dict = {}  # (peer, cid) -> (api name, received at): parked produces and fetches
+        self._next_gauges_s = 0.0
+        self._stats_reported: dict = {}
         try:
             self._open(config)
         except BaseException:
@@ -201,7 +207,10 @@ class Broker:
         self.replication = ReplicaManager(self.broker_id, self._send_raft_frame, self.logger,
                                           hard_state_store=self.hard_states)
         self.replication.set_peers(config.peers)
+        self.replication.on_fsync = self.metrics.fsync_latency.observe
         self._open_local_replicas()
+        if config.metrics_port is not None:
+            self.metrics.serve(config.metrics_port, config.data_dir)
         self._sync_sent_at_s = None  # when the outstanding MetadataSync went out, if one is out
         self._next_sync_s = 0.0
 
@@ -241,6 +250,9 @@ class Broker:
                 self._replicate(now_s)
                 self._send_outbox()
                 self._wake_parked_fetches()
+                if now_s >= self._next_gauges_s:
+                    self._next_gauges_s = now_s + 1.0
+                    self._update_gauges()
         finally:
             self._shutdown()
 
@@ -287,6 +299,7 @@ class Broker:
             self._on_request(peer, cid, frames)
 
     def _on_request(self, peer: bytes, cid: int, frames: list) -> None:
+        received_s = time.monotonic()
         try:
             request = decode_request(frames)
         except ProtocolError as error:
@@ -299,6 +312,12 @@ class Broker:
         except Exception as error:  # a bug in one handler must not take the broker down
             self.logger.error("handler_failed", api=request.API_KEY.name, error=repr(error), trace=traceback.format_exc())
             response = ErrorResponse(int(ErrorCode.UNKNOWN_SERVER_ERROR), f"{type(error).__name__}: {error}", int(request.API_KEY))
+        api = request.API_KEY.name
+        self.metrics.requests.labels(api).inc()
+        if response is not None:
+            self.metrics.request_latency.labels(api).observe(time.monotonic() - received_s)
+        elif request.API_KEY is ApiKey.FETCH or (request.API_KEY is ApiKey.PRODUCE and request.acks != 0):
+            self._replied_later[(peer, cid)] = (api, received_s)  # answered by a later turn
         if response is not None:
             self._reply(peer, cid, response)
 
@@ -344,6 +363,13 @@ class Broker:
         """Send one response, once it may leave (after _flush). A socket-level failure loses
         this reply, not the broker: the client's request times out and it retries, as it would
         after a lost packet."""
+        later = self._replied_later.pop((peer, cid), None)
+        if later is not None:
+            self.metrics.request_latency.labels(later[0]).observe(time.monotonic() - later[1])
+        if isinstance(response, FetchResponse):
+            for entry in response.partitions:
+                if entry["records"]:
+                    self.metrics.fetched_bytes.labels(entry["topic"]).inc(len(entry["records"]))
         try:
             self.server.send(peer, cid, encode(response))
         except TransportError as error:
@@ -371,8 +397,22 @@ class Broker:
             except OSError as error:
                 self.logger.error("hard_state_flush_failed", error=str(error))
 
+    def _update_gauges(self) -> None:
+        """Once a second: the partition gauges, and the Raft counters the manager keeps."""
+        metrics, manager = self.metrics, self.replication
+        leading = [key for key, replica in self.replicas.items() if replica.is_leader]
+        metrics.partitions.set(len(self.replicas))
+        metrics.leaders.set(len(leading))
+        metrics.under_replicated.set(sum(len(manager.in_sync_replicas(key)) < len(self.replicas[key].voters)
+                                         for key in leading))
+        metrics.offline.set(len(self.offline))
+        for name, counter in (("leader_elections", metrics.leader_elections), ("term_changes", metrics.term_changes)):
+            counter.inc(manager.stats[name] - self._stats_reported.get(name, 0))
+            self._stats_reported[name] = manager.stats[name]
+
     def _close_sockets(self) -> None:
         """Close the sockets and the context, then let another broker have the data dir."""
+        self.metrics.close()
         if self.server is not None:
             self.server.close(linger_ms=100)
         for connection in self.peer_connections.values():
@@ -612,6 +652,8 @@ class Broker:
         else:
             result["base_offset"] = written[0].base_offset
             result["log_start_offset"] = replica.log_start_offset
+            self.metrics.produced_bytes.labels(topic).inc(len(records))
+            self.metrics.produced_records.labels(topic).inc(sum(w.last_offset - w.base_offset + 1 for w in written))
             # The request is settled when its last batch is: entries of one term are committed in order.
             last = written[-1]
             if isinstance(last, ProducerBatchInfo):  # a retry of a batch held already: wait for that entry

@@ -120,6 +120,9 @@ class ReplicaManager:
         self._preferred_ready_since: dict = {}
         self._next_preferred_check_s = 0.0
         self.shutting_down = False
+        # For the broker's metrics: counts it reads, and a callable given each fsync's seconds.
+        self.stats = {"leader_elections": 0, "term_changes": 0}
+        self.on_fsync: Optional[Callable[[float], None]] = None
 
     # ---- membership of groups ----------------------------------------------------------
 
@@ -309,8 +312,13 @@ class ReplicaManager:
                 self._hw[key] = hw
                 self.hw_advanced.add(key)
             state = (replica.node.role, replica.node.term)
-            if self._role.get(key) != state:
+            before = self._role.get(key)
+            if before != state:
                 self._role[key] = state
+                if before is not None and before[1] != state[1]:
+                    self.stats["term_changes"] += 1
+                if state[0] is Role.LEADER:
+                    self.stats["leader_elections"] += 1
                 self._on_role_change(key, replica)
 
     def _sync(self, replica: PartitionReplica, rd, now_ms: int) -> None:
@@ -323,7 +331,10 @@ class ReplicaManager:
             if not replica.log.maybe_flush(now_ms) and replica.log.config.flush_policy != "never":
                 self.unflushed.add(replica.key)
             return
+        started_s = time.perf_counter()
         replica.storage.sync()
+        if self.on_fsync is not None:
+            self.on_fsync(time.perf_counter() - started_s)
         replica.durable_vote = vote
         self.unflushed.discard(replica.key)
 
