@@ -484,6 +484,29 @@ def _format_record(record, output_format: str, encoding: str = "utf8", warn=lamb
     return line if "\n" in spec else line + "\n"
 
 
+# `distlog broker` and `distlog sim` hand their arguments to the real commands, imported only
+# when run (the broker pulls in the whole server, which every other command can do without).
+_PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+
+
+@main.command(context_settings=_PASS_THROUGH, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def broker(args):
+    """Run one broker process (what `cluster up` spawns); `distlog broker --help` lists its options."""
+    from distlog.broker.__main__ import main as broker_main
+
+    sys.exit(broker_main(list(args), prog_name="distlog broker"))
+
+
+@main.command(context_settings=_PASS_THROUGH, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def sim(args):
+    """Run the seeded Raft simulator; `distlog sim --help` lists its options."""
+    from distlog.consensus.sim import main as sim_main
+
+    sys.exit(sim_main(list(args), prog_name="distlog sim"))
+
+
 main.add_command(cluster)
 main.add_command(chaos)
 

@@ -36,3 +36,19 @@ def test_every_cluster_command_names_its_environment_variables_and_every_option_
         assert "env var: DISTLOG_BOOTSTRAP" in text and "env var: DISTLOG_DATA_DIR" in text, command
     create = " ".join(run_cli("topic", "create", "--help").stdout.split())
     assert "--partitions INTEGER RANGE how many partitions" in create
+
+
+def test_the_broker_and_the_simulator_are_distlog_commands_with_help_and_usage_errors():
+    import json
+
+    broker_help = " ".join(run_cli("broker", "--help").stdout.split())
+    assert "Usage: distlog broker" in broker_help and "--metrics-port" in broker_help
+    assert "env var: DISTLOG_LOG_LEVEL" in broker_help
+    ran = run_cli("sim", "--seeds", "5", "--workers", "1", "--json")
+    assert ran.returncode == 0, ran.stderr
+    summary = json.loads(ran.stdout)
+    assert summary["seeds"] == 5 and summary["violations"] == 0
+    bad = run_cli("sim", "--seeds", "0")
+    assert bad.returncode == 2 and "Invalid value for '--seeds'" in bad.stderr
+    missing = run_cli("broker", "--data-dir", "/nonexistent")
+    assert missing.returncode == 2 and "Missing option '--id'" in missing.stderr

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import ctypes
-import os
 import sys
+
+import click
 
 from distlog.broker.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LEVELS, LOG_LEVEL_ENV, BrokerLogger
 from distlog.broker.server import Broker, BrokerConfig
@@ -17,7 +17,7 @@ def parse_peers(text: str) -> dict:
     for item in filter(None, text.split(",")):
         broker_id, sep, address = item.partition("=")
         if not sep or not broker_id.strip().isdigit() or not address:
-            raise argparse.ArgumentTypeError(f"bad peer {item!r}: expected ID=ENDPOINT, e.g. 2=tcp://127.0.0.1:9002")
+            raise click.BadParameter(f"bad peer {item!r}: expected ID=ENDPOINT, e.g. 2=tcp://127.0.0.1:9002")
         peers[int(broker_id)] = address.strip()
     return peers
 
@@ -25,32 +25,8 @@ def parse_peers(text: str) -> dict:
 def parse_config(text: str) -> tuple:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"bad config {text!r}: expected KEY=VALUE, e.g. flush.policy=always")
+        raise click.BadParameter(f"bad config {text!r}: expected KEY=VALUE, e.g. flush.policy=always")
     return key, value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m distlog.broker", description="Run one distlog broker.")
-    parser.add_argument("--id", type=int, required=True, help="this broker's id (a positive integer)")
-    parser.add_argument("--data-dir", required=True, help="directory for this broker's partitions and metadata")
-    parser.add_argument("--listen", required=True, help="endpoint to bind, e.g. tcp://127.0.0.1:9092")
-    parser.add_argument("--peers", type=parse_peers, default=None,
-                        help="every broker of the cluster as ID=ENDPOINT,... (default: just this one)")
-    parser.add_argument("--config", type=parse_config, action="append", default=[],
-                        help="default topic config KEY=VALUE for every topic (repeatable), e.g. flush.policy=never")
-    parser.add_argument("--cluster-id", default="distlog")
-    parser.add_argument("--metrics-port", type=int, default=None,
-                        help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics (0: any free port; "
-                             "the URL is written to DATA_DIR/metrics-endpoint). Default: off")
-    parser.add_argument("--log-level", choices=LEVELS, default=os.environ.get(LOG_LEVEL_ENV, "info"),
-                        help=f"the least severe level logged (default info, or ${LOG_LEVEL_ENV})")
-    parser.add_argument("--log-file", default=None,
-                        help="write the log here, rotated by size (default: stderr, not rotated)")
-    parser.add_argument("--log-max-bytes", type=int, default=DEFAULT_MAX_BYTES,
-                        help=f"rotate the log file past this size (default {DEFAULT_MAX_BYTES})")
-    parser.add_argument("--log-backups", type=int, default=DEFAULT_BACKUPS,
-                        help=f"rotated log files kept (default {DEFAULT_BACKUPS})")
-    return parser
 
 
 # glibc's mallopt parameters (malloc.h).
@@ -76,25 +52,56 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 64 << 20))
 
 
-def main(argv=None) -> int:
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--id", "broker_id", type=click.IntRange(min=1), required=True, help="this broker's id (a positive integer)")
+@click.option("--data-dir", required=True, help="directory for this broker's partitions and metadata")
+@click.option("--listen", required=True, help="endpoint to bind, e.g. tcp://127.0.0.1:9092")
+@click.option("--peers", callback=lambda ctx, param, value: parse_peers(value) if value else None,
+              help="every broker of the cluster as ID=ENDPOINT,... (default: just this one)")
+@click.option("--config", "configs", multiple=True, callback=lambda ctx, param, values: [parse_config(v) for v in values],
+              metavar="KEY=VALUE", help="default topic config for every topic (repeatable), e.g. flush.policy=never")
+@click.option("--cluster-id", default="distlog", show_default=True)
+@click.option("--log-level", type=click.Choice(LEVELS), default="info", show_default=True, envvar=LOG_LEVEL_ENV,
+              show_envvar=True, help="the least severe level logged")
+@click.option("--log-file", default=None, help="write the log here, rotated by size (default: stderr, not rotated)")
+@click.option("--log-max-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_BYTES, show_default=True,
+              help="rotate the log file past this size")
+@click.option("--log-backups", type=click.IntRange(min=0), default=DEFAULT_BACKUPS, show_default=True,
+              help="rotated log files kept")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics (0: any free port; the URL is "
+                   "written to DATA_DIR/metrics-endpoint)  [default: off]")
+def broker(broker_id, data_dir, listen, peers, configs, cluster_id, log_level, log_file, log_max_bytes, log_backups,
+           metrics_port):
+    """Run one distlog broker (what `distlog cluster up` spawns for each broker)."""
     keep_freed_memory()
-    args = build_parser().parse_args(argv)
-    peers = args.peers or {}
-    if args.id in peers and peers[args.id] != args.listen and not args.listen.endswith(":0"):
-        print(f"error: --peers says broker {args.id} is at {peers[args.id]} but --listen is {args.listen}", file=sys.stderr)
-        return 2
-    peers.setdefault(args.id, args.listen)
-    config = BrokerConfig(args.id, args.data_dir, args.listen, peers, dict(args.config), args.cluster_id,
-                          metrics_port=args.metrics_port)
-    logger = BrokerLogger(args.id, level=args.log_level, path=args.log_file, max_bytes=args.log_max_bytes,
-                          backups=args.log_backups)
+    peers = peers or {}
+    if broker_id in peers and peers[broker_id] != listen and not listen.endswith(":0"):
+        click.echo(f"error: --peers says broker {broker_id} is at {peers[broker_id]} but --listen is {listen}", err=True)
+        sys.exit(2)
+    peers.setdefault(broker_id, listen)
+    config = BrokerConfig(broker_id, data_dir, listen, peers, dict(configs), cluster_id, metrics_port=metrics_port)
+    logger = BrokerLogger(broker_id, level=log_level, path=log_file, max_bytes=log_max_bytes, backups=log_backups)
     try:
-        broker = Broker(config, logger)
+        server = Broker(config, logger)
     except Exception as error:  # port in use, unreadable data dir, bad config: say which and stop
-        print(f"error: broker {args.id} could not start: {error}", file=sys.stderr)
-        return 1
-    broker.install_signal_handlers()
-    broker.run()
+        click.echo(f"error: broker {broker_id} could not start: {error}", err=True)
+        sys.exit(1)
+    server.install_signal_handlers()
+    server.run()
+
+
+def main(argv=None, prog_name: str = "python -m distlog.broker") -> int:
+    """Run the broker command on argv (default sys.argv[1:]); its exit code (usage errors: 2)."""
+    try:
+        broker.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Exit as done:  # --help
+        return done.exit_code
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except SystemExit as exiting:
+        return exiting.code if isinstance(exiting.code, int) else 1
     return 0
 
 

@@ -43,7 +43,6 @@ index), no-pre-vote (the nodes run without pre-vote: terms run away).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import heapq
@@ -59,7 +58,10 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Optional
+
+import click
 
 from distlog.consensus.log_store import MemoryStorage
 from distlog.consensus.messages import (
@@ -889,19 +891,39 @@ def _count(sweep: Sweep, result: SeedResult) -> None:
         sweep.failures.append(result)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m distlog.consensus.sim",
-                                     description="Run the Raft simulator over seeded failure scenarios.")
-    parser.add_argument("--seeds", type=int, default=200, help="run seeds 0..SEEDS-1")
-    parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--seed", type=int, help="run exactly this seed")
-    parser.add_argument("--trace", action="store_true", help="print what happened, tick by tick")
-    parser.add_argument("--json", action="store_true", help="print one JSON summary object")
-    parser.add_argument("--workers", type=int, default=min(2, multiprocessing.cpu_count()))
-    parser.add_argument("--fail-fast", action="store_true", help="stop at the first failing seed")
-    parser.add_argument("--inject-bug", choices=INJECTABLE_BUGS,
-                        help="put a known bug back, to check that the seeds catch it")
-    args = parser.parse_args(argv)
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--seeds", type=click.IntRange(min=1), default=200, show_default=True, help="run seeds FIRST..FIRST+SEEDS-1")
+@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), help="run exactly this seed (replay a failure)")
+@click.option("--trace", is_flag=True, help="with --seed: print what happened, tick by tick")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON summary object")
+@click.option("--workers", type=click.IntRange(min=1), default=min(2, multiprocessing.cpu_count()), show_default=True,
+              help="processes running seeds in parallel")
+@click.option("--fail-fast", is_flag=True, help="stop at the first failing seed")
+@click.option("--inject-bug", type=click.Choice(INJECTABLE_BUGS),
+              help="put a known bug back, to check that the seeds catch it")
+def sim(seeds, first_seed, seed, trace, as_json, workers, fail_fast, inject_bug):
+    """Run the Raft simulator over seeded failure scenarios (exit 1 if any seed fails)."""
+    args = SimpleNamespace(seeds=seeds, first_seed=first_seed, seed=seed, trace=trace, json=as_json,
+                              workers=workers, fail_fast=fail_fast, inject_bug=inject_bug)
+    sys.exit(_run(args))
+
+
+def main(argv: Optional[list[str]] = None, prog_name: str = "python -m distlog.consensus.sim") -> int:
+    """`python -m distlog.consensus.sim` (and `distlog sim`): the sim command's exit code."""
+    try:
+        sim.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except SystemExit as exiting:
+        return exiting.code if isinstance(exiting.code, int) else 1
+    return 0
+
+
+def _run(args) -> int:
     config = SimConfig(inject_bug=args.inject_bug)
     # Recovery cutting off a torn tail after a simulated crash is expected, not news.
     logging.getLogger("distlog.log").setLevel(logging.ERROR)
