@@ -132,6 +132,43 @@ def topic_list(as_json, bootstrap):
             click.echo(name)
 
 
+@topic.command("alter-config")
+@click.argument("name")
+@click.option("--set", "set_configs", multiple=True, callback=parse_configs, metavar="KEY=VALUE",
+              help="give a config this value (repeatable)")
+@click.option("--delete", "delete", multiple=True, metavar="KEY",
+              help="return a config to the broker default (repeatable)")
+@cluster_options
+def topic_alter_config(name, set_configs, delete, bootstrap):
+    """Change topic NAME's configs; the others stay as they are."""
+    from distlog.client import Admin
+
+    if not set_configs and not delete:
+        raise click.UsageError("give at least one --set KEY=VALUE or --delete KEY")
+    both = set(set_configs) & set(delete)
+    if both:
+        raise click.UsageError(f"{', '.join(sorted(both))}: --set and --delete of the same key")
+    with Admin(bootstrap, request_timeout_s=15) as admin:
+        admin.alter_topic_config(name, dict(set_configs), list(delete))
+    changes = [f"{k}={v}" for k, v in sorted(set_configs.items())] + [f"{k} (default)" for k in sorted(delete)]
+    click.echo(f"altered topic '{name}': {', '.join(changes)}", err=True)
+
+
+@topic.command("add-partitions")
+@click.argument("name")
+@click.argument("count", type=click.IntRange(min=1))
+@cluster_options
+def topic_add_partitions(name, count, bootstrap):
+    """Add COUNT partitions to topic NAME (as rpk's add-partitions; a topic never shrinks).
+    Keyed records pick partitions by the count, so some keys move to new partitions."""
+    from distlog.client import Admin
+
+    with Admin(bootstrap, request_timeout_s=15) as admin:
+        current = len(admin.describe_topic(name)["partitions"])
+        admin.create_partitions(name, current + count)
+    click.echo(f"topic '{name}' now has {current + count} partitions ({count} added)", err=True)
+
+
 @topic.command("delete")
 @click.argument("name")
 @cluster_options

@@ -87,6 +87,43 @@ class ClusterMetadata:
         topics[name] = TopicMetadata(name, dict(configs), place_replicas(name, partitions, replication_factor, sorted(self.brokers)))
         return ClusterMetadata(self.version + 1, dict(self.brokers), topics)
 
+    def with_configs_altered(self, name: str, set_configs: dict, delete: list) -> "ClusterMetadata":
+        """A new version with the topic's configs changed (`delete`d keys fall back to defaults)."""
+        topic = self._existing(name)
+        configs = {k: v for k, v in topic.configs.items() if k not in delete}
+        configs.update(set_configs)
+        try:
+            LogConfig.from_dict(configs)
+        except ValueError as exc:
+            raise DistlogError(ErrorCode.INVALID_CONFIG, str(exc)) from None
+        topics = dict(self.topics)
+        topics[name] = TopicMetadata(name, configs, [list(r) for r in topic.replicas])
+        return ClusterMetadata(self.version + 1, dict(self.brokers), topics)
+
+    def with_partitions_added(self, name: str, count: int) -> "ClusterMetadata":
+        """A new version with the topic grown to `count` partitions; the new ones are placed as
+        creation would have placed them, with the topic's replication factor."""
+        topic = self._existing(name)
+        if count <= topic.partition_count:
+            raise DistlogError(ErrorCode.INVALID_PARTITIONS,
+                               f"topic '{name}' has {topic.partition_count} partitions; a topic only grows "
+                               f"(ask for more than {topic.partition_count})")
+        if count > MAX_PARTITIONS:
+            raise DistlogError(ErrorCode.INVALID_PARTITIONS, f"partitions must be 1..{MAX_PARTITIONS}, got {count}")
+        factor = len(topic.replicas[0])
+        placed = place_replicas(name, count, factor, sorted(self.brokers))
+        topics = dict(self.topics)
+        topics[name] = TopicMetadata(name, dict(topic.configs),
+                                     [list(r) for r in topic.replicas] + placed[topic.partition_count:])
+        return ClusterMetadata(self.version + 1, dict(self.brokers), topics)
+
+    def _existing(self, name: str) -> TopicMetadata:
+        topic = self.topics.get(name)
+        if topic is None:
+            raise DistlogError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                               f"topic '{name}' does not exist (create it with `distlog topic create {name}`)")
+        return topic
+
     def with_topic_deleted(self, name: str) -> "ClusterMetadata":
         if name not in self.topics:
             raise DistlogError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"topic '{name}' does not exist")

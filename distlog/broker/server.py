@@ -64,8 +64,10 @@ from distlog.protocol.messages import (
     EARLIEST_TIMESTAMP,
     LATEST_TIMESTAMP,
     REQUEST_TYPES,
+    AlterConfigsResponse,
     ApiKey,
     ApiVersionsResponse,
+    CreatePartitionsResponse,
     CreateTopicsResponse,
     DeleteTopicsResponse,
     ErrorResponse,
@@ -171,6 +173,8 @@ class Broker:
             ApiKey.METADATA_SYNC: self._handle_metadata_sync,
             ApiKey.SET_FAULT_RULES: self._handle_set_fault_rules,
             ApiKey.RAFT: self._handle_raft,
+            ApiKey.ALTER_CONFIGS: self._handle_alter_configs,
+            ApiKey.CREATE_PARTITIONS: self._handle_create_partitions,
         }
 
     def _open(self, config: BrokerConfig) -> None:
@@ -443,6 +447,12 @@ class Broker:
             self.offline.pop(key, None)
             self.logger.info("partition_deleted", partition=f"{key[0]}-{key[1]}")
         for key, topic in wanted.items():
+            replica = self.replicas.get(key)
+            if replica is not None:  # an altered config takes effect on the open log at once
+                config = LogConfig.from_dict({**self.config.log_defaults, **topic.configs})
+                if replica.log.config != config:
+                    replica.log.config = config
+                    self.logger.info("partition_config_changed", partition=f"{key[0]}-{key[1]}")
             if key not in self.replicas and key not in self.offline:
                 config = LogConfig.from_dict({**self.config.log_defaults, **topic.configs})
                 try:
@@ -558,6 +568,20 @@ class Broker:
     def _handle_delete_topics(self, peer, cid, request):
         results, metadata = self._change_topics(request.topics, lambda name: name, lambda m, name: m.with_topic_deleted(name))
         return self._commit_topic_change(peer, cid, metadata, DeleteTopicsResponse(results), request.timeout_ms)
+
+    def _handle_alter_configs(self, peer, cid, request):
+        def alter(metadata, spec):
+            return metadata.with_configs_altered(spec["name"], spec["set"], spec["delete"])
+
+        results, metadata = self._change_topics(request.topics, lambda spec: spec["name"], alter)
+        return self._commit_topic_change(peer, cid, metadata, AlterConfigsResponse(results), request.timeout_ms)
+
+    def _handle_create_partitions(self, peer, cid, request):
+        def grow(metadata, spec):
+            return metadata.with_partitions_added(spec["name"], spec["count"])
+
+        results, metadata = self._change_topics(request.topics, lambda spec: spec["name"], grow)
+        return self._commit_topic_change(peer, cid, metadata, CreatePartitionsResponse(results), request.timeout_ms)
 
     def _change_topics(self, items, name_of, change):
         """Apply `change(metadata, item)` for each item in turn; one that fails is reported and skipped.

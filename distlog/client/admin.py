@@ -7,6 +7,8 @@ from distlog.client.offsets import list_offsets
 from distlog.protocol.errors import DistlogError, ErrorCode
 from distlog.protocol.messages import (
     EARLIEST_TIMESTAMP,
+    AlterConfigsRequest,
+    CreatePartitionsRequest,
     CreateTopicsRequest,
     DeleteTopicsRequest,
     ListOffsetsRequest,
@@ -48,6 +50,21 @@ class Admin:
 
     def delete_topic(self, name: str, timeout_s: float | None = None) -> None:
         self._controller_request(DeleteTopicsRequest(topics=[name], timeout_ms=self._timeout_ms(timeout_s)), timeout_s)
+        self.cluster.topics.pop(name, None)
+
+    def alter_topic_config(self, name: str, set_configs: dict | None = None, delete: list | None = None,
+                           timeout_s: float | None = None) -> None:
+        """Set some of a topic's configs and return others to the broker defaults, leaving the
+        rest (Kafka's incremental alter); INVALID_CONFIG names a bad key or value."""
+        spec = {"name": name, "set": {str(k): str(v) for k, v in (set_configs or {}).items()},
+                "delete": [str(k) for k in (delete or [])]}
+        self._controller_request(AlterConfigsRequest(topics=[spec], timeout_ms=self._timeout_ms(timeout_s)), timeout_s)
+
+    def create_partitions(self, name: str, count: int, timeout_s: float | None = None) -> None:
+        """Grow the topic to `count` partitions in all (never fewer: INVALID_PARTITIONS). Keys
+        map to partitions by count, so some keys' new records go to new partitions from now on."""
+        request = CreatePartitionsRequest(topics=[{"name": name, "count": count}], timeout_ms=self._timeout_ms(timeout_s))
+        self._controller_request(request, timeout_s)
         self.cluster.topics.pop(name, None)
 
     def list_topics(self) -> list:

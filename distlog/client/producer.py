@@ -145,7 +145,9 @@ class Producer:
         if partition is None:
             partition = partition_for_key(key, partition_count) if key is not None else self._sticky.partition(topic, partition_count)
         elif not 0 <= partition < partition_count:
-            raise _no_such_partition(topic, partition, partition_count)
+            partition_count = self._partition_count_again(topic)  # added since the last lookup?
+            if not 0 <= partition < partition_count:
+                raise _no_such_partition(topic, partition, partition_count)
         future, wake = self._append(topic, partition, value, key, timestamp_ms, headers, callback)
         if wake:
             self._wake_pipe.wake()
@@ -172,6 +174,8 @@ class Producer:
         if keys is not None and not isinstance(keys, np.ndarray):
             keys = [_as_bytes(k, "key") for k in keys]  # once, for partitioning and for the batches
         if partition is not None:
+            if not 0 <= partition < partition_count:
+                partition_count = self._partition_count_again(topic)  # added since the last lookup?
             if not 0 <= partition < partition_count:
                 raise _no_such_partition(topic, partition, partition_count)
             targets = np.full(n, partition, dtype=np.int64)
@@ -287,6 +291,15 @@ class Producer:
         if self._accumulator.closed:
             raise ProducerClosedError()
         self._partition_counts.request(topic)
+        self._wake()
+        return self._partition_counts.wait(topic, self.max_block_s)
+
+    def _partition_count_again(self, topic: str) -> int:
+        """The count looked up anew: a partition past the known count may have been added
+        (`topic add-partitions`) since this producer last asked."""
+        if self._accumulator.closed:
+            raise ProducerClosedError()
+        self._partition_counts.request_again(topic)
         self._wake()
         return self._partition_counts.wait(topic, self.max_block_s)
 

@@ -71,6 +71,13 @@ class PartitionCounts:
             self._errors.pop(topic, None)
             self._wanted.add(topic)
 
+    def request_again(self, topic: str) -> None:
+        """Forget the known count and ask for it anew (partitions may have been added)."""
+        with self._arrived:
+            self.counts.pop(topic, None)
+            self._errors.pop(topic, None)
+            self._wanted.add(topic)
+
     def wait(self, topic: str, timeout_s: float) -> int:
         """The topic's partition count, once the sender looked it up; a lookup that timed out is
         asked for again until timeout_s, other errors are raised."""

@@ -33,6 +33,8 @@ class ApiKey(enum.IntEnum):
     METADATA_SYNC = 7  # broker -> controller: "my metadata is at version V; anything newer?"
     SET_FAULT_RULES = 8  # supervisor -> broker: drop frames to/from peers (injected partitions)
     RAFT = 9  # broker -> broker: one loop turn's Raft messages of every group (no reply)
+    ALTER_CONFIGS = 10  # clients (to the controller): set or delete topic configs
+    CREATE_PARTITIONS = 11  # clients (to the controller): grow a topic to more partitions
     ERROR = 255  # a reply to a request that could not be decoded well enough to answer in kind
 
 
@@ -147,6 +149,41 @@ class DeleteTopicsRequest(Message):
 @dataclass(frozen=True)
 class DeleteTopicsResponse(Message):
     API_KEY = ApiKey.DELETE_TOPICS
+    SCHEMA = {"topics": [_TOPIC_RESULT]}
+    topics: list
+
+
+@dataclass(frozen=True)
+class AlterConfigsRequest(Message):
+    """Incremental, as Kafka's IncrementalAlterConfigs: `set` keys get values, `delete` keys go
+    back to the broker default; other keys stay."""
+
+    API_KEY = ApiKey.ALTER_CONFIGS
+    SCHEMA = {"topics": [{"name": str, "set": StrMap, "delete": [str]}], "timeout_ms": int}
+    topics: list
+    timeout_ms: int = 10_000
+
+
+@dataclass(frozen=True)
+class AlterConfigsResponse(Message):
+    API_KEY = ApiKey.ALTER_CONFIGS
+    SCHEMA = {"topics": [_TOPIC_RESULT]}
+    topics: list
+
+
+@dataclass(frozen=True)
+class CreatePartitionsRequest(Message):
+    """Grow each topic to `count` partitions in all (Kafka's CreatePartitions: never fewer)."""
+
+    API_KEY = ApiKey.CREATE_PARTITIONS
+    SCHEMA = {"topics": [{"name": str, "count": int}], "timeout_ms": int}
+    topics: list
+    timeout_ms: int = 10_000
+
+
+@dataclass(frozen=True)
+class CreatePartitionsResponse(Message):
+    API_KEY = ApiKey.CREATE_PARTITIONS
     SCHEMA = {"topics": [_TOPIC_RESULT]}
     topics: list
 
@@ -327,6 +364,8 @@ REQUEST_TYPES = {
         MetadataSyncRequest,
         SetFaultRulesRequest,
         RaftRequest,
+        AlterConfigsRequest,
+        CreatePartitionsRequest,
     )
 }
 
@@ -342,6 +381,8 @@ RESPONSE_TYPES = {
         ListOffsetsResponse,
         MetadataSyncResponse,
         SetFaultRulesResponse,
+        AlterConfigsResponse,
+        CreatePartitionsResponse,
         ErrorResponse,
     )
 }

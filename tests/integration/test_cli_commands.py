@@ -100,3 +100,39 @@ def test_topic_list_json_and_describe_without_a_name_cover_every_topic(bootstrap
     table = cli(bootstrap, "topic", "describe")
     assert table.returncode == 0 and "wide" in table.stdout and "thin" in table.stdout
     assert table.stdout.count("HIGH-WATERMARK") == len(topics)
+
+
+def test_alter_config_reaches_the_open_logs_and_add_partitions_grows_a_live_topic(bootstrap):
+    from distlog.client import Producer
+    from distlog.protocol.errors import DistlogError, ErrorCode
+
+    assert cli(bootstrap, "topic", "create", "grown", "--partitions", "2", "--replication-factor", "3",
+               "--config", "retention.ms=3600000").returncode == 0
+    altered = cli(bootstrap, "topic", "alter-config", "grown", "--set", "max.message.bytes=2000",
+                  "--delete", "retention.ms")
+    assert altered.returncode == 0, altered.stderr
+    configs = json.loads(cli(bootstrap, "topic", "describe", "grown", "--json").stdout)["configs"]
+    assert configs == {"max.message.bytes": "2000"}  # retention.ms went back to the default
+    producer = Producer(bootstrap, acks="all", linger_ms=0, retries=0)
+    try:
+        # The leader's open log now refuses a batch past the new limit (it was 1 MiB at creation).
+        with pytest.raises(DistlogError) as refused:
+            producer.send("grown", b"x" * 5000, partition=0).get(timeout=20)
+        assert refused.value.code == ErrorCode.MESSAGE_TOO_LARGE
+        bad = cli(bootstrap, "topic", "alter-config", "grown", "--set", "cleanup.policy=shred")
+        assert bad.returncode == 1 and "cleanup.policy" in bad.stderr
+        assert cli(bootstrap, "topic", "alter-config", "grown").returncode == 2
+
+        added = cli(bootstrap, "topic", "add-partitions", "grown", "2")
+        assert added.returncode == 0 and "now has 4 partitions" in added.stderr, added.stderr
+        description = json.loads(cli(bootstrap, "topic", "describe", "grown", "--json").stdout)
+        assert [p["partition"] for p in description["partitions"]] == [0, 1, 2, 3]
+        assert all(len(p["replicas"]) == 3 for p in description["partitions"])
+        # The new partitions elect leaders and take writes (the producer learns the count anew).
+        assert producer.send("grown", b"to the new one", partition=3).get(timeout=20).offset == 0
+    finally:
+        producer.close()
+    consumed = cli(bootstrap, "consume", "grown", "--partition", "3", "-o", "start", "--timeout", "2")
+    assert consumed.stdout.splitlines() == ["to the new one"]
+    shrink = cli(bootstrap, "topic", "add-partitions", "nosuch", "1")
+    assert shrink.returncode == 1 and "does not exist" in shrink.stderr
