@@ -60,3 +60,30 @@ def test_metadata_survives_save_and_load(tmp_path):
     loaded = ClusterMetadata.load(path)
     assert loaded.to_wire() == metadata.to_wire()
     assert ClusterMetadata.load(str(tmp_path / "missing.json")) is None
+
+
+def test_altering_configs_sets_some_keys_returns_others_to_defaults_and_validates_the_result():
+    base = cluster().with_topic_created("t", 2, 1, {"retention.ms": "1000", "segment.bytes": "4096"})
+    altered = base.with_configs_altered("t", {"retention.ms": "5000", "cleanup.policy": "compact"}, ["segment.bytes"])
+    assert altered.version == base.version + 1
+    assert altered.topics["t"].configs == {"retention.ms": "5000", "cleanup.policy": "compact"}
+    assert altered.topics["t"].replicas == base.topics["t"].replicas
+    assert base.topics["t"].configs == {"retention.ms": "1000", "segment.bytes": "4096"}  # a new version, not an edit
+    with pytest.raises(DistlogError) as bad:
+        base.with_configs_altered("t", {"segment.bytes": "-1"}, [])
+    assert bad.value.code == ErrorCode.INVALID_CONFIG
+    with pytest.raises(DistlogError) as missing:
+        base.with_configs_altered("nope", {}, [])
+    assert missing.value.code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+
+
+def test_adding_partitions_keeps_the_old_ones_and_places_the_new_as_creation_would():
+    base = cluster().with_topic_created("t", 2, 3, {})
+    grown = base.with_partitions_added("t", 5)
+    assert grown.topics["t"].replicas[:2] == base.topics["t"].replicas
+    assert grown.topics["t"].replicas == cluster().with_topic_created("t", 5, 3, {}).topics["t"].replicas
+    assert all(len(set(r)) == 3 for r in grown.topics["t"].replicas)
+    for count in (2, 1):
+        with pytest.raises(DistlogError) as refused:
+            base.with_partitions_added("t", count)
+        assert refused.value.code == ErrorCode.INVALID_PARTITIONS and "only grows" in refused.value.message
