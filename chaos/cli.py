@@ -49,8 +49,10 @@ def _faults(_ctx, _param, value):
 @click.option("--kill-random", "duration_s", metavar="DURATION", required=True, callback=_duration,
               help="How long to run the workload while killing, pausing, partitioning random brokers and "
                    "tearing their segment tails (e.g. 60s, 2m).")
-@click.option("--brokers", type=click.IntRange(1, 9), default=3, show_default=True)
-@click.option("--partitions", type=click.IntRange(1, 64), default=6, show_default=True)
+@click.option("--brokers", type=click.IntRange(1, 9), default=3, show_default=True,
+              help="Brokers of the cluster the run starts for itself.")
+@click.option("--partitions", type=click.IntRange(1, 64), default=6, show_default=True,
+              help="Partitions of the workload's topic.")
 @click.option("--faults", default=",".join(FAULT_KINDS), show_default=True, callback=_faults,
               help="Which faults the nemesis may inject.")
 @click.option("--rate", "rate_per_s", type=click.FloatRange(1, 100_000), default=1000.0, show_default=True,

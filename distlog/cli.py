@@ -72,7 +72,10 @@ def cluster_options(command):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="distlog")
 def main():
-    """distlog: a Kafka-style distributed, partitioned, replicated log."""
+    """distlog: a Kafka-style distributed, partitioned, replicated log.
+
+    Environment: DISTLOG_BOOTSTRAP (brokers to talk to, like --bootstrap), DISTLOG_DATA_DIR (a
+    local cluster's data dir, like --data-dir), DISTLOG_LOG_LEVEL (the brokers' log level)."""
 
 
 # ------------------------------------------------------------------------------------ topics

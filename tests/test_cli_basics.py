@@ -16,10 +16,12 @@ def test_version_prints_the_package_version():
     assert __version__ in result.stdout
 
 
-def test_help_lists_usage():
+def test_help_lists_usage_and_the_environment_variables():
     result = run_cli("--help")
     assert result.returncode == 0
     assert "Usage:" in result.stdout
+    for name in ("DISTLOG_BOOTSTRAP", "DISTLOG_DATA_DIR", "DISTLOG_LOG_LEVEL"):
+        assert name in result.stdout
 
 
 def test_unknown_flag_is_a_usage_error():
@@ -36,6 +38,8 @@ def test_every_cluster_command_names_its_environment_variables_and_every_option_
         assert "env var: DISTLOG_BOOTSTRAP" in text and "env var: DISTLOG_DATA_DIR" in text, command
     create = " ".join(run_cli("topic", "create", "--help").stdout.split())
     assert "--partitions INTEGER RANGE how many partitions" in create
+    chaos = " ".join(run_cli("chaos", "--help").stdout.split())
+    assert "--brokers INTEGER RANGE Brokers of the cluster" in chaos and "--partitions INTEGER RANGE Partitions" in chaos
 
 
 def test_the_broker_and_the_simulator_are_distlog_commands_with_help_and_usage_errors():

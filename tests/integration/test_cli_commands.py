@@ -76,6 +76,11 @@ def test_failures_exit_1_with_a_message_and_usage_errors_exit_2(bootstrap):
     assert cli(bootstrap, "topic", "create", "x", "--config", "nonsense").returncode == 2
     bad_config = cli(bootstrap, "topic", "create", "x", "--config", "cleanup.policy=shred")
     assert bad_config.returncode == 1 and "cleanup.policy" in bad_config.stderr
+    too_many = cli(bootstrap, "topic", "create", "x", "--replication-factor", "5")
+    assert too_many.returncode == 1 and "needs 1..3 (the number of brokers)" in too_many.stderr
+    assert too_many.stderr.count("(") == 1, "one hint, not a second generic one"
+    missing_topic = cli(bootstrap, "topic", "describe", "no-such-topic")
+    assert missing_topic.stderr.count("(") == 1 and "distlog topic create no-such-topic" in missing_topic.stderr
 
 
 def test_no_cluster_is_a_clear_error(tmp_path):
