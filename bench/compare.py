@@ -101,10 +101,14 @@ def measure_peers(which: str, records: int) -> list:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=200_000)
-    parser.add_argument("--peers", choices=["all", "nats", "redis", "none"], default="all")
-    parser.add_argument("--flush-policy", default="always", help="for --replication-factor 1 (replicas always fsync)")
-    parser.add_argument("--replication-factor", type=int, choices=[1, 2, 3], default=3)
+    parser.add_argument("--records", type=int, default=200_000,
+                        help="records each system produces and consumes (default 200000)")
+    parser.add_argument("--peers", choices=["all", "nats", "redis", "none"], default="all",
+                        help="which peers ../shared/peers/run starts beside distlog (default all)")
+    parser.add_argument("--flush-policy", default="always",
+                        help="for --replication-factor 1 (replicas always fsync)")
+    parser.add_argument("--replication-factor", type=int, choices=[1, 2, 3], default=3,
+                        help="distlog's replication factor, on 3 brokers (default 3)")
     args = parser.parse_args(argv)
     lines = measure_distlog(args.records, args.flush_policy, args.replication_factor)
     if args.peers != "none":

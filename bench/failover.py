@@ -101,7 +101,7 @@ class Load:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=10, help="leader kills to measure (default 10)")
     parser.add_argument("--rate", type=float, default=500.0, help="records per second the producer sends")
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     args = parser.parse_args(argv)

@@ -27,8 +27,10 @@ from distlog.protocol.messages import MetadataRequest  # noqa: E402
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--partitions", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--partitions", type=int, default=1000,
+                        help="partitions of the idle topic, RF=3 on 3 brokers (default 1000)")
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="how long CPU is measured once the topic is up (default 20)")
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as root:

@@ -119,17 +119,22 @@ def consume_batches(bootstrap, topic, values_2d, timeout_s):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--brokers", type=int, default=1)
-    parser.add_argument("--replication-factor", type=int, default=1)
-    parser.add_argument("--acks", choices=["0", "1", "all"], default="1")
-    parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--value-bytes", type=int, default=100)
-    parser.add_argument("--linger-ms", type=float, default=5)
+    parser.add_argument("--brokers", type=int, default=1, help="brokers to start (default 1)")
+    parser.add_argument("--replication-factor", type=int, default=1,
+                        help="replicas of each partition (default 1)")
+    parser.add_argument("--acks", choices=["0", "1", "all"], default="1",
+                        help="the producers' acks; all makes them idempotent (default 1)")
+    parser.add_argument("--records", type=int, default=1_000_000,
+                        help="records per produce path (default 1000000)")
+    parser.add_argument("--value-bytes", type=int, default=100, help="bytes of each value (default 100)")
+    parser.add_argument("--linger-ms", type=float, default=5, help="send()'s producer linger_ms (default 5)")
     parser.add_argument("--batch-records", type=int, default=10_000, help="records per send_batch() call")
-    parser.add_argument("--flush-policy", default="always", help="broker flush.policy: always | interval:<ms> | never")
+    parser.add_argument("--flush-policy", default="always",
+                        help="broker flush.policy: always | interval:<ms> | never")
     parser.add_argument("--paths", default="send,send_batch", help="which produce paths to run")
-    parser.add_argument("--timeout-s", type=float, default=600)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--timeout-s", type=float, default=600,
+                        help="longest a consume pass may take (default 600)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.brokers < 1 or args.records < 1 or args.value_bytes < 1:
         parser.error("--brokers, --records and --value-bytes must be positive")

@@ -26,16 +26,20 @@ from distlog.log.partition_log import PartitionLog
 
 def _parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--value-bytes", type=int, default=100)
+    parser.add_argument("--records", type=int, default=1_000_000, help="records appended (default 1000000)")
+    parser.add_argument("--value-bytes", type=int, default=100, help="bytes of each value (default 100)")
     parser.add_argument("--batch-size", type=int, default=1000, help="records per batch")
-    parser.add_argument("--segment-bytes", type=int, default=16 * 1024 * 1024)
-    parser.add_argument("--random-reads", type=int, default=100_000)
-    parser.add_argument("--read-max-bytes", type=int, default=1024 * 1024, help="max_bytes per sequential read")
-    parser.add_argument("--flush-policy", default="never", help="flush.policy during appends (one flush at the end)")
+    parser.add_argument("--segment-bytes", type=int, default=16 * 1024 * 1024,
+                        help="segment.bytes of the log (default 16 MiB)")
+    parser.add_argument("--random-reads", type=int, default=100_000,
+                        help="single-record reads at random offsets (default 100000)")
+    parser.add_argument("--read-max-bytes", type=int, default=1024 * 1024,
+                        help="max_bytes per sequential read")
+    parser.add_argument("--flush-policy", default="never",
+                        help="flush.policy during appends (one flush at the end)")
     parser.add_argument("--compaction-keys", type=int, default=100_000,
                         help="distinct 10-byte keys in the compaction run (0 skips it)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="seed of the random reads and keys (default 1)")
     parser.add_argument("--dir", default=None, help="parent of the temp dir (default: system temp)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args(argv)
