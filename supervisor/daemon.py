@@ -7,27 +7,34 @@ answers, or {"ok": false, "error": ...} — and closes it, so the CLI returns ex
 cluster is ready or has failed.
 """
 
-import argparse
 import json
 import os
 import sys
+
+import click
 
 from distlog.supervisor.backoff import RestartPolicy
 from distlog.supervisor.service import run_cluster
 from distlog.supervisor.supervisor import ClusterError
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m distlog.supervisor.daemon")
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--brokers", type=int, default=None)
-    parser.add_argument("--port-base", type=int, default=None)
-    parser.add_argument("--no-restart", action="store_true")
-    parser.add_argument("--restart-backoff-s", type=float, default=RestartPolicy.initial_s)
-    parser.add_argument("--restart-backoff-max-s", type=float, default=RestartPolicy.max_s)
-    parser.add_argument("--ready-timeout-s", type=float, default=30.0)
-    parser.add_argument("--ready-fd", type=int, required=True)
-    return parser
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data-dir", required=True, help="the cluster's data dir")
+@click.option("--brokers", type=click.IntRange(1, 99), default=None, help="brokers of a new cluster")
+@click.option("--port-base", type=click.IntRange(1, 65535), default=None, help="broker N listens on PORT_BASE+N-1")
+@click.option("--no-restart", is_flag=True, help="leave crashed brokers down")
+@click.option("--restart-backoff-s", type=click.FloatRange(0), default=RestartPolicy.initial_s, show_default=True,
+              help="first restart delay")
+@click.option("--restart-backoff-max-s", type=click.FloatRange(0), default=RestartPolicy.max_s, show_default=True,
+              help="longest restart delay")
+@click.option("--ready-timeout-s", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="how long every broker gets to answer")
+@click.option("--ready-fd", type=int, required=True, help="the pipe to report readiness on (JSON lines)")
+def daemon(data_dir, brokers, port_base, no_restart, restart_backoff_s, restart_backoff_max_s, ready_timeout_s,
+           ready_fd):
+    """The detached supervisor behind `distlog cluster up --detach` (not for typing by hand)."""
+    sys.exit(_run(data_dir, brokers, port_base, no_restart, restart_backoff_s, restart_backoff_max_s,
+                  ready_timeout_s, ready_fd))
 
 
 class _ReadyPipe:
@@ -56,13 +63,25 @@ class _ReadyPipe:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    ready = _ReadyPipe(args.ready_fd)
-    policy = RestartPolicy(enabled=not args.no_restart, initial_s=args.restart_backoff_s,
-                           max_s=args.restart_backoff_max_s)
     try:
-        run_cluster(args.data_dir, brokers=args.brokers, port_base=args.port_base, policy=policy,
-                    ready_timeout_s=args.ready_timeout_s,
+        daemon.main(args=argv, prog_name="python -m distlog.supervisor.daemon", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except SystemExit as exiting:
+        return exiting.code if isinstance(exiting.code, int) else 1
+    return 0
+
+
+def _run(data_dir, brokers, port_base, no_restart, restart_backoff_s, restart_backoff_max_s, ready_timeout_s,
+         ready_fd) -> int:
+    ready = _ReadyPipe(ready_fd)
+    policy = RestartPolicy(enabled=not no_restart, initial_s=restart_backoff_s, max_s=restart_backoff_max_s)
+    try:
+        run_cluster(data_dir, brokers=brokers, port_base=port_base, policy=policy,
+                    ready_timeout_s=ready_timeout_s,
                     on_ready=lambda status: ready.report({"ok": True}),
                     say=ready.say)
     except ClusterError as error:

@@ -56,3 +56,12 @@ def test_the_broker_and_the_simulator_are_distlog_commands_with_help_and_usage_e
     assert bad.returncode == 2 and "Invalid value for '--seeds'" in bad.stderr
     missing = run_cli("broker", "--data-dir", "/nonexistent")
     assert missing.returncode == 2 and "Missing option '--id'" in missing.stderr
+
+
+def test_the_detached_supervisor_is_a_click_command_with_help():
+    result = subprocess.run([sys.executable, "-m", "distlog.supervisor.daemon", "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "--ready-fd INTEGER" in result.stdout and "first restart delay" in result.stdout
+    missing = subprocess.run([sys.executable, "-m", "distlog.supervisor.daemon"], capture_output=True, text=True,
+                             timeout=60)
+    assert missing.returncode == 2 and "Missing option '--data-dir'" in missing.stderr
