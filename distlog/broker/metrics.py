@@ -5,8 +5,8 @@ Names follow the Kafka and Redpanda exporters' habits (a `distlog_` prefix, `_to
 
   distlog_requests_total{api}                     requests handled, by API
   distlog_request_latency_seconds{api}            receipt to reply, parked produces and fetches included
-  distlog_produced_bytes_total{topic}             record batch bytes accepted as leader
-  distlog_produced_records_total{topic}
+  distlog_produced_bytes_total{topic}             record batch bytes accepted as leader (new ones:
+  distlog_produced_records_total{topic}           a retry answered from the producer table is not counted)
   distlog_fetched_bytes_total{topic}              record batch bytes sent to consumers
   distlog_partitions                              replicas hosted here
   distlog_partition_leaders                       partitions led here

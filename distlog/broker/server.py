@@ -49,8 +49,8 @@ from distlog import __version__
 from distlog.broker.data_dir_lock import lock_data_dir
 from distlog.broker.delayed import FetchPurgatory, ParkedFetch
 from distlog.broker.logs import BrokerLogger
-from distlog.broker.metrics import BrokerMetrics
 from distlog.broker.metadata import ClusterMetadata
+from distlog.broker.metrics import BrokerMetrics
 from distlog.consensus.hard_state_store import HardStateStore
 from distlog.durable import make_directory_durably
 from distlog.log.batch import CorruptBatchError
@@ -676,8 +676,10 @@ class Broker:
         else:
             result["base_offset"] = written[0].base_offset
             result["log_start_offset"] = replica.log_start_offset
-            self.metrics.produced_bytes.labels(topic).inc(len(records))
-            self.metrics.produced_records.labels(topic).inc(sum(w.last_offset - w.base_offset + 1 for w in written))
+            appended = [w for w in written if not isinstance(w, ProducerBatchInfo)]  # not retries of written ones
+            if len(appended) == len(written):
+                self.metrics.produced_bytes.labels(topic).inc(len(records))
+            self.metrics.produced_records.labels(topic).inc(sum(w.last_offset - w.base_offset + 1 for w in appended))
             # The request is settled when its last batch is: entries of one term are committed in order.
             last = written[-1]
             if isinstance(last, ProducerBatchInfo):  # a retry of a batch held already: wait for that entry
