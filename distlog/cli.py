@@ -268,7 +268,8 @@ def produce(topic_name, key, key_separator, partition, headers, acks, timeout, b
 
     if key is not None and key_separator is not None:
         raise click.UsageError("give --key or --key-separator, not both")
-    producer = Producer(bootstrap, acks=acks, linger_ms=5, max_block_ms=timeout * 1000,
+    # buffer_memory as Kafka's console producer has it (32 MB): what endless input may hold.
+    producer = Producer(bootstrap, acks=acks, linger_ms=5, max_block_ms=timeout * 1000, buffer_memory=32 * 1024 * 1024,
                         request_timeout_ms=timeout * 1000, delivery_timeout_ms=timeout * 1000)
     delivery = _DeliveryCount()
     bad_line, interrupted = None, False
