@@ -459,12 +459,12 @@ def _seek(consumer, partitions, offset) -> None:
         consumer.seek(partitions[0], offset)
     elif isinstance(offset, int):  # -N: the last N records of each partition (or all it has)
         starts, ends = consumer.beginning_offsets(partitions), consumer.end_offsets(partitions)
-        for tp in partitions:
-            consumer.seek(tp, max(starts[(tp[0], tp[1])], ends[(tp[0], tp[1])] + offset))
+        for tp in partitions:  # (a TopicPartition key equals its plain tuple)
+            consumer.seek(tp, max(starts[tp], ends[tp] + offset))
     else:  # ("time", ms): the first record at or after it, or only new records where none is
         found = consumer.offsets_for_times({tp: offset[1] for tp in partitions})
         for tp in partitions:
-            position = found[(tp[0], tp[1])]
+            position = found[tp]
             if position is None:
                 consumer.seek_to_end(tp)
             else:

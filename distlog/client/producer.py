@@ -145,9 +145,7 @@ class Producer:
         if partition is None:
             partition = partition_for_key(key, partition_count) if key is not None else self._sticky.partition(topic, partition_count)
         elif not 0 <= partition < partition_count:
-            partition_count = self._partition_count_again(topic)  # added since the last lookup?
-            if not 0 <= partition < partition_count:
-                raise _no_such_partition(topic, partition, partition_count)
+            self._check_partition_again(topic, partition)
         future, wake = self._append(topic, partition, value, key, timestamp_ms, headers, callback)
         if wake:
             self._wake_pipe.wake()
@@ -175,9 +173,7 @@ class Producer:
             keys = [_as_bytes(k, "key") for k in keys]  # once, for partitioning and for the batches
         if partition is not None:
             if not 0 <= partition < partition_count:
-                partition_count = self._partition_count_again(topic)  # added since the last lookup?
-            if not 0 <= partition < partition_count:
-                raise _no_such_partition(topic, partition, partition_count)
+                self._check_partition_again(topic, partition)
             targets = np.full(n, partition, dtype=np.int64)
         elif keys is None:
             targets = np.full(n, self._sticky.partition(topic, partition_count), dtype=np.int64)
@@ -294,14 +290,16 @@ class Producer:
         self._wake()
         return self._partition_counts.wait(topic, self.max_block_s)
 
-    def _partition_count_again(self, topic: str) -> int:
-        """The count looked up anew: a partition past the known count may have been added
-        (`topic add-partitions`) since this producer last asked."""
+    def _check_partition_again(self, topic: str, partition: int) -> None:
+        """For a partition past the known count: look the count up anew (partitions may have
+        been added since this producer last asked), and raise if it is still past it."""
         if self._accumulator.closed:
             raise ProducerClosedError()
         self._partition_counts.request_again(topic)
         self._wake()
-        return self._partition_counts.wait(topic, self.max_block_s)
+        partition_count = self._partition_counts.wait(topic, self.max_block_s)
+        if not 0 <= partition < partition_count:
+            raise _no_such_partition(topic, partition, partition_count)
 
     def _on_batch_sealed(self, topic: str, partition: int) -> None:
         self._sticky.on_batch_sealed(topic, partition, self._partition_counts.counts.get(topic, 1))

@@ -135,22 +135,19 @@ def stamp_batch(buf, base_offset: int, leader_term: int) -> None:
     _LEADER_TERM.pack_into(buf, _LEADER_TERM_POS, leader_term)
 
 
-def with_producer_fields(data, producer_id: int, producer_epoch: int, base_sequence: int) -> bytes:
+def with_producer_fields(data, producer_id: int, producer_epoch: int, base_sequence: int) -> bytearray:
     """A copy of the batch at the start of data with its producer fields replaced and its crc
     recomputed (they sit inside the checksum, unlike base_offset and leader_term). An
-    idempotent producer numbers a batch this way when it knows the batch's place in line."""
-    view = memoryview(data).cast("B")
-    header = bytearray(view[:HEADER_SIZE])
-    _PRODUCER.pack_into(header, _PRODUCER_POS, producer_id, producer_epoch, base_sequence)
-    crc = crc32c.crc32c(view[HEADER_SIZE:], crc32c.crc32c(memoryview(header)[CRC_START:]))
-    struct.pack_into("<I", header, _CRC_POS, crc)
-    return b"".join((header, view[HEADER_SIZE:]))
+    idempotent producer renumbers a batch this way: the old bytes may still be queued to send."""
+    copy = bytearray(memoryview(data).cast("B"))
+    stamp_producer_fields(copy, producer_id, producer_epoch, base_sequence)
+    return copy
 
 
 def stamp_producer_fields(buf: bytearray, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
-    """with_producer_fields in place, for a batch buffer no one else holds yet (a batch the
-    producer built and has not sent): a fresh copy of a megabyte batch costs page faults as
-    well as the copy, and was half the sender thread's time."""
+    """Replace the producer fields of the batch in buf and recompute its crc, in place: for a
+    batch buffer no one else holds yet (built and not sent). A fresh copy of a megabyte batch
+    costs page faults as well as the copy, and was half the sender thread's time."""
     view = memoryview(buf)
     _PRODUCER.pack_into(buf, _PRODUCER_POS, producer_id, producer_epoch, base_sequence)
     struct.pack_into("<I", buf, _CRC_POS, crc32c.crc32c(view[CRC_START:]))
