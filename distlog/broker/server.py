@@ -23,11 +23,12 @@ knows, for a partition it does not lead. On SIGTERM the broker first hands the l
 its replicated partitions to caught-up followers (up to SHUTDOWN_HANDOFF_MAX_S), so a planned
 restart fails no write.
 
-Cluster metadata: the lowest broker id is the controller (static until the controller Raft
-group exists). It owns topic creation and deletion; every other broker pulls newer metadata
-versions from it every METADATA_SYNC_INTERVAL_S and opens or deletes its partition logs to
-match. A topic creation is answered once every live broker has the new version (or after a
-deadline), so a client can produce right after `topic create` returns.
+Cluster metadata is a Raft log of its own on the controller quorum (the first three brokers),
+and its leader is the controller (distlog/broker/controller.py): topic changes are proposed to
+it, from any broker (the others forward them), and answered once committed and spread to the
+live brokers, so a client can produce right after `topic create` returns. Every broker applies
+committed metadata (controllers from their own log; every broker also pulls the controller's
+image every METADATA_SYNC_INTERVAL_S) and opens or deletes its partition logs to match.
 
 A request that does not decode gets an ErrorResponse and is counted; a handler that raises
 gets UNKNOWN_SERVER_ERROR and is logged with its traceback; neither stops the loop.
@@ -46,6 +47,19 @@ from dataclasses import dataclass, field
 import zmq
 
 from distlog import __version__
+from distlog.broker.controller import (
+    CHANGE_RESPONSES,
+    FORWARD_GRACE_S,
+    METADATA_KEY,
+    Forwarded,
+    ForwardedRequests,
+    MetadataQuorum,
+    PendingChange,
+    controller_quorum,
+    error_response,
+    metadata_log_config,
+    topic_names,
+)
 from distlog.broker.data_dir_lock import lock_data_dir
 from distlog.broker.delayed import FetchPurgatory, ParkedFetch
 from distlog.broker.logs import BrokerLogger
@@ -64,12 +78,8 @@ from distlog.protocol.messages import (
     EARLIEST_TIMESTAMP,
     LATEST_TIMESTAMP,
     REQUEST_TYPES,
-    AlterConfigsResponse,
     ApiKey,
     ApiVersionsResponse,
-    CreatePartitionsResponse,
-    CreateTopicsResponse,
-    DeleteTopicsResponse,
     ErrorResponse,
     FetchResponse,
     ListOffsetsResponse,
@@ -92,7 +102,6 @@ METADATA_SYNC_INTERVAL_S = 0.1
 METADATA_SYNC_TIMEOUT_S = 1.0
 # A peer that has synced within this window counts as live when a topic creation waits for it.
 PEER_LIVE_WINDOW_S = 1.0
-TOPIC_CHANGE_WAIT_MAX_S = 5.0
 HOUSEKEEPING_INTERVAL_S = 5.0
 # How long a stopping broker keeps serving while it hands its partitions' leadership over.
 SHUTDOWN_HANDOFF_MAX_S = 3.0
@@ -113,19 +122,9 @@ class BrokerConfig:
     metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1 (0: any free port)
 
     @property
-    def controller_id(self) -> int:
-        return min(self.peers)
-
-
-@dataclass
-class PendingTopicChange:
-    """A CreateTopics/DeleteTopics answer held until live peers have the new metadata version."""
-
-    peer: bytes
-    cid: int
-    response: object
-    version: int
-    deadline_s: float
+    def controller_ids(self) -> tuple:
+        """The voters of the metadata log (controller.py)."""
+        return controller_quorum(self.peers)
 
 
 # Where an older version kept a partition's Raft hard state, beside its directory (now one
@@ -150,8 +149,8 @@ class Broker:
         self.context = zmq.Context()
         self.server = None
         self.replicas: dict = {}
-        self.peer_connections: dict = {}  # broker id -> DealerConnection (Raft traffic, metadata sync)
-        self.controller_connection = None
+        self.peer_connections: dict = {}  # broker id -> DealerConnection (Raft, metadata sync, forwarding)
+        self.metadata_quorum = None  # MetadataQuorum on a controller; None elsewhere
         self.metrics = BrokerMetrics()
         self._replied_later: dict = {}  # (peer, cid) -> (api name, received at): parked produces and fetches
         self._next_gauges_s = 0.0
@@ -190,7 +189,7 @@ class Broker:
         # readable from the page cache, and the log refuses every later flush: they serve no
         # reads and take no writes until a restart recovers them from what is on disk.
         self.offline: dict = {}
-        self.pending_topic_changes: list = []
+        self.forwarded = ForwardedRequests()
         self.peer_sync_state: dict = {}  # broker id -> (known metadata version, monotonic time seen)
         # Peers not heard from yet count as seen at startup: right after a cluster starts, every
         # broker is up but not all have synced once, and a topic created then must wait for them.
@@ -199,28 +198,47 @@ class Broker:
         self.metadata = ClusterMetadata.load(self._path("metadata.json")) or ClusterMetadata()
         self.metadata.brokers = dict(config.peers)
         # One DEALER per peer, named so the peer's fault rules can cut it: Raft frames go out on
-        # it (never answered) and, to the controller, MetadataSync requests (answered).
+        # it (never answered) and, to the controller, MetadataSync and forwarded requests.
         for broker_id, address in config.peers.items():
             if broker_id != self.broker_id:
                 self.peer_connections[broker_id] = DealerConnection(
                     address, identity=f"broker-{self.broker_id}".encode(), context=self.context,
                     fault_rules=self.fault_rules, peer=f"broker-{broker_id}")
-        self.controller_connection = self.peer_connections.get(config.controller_id)
         self.raft_frames_dropped = 0
         self.hard_states = HardStateStore(self._path("raft-state.json"))
         self.replication = ReplicaManager(self.broker_id, self._send_raft_frame, self.logger,
                                           hard_state_store=self.hard_states)
         self.replication.set_peers(config.peers)
         self.replication.on_fsync = self.metrics.fsync_latency.observe
+        self._open_metadata_log()
         self._open_local_replicas()
         if config.metrics_port is not None:
             self.metrics.serve(config.metrics_port, config.data_dir)
-        self._sync_sent_at_s = None  # when the outstanding MetadataSync went out, if one is out
+        self._sync = None  # (controller, cid, sent at) of the MetadataSync awaiting its reply
         self._next_sync_s = 0.0
 
-    @property
-    def is_controller(self) -> bool:
-        return self.broker_id == self.config.controller_id
+    def _open_metadata_log(self) -> None:
+        """A controller's replica of the metadata log; its committed images beat metadata.json."""
+        voters = self.config.controller_ids
+        if self.broker_id not in voters:
+            return
+        log = PartitionLog.open(self._path("metadata-log"), metadata_log_config(self.config.log_defaults))
+        replica = PartitionReplica(*METADATA_KEY, log, self.broker_id, voters, store=self.hard_states)
+        self.metadata_quorum = MetadataQuorum(replica, self.replication.propose)
+        self.replication.add(replica, campaign=voters[0] == self.broker_id)
+        image = self.metadata_quorum.committed_image()
+        if image is not None and image.version > self.metadata.version:
+            image.brokers = dict(self.config.peers)
+            image.save(self._path("metadata.json"))
+            self.metadata = image
+
+    def active_controller(self, now_s: float | None = None):
+        """The broker leading the metadata log, as far as this one knows (None: none, or it went quiet)."""
+        now_s = time.monotonic() if now_s is None else now_s
+        leader = self.replication.leader_info(METADATA_KEY, now_s)[0]
+        if leader == self.broker_id:
+            return leader if self.metadata_quorum is not None and self.metadata_quorum.leads else None
+        return leader if leader is not None and self.replication.peer_alive(leader, now_s) else None
 
     def _path(self, *parts) -> str:
         return os.path.join(self.config.data_dir, *parts)
@@ -231,11 +249,11 @@ class Broker:
         """Serve until stop() (or SIGTERM/SIGINT through install_signal_handlers)."""
         self.running = True
         self.logger.info("started", listen=self.server.endpoint, version=__version__,
-                         controller=self.config.controller_id, topics=len(self.metadata.topics))
+                         controllers=list(self.config.controller_ids), topics=len(self.metadata.topics))
         poller = zmq.Poller()
         poller.register(self.server.socket, zmq.POLLIN)
-        if self.controller_connection is not None:
-            poller.register(self.controller_connection.socket, zmq.POLLIN)
+        for connection in self.peer_connections.values():
+            poller.register(connection.socket, zmq.POLLIN)
         next_housekeeping_s = time.monotonic() + HOUSEKEEPING_INTERVAL_S
         handoff_deadline_s = None
         try:
@@ -246,12 +264,14 @@ class Broker:
                 poller.poll(self._poll_timeout_ms())
                 self._drain_requests()
                 now_s = time.monotonic()
+                self._drain_peer_replies(now_s)
                 self._sync_metadata(now_s)
                 self._expire(now_s)
                 if now_s >= next_housekeeping_s:
                     self._housekeeping()
                     next_housekeeping_s = now_s + HOUSEKEEPING_INTERVAL_S
                 self._replicate(now_s)
+                self._apply_committed_metadata(now_s)
                 self._send_outbox()
                 self._wake_parked_fetches()
                 if now_s >= self._next_gauges_s:
@@ -281,9 +301,12 @@ class Broker:
         parked = self.purgatory.next_deadline_s()
         if parked is not None:
             deadlines.append(parked)
-        deadlines.extend(change.deadline_s for change in self.pending_topic_changes)
-        if self.controller_connection is not None:
-            deadlines.append(now_s + METADATA_SYNC_INTERVAL_S)
+        for waiting in (self.metadata_quorum.next_deadline_s() if self.metadata_quorum else None,
+                        self.forwarded.next_deadline_s()):
+            if waiting is not None:
+                deadlines.append(waiting)
+        if self.metadata_quorum is None or not self.metadata_quorum.leads or self.forwarded:
+            deadlines.append(now_s + METADATA_SYNC_INTERVAL_S)  # sync, and notice a controller change
         deadlines.append(self.replication.next_tick_s())
         produce = self.produce_waiters.next_deadline_s()
         if produce is not None:
@@ -337,6 +360,11 @@ class Broker:
         for key, why in failed.items():
             self.replicas.pop(key, None)
             self.offline[key] = why
+            if key == METADATA_KEY and self.metadata_quorum is not None:
+                # This controller's copy is unusable (disk): the others carry on without it.
+                for peer, cid, response in self.metadata_quorum.fail_all(f"the controller's metadata log failed: {why}"):
+                    self._reply(peer, cid, response)
+                self.metadata_quorum = None
         # Every partition a produce waits on is looked at: acks=1 settles on the write alone.
         moved = manager.hw_advanced | self.produce_waiters.keys()
         for peer, cid, results in self.produce_waiters.settle(self.replicas, moved, failed, now_s):
@@ -383,13 +411,17 @@ class Broker:
         for peer, cid, results in self.produce_waiters.fail_all(
                 ErrorCode.NOT_LEADER, f"broker {self.broker_id} is shutting down before the write was acknowledged"):
             self._reply(peer, cid, ProduceResponse(results))
+        if self.metadata_quorum is not None:
+            for peer, cid, response in self.metadata_quorum.fail_all(f"broker {self.broker_id}, the controller, is shutting down"):
+                self._reply(peer, cid, response)
         self._close_logs()  # close() flushes: before the last replies leave, as every turn
         self._send_outbox()
         self._close_sockets()
         self.logger.info("stopped")
 
     def _close_logs(self) -> None:
-        for replica in self.replicas.values():
+        quorum = getattr(self, "metadata_quorum", None)
+        for replica in [*self.replicas.values(), *([quorum.replica] if quorum is not None else [])]:
             try:
                 replica.close()
             except OSError as error:
@@ -475,7 +507,7 @@ class Broker:
                 self.replication.add(replica, campaign=voters[0] == self.broker_id)
         if self.metadata.version > 0:  # never on metadata we know nothing about (a lost metadata.json)
             self._delete_orphan_partition_dirs(wanted)
-            for name in set(self.hard_states.names()) - {partition_dir_name(*key) for key in wanted}:
+            for name in set(self.hard_states.names()) - {partition_dir_name(*key) for key in [*wanted, METADATA_KEY]}:
                 self.hard_states.remove(name)
         try:
             self.hard_states.flush()  # deleted partitions' entries, gone durably
@@ -495,12 +527,19 @@ class Broker:
                 else:
                     shutil.rmtree(path, ignore_errors=True)
 
-    def _apply_metadata(self, metadata: ClusterMetadata) -> None:
-        """Persist, then serve: a version this broker served must survive its restart (a controller
-        that forgot one would hand out its number again with different topics). OSError if the
-        save fails, with nothing applied."""
+    def _apply_metadata(self, metadata: ClusterMetadata, from_own_log: bool = False) -> None:
+        """Persist, then serve: a broker that served a version keeps serving it (or a newer one)
+        after a restart, even while no controller answers. OSError if the save fails, with
+        nothing applied, unless the image came from this controller's own metadata log, which
+        holds it durably already (metadata.json is then only the cache it starts from)."""
         metadata.brokers = dict(self.config.peers)
-        metadata.save(self._path("metadata.json"))
+        try:
+            metadata.save(self._path("metadata.json"))
+        except OSError as error:
+            if not from_own_log:
+                raise
+            self.logger.error("metadata_save_failed", version=metadata.version, error=str(error),
+                              note="applied from the metadata log; metadata.json is written with the next change")
         self.metadata = metadata
         self._open_local_replicas()
         self.logger.info("metadata_applied", version=metadata.version, topics=len(metadata.topics))
@@ -532,7 +571,7 @@ class Broker:
 
     def _handle_api_versions(self, peer, cid, request):
         versions = [{"api_key": int(k), "min_version": c.MIN_VERSION, "max_version": c.VERSION} for k, c in REQUEST_TYPES.items()]
-        return ApiVersionsResponse(0, "", versions, self.broker_id, self.config.controller_id, self.config.cluster_id)
+        return ApiVersionsResponse(0, "", versions, self.broker_id, self.active_controller(), self.config.cluster_id)
 
     def _handle_metadata(self, peer, cid, request):
         names = request.topics if request.topics is not None else sorted(self.metadata.topics)
@@ -555,65 +594,77 @@ class Broker:
                                    "in_sync": in_sync, "high_watermark": high_watermark, "log_end_offset": log_end_offset})
             topics.append({"name": name, "error_code": 0, "error_message": "", "configs": dict(meta.configs), "partitions": partitions})
         brokers = [{"broker_id": b, "address": a} for b, a in sorted(self.config.peers.items())]
-        return MetadataResponse(brokers, self.config.controller_id, topics)
+        return MetadataResponse(brokers, self.active_controller(), topics)
+
+    # ---- metadata changes: on the active controller, else forwarded to it (controller.py)
 
     def _handle_create_topics(self, peer, cid, request):
         def create(metadata, spec):
             created = metadata.with_topic_created(spec["name"], spec["partitions"], spec["replication_factor"], spec["configs"])
             return metadata if request.validate_only else created
 
-        results, metadata = self._change_topics(request.topics, lambda spec: spec["name"], create)
-        return self._commit_topic_change(peer, cid, metadata, CreateTopicsResponse(results), request.timeout_ms)
+        return self._change_metadata(peer, cid, request, create)
 
     def _handle_delete_topics(self, peer, cid, request):
-        results, metadata = self._change_topics(request.topics, lambda name: name, lambda m, name: m.with_topic_deleted(name))
-        return self._commit_topic_change(peer, cid, metadata, DeleteTopicsResponse(results), request.timeout_ms)
+        return self._change_metadata(peer, cid, request, lambda metadata, name: metadata.with_topic_deleted(name))
 
     def _handle_alter_configs(self, peer, cid, request):
         def alter(metadata, spec):
             return metadata.with_configs_altered(spec["name"], spec["set"], spec["delete"])
 
-        results, metadata = self._change_topics(request.topics, lambda spec: spec["name"], alter)
-        return self._commit_topic_change(peer, cid, metadata, AlterConfigsResponse(results), request.timeout_ms)
+        return self._change_metadata(peer, cid, request, alter)
 
     def _handle_create_partitions(self, peer, cid, request):
-        def grow(metadata, spec):
-            return metadata.with_partitions_added(spec["name"], spec["count"])
+        return self._change_metadata(peer, cid, request, lambda metadata, spec: metadata.with_partitions_added(spec["name"], spec["count"]))
 
-        results, metadata = self._change_topics(request.topics, lambda spec: spec["name"], grow)
-        return self._commit_topic_change(peer, cid, metadata, CreatePartitionsResponse(results), request.timeout_ms)
-
-    def _change_topics(self, items, name_of, change):
-        """Apply `change(metadata, item)` for each item in turn; one that fails is reported and skipped.
-        Returns (per-topic results, the metadata after every change that succeeded)."""
-        results, metadata = [], self.metadata
-        for item in items:
-            code, message = self._controller_check()
-            if code == 0:
-                try:
-                    metadata = change(metadata, item)
-                except DistlogError as error:
-                    code, message = int(error.code), error.message
-            results.append({"name": name_of(item), "error_code": int(code), "error_message": message})
-        return results, metadata
-
-    def _controller_check(self):
-        if self.is_controller:
-            return 0, ""
-        return int(ErrorCode.NOT_CONTROLLER), f"broker {self.broker_id} is not the controller; broker {self.config.controller_id} is"
-
-    def _commit_topic_change(self, peer, cid, metadata, response, timeout_ms):
-        if metadata is self.metadata:
+    def _change_metadata(self, peer, cid, request, change):
+        """Apply `change(image, item)` for each item of the request in turn (one that fails is
+        reported and skipped), propose the resulting image and answer once it is committed and
+        spread; forwarded to the active controller when that is not this broker."""
+        quorum = self.metadata_quorum
+        head = quorum.head(self.metadata) if quorum is not None else None
+        if head is None:
+            return self._forward(peer, cid, request)
+        results, image = [], head
+        for item, name in zip(request.topics, topic_names(request)):
+            code, message = 0, ""
+            try:
+                image = change(image, item)
+            except DistlogError as error:
+                code, message = int(error.code), error.message
+            results.append({"name": name, "error_code": code, "error_message": message})
+        response = CHANGE_RESPONSES[request.API_KEY](results)
+        if image is head:
             return response
-        self._apply_metadata(metadata)
-        wait_s = min(max(timeout_ms, 0) / 1000, TOPIC_CHANGE_WAIT_MAX_S)
-        self.pending_topic_changes.append(PendingTopicChange(peer, cid, response, metadata.version, time.monotonic() + wait_s))
+        try:
+            term, last_offset = quorum.propose(image)
+        except NotLeaderForPartitionError as error:
+            return error_response(request, ErrorCode.NOT_CONTROLLER, f"{error}; retry shortly")
+        except RecordTooLargeError as error:
+            return error_response(request, ErrorCode.INVALID_REQUEST, f"the cluster metadata would outgrow its log: {error}")
+        deadline_s = time.monotonic() + max(request.timeout_ms, 0) / 1000
+        quorum.wait(PendingChange(peer, cid, response, image.version, term, last_offset, deadline_s))
+        return None
+
+    def _forward(self, peer, cid, request):
+        """Send a change request on to the active controller; its answer is relayed as it comes."""
+        now_s = time.monotonic()
+        controller = self.active_controller(now_s)
+        if controller is None or controller == self.broker_id:
+            why = ("this broker was just elected controller and is still catching up" if controller == self.broker_id
+                   else "no controller is elected right now (an election is under way, or too few controllers are up)")
+            return error_response(request, ErrorCode.NOT_CONTROLLER, f"{why}; retry shortly")
+        forwarded_cid = self.peer_connections[controller].send_request(encode(request))
+        if forwarded_cid is None:
+            return error_response(request, ErrorCode.NOT_CONTROLLER,
+                                  f"broker {self.broker_id} cannot reach the controller (broker {controller}) right now; retry shortly")
+        deadline_s = now_s + max(request.timeout_ms, 0) / 1000 + FORWARD_GRACE_S
+        self.forwarded.add(controller, forwarded_cid, Forwarded(peer, cid, request, controller, deadline_s))
         return None
 
     def _handle_metadata_sync(self, peer, cid, request):
-        code, message = self._controller_check()
-        if code:
-            return MetadataSyncResponse(code, message, None)
+        if self.active_controller() != self.broker_id:
+            return MetadataSyncResponse(int(ErrorCode.NOT_CONTROLLER), f"broker {self.broker_id} is not the controller", None)
         self.peer_sync_state[request.broker_id] = (request.known_version, time.monotonic())
         newer = self.metadata.to_wire() if request.known_version < self.metadata.version else None
         return MetadataSyncResponse(0, "", newer)
@@ -763,13 +814,8 @@ class Broker:
         for fetch in self.purgatory.expired(now_s):
             fetch.done = True
             self._reply(fetch.peer, fetch.cid, self._read_for_fetch(fetch.request)[0])
-        still_waiting = []
-        for change in self.pending_topic_changes:
-            if now_s >= change.deadline_s or self._live_peers_have(change.version, now_s):
-                self._reply(change.peer, change.cid, change.response)
-            else:
-                still_waiting.append(change)
-        self.pending_topic_changes = still_waiting
+        for peer, cid, response in self.forwarded.abandon(self.active_controller(now_s), now_s):
+            self._reply(peer, cid, response)
 
     def _live_peers_have(self, version: int, now_s: float) -> bool:
         for broker_id in self.config.peers:
@@ -780,35 +826,73 @@ class Broker:
                 return False
         return True
 
-    def _sync_metadata(self, now_s: float) -> None:
-        """Followers: ask the controller for newer metadata; apply whatever comes back."""
-        connection = self.controller_connection
-        if connection is None:
+    def _apply_committed_metadata(self, now_s: float) -> None:
+        """A controller applies what its metadata log committed, then answers the changes it settled."""
+        quorum = self.metadata_quorum
+        if quorum is None:
             return
-        while (reply := connection.recv_reply_nowait()) is not None:
-            self._sync_sent_at_s = None
-            self._next_sync_s = now_s + METADATA_SYNC_INTERVAL_S
-            try:
-                response = decode_response(reply[1])
-            except ProtocolError as error:
-                self.logger.warning("bad_metadata_sync_reply", error=error.message)
-                continue
-            if isinstance(response, MetadataSyncResponse) and response.metadata is not None:
-                metadata = ClusterMetadata.from_wire(response.metadata)
-                if metadata.version > self.metadata.version:
+        image = quorum.committed_image()
+        if image is not None and image.version > self.metadata.version:
+            self._apply_metadata(image, from_own_log=True)
+        for peer, cid, response in quorum.settle(self.metadata.version, self._live_peers_have, now_s):
+            self._reply(peer, cid, response)
+
+    def _drain_peer_replies(self, now_s: float) -> None:
+        """Answers from peers: to requests forwarded to the controller (relayed as they are) and
+        to this broker's MetadataSync."""
+        for broker_id, connection in self.peer_connections.items():
+            while (reply := connection.recv_reply_nowait()) is not None:
+                reply_cid, frames = reply
+                forwarded = self.forwarded.take(broker_id, reply_cid)
+                if forwarded is not None:
                     try:
-                        self._apply_metadata(metadata)
-                    except OSError as error:  # disk full, say: ask again next time, don't die
-                        self.logger.error("metadata_apply_failed", version=metadata.version, error=str(error))
-        waiting = self._sync_sent_at_s is not None
-        if (waiting and now_s - self._sync_sent_at_s > METADATA_SYNC_TIMEOUT_S) or (not waiting and now_s >= self._next_sync_s):
-            request = MetadataSyncRequest(self.broker_id, self.metadata.version)
-            if connection.send_request(encode(request)) is not None:
-                self._sync_sent_at_s = now_s
+                        self.server.send(forwarded.peer, forwarded.cid, frames)
+                    except TransportError as error:
+                        self.logger.error("reply_failed", api="forwarded", error=str(error))
+                elif self._sync is not None and self._sync[:2] == (broker_id, reply_cid):
+                    self._sync = None
+                    self._next_sync_s = now_s + METADATA_SYNC_INTERVAL_S
+                    self._on_sync_reply(frames)
+
+    def _on_sync_reply(self, frames) -> None:
+        try:
+            response = decode_response(frames)
+        except ProtocolError as error:
+            self.logger.warning("bad_metadata_sync_reply", error=error.message)
+            return
+        if isinstance(response, MetadataSyncResponse) and response.metadata is not None:
+            metadata = ClusterMetadata.from_wire(response.metadata)
+            if metadata.version > self.metadata.version:
+                self._apply_metadata_safely(metadata)
+
+    def _apply_metadata_safely(self, metadata: ClusterMetadata) -> None:
+        try:
+            self._apply_metadata(metadata)
+        except OSError as error:  # disk full, say: it comes again (sync, or the next image), don't die
+            self.logger.error("metadata_apply_failed", version=metadata.version, error=str(error))
+
+    def _sync_metadata(self, now_s: float) -> None:
+        """Every broker but the active controller asks it for newer metadata (and so tells it
+        which version this broker has) every METADATA_SYNC_INTERVAL_S."""
+        controller = self.active_controller(now_s)
+        if controller is None or controller == self.broker_id:
+            self._sync = None
+            return
+        if self._sync is not None:
+            asked, _, sent_s = self._sync
+            if asked == controller and now_s - sent_s <= METADATA_SYNC_TIMEOUT_S:
+                return  # its answer is still due
+        elif now_s < self._next_sync_s:
+            return
+        sync_cid = self.peer_connections[controller].send_request(encode(MetadataSyncRequest(self.broker_id, self.metadata.version)))
+        self._sync = (controller, sync_cid, now_s) if sync_cid is not None else None
+        if sync_cid is None:
+            self._next_sync_s = now_s + METADATA_SYNC_INTERVAL_S
 
     def _housekeeping(self) -> None:
         now_ms = int(time.time() * 1000)
-        for replica in list(self.replicas.values()):
+        quorum = self.metadata_quorum
+        for replica in [*self.replicas.values(), *([quorum.replica] if quorum is not None else [])]:
             try:
                 replica.run_housekeeping(now_ms)
             except OSError as error:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 from distlog.client.cluster import ClusterView
+from distlog.client.deadline import Deadline
 from distlog.client.offsets import list_offsets
 from distlog.protocol.errors import DistlogError, ErrorCode
 from distlog.protocol.messages import (
@@ -14,6 +18,13 @@ from distlog.protocol.messages import (
     ListOffsetsRequest,
     MetadataRequest,
 )
+
+# A controller answers a change once committed and, within about this long, applied by every
+# live broker; a client waits that long beyond the request's own timeout.
+CHANGE_SPREAD_S = 6.0
+# Pauses between attempts while the cluster has no controller (elections take about a second).
+CONTROLLER_RETRY_BACKOFF_MIN_S = 0.1
+CONTROLLER_RETRY_BACKOFF_MAX_S = 0.5
 
 
 class Admin:
@@ -139,14 +150,21 @@ class Admin:
         return int((self.request_timeout_s if timeout_s is None else timeout_s) * 1000)
 
     def _controller_request(self, request, timeout_s) -> None:
-        """Send a topic change to the controller (following NOT_CONTROLLER once); raise the first error."""
+        """Send a topic change to a broker that answers (it forwards it to the controller) and
+        retry, with a growing pause, while there is no controller (an election): all within the
+        timeout, plus the time the controller may take to spread a change. Raise the first error."""
         timeout_s = self.request_timeout_s if timeout_s is None else timeout_s
-        for attempt in range(2):
-            connection = self.cluster.controller_connection()
-            response = connection.request(request, timeout_s + 5)
+        deadline = Deadline(timeout_s + CHANGE_SPREAD_S)
+        backoff_s = CONTROLLER_RETRY_BACKOFF_MIN_S
+        while True:
+            connection = self.cluster.responsive_connection(deadline.remaining_s())
+            response = connection.request(request, deadline.remaining_s())
             errors = [t for t in response.topics if t["error_code"]]
-            if errors and errors[0]["error_code"] == ErrorCode.NOT_CONTROLLER and attempt == 0:
-                self.cluster.refresh([])
+            if errors and errors[0]["error_code"] == ErrorCode.NOT_CONTROLLER and deadline.remaining_s() > backoff_s:
+                time.sleep(backoff_s)  # a retry backoff: the election takes about a second
+                backoff_s = min(2 * backoff_s, CONTROLLER_RETRY_BACKOFF_MAX_S)
+                with contextlib.suppress(DistlogError):
+                    self.cluster.refresh([], deadline.cap(self.request_timeout_s))
                 continue
             if errors:
                 raise DistlogError(errors[0]["error_code"], errors[0]["error_message"])

@@ -249,12 +249,13 @@ class ClusterView:
         leader = info.leaders[partition]
         return self.brokers.get(leader) if leader is not None else None
 
-    def controller_connection(self) -> BrokerConnection:
-        if self.controller_id is None:
-            self.refresh([])
-        if self.controller_id is None:
-            raise DistlogError(ErrorCode.NOT_CONTROLLER, "the cluster has no controller right now; retry shortly")
-        return self.broker_connection(self.controller_id)
+    def responsive_connection(self, timeout_s: float | None = None) -> BrokerConnection:
+        """The blocking-request connection to the broker that answered last (asking around first
+        if none has): for requests any broker can take, such as topic changes, which a broker
+        forwards to the controller."""
+        if self._answered_last is None:
+            self.refresh([], timeout_s)
+        return self.request_connection(self._answered_last)
 
     def close(self) -> None:
         for connections in (self._connections, self._request_connections):

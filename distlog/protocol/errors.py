@@ -67,7 +67,7 @@ HINTS = {
     ErrorCode.INVALID_CONFIG: "fix the named config key; `distlog topic create --help` lists them",
     ErrorCode.NOT_ENOUGH_REPLICAS: "too few replicas are in sync; wait for brokers to come back",
     ErrorCode.BROKER_NOT_AVAILABLE: "the broker is down or unreachable; check `distlog cluster status`",
-    ErrorCode.NOT_CONTROLLER: "send topic changes to the controller named in the metadata",
+    ErrorCode.NOT_CONTROLLER: "the cluster is electing a controller (or too few controllers are up); retry shortly",
     ErrorCode.INVALID_TOPIC: "topic names are 1-249 characters of [a-zA-Z0-9._-], not '.' or '..'",
     ErrorCode.STORAGE_ERROR: "the broker could not write to disk (full or failing?); check its log",
     ErrorCode.UNKNOWN_API: "the broker does not know this request type; upgrade the broker",

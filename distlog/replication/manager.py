@@ -419,6 +419,11 @@ class ReplicaManager:
             self._logger.info("leadership", partition=f"{key[0]}-{key[1]}", role=node.role.value,
                               term=node.term, leader=node.leader_id)
 
+    def peer_alive(self, peer: int, now_s: Optional[float] = None) -> bool:
+        """Whether a frame from `peer` arrived within PEER_ALIVE_S."""
+        now_s = self._clock() if now_s is None else now_s
+        return now_s - self._heard_at.get(peer, float("-inf")) <= PEER_ALIVE_S
+
     def in_sync_replicas(self, key, now_s: Optional[float] = None) -> list:
         """(Leader only) this broker and the followers caught up within REPLICA_LAG_TIME_MAX_S."""
         now_s = self._clock() if now_s is None else now_s
@@ -441,8 +446,7 @@ class ReplicaManager:
                 return (self.broker_id, node.term, self.in_sync_replicas(key, now_s),
                         replica.high_watermark, replica.log_end_offset)
             report = self.leaders.get(key, now_s)
-            leader_alive = now_s - self._heard_at.get(node.leader_id, float("-inf")) <= PEER_ALIVE_S
-            if node.leader_id is not None and leader_alive:
+            if node.leader_id is not None and self.peer_alive(node.leader_id, now_s):
                 # (A leader not heard from for a while is not named: it is likely gone or cut
                 # off, and clients sent to it would only wait; they look again shortly.)
                 if report is not None and report.leader == node.leader_id and report.epoch == node.term:
@@ -517,7 +521,7 @@ class ReplicaManager:
             # recent_active: check-quorum clears that at the start of every election timeout.
             if (progress is None or progress.match < node.last_index
                     or preferred not in self.in_sync_replicas(key, now_s)
-                    or now_s - self._heard_at.get(preferred, float("-inf")) > PEER_ALIVE_S):
+                    or not self.peer_alive(preferred, now_s)):
                 self._preferred_ready_since.pop(key, None)
                 continue
             since = self._preferred_ready_since.setdefault(key, now_s)
