@@ -21,7 +21,9 @@ from distlog.broker.logs import LEVELS, LOG_LEVEL_ENV
 from distlog.supervisor import cluster_file
 from distlog.supervisor.backoff import RestartPolicy
 from distlog.supervisor.control import ClusterControl, ControlError
+from distlog.supervisor.health import NO_BROKER_ANSWERED, cluster_health, partitions_text, unhealthy_summary
 from distlog.supervisor.prepare import ensure_not_running, stop_orphans
+from distlog.supervisor.probe import ask_every_broker
 from distlog.supervisor.service import run_cluster
 from distlog.supervisor.supervisor import ClusterError, event_logger
 
@@ -32,6 +34,11 @@ DOWN_TIMEOUT_S = 30.0
 LIVE_VIEW_REFRESH_S = 2.0
 # Beyond the brokers' readiness deadline: time for the detached supervisor itself to start.
 DETACH_STARTUP_MARGIN_S = 15.0
+# A broker that does not answer a Metadata request this soon counts as down.
+HEALTH_REQUEST_TIMEOUT_S = 1.5
+HEALTH_POLL_S = 1.0
+# The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
 
 data_dir_option = click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar=DATA_DIR_ENV,
@@ -72,12 +79,14 @@ def cluster():
 @click.option("--restart-backoff-max-s", type=click.FloatRange(0), default=RestartPolicy.max_s,
               show_default=True, help="Longest restart delay.")
 @click.option("--ready-timeout-s", type=click.FloatRange(0.1), default=30.0, show_default=True,
-              help="How long every broker gets to answer before the start fails.")
+              help="How long the cluster gets to answer and be healthy (`cluster health`) before the start fails.")
 @click.option("--log-level", type=click.Choice(LEVELS), default="info", show_default=True, envvar=LOG_LEVEL_ENV,
               show_envvar=True, help="The brokers' log level; each broker.log rotates at 10 MiB, 5 kept.")
 def up(brokers, data_dir, port_base, detach, no_restart, restart_backoff_s, restart_backoff_max_s,
        ready_timeout_s, log_level):
-    """Start the cluster in DATA_DIR (a new one, or bring back the one it holds)."""
+    """Start the cluster in DATA_DIR (a new one, or bring back the one it holds).
+
+    Ready once every broker answers and the cluster is healthy, as `distlog cluster health` says."""
     os.environ[LOG_LEVEL_ENV] = log_level  # the supervisor's brokers (and a detached supervisor) inherit it
     try:
         ensure_not_running(data_dir)
@@ -254,31 +263,132 @@ def _faults_text(faults: dict) -> str:
 def status(data_dir, as_json):
     """Show each broker's state, pid, address, uptime and memory, and the controller."""
     result = _control(data_dir, lambda control: control.status())
-    result["partitions"] = partition_health([b["address"] for b in result["brokers"] if b["state"] == "running"])
+    health = broker_health({b["id"]: b["address"] if b["state"] == "running" else None
+                            for b in result["brokers"]})
+    result["partitions"] = None if NO_BROKER_ANSWERED in health["unhealthy_reasons"] else {
+        "total": health["partitions_total"], "under_replicated": health["under_replicated_count"],
+        "leaderless": health["leaderless_count"]}
     click.echo(json.dumps(result, indent=2) if as_json else render_status(result))
 
 
-def partition_health(addresses: list, timeout_s: float = 2.0) -> dict | None:
-    """{"total", "under_replicated", "leaderless"} over every topic, as the first running broker
-    that answers reports them (leaders' reports reach it within a second); None if none does."""
-    from distlog.client.connection import BrokerConnection
-    from distlog.protocol.errors import DistlogError
-    from distlog.protocol.messages import MetadataRequest
+def broker_health(addresses: dict, timeout_s: float = HEALTH_REQUEST_TIMEOUT_S) -> dict:
+    """health.cluster_health of brokers {id: address, or None for one known not to run (not
+    asked)}, every broker asked for its metadata at once."""
+    from distlog.client.probe import metadata
 
-    for address in addresses:
-        connection = BrokerConnection(address)
+    asked = {broker_id: address for broker_id, address in addresses.items() if address}
+    return cluster_health(addresses, ask_every_broker(metadata, asked, timeout_s))
+
+
+# -- health ----------------------------------------------------------------------------------------
+
+@cluster.command()
+@data_dir_option
+@click.option("--bootstrap", envvar="DISTLOG_BOOTSTRAP", show_envvar=True,
+              help="Find the brokers through these endpoints (e.g. 127.0.0.1:9092) instead of DATA_DIR.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines (one line per change with --watch).")
+@click.option("--watch", is_flag=True, help="Print the health again whenever it changes, until Ctrl-C.")
+@click.option("--exit-when-healthy", is_flag=True, help="Wait until the cluster is healthy, then exit 0.")
+@click.option("--timeout-s", type=click.FloatRange(0), default=60.0, show_default=True,
+              help="How long --exit-when-healthy waits before it gives up with exit code 1.")
+def health(data_dir, bootstrap, as_json, watch, exit_when_healthy, timeout_s):
+    """Whether the cluster is healthy: exit code 0 if so, 1 if not.
+
+    Healthy means a controller is known, every broker answers, and every partition has a leader
+    whose in-sync replicas are all of its replicas. Each broker is asked for its metadata at once,
+    and a partition's numbers come from its leader's own answer.
+    """
+    check = _health_check(data_dir, bootstrap)
+
+    def show(report: dict) -> None:
+        click.echo(_health_text(report, as_json, watch))
+
+    try:
+        report = _watch_health(check, show if watch else lambda report: None,
+                               until_healthy=exit_when_healthy, forever=watch, timeout_s=timeout_s)
+    except KeyboardInterrupt:
+        say("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    if not watch:
+        show(report)
+    if exit_when_healthy and not report["healthy"]:
+        raise ClusterCliError(f"the cluster was not healthy within {timeout_s:g} s: {unhealthy_summary(report)}")
+    sys.exit(0 if report["healthy"] else 1)
+
+
+def _watch_health(check, show, *, until_healthy: bool, forever: bool, timeout_s: float) -> dict:
+    """The report that ends the wait: the first one without until_healthy or forever, else the
+    first healthy one with until_healthy, or the last one when timeout_s runs out. show(report)
+    sees every report that differs from the one before."""
+    deadline_s = time.monotonic() + timeout_s
+    last = None
+    while True:
+        started_s = time.monotonic()
+        report = check()
+        if report != last:
+            show(report)
+        last = report
+        if not (until_healthy or forever) or (until_healthy and report["healthy"]):
+            return report
+        if until_healthy and time.monotonic() >= deadline_s:
+            return report
+        wake_s = started_s + HEALTH_POLL_S
+        if until_healthy:
+            wake_s = min(wake_s, deadline_s)
+        time.sleep(max(0.0, wake_s - time.monotonic()))
+
+
+def _health_check(data_dir: Path, bootstrap: str | None):
+    """check() -> the health report now, of the brokers in DATA_DIR/cluster.json or, with
+    bootstrap, of those the first bootstrap endpoint to answer lists (looked up on each check)."""
+    if bootstrap:
+        from distlog.client.cluster import parse_bootstrap
+
         try:
-            response = connection.request(MetadataRequest(topics=None), timeout_s)
-        except DistlogError:
-            continue
-        finally:
-            connection.close()
-        partitions = [p for t in response.topics if not t["error_code"] for p in t["partitions"]]
-        return {"total": len(partitions),
-                "under_replicated": sum(1 for p in partitions
-                                        if p["leader"] is not None and len(p["in_sync"]) < len(p["replicas"])),
-                "leaderless": sum(1 for p in partitions if p["leader"] is None)}
-    return None
+            endpoints = parse_bootstrap(bootstrap)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--bootstrap") from None
+        return lambda: broker_health(_listed_brokers(endpoints))
+    try:
+        record = cluster_file.load(data_dir)
+    except cluster_file.ClusterFileError as error:
+        raise ClusterCliError(f"{error}; or point at a cluster with --bootstrap HOST:PORT") from None
+    addresses = {broker["id"]: broker["address"] for broker in record["brokers"]}
+    return lambda: broker_health(addresses)
+
+
+def _listed_brokers(endpoints: list) -> dict:
+    """{id: address} of the brokers the first bootstrap endpoint to answer lists; {} if none does."""
+    from distlog.client.probe import metadata
+
+    answers = ask_every_broker(metadata, dict(enumerate(endpoints)), HEALTH_REQUEST_TIMEOUT_S)
+    for _, answer in sorted(answers.items()):
+        if answer is not None:
+            return {broker["broker_id"]: broker["address"] for broker in answer["brokers"]}
+    return {}
+
+
+def _health_text(report: dict, as_json: bool, watch: bool) -> str:
+    if as_json:
+        return json.dumps(report) if watch else json.dumps(report, indent=2)
+    text = render_health(report)
+    return f"{time.strftime('%H:%M:%S')}\n{text}\n" if watch else text
+
+
+def render_health(report: dict) -> str:
+    """The key/value block `distlog cluster health` prints."""
+    controller = report["controller_id"]
+    reasons = ", ".join(report["unhealthy_reasons"])
+    return tabulate([
+        ["healthy", "yes" if report["healthy"] else f"no ({reasons})"],
+        ["controller", controller if controller is not None else "none"],
+        ["brokers", ", ".join(map(str, report["all_brokers"])) or "none known"],
+        ["brokers down", ", ".join(map(str, report["brokers_down"])) or "-"],
+        ["partitions", report["partitions_total"]],
+        [f"leaderless ({report['leaderless_count']})", partitions_text(report["leaderless_partitions"]) or "-"],
+        [f"under-replicated ({report['under_replicated_count']})",
+         partitions_text(report["under_replicated_partitions"]) or "-"],
+    ], tablefmt="plain")
 
 
 @cluster.command()

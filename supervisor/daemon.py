@@ -3,8 +3,8 @@
 The CLI starts `python -m distlog.supervisor.daemon ...` in a new session with its stdio going to
 DATA/supervisor.log and passes the write end of a pipe as --ready-fd. This process writes JSON
 lines there — {"say": message} for the user while starting, then {"ok": true} once every broker
-answers, or {"ok": false, "error": ...} — and closes it, so the CLI returns exactly when the
-cluster is ready or has failed.
+answers and the cluster is healthy, or {"ok": false, "error": ...} — and closes it, so the CLI
+returns exactly when the cluster is ready or has failed.
 """
 
 import json
@@ -28,7 +28,7 @@ from distlog.supervisor.supervisor import ClusterError
 @click.option("--restart-backoff-max-s", type=click.FloatRange(0), default=RestartPolicy.max_s, show_default=True,
               help="longest restart delay")
 @click.option("--ready-timeout-s", type=click.FloatRange(0.1), default=30.0, show_default=True,
-              help="how long every broker gets to answer")
+              help="how long the cluster gets to answer and be healthy")
 @click.option("--ready-fd", type=int, required=True, help="the pipe to report readiness on (JSON lines)")
 def daemon(data_dir, brokers, port_base, no_restart, restart_backoff_s, restart_backoff_max_s, ready_timeout_s,
            ready_fd):

@@ -23,8 +23,9 @@ from distlog.broker.metrics import ENDPOINT_FILE as METRICS_ENDPOINT_FILE
 from distlog.supervisor import cluster_file
 from distlog.supervisor.backoff import RestartPolicy
 from distlog.supervisor.broker_process import BrokerProcess, broker_command
+from distlog.supervisor.health import cluster_health, unhealthy_summary
 from distlog.supervisor.partitions import rules_for_cuts
-from distlog.supervisor.probe import Probe
+from distlog.supervisor.probe import Probe, ask_every_broker
 from distlog.transports.faults import FaultRules
 
 STARTING, RUNNING, PAUSED, CRASHED, STOPPED = "starting", "running", "paused", "crashed", "stopped"
@@ -33,6 +34,8 @@ ALIVE_STATES = (STARTING, RUNNING, PAUSED)
 CONTROLLER_REFRESH_S = 2.0
 # How often a starting cluster is probed; a probe that gets no answer also waits its timeout.
 READY_POLL_S = 0.05
+# How often a starting cluster whose brokers all answer is asked whether it is healthy yet.
+HEALTH_POLL_S = 0.25
 FAULT_RULES_TIMEOUT_S = 2.0
 
 
@@ -84,6 +87,7 @@ class Supervisor:
         self._probe_timeout_s = probe_timeout_s
         self._log = log or event_logger()
         self._next_controller_refresh_s = 0.0
+        self._last_health: dict | None = None  # while starting: the latest unhealthy report
         peers_arg = ",".join(f"{b['id']}={b['address']}" for b in record["brokers"])
         self._slots = {
             b["id"]: _Slot(BrokerProcess(b["id"], b["address"], b["data_dir"], b["log_file"],
@@ -94,7 +98,8 @@ class Supervisor:
     # -- start and readiness ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Spawn every broker and wait until each answers the probe and a controller is known.
+        """Spawn every broker and wait until each answers the probe, a controller is known and
+        the brokers' metadata says the cluster is healthy (see health.py).
 
         On any failure every broker started here is stopped again and ClusterError names the
         broker that failed, with the last lines of its log.
@@ -112,15 +117,24 @@ class Supervisor:
                   controller=self.record["controller"])
 
     def _wait_ready(self, deadline_s: float) -> None:
+        next_health_check_s = 0.0
         while True:
             for broker_id, slot in self._slots.items():
                 self._check_started(broker_id, slot)
             if all(s.state == RUNNING for s in self._slots.values()):
                 if self.record["controller"] is None:
                     self._refresh_controller()
-                if self.record["controller"] is not None:
-                    return
+                if self.record["controller"] is not None and time.monotonic() >= next_health_check_s:
+                    next_health_check_s = time.monotonic() + HEALTH_POLL_S
+                    if self._healthy():
+                        return
             if time.monotonic() >= deadline_s:
+                if self._last_health is not None and not self._last_health["brokers_down"] \
+                        and self._last_health["controller_id"] is not None:
+                    # Every broker and a controller are up, some partitions are not (a log that
+                    # failed to open, say): the cluster is up to be looked at, not torn down.
+                    self._log("cluster_unhealthy", summary=unhealthy_summary(self._last_health))
+                    return
                 raise ClusterError(self._not_ready_message())
             time.sleep(READY_POLL_S)
 
@@ -135,8 +149,22 @@ class Supervisor:
         if slot.state == STARTING:
             self._probe_once(broker_id, slot)
 
+    def _healthy(self) -> bool:
+        """Whether every broker's metadata says the cluster is healthy; a probe that cannot ask
+        for metadata (a stand-in broker) leaves it at "every broker answers"."""
+        if self._probe.metadata is None:
+            return True
+        addresses = {broker_id: slot.process.address for broker_id, slot in self._slots.items()}
+        answers = ask_every_broker(self._probe.metadata, addresses, self._probe_timeout_s)
+        health = cluster_health(addresses, answers)
+        self._last_health = None if health["healthy"] else health
+        return health["healthy"]
+
     def _not_ready_message(self) -> str:
         waiting = [i for i, s in self._slots.items() if s.state != RUNNING]
+        if not waiting and self._last_health is not None:
+            return (f"the cluster was not healthy within {self._ready_timeout_s:g} s: "
+                    f"{unhealthy_summary(self._last_health)}")
         if not waiting:
             return f"no controller was elected within {self._ready_timeout_s:g} s"
         slot = self._slots[waiting[0]]

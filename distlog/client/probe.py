@@ -1,10 +1,11 @@
-"""Small one-shot calls the supervisor makes to a single broker: is it up, and set its fault rules."""
+"""Small one-shot calls the supervisor makes to a single broker: is it up, what is its metadata,
+and set its fault rules."""
 
 from __future__ import annotations
 
 from distlog.client.connection import BrokerConnection
 from distlog.protocol.errors import DistlogError
-from distlog.protocol.messages import ApiVersionsRequest, SetFaultRulesRequest
+from distlog.protocol.messages import ApiVersionsRequest, MetadataRequest, SetFaultRulesRequest
 
 
 def ping(endpoint: str, timeout_s: float) -> dict | None:
@@ -17,6 +18,19 @@ def ping(endpoint: str, timeout_s: float) -> dict | None:
     finally:
         connection.close()
     return {"broker_id": response.broker_id, "controller_id": response.controller_id, "cluster_id": response.cluster_id}
+
+
+def metadata(endpoint: str, timeout_s: float) -> dict | None:
+    """The broker's view of every topic, {"brokers", "controller_id", "topics"} as in its
+    MetadataResponse, if it answers in time; else None."""
+    connection = BrokerConnection(endpoint)
+    try:
+        response = connection.request(MetadataRequest(topics=None), timeout_s)
+    except DistlogError:
+        return None
+    finally:
+        connection.close()
+    return {"brokers": response.brokers, "controller_id": response.controller_id, "topics": response.topics}
 
 
 def set_fault_rules(endpoint: str, rules: dict, timeout_s: float) -> None:

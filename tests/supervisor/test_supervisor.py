@@ -33,13 +33,18 @@ FAST_POLICY = RestartPolicy(initial_s=0.05, max_s=0.4, stable_after_s=60)
 
 
 class ScriptedProbe:
-    """Answers pings as the broker the address belongs to; records fault-rule calls."""
+    """Answers pings (and, if asked for, metadata) as the broker the address belongs to; records
+    fault-rule calls."""
 
     def __init__(self, record):
         self.ids = {b["address"]: b["id"] for b in record["brokers"]}
         self.silent: set[int] = set()
         self.liar = False
         self.fault_calls: list[tuple[int, dict]] = []
+        # How many more of broker 1's metadata answers count broker 3 out of orders/0's ISR.
+        self.lagging_answers = 0
+        self.metadata_calls = 0
+        self.no_metadata: set[int] = set()  # brokers that answer pings but not metadata requests
 
     def ping(self, address, timeout_s):
         broker_id = self.ids[address]
@@ -49,11 +54,28 @@ class ScriptedProbe:
             return {"broker_id": broker_id, "controller_id": 1, "cluster_id": "someone-else"}
         return {"broker_id": broker_id, "controller_id": 1}
 
+    def metadata(self, address, timeout_s):
+        """Broker 1 leads orders/0 (replicas 1, 2, 3); the others know of it from its reports."""
+        broker_id = self.ids[address]
+        if broker_id in self.silent | self.no_metadata:
+            return None
+        in_sync = [1, 2, 3]
+        if broker_id == 1:
+            self.metadata_calls += 1
+            if self.lagging_answers:
+                self.lagging_answers -= 1
+                in_sync = [1, 2]
+        partition = {"partition": 0, "leader": 1, "leader_epoch": 1, "replicas": [1, 2, 3],
+                     "in_sync": in_sync, "high_watermark": 0, "log_end_offset": 0}
+        topic = {"name": "orders", "error_code": 0, "error_message": "", "configs": {}, "partitions": [partition]}
+        return {"brokers": [], "controller_id": 1, "topics": [topic]}
+
     def set_fault_rules(self, address, rules, timeout_s):
         self.fault_calls.append((self.ids[address], rules))
 
-    def as_probe(self):
-        return Probe(ping=self.ping, set_fault_rules=self.set_fault_rules)
+    def as_probe(self, with_metadata=False):
+        return Probe(ping=self.ping, set_fault_rules=self.set_fault_rules,
+                     metadata=self.metadata if with_metadata else None)
 
 
 @pytest.fixture
@@ -67,11 +89,11 @@ def make_supervisor(cluster_dir, events, monkeypatch):
     cluster_dir.mkdir()
     made = []
 
-    def make(brokers=3, policy=FAST_POLICY, ready_timeout_s=5.0):
+    def make(brokers=3, policy=FAST_POLICY, ready_timeout_s=5.0, with_metadata=False):
         addresses = {i: f"tcp://127.0.0.1:{20000 + i}" for i in range(1, brokers + 1)}
         record = cluster_file.new_record(cluster_dir, addresses)
         probe = ScriptedProbe(record)
-        supervisor = Supervisor(cluster_dir, record, probe=probe.as_probe(), policy=policy,
+        supervisor = Supervisor(cluster_dir, record, probe=probe.as_probe(with_metadata), policy=policy,
                                 ready_timeout_s=ready_timeout_s, stop_timeout_s=5.0,
                                 log=lambda event, **fields: events.append((event, fields)))
         made.append(supervisor)
@@ -242,6 +264,33 @@ def test_broker_that_never_answers_fails_the_start_naming_it(make_supervisor, cl
     with pytest.raises(ClusterError, match="broker 2 did not answer at tcp://127.0.0.1:20002"):
         supervisor.start()
     assert all(b["pid"] is None for b in supervisor.status()["brokers"])
+
+
+def test_start_waits_until_the_cluster_is_healthy(make_supervisor, events):
+    supervisor, probe = make_supervisor(with_metadata=True)
+    probe.lagging_answers = 2
+    supervisor.start()
+    assert probe.metadata_calls == 3, "ready at the first healthy answer, not before"
+    assert [b["state"] for b in supervisor.status()["brokers"]] == ["running"] * 3
+    assert events[-1][0] == "cluster_ready"
+
+
+def test_a_cluster_whose_partitions_stay_unhealthy_comes_up_saying_why(make_supervisor, events):
+    # Every broker and a controller answer, a partition does not heal: the cluster is left up
+    # to be looked at (a start that tore it down could never be inspected), and the log says why.
+    supervisor, probe = make_supervisor(ready_timeout_s=0.5, with_metadata=True)
+    probe.lagging_answers = 10**6
+    supervisor.start()
+    assert all(b["state"] == "running" for b in supervisor.status()["brokers"])
+    [summary] = [fields["summary"] for event, fields in events if event == "cluster_unhealthy"]
+    assert summary == "1 partition under-replicated (orders/0)"
+
+
+def test_a_broker_that_answers_pings_but_not_metadata_is_down(make_supervisor):
+    supervisor, probe = make_supervisor(ready_timeout_s=0.5, with_metadata=True)
+    probe.no_metadata.add(2)
+    with pytest.raises(ClusterError, match="not healthy within 0.5 s: broker 2 down"):
+        supervisor.start()
 
 
 def test_a_port_answered_by_another_broker_fails_the_start(make_supervisor):
