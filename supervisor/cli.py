@@ -485,3 +485,73 @@ def partition(groups, data_dir):
 def heal(data_dir):
     """Lift every fault rule on every broker."""
     click.echo(render_status(_control(data_dir, lambda c: c.heal())))
+
+
+# -- leadership --------------------------------------------------------------------------------
+
+@cluster.command("rebalance-leaders")
+@data_dir_option
+@click.option("--bootstrap", envvar="DISTLOG_BOOTSTRAP", show_envvar=True,
+              help="Find the brokers through these endpoints (e.g. 127.0.0.1:9092) instead of DATA_DIR.")
+@click.option("--topic", "topics", multiple=True, help="Only this topic's partitions (repeatable; default: all).")
+@click.option("--timeout-s", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="How long to wait for the moved leaderships to arrive.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def rebalance_leaders(data_dir, bootstrap, topics, timeout_s, as_json):
+    """Hand every partition's leadership back to its preferred (first) replica.
+
+    Brokers do it by themselves a few seconds after a preferred replica returns; this does it
+    now, where the preferred replica is up and caught up (Kafka's preferred leader election).
+    Prints how many partitions each broker leads afterwards; exit 1 if some could not move.
+    """
+    from distlog.client import Admin
+    from distlog.protocol.errors import DistlogError
+
+    endpoints = bootstrap or ",".join(b["address"] for b in _cluster_record(data_dir)["brokers"])
+    try:
+        with Admin(endpoints, request_timeout_s=5) as admin:
+            result = admin.elect_preferred_leaders(list(topics) or None)
+            deadline_s = time.monotonic() + timeout_s
+            while (pending := _not_yet_moved(admin, result["moving"])) and time.monotonic() < deadline_s:
+                time.sleep(0.1)  # polling a condition: the hand-offs take a few hundred ms
+            counts = _leader_counts(admin)
+    except (DistlogError, ValueError) as error:
+        raise ClusterCliError(str(error)) from None
+    report = {"moved": [list(m) for m in result["moving"] if m not in pending],
+              "still_moving": [list(m) for m in pending],
+              "not_ready": [list(m) for m in result["not_ready"]],
+              "unreachable_brokers": result["unreachable"], "leaders_per_broker": counts}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(f"moved {len(report['moved'])} leadership(s) to their preferred replica")
+        for topic, partition, preferred in report["not_ready"] + report["still_moving"]:
+            click.echo(f"  {topic}/{partition}: broker {preferred} is not ready to lead it (down or behind)")
+        for broker_id in report["unreachable_brokers"]:
+            click.echo(f"  broker {broker_id} did not answer")
+        click.echo("leaders per broker: " + ", ".join(f"{b}: {n}" for b, n in sorted(counts.items())))
+    sys.exit(1 if report["not_ready"] or report["still_moving"] or report["unreachable_brokers"] else 0)
+
+
+def _cluster_record(data_dir: Path) -> dict:
+    try:
+        return cluster_file.load(data_dir)
+    except cluster_file.ClusterFileError as error:
+        raise ClusterCliError(f"{error}; or point at a cluster with --bootstrap HOST:PORT") from None
+
+
+def _not_yet_moved(admin, moving: list) -> list:
+    """The (topic, partition, to) of `moving` whose leader is not `to` yet."""
+    admin.cluster.refresh(sorted({topic for topic, _, _ in moving}) or [])
+    return [(t, p, to) for t, p, to in moving
+            if t in admin.cluster.topics and admin.cluster.topics[t].leaders[p] != to]
+
+
+def _leader_counts(admin) -> dict:
+    admin.cluster.refresh()
+    counts = {broker_id: 0 for broker_id in admin.cluster.brokers}
+    for info in admin.cluster.topics.values():
+        for leader in info.leaders:
+            if leader is not None:
+                counts[leader] = counts.get(leader, 0) + 1
+    return counts

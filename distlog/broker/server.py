@@ -80,6 +80,7 @@ from distlog.protocol.messages import (
     REQUEST_TYPES,
     ApiKey,
     ApiVersionsResponse,
+    ElectLeadersResponse,
     ErrorResponse,
     FetchResponse,
     ListOffsetsResponse,
@@ -174,6 +175,7 @@ class Broker:
             ApiKey.RAFT: self._handle_raft,
             ApiKey.ALTER_CONFIGS: self._handle_alter_configs,
             ApiKey.CREATE_PARTITIONS: self._handle_create_partitions,
+            ApiKey.ELECT_LEADERS: self._handle_elect_leaders,
         }
 
     def _open(self, config: BrokerConfig) -> None:
@@ -681,6 +683,14 @@ class Broker:
             return None
         self.replication.receive(frame)
         return None  # never answered: the peer's Raft replies travel in its own frames
+
+    def _handle_elect_leaders(self, peer, cid, request):
+        topics = set(request.topics) if request.topics is not None else None
+        moving, not_ready = self.replication.elect_preferred_leaders(topics)
+        if moving:
+            self.logger.info("preferred_leader_election", partitions=len(moving))
+        return ElectLeadersResponse(0, "", [{"topic": k[0], "partition": k[1], "to": to} for k, to in moving],
+                                    [{"topic": k[0], "partition": k[1], "preferred": p} for k, p in not_ready])
 
     def _handle_set_fault_rules(self, peer, cid, request):
         self.fault_rules.replace(FaultRules(drop_to=request.drop_to, drop_from=request.drop_from))

@@ -35,6 +35,7 @@ class ApiKey(enum.IntEnum):
     RAFT = 9  # broker -> broker: one loop turn's Raft messages of every group (no reply)
     ALTER_CONFIGS = 10  # clients (to the controller): set or delete topic configs
     CREATE_PARTITIONS = 11  # clients (to the controller): grow a topic to more partitions
+    ELECT_LEADERS = 12  # clients (to every broker): hand leadership back to preferred replicas
     ERROR = 255  # a reply to a request that could not be decoded well enough to answer in kind
 
 
@@ -304,6 +305,30 @@ class MetadataSyncResponse(Message):
     metadata: dict | None  # None when the asker is already up to date
 
 
+# ------------------------------------------------------------------------------- ElectLeaders
+
+
+@dataclass(frozen=True)
+class ElectLeadersRequest(Message):
+    """Kafka's preferred leader election, asked of each broker for the partitions it leads:
+    every one whose first replica is alive and caught up hands leadership to it."""
+
+    API_KEY = ApiKey.ELECT_LEADERS
+    SCHEMA = {"topics": Optional([str])}
+    topics: list | None = None  # None: every topic
+
+
+@dataclass(frozen=True)
+class ElectLeadersResponse(Message):
+    API_KEY = ApiKey.ELECT_LEADERS
+    SCHEMA = {**_ERROR_FIELDS, "moving": [{"topic": str, "partition": int, "to": int}],
+              "not_ready": [{"topic": str, "partition": int, "preferred": int}]}
+    error_code: int
+    error_message: str
+    moving: list  # leadership being handed to the preferred replica
+    not_ready: list  # led elsewhere than the preferred replica, which is down or behind
+
+
 # -------------------------------------------------------------------- internal: fault injection
 
 
@@ -366,6 +391,7 @@ REQUEST_TYPES = {
         RaftRequest,
         AlterConfigsRequest,
         CreatePartitionsRequest,
+        ElectLeadersRequest,
     )
 }
 
@@ -383,6 +409,7 @@ RESPONSE_TYPES = {
         SetFaultRulesResponse,
         AlterConfigsResponse,
         CreatePartitionsResponse,
+        ElectLeadersResponse,
         ErrorResponse,
     )
 }

@@ -511,24 +511,44 @@ class ReplicaManager:
     def _restore_preferred_leaders(self, now_s: float) -> None:
         for key in list(self._caught_up):
             replica = self.groups[key]
-            node = replica.node
-            preferred = replica.preferred_leader
-            if preferred == self.broker_id or node.lead_transferee is not None:
-                self._preferred_ready_since.pop(key, None)
-                continue
-            progress = node.progress.get(preferred)
-            # In sync (heard from within the lag time) and caught up right now. Not
-            # recent_active: check-quorum clears that at the start of every election timeout.
-            if (progress is None or progress.match < node.last_index
-                    or preferred not in self.in_sync_replicas(key, now_s)
-                    or not self.peer_alive(preferred, now_s)):
+            if replica.preferred_leader == self.broker_id or replica.node.lead_transferee is not None \
+                    or not self._preferred_caught_up(key, now_s):
                 self._preferred_ready_since.pop(key, None)
                 continue
             since = self._preferred_ready_since.setdefault(key, now_s)
             if now_s - since >= PREFERRED_LEADER_DELAY_S:
                 self._preferred_ready_since.pop(key, None)
-                node.transfer_leadership(preferred)
+                replica.node.transfer_leadership(replica.preferred_leader)
                 self._touched.add(key)
+
+    def _preferred_caught_up(self, key, now_s: float) -> bool:
+        """Whether the preferred replica of a group led here is in sync, heard from just now and
+        caught up right now. (Not recent_active: check-quorum clears that at the start of every
+        election timeout.)"""
+        replica = self.groups[key]
+        preferred = replica.preferred_leader
+        progress = replica.node.progress.get(preferred)
+        return (progress is not None and progress.match >= replica.node.last_index
+                and preferred in self.in_sync_replicas(key, now_s) and self.peer_alive(preferred, now_s))
+
+    def elect_preferred_leaders(self, topics=None) -> tuple:
+        """(moving, not_ready): groups led here, of `topics` (None: all), whose leadership now
+        goes to their preferred replica at once (`distlog cluster rebalance-leaders`), and those
+        whose preferred replica cannot take it yet (down or behind), as (key, preferred) pairs."""
+        now_s = self._clock()
+        moving, not_ready = [], []
+        for key in list(self._caught_up):
+            replica = self.groups[key]
+            preferred = replica.preferred_leader
+            if (topics is not None and key[0] not in topics) or preferred == self.broker_id:
+                continue
+            if replica.node.lead_transferee is None and self._preferred_caught_up(key, now_s):
+                replica.node.transfer_leadership(preferred)
+                self._touched.add(key)
+                moving.append((key, preferred))
+            elif replica.node.lead_transferee != preferred:
+                not_ready.append((key, preferred))
+        return moving, not_ready
 
     def begin_shutdown(self) -> None:
         """Hand every group this broker leads to a caught-up follower (a planned restart must
