@@ -6,13 +6,19 @@ the Ready's messages_after_persist and tells the core with advance(). Two implem
 MemoryStorage (the simulator and unit tests) and partition_storage.PartitionStorage (over
 distlog.log.PartitionLog). Retention may drop a committed prefix (compact), moving
 log_start_offset; the core then sends lagging followers a MsgStartOver.
+
+Membership (see raft.py, "Membership changes"): the core learns its membership on
+construction from the storage's membership entries and the membership below the log start
+(base_membership), and keeps it up to date itself from then on. A storage without these two
+members (PartitionStorage today) serves only groups whose membership never changes.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import NamedTuple, Optional, Protocol, Sequence
+from typing import Callable, NamedTuple, Optional, Protocol, Sequence
 
+from distlog.consensus.membership import Membership, membership_in_data
 from distlog.consensus.messages import Entry, HardState
 
 
@@ -54,18 +60,60 @@ class Storage(Protocol):
     def append(self, entries: Sequence[Entry]) -> None:
         """Remove every entry at or after entries[0].base_offset, then append entries."""
 
-    def reset(self, log_start_offset: int, start_term: int) -> None:
-        """Discard the whole log; continue as an empty log starting at log_start_offset."""
+    def reset(self, log_start_offset: int, start_term: int, membership: Optional[Membership] = None) -> None:
+        """Discard the whole log; continue as an empty log starting at log_start_offset.
+
+        `membership` (ready.start_membership) becomes base_membership; a driver passes it only
+        when it is not None, so a storage of a fixed membership may take two arguments."""
 
     def sync(self) -> None:
         """Make every write so far durable (a driver calls it once per loop turn, before
         sending votes and acks and before advance())."""
 
+    # ---- membership: read once, when the RaftNode is constructed -----------------------
+    #
+    # What a durable implementation (PartitionStorage over a PartitionLog) must provide:
+    #
+    # 1. Recognising membership entries. The driver writes each as a one-record control batch
+    #    (Config.membership_entry) and gives the core the matching Config.read_membership;
+    #    the storage recognises them by the same decoder (for example: control batches whose
+    #    record key marks a membership, decoded only then, so normal batches cost one header
+    #    attribute check). Reading them back must give the Entry the core appended, data
+    #    included: the core decodes the membership from it.
+    # 2. Durability exactly like the entries around them. After a crash and recovery,
+    #    membership_entries() reports the membership entries of the recovered log, no more:
+    #    an unsynced or torn tail that recovery cuts off takes its membership entries with
+    #    it, and a truncation (append below last_index) removes those at or after its base.
+    #    Scanning the batch headers of the recovered log on open satisfies this by
+    #    construction; an index kept in the state file would have to be cut back to the
+    #    recovered log end on open, because the state file and the log are synced apart.
+    # 3. base_membership moves with the log start, atomically, as start_term does: when
+    #    retention removes membership entries, the last one removed becomes base_membership,
+    #    recorded in the same write-ahead step that records the new start and its term (a
+    #    crash in between must not leave the start moved and the membership below it lost);
+    #    reset(start, term, membership) records membership with the start-over, durable at
+    #    the next sync(). Compaction (cleanup.policy=compact) must never remove a membership
+    #    entry: the control batch has to survive like a leader marker does.
+    # 4. Both are read once per RaftNode construction: a scan is affordable, a read per
+    #    append is not needed.
+
+    @property
+    def base_membership(self) -> Optional[Membership]:
+        """The membership in effect at log_start_offset - 1: the one of the last membership
+        entry retention removed, or the one the last reset() was given. None while there is
+        neither (the core then uses the bootstrap membership, Config.peers and learners)."""
+
+    def membership_entries(self) -> Sequence[Entry]:
+        """Every membership entry held, oldest first (see the rules above)."""
+
 
 class MemoryStorage:
     """Storage held in Python lists: what the simulator crashes and restarts nodes with."""
 
-    def __init__(self) -> None:
+    def __init__(self, read_membership: Callable[[object], Optional[Membership]] = membership_in_data) -> None:
+        # The driver's Config.read_membership: how to tell membership entries from the others.
+        self._read_membership = read_membership
+        self._base_membership: Optional[Membership] = None
         self._hard_state = HardState()
         self._entries: list[Entry] = []
         # Parallel to _entries, so lookups by offset are one bisect.
@@ -128,17 +176,30 @@ class MemoryStorage:
         self._entries.extend(entries)
         self._last_offsets.extend(e.last_offset for e in entries)
 
-    def reset(self, log_start_offset: int, start_term: int) -> None:
+    @property
+    def base_membership(self) -> Optional[Membership]:
+        return self._base_membership
+
+    def membership_entries(self) -> list[Entry]:
+        return [e for e in self._entries if self._read_membership(e.data) is not None]
+
+    def reset(self, log_start_offset: int, start_term: int, membership: Optional[Membership] = None) -> None:
         self._entries.clear()
         self._last_offsets.clear()
         self._log_start_offset = log_start_offset
         self._start_term = start_term
+        self._base_membership = membership
 
     def compact(self, index: int) -> None:
         """Retention: drop every entry with last_offset <= index (must be committed)."""
         i = bisect_left(self._last_offsets, index)
         if i == len(self._entries) or self._last_offsets[i] != index:
             raise ValueError(f"compact to {index}: not the last offset of an entry")
+        for entry in reversed(self._entries[:i + 1]):
+            membership = self._read_membership(entry.data)
+            if membership is not None:
+                self._base_membership = membership
+                break
         self._start_term = self._entries[i].term
         self._log_start_offset = index + 1
         del self._entries[:i + 1]

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from distlog.consensus.membership import Membership
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -153,6 +155,11 @@ class MsgStartOver:
     continues from an empty log starting at log_start_offset (start_term is the term of the
     entry just below it). This plays the role of InstallSnapshot (§7) for a log whose state
     machine is the log itself.
+
+    `membership` is the membership in effect at log_start_offset - 1 (the follower's log no
+    longer holds the entries that set it); None when it is the bootstrap membership of
+    Config.peers and Config.learners, so a group whose membership never changed sends what it
+    always sent.
     """
 
     frm: int
@@ -161,6 +168,7 @@ class MsgStartOver:
     log_start_offset: int
     start_term: int
     commit: int
+    membership: Optional[Membership] = None
 
 
 Message = (

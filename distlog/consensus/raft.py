@@ -59,6 +59,50 @@ never below its commit index (that would be a safety bug, so it raises).
 Leadership transfer (thesis §3.10): the leader stops accepting proposals, brings the
 target up to date, sends MsgTimeoutNow; the target campaigns at once, skipping pre-vote
 and the lease check. The transfer is abandoned after one election timeout.
+
+Membership changes (thesis §4, single-server changes)
+=====================================================
+
+A group has voters, who elect, count for commit and for check-quorum, and learners, who
+receive the log and the commit index like followers but never campaign (not even a
+pre-vote) and are never counted. The leader keeps a Progress for each learner too, so a
+driver watches match_index(learner) to decide when it has caught up. Reassigning a replica
+is four steps, each a membership entry: add_learner(new), wait until it has caught up,
+promote_learner(new), remove_member(old). Each changes one server, so any majority of the
+old voters overlaps any majority of the new ones (thesis §4.1).
+
+A membership entry is a one-record batch holding the whole new membership, written by the
+injected Config.membership_entry and recognised by Config.read_membership (a broker makes
+it a control batch, like the leader marker), so the core still never decodes a batch. The
+bootstrap membership (Config.peers and learners) is what is in effect below the first
+entry; a node joining later is given the same bootstrap and learns the rest from the log.
+
+A membership takes effect when its entry is appended to a node's log, committed or not, as
+in the dissertation (§4.1), not when it is committed as etcd does. Why: the membership is
+then a pure function of the log the core holds, so it reverts by itself when a conflicting
+tail is truncated (the membership becomes the last membership entry left, see
+membership.MembershipLog), and on restart it is recovered from the log alone: no separately
+persisted "applied configuration" to keep in step with a driver's apply progress. It also
+makes removing the leader straightforward: the leader uses the new membership at once, so it
+replicates the entry removing it and commits it by a majority of the new voters, without
+counting itself, and steps down once it is committed (§4.2.2), handing over with
+MsgTimeoutNow to a voter that holds the whole log. Safety needs two rules, both enforced by
+the leader: at most one membership entry uncommitted at a time (a second change raises
+MembershipChangePendingError), and a new leader accepts a change only once it has committed
+an entry of its own term (Ongaro's fix of the single-server change bug: an uncommitted change
+of an earlier leader could otherwise survive beside the new one and elect a second leader).
+
+Every node answers vote requests whatever its own membership says (a learner too): the
+candidate's log may already make it a voter, and a group whose newly promoted voter refused
+to vote could have a majority of its voters up and still elect nobody (etcd PR 10998). A
+candidate counts only the votes of voters in its own membership. A removed node never
+learns of its removal (the leader stops sending to it when the entry is appended), so it
+times out and keeps campaigning; pre-vote keeps it from raising any term, and the voters'
+leader lease (check_quorum) makes them ignore it while they hear the leader (§4.2.3).
+
+Restart: the core asks the storage for its membership entries and base_membership (the
+membership below the log start, moved by retention and by a start-over; MsgStartOver carries
+the leader's). See log_store.Storage for what a durable storage must provide.
 """
 
 from __future__ import annotations
@@ -71,6 +115,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from distlog.consensus.log_store import Span, Storage
+from distlog.consensus.membership import (
+    Membership,
+    MembershipChangePendingError,
+    MembershipLog,
+    membership_as_data,
+    membership_in_data,
+)
 from distlog.consensus.messages import (
     Entry,
     HardState,
@@ -115,7 +166,10 @@ def _empty_marker(base_offset: int, leader_term: int) -> object:
 
 @dataclass
 class Config:
-    """How one node behaves. `peers` lists every voter, this node included."""
+    """How one node behaves. `peers` and `learners` are the bootstrap membership: the voters and
+    learners in effect below the first entry the group ever wrote. Every node of a group is
+    given the same bootstrap membership, a node added later too (it is not in it, so it waits
+    to be sent the log); after that, membership entries in the log decide."""
 
     node_id: int
     peers: tuple[int, ...]
@@ -136,6 +190,13 @@ class Config:
     # Append a leader marker only where it is needed (see _become_leader): not on an empty
     # log, not in a single-voter group. Off, every new leader appends one (the tests of §8).
     marker_only_when_needed: bool = False
+    learners: tuple[int, ...] = ()
+    # (base_offset, leader_term, membership) -> data of the one-record batch holding a
+    # membership entry (for a broker: a control batch, as leader_marker writes).
+    membership_entry: Callable[[int, int, Membership], object] = membership_as_data
+    # data -> the Membership a membership entry holds; None for every other batch. Called
+    # once per entry a follower appends and per proposal, so it must be cheap for the others.
+    read_membership: Callable[[object], Optional[Membership]] = membership_in_data
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +209,9 @@ class Ready:
     messages: tuple[Message, ...]
     messages_after_persist: tuple[Message, ...]
     committed_entries: tuple[Entry, ...]
+    # With start_over: the membership in effect below the new log start, for storage.reset's
+    # third argument; None when that is the bootstrap membership (reset with two arguments).
+    start_membership: Optional[Membership] = None
 
 
 class ProgressState(enum.Enum):
@@ -287,6 +351,15 @@ class _RaftLog:
         return start - 1
 
 
+def _stored_memberships(storage: Storage, bootstrap: Membership,
+                        read_membership: Callable[[object], Optional[Membership]]) -> MembershipLog:
+    """The membership entries of the stable log over the membership below its start. A
+    storage without membership support (PartitionStorage today) holds a fixed membership."""
+    base = getattr(storage, "base_membership", None) or bootstrap
+    entries = storage.membership_entries() if hasattr(storage, "membership_entries") else ()
+    return MembershipLog(base, [(e.last_offset, read_membership(e.data)) for e in entries])
+
+
 _IMMEDIATE = (MsgApp, MsgHeartbeat, MsgStartOver, MsgTimeoutNow)
 # The index of the empty log: a MsgAppResp claiming it tells the leader nothing but its term.
 NOTHING_MATCHED = -1
@@ -298,8 +371,12 @@ class RaftNode:
     def __init__(self, config: Config, storage: Storage):
         self.config = config
         self.node_id = config.node_id
-        self._quorum = len(config.peers) // 2 + 1
         self._log = _RaftLog(storage)
+        self._bootstrap = Membership(config.peers, config.learners)
+        self._memberships = _stored_memberships(storage, self._bootstrap, config.read_membership)
+        self._quorum = 0
+        self._is_voter = False
+        self._voter_progress: list[Progress] = []  # (leader) the Progress of each voter
         hard_state = storage.hard_state()
         self.term = max(hard_state.term, self._log.last_term() or 0)
         self.vote = hard_state.vote if hard_state.term == self.term else None
@@ -321,6 +398,7 @@ class RaftNode:
         self._randomized_timeout = 0
         self._ready_pending = False
         self._handlers = self._follower_handlers
+        self._membership_changed()
         self._reset_randomized_timeout()
 
     # ---- public view ---------------------------------------------------------------
@@ -344,8 +422,32 @@ class RaftNode:
         return self._log.term_at(index)
 
     def match_index(self, peer: int) -> int:
-        """(Leader only) the last offset known replicated on `peer`."""
+        """(Leader only) the last offset known replicated on `peer`, a voter or a learner: a
+        learner has caught up when its match index is close enough to last_index to promote."""
         return self.progress[peer].match
+
+    @property
+    def membership(self) -> Membership:
+        """The membership in effect: the last membership entry in this node's log."""
+        return self._memberships.latest
+
+    @property
+    def voters(self) -> tuple[int, ...]:
+        return self._memberships.latest.voters
+
+    @property
+    def learners(self) -> tuple[int, ...]:
+        return self._memberships.latest.learners
+
+    @property
+    def membership_change_pending(self) -> bool:
+        """Whether the last membership entry in this node's log is not known committed yet (a
+        leader then refuses another change)."""
+        return self._memberships.latest_offset > self.commit
+
+    def membership_at(self, offset: int) -> Membership:
+        """The membership in effect at `offset` (the last membership entry at or below it)."""
+        return self._memberships.at(offset)
 
     # ---- inputs ----------------------------------------------------------------------
 
@@ -356,14 +458,15 @@ class RaftNode:
             self._tick_leader()
             return
         self._election_elapsed += 1
-        if self._election_elapsed >= self._randomized_timeout:
+        if self._election_elapsed >= self._randomized_timeout and self._is_voter:
             self._election_elapsed = 0
             self._campaign(pre=self.config.pre_vote)
 
     def campaign(self) -> None:
-        """Start an election now, as an election timeout would (pre-vote first if enabled)."""
+        """Start an election now, as an election timeout would (pre-vote first if enabled).
+        A node that is not a voter (a learner, a removed node) never campaigns."""
         self._check_not_in_ready()
-        if self.role is not Role.LEADER:
+        if self.role is not Role.LEADER and self._is_voter:
             self._election_elapsed = 0
             self._campaign(pre=self.config.pre_vote)
 
@@ -379,15 +482,37 @@ class RaftNode:
             raise NotLeaderError(self.node_id, self.lead_transferee)
         if record_count < 1:
             raise ValueError(f"a batch holds at least one record, got record_count={record_count}")
+        if self.config.read_membership(data) is not None:
+            raise ValueError("a membership entry cannot be proposed as data: use add_learner, "
+                             "promote_learner or remove_member")
         return self._append_as_leader(data, record_count, self.config.stamp_batch)
+
+    def add_learner(self, node_id: int) -> Entry:
+        """(Leader only) append a membership entry adding node_id as a learner; returns it.
+
+        Raises NotLeaderError, MembershipChangePendingError (another change is not committed
+        yet, or this leader has not committed an entry of its own term: retry later), or
+        ValueError (node_id is already a member)."""
+        return self._propose_membership(lambda m: m.with_learner(node_id))
+
+    def promote_learner(self, node_id: int) -> Entry:
+        """(Leader only) append a membership entry making learner node_id a voter (once its
+        match_index has caught up); raises as add_learner does."""
+        return self._propose_membership(lambda m: m.promoted(node_id))
+
+    def remove_member(self, node_id: int) -> Entry:
+        """(Leader only) append a membership entry removing voter or learner node_id, this
+        leader included (it steps down once the entry is committed); raises as add_learner."""
+        return self._propose_membership(lambda m: m.without(node_id))
 
     def transfer_leadership(self, to: int) -> None:
         """(Leader only) hand leadership to `to` once it has caught up (thesis §3.10)."""
         self._check_not_in_ready()
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.node_id, self.leader_id)
-        if to not in self.progress or to == self.node_id:
-            raise ValueError(f"cannot transfer leadership of node {self.node_id} to {to}")
+        if to not in self._memberships.latest.voters or to == self.node_id:
+            raise ValueError(f"cannot transfer leadership of node {self.node_id} to {to} (voters: "
+                             f"{list(self._memberships.latest.voters)})")
         if self.lead_transferee == to:
             return
         self.lead_transferee = to
@@ -494,6 +619,8 @@ class RaftNode:
             messages=tuple(self._msgs),
             messages_after_persist=tuple(self._msgs_after_persist),
             committed_entries=tuple(committed),
+            start_membership=(self._memberships.base if self._log.start_over
+                              and self._memberships.base != self._bootstrap else None),
         )
         self._msgs = []
         self._msgs_after_persist = []
@@ -513,7 +640,7 @@ class RaftNode:
             me = self.progress[self.node_id]
             me.match = me.next - 1 if rd.entries else self._log.stable_last_index()
             if self._maybe_commit():
-                self._broadcast_append()
+                self._leader_committed()
 
     # ---- roles -----------------------------------------------------------------------
 
@@ -549,7 +676,7 @@ class RaftNode:
             return
         msg_type = MsgPreVote if pre else MsgVote
         last_index, last_term = self._log.last_index(), self._log.last_term()
-        for peer in self.config.peers:
+        for peer in self._memberships.latest.voters:
             if peer != self.node_id:
                 self._send(msg_type(self.node_id, peer, vote_term, last_index, last_term, transfer))
 
@@ -566,8 +693,8 @@ class RaftNode:
         self._handlers = self._leader_handlers
         self._heartbeat_elapsed = 0
         self._election_elapsed = 0
-        last = self._log.last_index()
-        self.progress = {peer: Progress(match=-1, next=last + 1) for peer in self.config.peers}
+        self.progress = {}
+        self._track_members()
         self.progress[self.node_id].match = self._log.stable_last_index()
         # The marker is this term's first entry; committing it commits every earlier one (§5.4.2).
         # With marker_only_when_needed it is skipped where it commits nothing, so a partition's
@@ -580,14 +707,21 @@ class RaftNode:
         if self.config.marker_only_when_needed and self._quorum == 1:
             self.commit = max(self.commit, self._log.stable_last_index())
         elif not (self.config.marker_only_when_needed and self._log.last_index() < self._log.log_start_offset()):
-            self._append_as_leader(None, 1, lambda _d, base, term: self.config.leader_marker(base, term))
+            self._append_marker()
 
-    def _append_as_leader(self, data, record_count, stamp) -> Entry:
+    def _append_marker(self) -> None:
+        self._append_as_leader(None, 1, lambda _d, base, term: self.config.leader_marker(base, term))
+
+    def _append_as_leader(self, data, record_count, stamp, membership: Optional[Membership] = None) -> Entry:
         base_offset = self._log.last_index() + 1
         entry = Entry(self.term, base_offset, base_offset + record_count - 1,
                       stamp(data, base_offset, self.term))
         self._log.append([entry])
         self.progress[self.node_id].next = entry.last_offset + 1
+        if membership is not None:
+            # In effect from now on, on the leader as on every node that appends it.
+            self._memberships.append(entry.last_offset, membership)
+            self._membership_changed()
         self._broadcast_append()
         return entry
 
@@ -611,6 +745,8 @@ class RaftNode:
             self._send(resp(self.node_id, m.frm, self.term, reject=True))
 
     def _tally(self, m) -> None:
+        if m.frm not in self._memberships.latest.voters:
+            return  # a learner answers when asked (it may be a voter in the asker's log), but only voters count
         self._votes.setdefault(m.frm, not m.reject)
         granted = sum(self._votes.values())
         if granted >= self._quorum:
@@ -648,6 +784,7 @@ class RaftNode:
                         f"node {self.node_id}: entry at {entry.base_offset} conflicts with a committed "
                         f"entry (commit {self.commit})")
                 log.append(list(m.entries[i:]))
+                self._note_appended(m.entries[i:])
                 break
         self._commit_to(min(m.commit, last_new))
         self._send(MsgAppResp(self.node_id, m.frm, self.term, index=last_new))
@@ -666,12 +803,15 @@ class RaftNode:
             return
         # Our entry at the boundary differs or is missing, so nothing after it matches either.
         self._log.restart_at(m.log_start_offset, m.start_term)
+        self._memberships.restart(m.membership or self._bootstrap)
+        self._membership_changed()
         self.commit = boundary
         self.applied = boundary
         self._send(MsgAppResp(self.node_id, m.frm, self.term, index=boundary))
 
     def _follower_timeout_now(self, m: MsgTimeoutNow) -> None:
-        self._campaign(pre=False, transfer=True)
+        if self._is_voter:
+            self._campaign(pre=False, transfer=True)
 
     # ---- candidates ------------------------------------------------------------------
 
@@ -691,8 +831,9 @@ class RaftNode:
         if self._election_elapsed >= self.config.election_timeout_ticks:
             self._election_elapsed = 0
             if self.config.check_quorum:
-                active = 1 + sum(pr.recent_active for peer, pr in self.progress.items()
-                                 if peer != self.node_id)
+                # Voters only; this leader counts itself unless the entry removing it is pending.
+                active = sum(peer == self.node_id or pr.recent_active
+                             for peer, pr in zip(self._memberships.latest.voters, self._voter_progress))
                 for peer, pr in self.progress.items():
                     pr.recent_active = peer == self.node_id
                 if active < self._quorum:
@@ -720,7 +861,7 @@ class RaftNode:
                 pr.become_replicate()
             pr.acknowledged(m.index)
             if self._maybe_commit():
-                self._broadcast_append()
+                self._leader_committed()
             elif pr.match < self._log.last_index():
                 self._send_append(m.frm)
         elif pr.state is ProgressState.PROBE:
@@ -760,15 +901,28 @@ class RaftNode:
             self._send_append(m.frm)
 
     def _maybe_commit(self) -> bool:
-        matches = sorted((pr.match for pr in self.progress.values()), reverse=True)
+        matches = sorted((pr.match for pr in self._voter_progress), reverse=True)
         index = matches[self._quorum - 1]
         if index > self.commit and self._log.term_at(index) == self.term:
             self.commit = index
             return True
         return False
 
+    def _leader_committed(self) -> None:
+        """The commit index moved: tell the followers. Once the entry removing this leader is
+        committed, step down (thesis §4.2.2), handing over to a voter holding the whole log so
+        the group need not wait an election timeout for its next leader."""
+        self._broadcast_append()
+        if self._is_voter or self._memberships.latest_offset > self.commit:
+            return
+        last_index = self._log.last_index()
+        caught_up = [peer for peer in self._memberships.latest.voters if self.progress[peer].match == last_index]
+        if caught_up:
+            self._send(MsgTimeoutNow(self.node_id, caught_up[0], self.term))
+        self._become_follower(self.term, None)
+
     def _broadcast_append(self) -> None:
-        for peer in self.config.peers:
+        for peer in self.progress:
             if peer != self.node_id:
                 self._send_append(peer)
 
@@ -781,7 +935,9 @@ class RaftNode:
         start = log.log_start_offset()
         if prev_index < start - 1:
             pr.state = ProgressState.START_OVER
-            self._send(MsgStartOver(self.node_id, to, self.term, start, log.start_term(), self.commit))
+            membership = self._memberships.at(start - 1)
+            self._send(MsgStartOver(self.node_id, to, self.term, start, log.start_term(), self.commit,
+                                    None if membership == self._bootstrap else membership))
             return
         last_index = log.last_index()
         while True:
@@ -802,6 +958,66 @@ class RaftNode:
             if pr.next > last_index:
                 return
             prev_index = pr.next - 1
+
+    # ---- membership ------------------------------------------------------------------
+
+    def _propose_membership(self, change: Callable[[Membership], Membership]) -> Entry:
+        self._check_not_in_ready()
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.node_id, self.leader_id)
+        if self.lead_transferee is not None:
+            raise NotLeaderError(self.node_id, self.lead_transferee)
+        pending = self._memberships.latest_offset
+        if pending > self.commit:
+            raise MembershipChangePendingError(
+                f"node {self.node_id}: the membership change at offset {pending} is not committed yet "
+                f"(high watermark {self.commit}); one change at a time: retry once it is", pending)
+        if self._log.term_at(self.commit) != self.term:
+            if self._log.last_term() != self.term:
+                self._append_marker()  # skipped on election (marker_only_when_needed): needed now
+            last_index = self._log.last_index()
+            raise MembershipChangePendingError(
+                f"leader {self.node_id} has committed no entry of its term {self.term} yet, and until it "
+                f"has, a change could conflict with an uncommitted one of an earlier leader; retry once "
+                f"offset {last_index} is committed", last_index)
+        membership = change(self._memberships.latest)
+        return self._append_as_leader(
+            None, 1, lambda _d, base, term: self.config.membership_entry(base, term, membership), membership)
+
+    def _note_appended(self, entries) -> None:
+        """Keep the membership in step with the log: `entries` replaced everything from their
+        base offset, so a membership entry cut off with the old tail is reverted."""
+        changed = self._memberships.truncate_from(entries[0].base_offset)
+        read_membership = self.config.read_membership
+        for entry in entries:
+            membership = read_membership(entry.data)
+            if membership is not None:
+                self._memberships.append(entry.last_offset, membership)
+                changed = True
+        if changed:
+            self._membership_changed()
+
+    def _membership_changed(self) -> None:
+        membership = self._memberships.latest
+        self._quorum = len(membership.voters) // 2 + 1
+        self._is_voter = self.node_id in membership.voters
+        if self.role is Role.LEADER:
+            self._track_members()
+
+    def _track_members(self) -> None:
+        """(Leader) a Progress for every voter and learner, and for itself even once its removal
+        is appended (it replicates that entry until it is committed, thesis §4.2.2)."""
+        membership = self._memberships.latest
+        for peer in [peer for peer in self.progress if peer not in membership and peer != self.node_id]:
+            del self.progress[peer]
+        next_index = self._log.last_index() + 1
+        for peer in membership.voters + membership.learners:
+            if peer not in self.progress:
+                self.progress[peer] = Progress(match=-1, next=next_index)
+        self.progress.setdefault(self.node_id, Progress(match=-1, next=next_index))
+        self._voter_progress = [self.progress[peer] for peer in membership.voters]
+        if self.lead_transferee is not None and self.lead_transferee not in membership.voters:
+            self.lead_transferee = None
 
     # ---- helpers ---------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ leader, bridge, one-way; crashes that lose what was not synced, including in the
 handling a Ready and right around a vote, often followed by a restart 1-3 ticks later;
 pauses, in which a node neither ticks nor receives while its messages queue; retention on a
 node's log; leadership transfers; leader churn: new leaders crashed or cut off soon after
-winning or right after their first commit) and the clients that propose all the time. After
+winning or right after their first commit), membership changes (see below) and the clients
+that propose all the time. After
 `fault_ticks` every fault heals, and an entry proposed after that must be applied by every
 node within `liveness_ticks`; the run then goes on for `settle_ticks` to watch the leader.
 
@@ -28,6 +29,17 @@ away: no term exceeds 1 + ticks // election_timeout_ticks. Pre-vote makes each n
 cost a majority that heard no leader for a whole election timeout, so a term a timeout is
 already generous (the seeds stay far below it); without pre-vote, a node cut off for the
 whole fault phase campaigns every 1-2 timeouts and breaks it.
+
+Membership changes: a quarter of the memory seeds (chosen by an RNG of their own, so the
+other seeds run exactly as they did before) start 3 voters and 2 spare nodes and reassign
+replicas on the leader while the faults go on: add a spare as a learner, promote it (mostly
+once caught up), or abandon it, remove a voter (the leader a third of the time), between 2
+and 4 voters; refused changes (one still uncommitted, a new leader with nothing committed in
+its term) are logged. Checked as well: a leader's log never holds two membership entries
+above the highest commit index any node had; each node applying a committed offset has the
+membership the committed log says is in effect there; every member of that membership (not
+the spares or removed nodes) must apply the post-heal entry; and the settled-leader check
+watches the members while the removed nodes, alive and connected, keep campaigning.
 
 Bug injection (--inject-bug) puts one known bug back, to show the simulator finds it:
 vote-before-persist (the driver sends a vote before syncing it), forget-vote-on-restart
@@ -57,6 +69,7 @@ import tempfile
 import time
 import weakref
 from collections import deque
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Optional
@@ -64,6 +77,7 @@ from typing import Optional
 import click
 
 from distlog.consensus.log_store import MemoryStorage
+from distlog.consensus.membership import Membership, MembershipChangePendingError
 from distlog.consensus.messages import (
     Entry,
     HardState,
@@ -112,6 +126,10 @@ class SimConfig:
     slow_timeouts_max: int = 3
     # Seeds that run over PartitionStorage and real PartitionLogs rather than MemoryStorage.
     disk_share: float = 0.15
+    # Memory seeds whose group changes membership: 3 voters and 2 spare nodes, reassigned
+    # (add a learner, promote it, remove a voter, the leader too) this often per tick.
+    membership_share: float = 0.25
+    membership_change_probability: float = 1 / 15
     inject_bug: Optional[str] = None
 
 
@@ -204,7 +222,8 @@ class SimMemoryStorage(MemoryStorage):
         self._durable_hard_state = self.hard_state()
 
     def _log_state(self) -> tuple:
-        return list(self._entries), list(self._last_offsets), self._log_start_offset, self._start_term
+        return (list(self._entries), list(self._last_offsets), self._log_start_offset, self._start_term,
+                self._base_membership)
 
     def sync_log(self) -> None:
         self._durable_log = self._log_state()
@@ -220,7 +239,7 @@ class SimMemoryStorage(MemoryStorage):
         self.sync()
 
     def crash(self, rng: random.Random) -> "SimMemoryStorage":
-        entries, last_offsets, self._log_start_offset, self._start_term = self._durable_log
+        entries, last_offsets, self._log_start_offset, self._start_term, self._base_membership = self._durable_log
         self._entries, self._last_offsets = list(entries), list(last_offsets)
         self._hard_state = self._durable_hard_state
         return self
@@ -251,6 +270,7 @@ class SimDiskStorage(PartitionStorage):
         self._note_durable()  # a roll fsynced the segment it closed
 
     def reset(self, log_start_offset: int, start_term: int) -> None:
+        # PartitionStorage records no membership yet: disk seeds keep their bootstrap membership.
         super().reset(log_start_offset, start_term)
         self._note_durable()
 
@@ -343,6 +363,20 @@ class Simulation:
         # A new leader's old-term appends may turn up again while it catches its followers up.
         self.replay_when_elected_probability = self.rng.choice((0.0, 0.5))
         self.disk = self.rng.random() < config.disk_share
+        # Decided by an RNG of its own, so that every other seed runs exactly as it did before
+        # membership changes existed.
+        self.membership = (not self.disk and config.inject_bug is None
+                           and random.Random(f"membership-{seed}").random() < config.membership_share)
+        if self.membership:
+            self.size = 5
+        self.bootstrap_voters = (0, 1, 2) if self.membership else tuple(range(self.size))
+        # Committed membership entries (offset, membership), as first applied anywhere.
+        self.committed_memberships: list[tuple[int, Membership]] = []
+        # Every membership entry a leader appended, (term, offset), and the highest commit index
+        # any node ever had (a committed index): for "at most one change uncommitted".
+        self.proposed_memberships: list[tuple[int, int]] = []
+        self.max_commit_seen = -1
+        self.settled_members: Optional[tuple[int, ...]] = None
         self._commit_when_elected: dict[int, Optional[int]] = {}  # None once it moved
         self.net = Network(self.rng, config.election_timeout_ticks, config.slow_timeouts_max, copy_entries=self.disk)
         self.tmp_dir = tempfile.mkdtemp(prefix=f"distlog-sim-{seed}-", dir=_fast_tmp_dir()) if self.disk else None
@@ -357,11 +391,12 @@ class Simulation:
         self._leaders_seen = 0
         # Inductive log matching: (last_offset, term) -> (base_offset, data, previous term).
         self.entry_identity: dict[tuple[int, int], tuple[int, object, int]] = {}
-        # Committed entries by last_offset, as first applied anywhere.
+        # Committed entries by last_offset, as first applied anywhere, and by when (a term).
         self.committed: dict[int, Entry] = {}
+        self.committed_by_term: dict[int, int] = {}
         self.next_payload = 1
         self.proposed_at: dict[object, int] = {}
-        self.applied_count: dict[object, int] = {}
+        self.applied_by: dict[int, set] = {}
         self.live_at: Optional[int] = None
         self.settled: Optional[tuple[int, int]] = None  # (term, leader) once all follow one leader
         self.settled_at: Optional[int] = None
@@ -370,7 +405,8 @@ class Simulation:
         self._roles: dict[int, tuple] = {}
         for node in self.nodes:
             self._start(node)
-        self._log(f"seed {seed}: {self.size} nodes on {'PartitionLogs' if self.disk else 'memory'}, "
+        self._log(f"seed {seed}: {self.size} nodes on {'PartitionLogs' if self.disk else 'memory'}"
+                  + (f" (voters {list(self.bootstrap_voters)}, membership changes)" if self.membership else "") + ", "
                   f"<= {self.max_entries_per_msg} entries per append, leader churn "
                   f"{self.leader_churn_probability}, cut after first commit {self.cut_after_first_commit_probability}"
                   + (f", injected bug {self.bug}" if self.bug else ""))
@@ -401,6 +437,8 @@ class Simulation:
                     self._heal_all()
                 elif not self.healed and self.rng.random() < cfg.fault_probability:
                     self._inject_fault()
+                if self.membership and not self.healed and self.rng.random() < cfg.membership_change_probability:
+                    self._change_membership()
                 self._step_once()
         except Violation as v:
             self._log(f"VIOLATION: {v}")
@@ -411,7 +449,7 @@ class Simulation:
             return result(self.now, violation=what, max_term=self.max_term)
         if self.live_at is None:
             why = (f"no entry proposed after the faults healed at tick {cfg.fault_ticks} was applied "
-                   f"by all {self.size} nodes within {cfg.liveness_ticks} ticks")
+                   f"by all its group's nodes within {cfg.liveness_ticks} ticks")
             self._log(f"LIVENESS FAILURE: {why}")
             return result(self.now, liveness_failure=why, max_term=self.max_term)
         return result(self.now, max_term=self.max_term)
@@ -470,7 +508,7 @@ class Simulation:
                 self._crash(node, "before persisting a Ready", quick_restart=grants_vote)
                 return
             if rd.start_over:
-                storage.reset(*rd.start_over)
+                storage.reset(*rd.start_over, *([rd.start_membership] if rd.start_membership else []))
                 node.applied_last = rd.start_over[0] - 1
                 self._log(f"n{node.node_id} starts over at offset {rd.start_over[0]}")
             if rd.entries:
@@ -531,19 +569,41 @@ class Simulation:
     def _apply(self, node: SimNode, entry: Entry) -> None:
         if entry.base_offset != node.applied_last + 1:
             raise Violation(f"n{node.node_id} applies {entry} after offset {node.applied_last}")
+        first = entry.last_offset not in self.committed
+        if first:
+            # Whoever learns of a commit is in the committing leader's term or later, so this is
+            # at least the term in which the entry was committed.
+            self.committed_by_term[entry.last_offset] = max(n.raft.term for n in self.nodes if n.raft is not None)
         known = self.committed.setdefault(entry.last_offset, entry)
         if known != entry:
             raise Violation(f"n{node.node_id} applies {entry}, but {known} was committed there")
         node.applied_last = entry.last_offset
+        members = range(self.size)
+        if self.membership:
+            members = self._check_membership_at(node, entry, first)
         # (term, last_offset) names one entry (log matching), whatever its data looks like.
         proposed_at = self.proposed_at.get((entry.term, entry.last_offset))
         if proposed_at is not None and proposed_at >= self.config.fault_ticks:
-            count = self.applied_count.get(entry.last_offset, 0) + 1
-            self.applied_count[entry.last_offset] = count
-            if count == self.size and self.live_at is None:
+            applied_by = self.applied_by.setdefault(entry.last_offset, set())
+            applied_by.add(node.node_id)
+            if self.live_at is None and applied_by.issuperset(members):
                 self.live_at = self.now
                 self._log(f"entry {entry.last_offset} (term {entry.term}) proposed after healing "
                           f"is applied everywhere")
+
+    def _check_membership_at(self, node: SimNode, entry: Entry, first: bool) -> tuple[int, ...]:
+        """Every node agrees on the membership at each committed offset: the one the committed
+        log says. Returns its members (who must all apply the entry)."""
+        if first and isinstance(entry.data, Membership):
+            self.committed_memberships.append((entry.last_offset, entry.data))
+            self._log(f"committed at {entry.last_offset}: {entry.data}")
+        i = bisect_right(self.committed_memberships, entry.last_offset, key=lambda item: item[0])
+        expected = self.committed_memberships[i - 1][1] if i else Membership(self.bootstrap_voters)
+        seen = node.raft.membership_at(entry.last_offset)
+        if seen != expected:
+            raise Violation(f"n{node.node_id} applies offset {entry.last_offset} with {seen}, but the committed "
+                            f"log says {expected} there")
+        return expected.voters + expected.learners
 
     def _churn(self, leader: SimNode) -> None:
         """Crash or cut off a new leader soon (dropping what it has in flight), restore it later."""
@@ -565,10 +625,14 @@ class Simulation:
         self._log(f"{'cut off' if cut else 'reconnect'} n{node.node_id} (leader churn)")
 
     def _check_leader_completeness(self, leader: SimNode) -> None:
-        """A new leader holds every entry committed so far (§5.4.1), except what retention removed."""
+        """A new leader holds every entry committed in an earlier term (§5.4.1), except what
+        retention removed. (A leader of an older term may still win late, with votes that were
+        delayed, after a newer leader committed entries: it need not hold those, and cannot
+        commit anything, every majority having moved on to the newer term.)"""
         raft = leader.raft
         for last_offset, entry in self.committed.items():
-            if last_offset >= raft.log_start_offset and raft.term_at(last_offset) != entry.term:
+            if (last_offset >= raft.log_start_offset and self.committed_by_term[last_offset] < raft.term
+                    and raft.term_at(last_offset) != entry.term):
                 raise Violation(f"n{leader.node_id} leads term {raft.term} without committed {entry}")
 
     def _crash_now(self, around_vote: bool = False) -> bool:
@@ -587,6 +651,10 @@ class Simulation:
                 if raft.term > bound:
                     raise Violation(f"terms run away: n{node.node_id} is in term {raft.term} at tick "
                                     f"{self.now}, above 1 + ticks / election timeout = {bound}")
+            if self.membership:
+                self.max_commit_seen = max(self.max_commit_seen, raft.commit)
+                if raft.role is Role.LEADER:
+                    self._check_one_change_uncommitted(node)
             if raft.role is Role.LEADER:
                 leader = self.leader_of_term.setdefault(raft.term, node.node_id)
                 if leader != node.node_id:
@@ -618,6 +686,16 @@ class Simulation:
         if self.healed:
             self._check_settled_leader_is_left_alone()
 
+    def _check_one_change_uncommitted(self, leader: SimNode) -> None:
+        """A leader's log holds at most one membership entry that is not committed (by what any
+        node ever knew committed)."""
+        raft = leader.raft
+        uncommitted = [offset for term, offset in self.proposed_memberships
+                       if offset > self.max_commit_seen and raft.term_at(offset) == term]
+        if len(uncommitted) > 1:
+            raise Violation(f"n{leader.node_id} leads term {raft.term} with membership entries {uncommitted} "
+                            f"uncommitted (highest commit seen {self.max_commit_seen})")
+
     def _check_cut_off_nodes_keep_their_term(self) -> None:
         """A node that hears nobody cannot win a pre-vote, so its term stays where it is (the
         term inflation pre-vote exists to prevent, thesis §9.6)."""
@@ -638,17 +716,33 @@ class Simulation:
 
         Only from two election timeouts after the heal: until then a leader may still step
         down, rightly, at the end of a check-quorum window that began while it was cut off."""
-        view = {(n.raft.term, n.raft.leader_id) for n in self.nodes}
+        members = self.settled_members or self._settling_members()
+        if members is None:
+            return
+        view = {(self.nodes[i].raft.term, self.nodes[i].raft.leader_id) for i in members}
         if self.settled is None:
             if self.now < self.config.fault_ticks + 2 * self.config.election_timeout_ticks:
                 return
             (term, leader), = view if len(view) == 1 else ((None, None),)
             if leader is not None and self.nodes[leader].raft.role is Role.LEADER:
                 self.settled, self.settled_at = (term, leader), self.now
+                self.settled_members = members
                 self._log(f"settled: every node follows n{leader} in term {term}")
         elif view != {self.settled}:
             raise Violation(f"leader disruption: every node followed n{self.settled[1]} in term "
                             f"{self.settled[0]} after the heal, now (term, leader) are {sorted(view, key=str)}")
+
+    def _settling_members(self) -> Optional[tuple[int, ...]]:
+        """The nodes that must settle on one leader: all of them, or with membership changes the
+        members of the leader's membership once it is committed (the others — spares, removed
+        nodes — hear no leader and may campaign as they like, but must disrupt nothing)."""
+        if not self.membership:
+            return tuple(range(self.size))
+        leader = self._leader()
+        if leader is None or self.nodes[leader].raft.membership_change_pending:
+            return None
+        membership = self.nodes[leader].raft.membership
+        return membership.voters + membership.learners
 
     # ---- clients and faults -------------------------------------------------------------
 
@@ -752,6 +846,8 @@ class Simulation:
     def _crash(self, node: SimNode, how: str, quick_restart: bool = False) -> None:
         """The node dies, losing whatever it had not synced; quick_restart brings it back in
         1-3 ticks (while the election or append it was part of is still going on)."""
+        if self.membership:
+            self.max_commit_seen = max(self.max_commit_seen, node.raft.commit)
         node.raft = None
         node.storage = node.storage.crash(self.rng)
         node.inbox.clear()
@@ -771,7 +867,7 @@ class Simulation:
                   dict(leader_marker=lambda base_offset, term: ("leader", term)))
         config = Config(
             node_id=node.node_id,
-            peers=tuple(range(self.size)),
+            peers=self.bootstrap_voters,
             election_timeout_ticks=self.config.election_timeout_ticks,
             heartbeat_ticks=self.config.heartbeat_ticks,
             pre_vote=self.bug != "no-pre-vote",
@@ -810,9 +906,43 @@ class Simulation:
     def _transfer(self) -> None:
         leader = self._leader()
         if leader is not None:
-            to = self.rng.choice([i for i in range(self.size) if i != leader])
+            voters = self.nodes[leader].raft.voters
+            to = self.rng.choice([i for i in range(self.size) if i != leader and i in voters])
             self.nodes[leader].raft.transfer_leadership(to)
             self._log(f"n{leader} transfers leadership to n{to}")
+
+    def _change_membership(self) -> None:
+        """One step of a reassignment on the leader: add a spare as a learner, promote it (most
+        often once it has caught up), or abandon it; with 4 voters, remove one (the leader a
+        third of the time); sometimes go down to 2 voters. Between 2 and 4 voters."""
+        leader = self._leader()
+        if leader is None:
+            return
+        raft = self.nodes[leader].raft
+        membership = raft.membership
+        spares = [i for i in range(self.size) if i not in membership]
+        voters = list(membership.voters)
+        removed = leader if self.rng.random() < 1 / 3 else self.rng.choice(voters)
+        if membership.learners:
+            learner = membership.learners[0]
+            caught_up = raft.match_index(learner) >= raft.commit
+            steps = [(raft.promote_learner, learner)] * (4 if caught_up else 1) + [(raft.remove_member, learner)]
+        elif len(voters) > 3:
+            steps = [(raft.remove_member, removed)]
+        else:
+            steps = [(raft.add_learner, self.rng.choice(spares))] * 3 if spares else []
+            steps += [(raft.remove_member, removed)] if len(voters) > 2 else []
+        if not steps:
+            return
+        change, node_id = self.rng.choice(steps)
+        self.max_commit_seen = max(self.max_commit_seen, raft.commit)
+        try:
+            entry = change(node_id)
+        except (MembershipChangePendingError, NotLeaderError) as refused:
+            self._log(f"n{leader} refuses {change.__name__}({node_id}): {refused}")
+            return
+        self.proposed_memberships.append((entry.term, entry.last_offset))
+        self._log(f"n{leader} {change.__name__}({node_id}) at {entry.last_offset}: {raft.membership}")
 
     def _heal_all(self) -> None:
         self.healed = True

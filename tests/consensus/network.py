@@ -18,8 +18,10 @@ class Network:
     """
 
     def __init__(self, size: int = 3, make_storage: Callable[[int], object] = lambda node_id: MemoryStorage(),
-                 **config: object):
+                 voters: Optional[tuple[int, ...]] = None, **config: object):
         self.ids = tuple(range(1, size + 1))
+        # The bootstrap voters (all nodes unless given): the others start outside the group.
+        self.voters = voters or self.ids
         self.config = config
         self.storage = {i: make_storage(i) for i in self.ids}
         self.nodes: dict[int, Optional[RaftNode]] = {}
@@ -54,7 +56,7 @@ class Network:
         self.nodes[node_id] = None
 
     def start(self, node_id: int) -> RaftNode:
-        config = Config(node_id=node_id, peers=self.ids, rng=random.Random(node_id), **self.config)
+        config = Config(node_id=node_id, peers=self.voters, rng=random.Random(node_id), **self.config)
         self.nodes[node_id] = RaftNode(config, self.storage[node_id])
         return self.nodes[node_id]
 
@@ -81,7 +83,7 @@ class Network:
         rd = node.ready()
         storage = self.storage[node_id]
         if rd.start_over:
-            storage.reset(*rd.start_over)
+            storage.reset(*rd.start_over, *([rd.start_membership] if rd.start_membership else []))
         if rd.entries:
             storage.append(rd.entries)
         if rd.hard_state is not None:

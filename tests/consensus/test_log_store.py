@@ -3,6 +3,7 @@
 import pytest
 
 from distlog.consensus.log_store import MemoryStorage, Span
+from distlog.consensus.membership import Membership
 from distlog.consensus.messages import Entry
 
 
@@ -62,3 +63,19 @@ def test_reset_leaves_an_empty_log_at_the_new_start():
     assert (storage.log_start_offset, storage.start_term, storage.last_index) == (10, 3, 9)
     storage.append(entries((3, 10, 11)))
     assert storage.last_index == 11
+
+
+def test_membership_entries_follow_truncation_and_the_last_one_removed_becomes_the_base():
+    first, second = Membership((1, 2, 3), (4,)), Membership((1, 2, 3, 4))
+    storage = MemoryStorage()
+    storage.append([Entry(1, 0, 0, "m"), Entry(1, 1, 1, first), Entry(1, 2, 3, "a"), Entry(1, 4, 4, second)])
+    assert [e.data for e in storage.membership_entries()] == [first, second]
+    storage.append([Entry(2, 4, 4, "b")])
+    assert [e.data for e in storage.membership_entries()] == [first], "truncation removes the change"
+    assert storage.base_membership is None
+    storage.compact(3)
+    assert storage.base_membership == first and storage.membership_entries() == []
+    storage.reset(10, 2, second)
+    assert storage.base_membership == second
+    storage.reset(20, 3)
+    assert storage.base_membership is None, "two arguments: the bootstrap membership"

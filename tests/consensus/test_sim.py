@@ -1,12 +1,16 @@
 """The simulator: seeds replay exactly, correct Raft passes, a broken Raft is caught."""
 
+import collections
 import json
+import re
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from distlog.consensus import raft, sim
+from distlog.consensus.membership import MembershipLog
 from distlog.consensus.messages import Entry, HardState
 from distlog.consensus.partition_storage import stamp_record_batch
 from distlog.log.batch import build_batch
@@ -122,3 +126,36 @@ def test_each_injected_bug_is_caught_within_the_ci_run_of_2000_seeds(bug):
                           "--inject-bug", bug, "--json"], capture_output=True, text=True, timeout=300)
     summary = json.loads(out.stdout)
     assert summary["violations"] + summary["liveness_failures"] > 0, f"no seed of 2000 caught {bug}"
+
+
+def membership_seeds(count: int) -> list[int]:
+    seeds = []
+    for seed in range(200):
+        simulation = sim.Simulation(seed)
+        if simulation.tmp_dir is not None:
+            shutil.rmtree(simulation.tmp_dir)
+        seeds += [seed] if simulation.membership else []
+        if len(seeds) == count:
+            return seeds
+    raise AssertionError(f"only seeds {seeds} of 0..199 change membership")
+
+
+def test_membership_seeds_reassign_replicas_remove_leaders_and_pass():
+    done = collections.Counter()
+    for seed in membership_seeds(12):
+        result = sim.run_seed(seed, trace=True)
+        assert result.violation is None and result.liveness_failure is None, (seed, result.violation,
+                                                                             result.liveness_failure)
+        for line in result.trace:
+            step = re.search(r"n(\d) (add_learner|promote_learner|remove_member)\((\d)\) at", line)
+            if step:
+                leader, change, node_id = step.groups()
+                done["remove_leader" if change == "remove_member" and leader == node_id else change] += 1
+    assert min(done[change] for change in ("add_learner", "promote_learner", "remove_member", "remove_leader")) > 0, done
+
+
+def test_simulator_catches_a_second_membership_change_while_one_is_uncommitted(monkeypatch):
+    # The leader's pending check sees no membership entry, so it takes changes back to back.
+    monkeypatch.setattr(MembershipLog, "latest_offset", property(lambda self: -1))
+    failures = [r for r in map(sim.run_seed, membership_seeds(10)) if r.violation]
+    assert failures and "uncommitted" in failures[0].violation
