@@ -11,7 +11,8 @@ after the log syncs and before any message that depends on it — the same group
 logs get.
 
 The file is JSON: {"<topic>-<partition>": {"term", "vote", "commit", "start_offset",
-"start_term", "pending_start"}, ...}. A partition with no entry starts empty (or from the
+"start_term", "pending_start", "base_membership", "memberships"}, ...} (the last two:
+partition_storage.py's membership record). A partition with no entry starts empty (or from the
 per-partition file an older version kept beside its directory).
 """
 

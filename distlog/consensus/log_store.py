@@ -10,7 +10,8 @@ log_start_offset; the core then sends lagging followers a MsgStartOver.
 Membership (see raft.py, "Membership changes"): the core learns its membership on
 construction from the storage's membership entries and the membership below the log start
 (base_membership), and keeps it up to date itself from then on. A storage without these two
-members (PartitionStorage today) serves only groups whose membership never changes.
+members serves only groups whose membership never changes (MemoryStorage and
+PartitionStorage have both).
 """
 
 from __future__ import annotations

@@ -34,6 +34,16 @@ between is finished when the storage opens again; without this, a crash after th
 went but before the file was updated would leave the term below the new start unknown, and
 the partition unusable.
 
+Membership entries (raft.py, "Membership changes") are one-record control batches keyed
+MEMBERSHIP_KEY in the log like any entry. So that a restart need not scan the log for them, the
+state also lists them (offset and membership), written *ahead*: append() records a membership
+entry durably before the log takes it. On open the list is checked against the recovered log
+(an entry recovery cut off, or a truncation replaced, is dropped: the batch at its offset must
+still decode to it), so it never claims more than the log holds and never misses what the log
+holds. The membership in effect below the log start (base_membership) moves with the log start,
+in the same written-ahead step: retention records the last membership entry it removes, a
+start-over the membership the leader sent. Compaction keeps control batches byte for byte.
+
 Retention and compaction only touch what is committed and applied (apply_retention and
 compact take that bound): retention below `applied` would remove entries the node has yet
 to hand to its state machine, and rewriting an uncommitted entry would change a record a
@@ -44,13 +54,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from distlog.consensus.hard_state_store import HardStateStore
 from distlog.consensus.log_store import Span
 from distlog.consensus.messages import Entry, HardState
 from distlog.durable import write_file_atomically
-from distlog.log.batch import ATTR_CONTROL, build_batch, peek_header, stamp_batch
+from distlog.consensus.membership import Membership
+from distlog.log.batch import ATTR_CONTROL, RecordBatch, build_batch, peek_header, stamp_batch
 from distlog.log.errors import OffsetOutOfRangeError
 from distlog.log.partition_log import PartitionLog
 from distlog.log.retention import expired_segment_count
@@ -59,6 +70,8 @@ from distlog.log.retention import expired_segment_count
 _READ_BYTES_MAX = 1024 * 1024
 # The key of the one record in a leader's marker batch (see raft.py: the §8 no-op).
 LEADER_MARKER_KEY = b"\x00distlog.raft.leader"
+# The key of the one record in a membership entry's batch (raft.py, "Membership changes").
+MEMBERSHIP_KEY = b"\x00distlog.raft.membership"
 
 
 def stamp_record_batch(data, base_offset: int, leader_term: int) -> memoryview:
@@ -76,6 +89,50 @@ def leader_marker_batch(base_offset: int, leader_term: int) -> bytes:
                        base_offset=base_offset, leader_term=leader_term, attributes=ATTR_CONTROL)
 
 
+def membership_batch(base_offset: int, leader_term: int, membership: Membership) -> bytes:
+    """Config.membership_entry for record batches: a control batch (consumers skip it) of one
+    record keyed MEMBERSHIP_KEY whose value is the membership as JSON."""
+    value = json.dumps(_membership_as_json(membership), separators=(",", ":")).encode()
+    return build_batch([value], keys=[MEMBERSHIP_KEY], timestamps_ms=[0], base_offset=base_offset,
+                       leader_term=leader_term, attributes=ATTR_CONTROL)
+
+
+def membership_in_batch(data) -> Optional[Membership]:
+    """Config.read_membership for record batches: the Membership a membership entry holds, None
+    for every other batch. The core calls it on every entry it appends, so an ordinary batch
+    costs one header read; a leader marker (the other control batch) one key comparison."""
+    header = peek_header(data, 0)
+    if not header.attributes & ATTR_CONTROL or header.record_count != 1:
+        return None
+    arrays = RecordBatch(data).arrays()
+    key_position, key_length = int(arrays.key_positions[0]), int(arrays.key_lengths[0])
+    if arrays.payload[key_position:key_position + key_length] != MEMBERSHIP_KEY:
+        return None
+    value_position, value_length = int(arrays.value_positions[0]), int(arrays.value_lengths[0])
+    return _membership_from_json(json.loads(bytes(arrays.payload[value_position:value_position + value_length])))
+
+
+def _membership_as_json(membership: Optional[Membership]) -> Optional[dict]:
+    if membership is None:
+        return None
+    return {"voters": list(membership.voters), "learners": list(membership.learners)}
+
+
+def _membership_from_json(decoded: Optional[dict]) -> Optional[Membership]:
+    if decoded is None:
+        return None
+    return Membership(decoded["voters"], decoded["learners"])
+
+
+def _encoded(membership: Optional[Membership]) -> Optional[list]:
+    """A membership as the state file holds it: [voters, learners]."""
+    return None if membership is None else [list(membership.voters), list(membership.learners)]
+
+
+def _decoded(encoded) -> Optional[Membership]:
+    return None if encoded is None else Membership(encoded[0], encoded[1])
+
+
 class PartitionStorage:
     """Raft storage over one partition log; state_path defaults to '<directory>.raft-state'.
 
@@ -85,8 +142,12 @@ class PartitionStorage:
     file at state_path (an older version's) is still read when the store has no entry."""
 
     def __init__(self, log: PartitionLog, state_path: Optional[str] = None,
-                 store: Optional[HardStateStore] = None, name: Optional[str] = None):
+                 store: Optional[HardStateStore] = None, name: Optional[str] = None,
+                 read_membership: Callable[[object], Optional[Membership]] = membership_in_batch):
         self.log = log
+        self._read_membership = read_membership  # the group's Config.read_membership
+        self._memberships: list[tuple[int, Membership]] = []  # (offset, membership), oldest first
+        self._base_membership: Optional[Membership] = None
         self.state_path = state_path or os.path.normpath(log.directory) + ".raft-state"
         self._store = store
         self._name = name or os.path.basename(os.path.normpath(log.directory))
@@ -102,9 +163,13 @@ class PartitionStorage:
         if state is not None:
             self._hard_state = HardState(state["term"], state["vote"], state["commit"])
             self._start = (state["start_offset"], state["start_term"])
+            # (.get: states written before membership changes existed have neither.)
+            self._base_membership = _decoded(state.get("base_membership"))
+            self._memberships = [(offset, membership) for offset, *encoded in state.get("memberships", [])
+                                 if self._log_holds(offset, membership := _decoded(encoded))]
             pending = state.get("pending_start")
             if pending is not None:  # a crash interrupted the move: finish it
-                self._move_start(pending["op"], pending["offset"], pending["term"])
+                self._move_start(pending["op"], pending["offset"], pending["term"], _decoded(pending.get("membership")))
                 self.sync()
 
     # ---- hard state ---------------------------------------------------------------------
@@ -153,7 +218,8 @@ class PartitionStorage:
         hs = self._hard_state
         state = {"term": hs.term, "vote": hs.vote, "commit": hs.commit,
                  "start_offset": self._start[0], "start_term": self._start[1],
-                 "pending_start": self._pending_start}
+                 "pending_start": self._pending_start, "base_membership": _encoded(self._base_membership),
+                 "memberships": [[offset, *_encoded(membership)] for offset, membership in self._memberships]}
         if self._store is None:
             write_file_atomically(self.state_path, json.dumps(state).encode())
             return
@@ -212,21 +278,52 @@ class PartitionStorage:
 
     def append(self, entries: Sequence[Entry]) -> None:
         """Remove every entry at or after entries[0].base_offset (durably), then append
-        entries (durable at the next sync())."""
+        entries (durable at the next sync()); a membership entry among them is recorded in the
+        state first (see the module docstring)."""
         base_offset = entries[0].base_offset
+        read_membership = self._read_membership
+        added = [(entry.last_offset, membership) for entry in entries
+                 if (membership := read_membership(entry.data)) is not None]
+        if self._memberships and self._memberships[-1][0] >= base_offset:
+            self._memberships = [(o, m) for o, m in self._memberships if o < base_offset]  # being replaced
+        if added:
+            self._memberships.extend(added)
+            self._write_state()  # ahead of the log: durable before the entry can be
         if base_offset < self.log.log_end_offset:
             self.log.truncate_to(base_offset)
         data = entries[0].data if len(entries) == 1 else b"".join(entry.data for entry in entries)
         self.log.append(data, assign_offsets=False)
 
-    def reset(self, log_start_offset: int, start_term: int) -> None:
-        """Start over as an empty log at log_start_offset (durable at the next sync())."""
-        self._move_start("reset", log_start_offset, start_term)
+    def reset(self, log_start_offset: int, start_term: int, membership: Optional[Membership] = None) -> None:
+        """Start over as an empty log at log_start_offset, `membership` in effect below it (None:
+        the bootstrap membership); durable at the next sync()."""
+        self._move_start("reset", log_start_offset, start_term, membership)
 
-    def _move_start(self, op: str, offset: int, term: int) -> None:
-        """Move the log start to offset (the entry below it has `term`), written ahead (see
-        the module docstring). Safe to repeat: both operations are idempotent."""
-        self._pending_start = {"op": op, "offset": offset, "term": term}
+    # ---- membership (read when the RaftNode is constructed) -----------------------------
+
+    @property
+    def base_membership(self) -> Optional[Membership]:
+        return self._base_membership
+
+    def membership_entries(self) -> list[Entry]:
+        """The recorded membership entries, read back from the log (open checked they are there)."""
+        return [entry for offset, _ in self._memberships for entry in self.entries_from(offset, 1)]
+
+    def _log_holds(self, offset: int, membership: Membership) -> bool:
+        """Whether the log holds this membership entry at offset (the state may name one that
+        recovery cut off, or that a truncation replaced)."""
+        if not self.log.log_start_offset <= offset < self.log.log_end_offset:
+            return False
+        entries = self.entries_from(offset, 1)
+        return bool(entries) and self._read_membership(entries[0].data) == membership
+
+    def _move_start(self, op: str, offset: int, term: int, base_membership: Optional[Membership]) -> None:
+        """Move the log start to offset (the entry below it has `term`, the membership in effect
+        there is base_membership), written ahead (see the module docstring). Safe to repeat:
+        both operations are idempotent."""
+        self._pending_start = {"op": op, "offset": offset, "term": term, "membership": _encoded(base_membership)}
+        self._base_membership = base_membership
+        self._memberships = [] if op == "reset" else [(o, m) for o, m in self._memberships if o >= offset]
         self._write_state()
         if op == "reset":
             self.log.reset_to(offset)  # empty, continuing at offset; durable at sync()
@@ -257,7 +354,10 @@ class PartitionStorage:
             count -= 1
         if count == 0:
             return 0
-        self._move_start("retention", segments[count - 1].next_offset, segments[count - 1].last_term)
+        new_start = segments[count - 1].next_offset
+        removed = [membership for offset, membership in self._memberships if offset < new_start]
+        self._move_start("retention", new_start, segments[count - 1].last_term,
+                         removed[-1] if removed else self._base_membership)
         return count
 
     def compact(self, upto_offset: int, now_ms: int):

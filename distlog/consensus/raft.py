@@ -354,7 +354,7 @@ class _RaftLog:
 def _stored_memberships(storage: Storage, bootstrap: Membership,
                         read_membership: Callable[[object], Optional[Membership]]) -> MembershipLog:
     """The membership entries of the stable log over the membership below its start. A
-    storage without membership support (PartitionStorage today) holds a fixed membership."""
+    storage without membership support holds a fixed membership."""
     base = getattr(storage, "base_membership", None) or bootstrap
     entries = storage.membership_entries() if hasattr(storage, "membership_entries") else ()
     return MembershipLog(base, [(e.last_offset, read_membership(e.data)) for e in entries])

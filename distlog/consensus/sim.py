@@ -30,9 +30,10 @@ cost a majority that heard no leader for a whole election timeout, so a term a t
 already generous (the seeds stay far below it); without pre-vote, a node cut off for the
 whole fault phase campaigns every 1-2 timeouts and breaks it.
 
-Membership changes: a quarter of the memory seeds (chosen by an RNG of their own, so the
-other seeds run exactly as they did before) start 3 voters and 2 spare nodes and reassign
-replicas on the leader while the faults go on: add a spare as a learner, promote it (mostly
+Membership changes: a quarter of the seeds, memory and disk alike (chosen by an RNG of their
+own, so the other seeds run exactly as they did before; on disk, membership entries are the
+brokers' control batches and PartitionStorage records them), start 3 voters and 2 spare
+nodes and reassign replicas on the leader while the faults go on: add a spare as a learner, promote it (mostly
 once caught up), or abandon it, remove a voter (the leader a third of the time), between 2
 and 4 voters; refused changes (one still uncommitted, a new leader with nothing committed in
 its term) are logged. Checked as well: a leader's log never holds two membership entries
@@ -91,6 +92,8 @@ from distlog.consensus.messages import (
 from distlog.consensus.partition_storage import (
     PartitionStorage,
     leader_marker_batch,
+    membership_batch,
+    membership_in_batch,
     stamp_record_batch,
 )
 from distlog.consensus.raft import Config, NotLeaderError, RaftNode, Role
@@ -269,9 +272,8 @@ class SimDiskStorage(PartitionStorage):
         super().append(entries)
         self._note_durable()  # a roll fsynced the segment it closed
 
-    def reset(self, log_start_offset: int, start_term: int) -> None:
-        # PartitionStorage records no membership yet: disk seeds keep their bootstrap membership.
-        super().reset(log_start_offset, start_term)
+    def reset(self, log_start_offset: int, start_term: int, membership=None) -> None:
+        super().reset(log_start_offset, start_term, membership)
         self._note_durable()
 
     def sync_log(self) -> None:
@@ -365,7 +367,7 @@ class Simulation:
         self.disk = self.rng.random() < config.disk_share
         # Decided by an RNG of its own, so that every other seed runs exactly as it did before
         # membership changes existed.
-        self.membership = (not self.disk and config.inject_bug is None
+        self.membership = (config.inject_bug is None
                            and random.Random(f"membership-{seed}").random() < config.membership_share)
         if self.membership:
             self.size = 5
@@ -594,9 +596,10 @@ class Simulation:
     def _check_membership_at(self, node: SimNode, entry: Entry, first: bool) -> tuple[int, ...]:
         """Every node agrees on the membership at each committed offset: the one the committed
         log says. Returns its members (who must all apply the entry)."""
-        if first and isinstance(entry.data, Membership):
-            self.committed_memberships.append((entry.last_offset, entry.data))
-            self._log(f"committed at {entry.last_offset}: {entry.data}")
+        membership = node.raft.config.read_membership(entry.data)
+        if first and membership is not None:
+            self.committed_memberships.append((entry.last_offset, membership))
+            self._log(f"committed at {entry.last_offset}: {membership}")
         i = bisect_right(self.committed_memberships, entry.last_offset, key=lambda item: item[0])
         expected = self.committed_memberships[i - 1][1] if i else Membership(self.bootstrap_voters)
         seen = node.raft.membership_at(entry.last_offset)
@@ -863,7 +866,8 @@ class Simulation:
             self._start(self.rng.choice(down))
 
     def _start(self, node: SimNode) -> None:
-        stamps = (dict(stamp_batch=stamp_record_batch, leader_marker=leader_marker_batch) if self.disk else
+        stamps = (dict(stamp_batch=stamp_record_batch, leader_marker=leader_marker_batch,
+                       membership_entry=membership_batch, read_membership=membership_in_batch) if self.disk else
                   dict(leader_marker=lambda base_offset, term: ("leader", term)))
         config = Config(
             node_id=node.node_id,

@@ -4,6 +4,8 @@ and swap each cleaned segment in atomically.
 Decisions, and why:
 - Only closed segments are read and rewritten; the active segment takes appends.
 - A record with a null key cannot be superseded, so it is always kept.
+- Control batches (Raft leader markers and membership entries) are kept byte for byte; their
+  keys start with \x00distlog, so they never supersede a user's record either.
 - A tombstone (null value) is the latest record for its key and is kept while younger than
   delete.retention.ms (by its own timestamp), so consumers catching up still see the delete.
 - A batch keeps its original offsets and span; a batch left with no records stays as a
@@ -150,7 +152,12 @@ def compact_segments(segments: list[Segment], delete_retention_ms: int, now_ms: 
             position = 0
             for batch in iter_batches(view):
                 count = batch.record_count
-                cleaned_bytes = _cleaned_batch(batch, latest[cursor:cursor + count], tombstone_horizon_ms, stats)
+                if batch.is_control:
+                    # Leader markers and Raft membership entries: the group needs every one of
+                    # them as written (a membership entry lost here would change who votes).
+                    cleaned_bytes = batch.buffer
+                else:
+                    cleaned_bytes = _cleaned_batch(batch, latest[cursor:cursor + count], tombstone_horizon_ms, stats)
                 cursor += count
                 if cleaned is None and cleaned_bytes is not batch.buffer:
                     cleaned = open(cleaned_path, "wb")

@@ -34,6 +34,7 @@ import dataclasses
 
 import msgpack
 
+from distlog.consensus.membership import Membership
 from distlog.consensus.messages import (
     Entry,
     MsgApp,
@@ -121,6 +122,8 @@ def encode_frame(frame: PeerFrame) -> tuple:
                     entries.append([e.term, e.base_offset, e.last_offset, len(data)])
                     data.append(e.data)
                 value = entries
+            elif name == "membership" and value is not None:
+                value = [list(value.voters), list(value.learners)]
             row.append(value)
         msgs.append(row)
     body = {
@@ -161,8 +164,10 @@ def decode_frame(sender: int, receiver: int, body: bytes, data: list) -> PeerFra
             values = dict(zip(fields, row[3:]))
             if "entries" in values:
                 values["entries"] = tuple(_entry(e, data) for e in values["entries"])
+            if values.get("membership") is not None:
+                values["membership"] = _membership(values["membership"])
             for name, value in values.items():
-                if name != "entries" and value is not None and type(value) not in (int, bool):
+                if name not in ("entries", "membership") and value is not None and type(value) not in (int, bool):
                     raise RaftWireError(f"{cls.__name__}.{name} must be an integer, got {type(value).__name__}")
             frame.messages.append((group(row[1], row[2]), cls(frm=sender, to=receiver, **values)))
         frame.heartbeats = [(group(t, p), _int(term), _int(commit)) for t, p, term, commit in raw["hb"]]
@@ -183,6 +188,16 @@ def _int(value) -> int:
     if type(value) is not int:
         raise RaftWireError(f"expected an integer, got {type(value).__name__}")
     return value
+
+
+def _membership(row) -> Membership:
+    try:
+        voters, learners = row
+        if not all(type(b) is int for b in [*voters, *learners]):
+            raise TypeError("broker ids must be integers")
+        return Membership(voters, learners)
+    except (TypeError, ValueError) as error:
+        raise RaftWireError(f"bad membership {row!r} ({error})") from None
 
 
 def _entry(row, data: list) -> Entry:

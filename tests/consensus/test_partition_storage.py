@@ -7,13 +7,17 @@ import pytest
 
 from distlog.consensus.log_store import MemoryStorage
 from distlog.consensus.messages import Entry, HardState
-from distlog.consensus.raft import Config, RaftNode
+from distlog.consensus.membership import Membership
 from distlog.consensus.partition_storage import (
     LEADER_MARKER_KEY,
+    MEMBERSHIP_KEY,
     PartitionStorage,
     leader_marker_batch,
+    membership_batch,
+    membership_in_batch,
     stamp_record_batch,
 )
+from distlog.consensus.raft import Config, RaftNode
 from distlog.log.batch import RecordBatch, build_batch
 from distlog.log.config import LogConfig
 from distlog.log.partition_log import PartitionLog
@@ -201,7 +205,7 @@ def test_a_start_over_not_yet_synced_is_finished_on_reopen(tmp_path, open_storag
     storage.append(entries(3))
     storage.sync()
     storage.reset(100, 5)
-    assert read_state_file(storage)["pending_start"] == {"op": "reset", "offset": 100, "term": 5}
+    assert read_state_file(storage)["pending_start"] == {"op": "reset", "offset": 100, "term": 5, "membership": None}
     reopened = open_storage(tmp_path / "p")  # a crash here, before sync(): the reopen finishes it
     assert read_state_file(reopened)["pending_start"] is None
     assert (reopened.log_start_offset, reopened.start_term, reopened.last_index) == (100, 5, 99)
@@ -268,3 +272,98 @@ def test_raft_retention_leaves_a_compacted_topic_to_compaction(tmp_path, open_st
     assert len(storage.log.segments) > 2
     assert storage.apply_retention(upto_offset=7, now_ms=10**12) == 0
     assert storage.log_start_offset == 0
+
+
+# ---- membership entries ------------------------------------------------------------------
+
+
+def membership_entry(offset, membership, term=1) -> Entry:
+    return Entry(term, offset, offset, membership_batch(offset, term, membership))
+
+
+def plain_entry(offset, term=1) -> Entry:
+    return Entry(term, offset, offset, stamp_record_batch(build_batch([b"v" * 50]), offset, term))
+
+
+ADDED = Membership((1, 2, 3), (4,))
+PROMOTED = Membership((1, 2, 3, 4))
+
+
+def test_a_membership_batch_is_recognised_and_nothing_else_is():
+    assert membership_in_batch(membership_batch(7, 2, ADDED)) == ADDED
+    assert membership_in_batch(leader_marker_batch(7, 2)) is None
+    assert membership_in_batch(build_batch([b"x"], keys=[MEMBERSHIP_KEY])) is None, "only a control batch counts"
+
+
+def test_membership_entries_survive_a_reopen_and_are_recorded_before_the_log_takes_them(tmp_path, open_storage):
+    storage = open_storage(tmp_path / "p")
+    storage.append([plain_entry(0), membership_entry(1, ADDED)])
+    assert read_state_file(storage)["memberships"] == [[1, [1, 2, 3], [4]]], "recorded ahead, before any sync"
+    storage.append([plain_entry(2), membership_entry(3, PROMOTED)])
+    storage.sync()
+    storage.log.close()
+    reopened = open_storage(tmp_path / "p")
+    assert [(e.last_offset, membership_in_batch(e.data)) for e in reopened.membership_entries()] == [(1, ADDED), (3, PROMOTED)]
+
+
+def test_a_membership_entry_the_crash_cut_off_does_not_come_back(tmp_path, open_storage):
+    storage = open_storage(tmp_path / "p")
+    storage.append([plain_entry(0)])
+    storage.sync()
+    [segment] = storage.log.segments
+    durable_bytes = os.path.getsize(segment.log_path)
+    storage.append([membership_entry(1, ADDED)])  # recorded in the state, never fsynced in the log
+    storage.log.close()
+    with open(segment.log_path, "r+b") as f:  # power loss: the unsynced batch is gone
+        f.truncate(durable_bytes)
+    reopened = open_storage(tmp_path / "p")
+    assert reopened.last_index == 0
+    assert reopened.membership_entries() == []
+
+
+def test_a_membership_entry_replaced_by_a_truncation_is_forgotten(tmp_path, open_storage):
+    storage = open_storage(tmp_path / "p")
+    storage.append([plain_entry(0), membership_entry(1, ADDED)])
+    storage.append([plain_entry(1, term=2)])  # a new leader's entry replaces it
+    assert storage.membership_entries() == []
+    storage.sync()
+    storage.log.close()
+    assert open_storage(tmp_path / "p").membership_entries() == []
+
+
+def test_retention_past_membership_entries_moves_the_base_membership_even_across_a_crash(tmp_path, open_storage):
+    config = LogConfig(segment_bytes=200, retention_bytes=1)
+    storage = open_storage(tmp_path / "p", config)
+    storage.append([plain_entry(0), membership_entry(1, ADDED), membership_entry(2, PROMOTED)]
+                   + [plain_entry(i) for i in range(3, 9)])
+    storage.sync()
+    boundary = storage.log.segments[-2].next_offset
+    assert boundary > 2, "retention removes both membership entries"
+    storage.log.delete_segments_before = crash
+    with pytest.raises(Crash):
+        storage.apply_retention(upto_offset=8, now_ms=0)
+    storage.log.close()
+    reopened = open_storage(tmp_path / "p", config)
+    assert reopened.log_start_offset == boundary
+    assert reopened.base_membership == PROMOTED and reopened.membership_entries() == []
+
+
+def test_a_start_over_records_the_membership_below_the_new_start(tmp_path, open_storage):
+    storage = open_storage(tmp_path / "p")
+    storage.append([plain_entry(0), membership_entry(1, ADDED)])
+    storage.reset(100, 5, PROMOTED)
+    storage.sync()
+    storage.log.close()
+    reopened = open_storage(tmp_path / "p")
+    assert reopened.base_membership == PROMOTED and reopened.membership_entries() == []
+
+
+def test_a_node_reopened_over_its_storage_has_the_membership_of_its_log_not_its_bootstrap(tmp_path, open_storage):
+    storage = open_storage(tmp_path / "p")
+    storage.append([plain_entry(0), membership_entry(1, ADDED), membership_entry(2, PROMOTED)])
+    storage.sync()
+    storage.log.close()
+    node = RaftNode(Config(node_id=4, peers=(1, 2, 3), stamp_batch=stamp_record_batch, leader_marker=leader_marker_batch,
+                           membership_entry=membership_batch, read_membership=membership_in_batch),
+                    open_storage(tmp_path / "p"))
+    assert node.voters == (1, 2, 3, 4) and node.learners == ()

@@ -222,3 +222,31 @@ def test_a_compaction_that_fails_on_a_full_disk_removes_its_partial_copy(open_lo
     assert read_all(log) == before
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert log.compact().segments_cleaned >= 1
+
+
+def test_compaction_keeps_every_control_batch_as_written(open_log, clock):
+    from distlog.consensus.membership import Membership
+    from distlog.consensus.partition_storage import membership_batch, membership_in_batch
+
+    log = open_log(segment_bytes=400, cleanup_policy="compact", delete_retention_ms=DAY_MS)
+    memberships = [Membership((1, 2, 3), (4,)), Membership((1, 2, 3, 4)), Membership((2, 3, 4))]
+    for round_number, membership in enumerate(memberships):
+        log.append(membership_batch(0, 1, membership))  # the same key each time: a user's record would go
+        for key in range(4):
+            log.append(values_batch(b"k%d-r%d" % (key, round_number), keys=[b"k%d" % key], timestamp_ms=clock.now_ms))
+    for key in range(4):
+        log.append(values_batch(b"filler", keys=[b"k%d" % key], timestamp_ms=clock.now_ms))
+
+    def control_batches():
+        found, offset = [], 0
+        while offset < log.log_end_offset:  # (a read stops at a segment's end)
+            for batch in iter_batches(log.read(offset, 1 << 20)):
+                found += [bytes(batch.buffer)] if batch.is_control else []
+                offset = batch.last_offset + 1
+        return found
+
+    before = control_batches()
+    stats = log.compact()
+    assert stats.segments_cleaned >= 1 and stats.records_after < stats.records_before, "user records were compacted"
+    assert control_batches() == before
+    assert [membership_in_batch(b) for b in before] == memberships
