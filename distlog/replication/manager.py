@@ -51,6 +51,8 @@ from typing import Callable, Optional
 from distlog.consensus.hard_state_store import HardStateStore
 from distlog.consensus.messages import MsgHeartbeat, MsgHeartbeatResp
 from distlog.consensus.raft import Role
+from distlog.consensus.membership import MembershipChangePendingError
+from distlog.replication import reassignment
 from distlog.replication.leadership import LeaderBook
 from distlog.replication.replica import PartitionReplica
 from distlog.replication.wire import PeerFrame, encode_frame
@@ -271,7 +273,7 @@ class ReplicaManager:
                 self._queue(key, rd.messages)
                 try:
                     if rd.start_over:
-                        replica.storage.reset(*rd.start_over)
+                        replica.storage.reset(*rd.start_over, rd.start_membership)
                     if rd.entries:
                         replica.storage.append(rd.entries)
                     if rd.hard_state is not None:
@@ -324,7 +326,7 @@ class ReplicaManager:
     def _sync(self, replica: PartitionReplica, rd, now_ms: int) -> None:
         hard_state = rd.hard_state
         vote = (hard_state.term, hard_state.vote) if hard_state is not None else replica.durable_vote
-        if (len(replica.voters) == 1 and replica.log.config.flush_policy != "always" and not rd.start_over
+        if (replica.is_sole_copy and replica.log.config.flush_policy != "always" and not rd.start_over
                 and vote == replica.durable_vote):
             # The only copy, no new term or vote to make durable: its topic's flush.policy
             # decides when the log reaches the disk (see the module docstring).
@@ -550,6 +552,46 @@ class ReplicaManager:
                 not_ready.append((key, preferred))
         return moving, not_ready
 
+    # ---- reassignment -----------------------------------------------------------------
+
+    def drive_reassignments(self, targets: dict) -> list:
+        """Take the next step (reassignment.py) of every group led here that `targets` (key ->
+        target voters) moves; returns [(key, voters)] of those whose committed membership is
+        their target now, for the controller to record."""
+        done = []
+        for key, target in targets.items():
+            replica = self.groups.get(key)
+            if replica is None or not replica.is_leader:
+                continue
+            node = replica.node
+            match = {peer: pr.match for peer, pr in node.progress.items()}
+            step = reassignment.next_step(self.broker_id, node.voters, node.learners, node.membership_change_pending,
+                                          match, node.commit, target)
+            if step.action == reassignment.DONE:
+                done.append((key, list(node.voters)))
+                continue
+            if step.action == reassignment.WAIT:
+                continue
+            try:
+                if step.action == reassignment.ADD_LEARNER:
+                    node.add_learner(step.node)
+                elif step.action == reassignment.PROMOTE:
+                    node.promote_learner(step.node)
+                elif step.action == reassignment.REMOVE:
+                    node.remove_member(step.node)
+                else:
+                    node.transfer_leadership(step.node)
+            except (MembershipChangePendingError, ValueError) as error:  # raced a change of role: next time
+                if self._logger is not None:
+                    self._logger.warning("reassignment_step_refused", partition=f"{key[0]}-{key[1]}",
+                                         step=step.action, member=step.node, error=str(error))
+                continue
+            self._touched.add(key)
+            if self._logger is not None:
+                self._logger.info("reassignment_step", partition=f"{key[0]}-{key[1]}", step=step.action,
+                                  member=step.node, voters=list(node.voters), learners=list(node.learners))
+        return done
+
     def begin_shutdown(self) -> None:
         """Hand every group this broker leads to a caught-up follower (a planned restart must
         cost no failed write); the broker keeps serving until leads_anything() is False or
@@ -563,7 +605,7 @@ class ReplicaManager:
             if node.role is not Role.LEADER or len(replica.voters) == 1 or node.lead_transferee is not None:
                 continue
             followers = [(pr.recent_active, pr.match, peer) for peer, pr in node.progress.items()
-                         if peer != self.broker_id]
+                         if peer != self.broker_id and peer in node.voters]  # (not to a learner)
             target = max(followers)[2]
             node.transfer_leadership(target)
             self._touched.add(key)

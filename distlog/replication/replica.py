@@ -26,7 +26,13 @@ from typing import NamedTuple, Optional
 
 from distlog.consensus.hard_state_store import HardStateStore
 from distlog.consensus.messages import Entry
-from distlog.consensus.partition_storage import PartitionStorage, leader_marker_batch, stamp_record_batch
+from distlog.consensus.partition_storage import (
+    PartitionStorage,
+    leader_marker_batch,
+    membership_batch,
+    membership_in_batch,
+    stamp_record_batch,
+)
 from distlog.consensus.raft import Config, RaftNode, Role
 from distlog.log.batch import ATTR_CONTROL, HEADER_SIZE, peek_header
 from distlog.log.partition_log import PartitionLog
@@ -80,7 +86,9 @@ class PartitionReplica:
         self.key = (topic, partition)
         self.log = log
         self.broker_id = broker_id
-        self.voters = tuple(voters)
+        # The replicas the metadata assigns, the preferred leader first (the broker updates
+        # them when a reassignment changes them); the group's own voters live in its log.
+        self.assigned = tuple(voters)
         # Before this replica can acknowledge, vote for or commit anything its log holds, all of
         # it must be on disk, including what a killed predecessor wrote but never fsynced.
         log.make_recovered_durable()
@@ -91,7 +99,7 @@ class PartitionReplica:
         applied = min(max(hard_state.commit, log.log_start_offset - 1), log.log_end_offset - 1)
         self.node = RaftNode(Config(
             node_id=broker_id,
-            peers=self.voters,
+            peers=self.assigned,  # the bootstrap membership; the log's membership entries decide after it
             election_timeout_ticks=settings.election_timeout_ticks,
             heartbeat_ticks=settings.heartbeat_ticks,
             rng=rng or random.Random(int.from_bytes(os.urandom(8), "little")),  # tests pass a seeded one
@@ -99,6 +107,8 @@ class PartitionReplica:
             leader_marker=leader_marker_batch,
             applied_offset=applied,
             marker_only_when_needed=True,
+            membership_entry=membership_batch,
+            read_membership=membership_in_batch,
         ), self.storage)
         self._producers: Optional[ProducerStateTable] = None
         self._leader_term: Optional[int] = None  # the term this replica last saw itself lead
@@ -120,8 +130,21 @@ class PartitionReplica:
         return self.node.term
 
     @property
+    def voters(self) -> tuple:
+        """The group's voters now (the last membership entry of this replica's log)."""
+        return self.node.voters
+
+    @property
+    def is_sole_copy(self) -> bool:
+        """This broker is the group's only member: no other copy to replicate to or vote with."""
+        return self.node.voters == (self.broker_id,) and not self.node.learners
+
+    @property
     def preferred_leader(self) -> int:
-        return self.voters[0]
+        """The first assigned replica that votes in the group (a reassignment may not have
+        made it a voter yet)."""
+        voters = self.node.voters
+        return next((b for b in self.assigned if b in voters), voters[0])
 
     @property
     def high_watermark(self) -> int:
