@@ -172,6 +172,54 @@ def topic_add_partitions(name, count, bootstrap):
     click.echo(f"topic '{name}' now has {current + count} partitions ({count} added)", err=True)
 
 
+def parse_broker_list(ctx, param, value: str) -> list:
+    try:
+        brokers = [int(item) for item in value.split(",") if item.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of broker ids (e.g. 1,2,4)") from None
+    if not brokers:
+        raise click.BadParameter("name at least one broker id (e.g. 1,2,4)")
+    return brokers
+
+
+@topic.command("reassign")
+@click.argument("name")
+@click.option("--partition", "-p", type=click.IntRange(min=0), required=True, help="the partition to move")
+@click.option("--replicas", callback=parse_broker_list, required=True,
+              help="broker ids the partition is to live on, the preferred leader first (e.g. 1,2,4)")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="wait until the move is done")
+@click.option("--timeout-s", type=click.FloatRange(min=0), default=120.0, show_default=True,
+              help="with --wait: give up (exit 1) after this long; the move goes on")
+@cluster_options
+def topic_reassign(name, partition, replicas, wait, timeout_s, bootstrap):
+    """Move a partition of topic NAME to other brokers while it keeps taking writes.
+
+    The partition's Raft group changes one server at a time: each new replica joins as a
+    learner, catches up, becomes a voter; then each old replica leaves. One move at a time per
+    partition: a second one is refused until the first is done."""
+    from distlog.client import Admin
+
+    with Admin(bootstrap, request_timeout_s=15) as admin:
+        before = admin.describe_topic(name)["partitions"]
+        if partition >= len(before):
+            raise CliError(f"topic '{name}' has partitions 0..{len(before) - 1}, not {partition}")
+        admin.reassign_partition(name, partition, replicas)
+        click.echo(f"moving {name}/{partition} from {_brokers(before[partition]['replicas'])} to {_brokers(replicas)}", err=True)
+        if not wait:
+            return
+        deadline_s = time.monotonic() + timeout_s
+        while (info := admin.describe_topic(name)["partitions"][partition])["target_replicas"] is not None:
+            if time.monotonic() >= deadline_s:
+                raise CliError(f"{name}/{partition} is still moving after {timeout_s:g} s (replicas "
+                               f"{_brokers(info['replicas'])}); it goes on: watch it with `distlog topic describe {name}`")
+            time.sleep(0.2)  # polling a condition: each membership change takes a few hundred ms
+    click.echo(f"{name}/{partition} now lives on {_brokers(info['replicas'])} (leader {_or_dash(info['leader'])})", err=True)
+
+
+def _brokers(ids) -> str:
+    return ",".join(map(str, ids))
+
+
 @topic.command("delete")
 @click.argument("name")
 @cluster_options
@@ -218,7 +266,8 @@ def _print_description(description: dict) -> None:
     click.echo(tabulate(summary, tablefmt="plain"))
     click.echo()
     rows = [
-        (p["partition"], _or_dash(p["leader"]), _or_dash(p["leader_epoch"]), ",".join(map(str, p["replicas"])),
+        (p["partition"], _or_dash(p["leader"]), _or_dash(p["leader_epoch"]),
+         _brokers(p["replicas"]) + (f" -> {_brokers(p['target_replicas'])}" if p.get("target_replicas") else ""),
          ",".join(map(str, p["in_sync"])) or "-", _or_dash(p["log_start_offset"]), _or_dash(p["high_watermark"]),
          _or_dash(p["log_end_offset"]), p["status"].upper())
         for p in partitions

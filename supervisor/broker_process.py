@@ -43,9 +43,15 @@ class BrokerProcess:
         self._argv = ["--id", str(broker_id), "--data-dir", data_dir, "--listen", address,
                       "--peers", peers_arg, "--cluster-id", cluster_id, "--log-file", log_file,
                       "--metrics-port", "0"]
+        self._peers_at = self._argv.index("--peers") + 1
         self._popen: subprocess.Popen | None = None
         self._process: psutil.Process | None = None
         self.started_monotonic_s = 0.0
+
+    def set_peers(self, peers_arg: str) -> None:
+        """The --peers of the next spawn (a broker joined or left; a running broker learns it
+        from the cluster metadata)."""
+        self._argv[self._peers_at] = peers_arg
 
     @property
     def pid(self) -> int | None:

@@ -533,6 +533,77 @@ def rebalance_leaders(data_dir, bootstrap, topics, timeout_s, as_json):
     sys.exit(1 if report["not_ready"] or report["still_moving"] or report["unreachable_brokers"] else 0)
 
 
+# -- membership --------------------------------------------------------------------------------
+
+@cluster.command("add-broker")
+@data_dir_option
+@click.option("--timeout-s", type=click.FloatRange(0), default=30.0, show_default=True,
+              help="How long to wait for the new broker to register with the controller.")
+def add_broker(data_dir, timeout_s):
+    """Start one more broker under the running supervisor and wait until the cluster knows it.
+
+    It holds nothing at first: move partitions to it with `distlog topic reassign`, or move a
+    broker's partitions to it with `distlog cluster decommission`. New topics use it at once."""
+    from distlog.client import Admin
+    from distlog.protocol.errors import DistlogError
+
+    before = {b["id"] for b in _cluster_record(data_dir)["brokers"]}
+    status = _control(data_dir, lambda control: control.add_broker())
+    [broker] = [b for b in status["brokers"] if b["id"] not in before]
+    endpoints = ",".join(b["address"] for b in status["brokers"] if b["id"] in before)
+    try:
+        with Admin(endpoints, request_timeout_s=5) as admin:
+            deadline_s = time.monotonic() + timeout_s
+            while broker["id"] not in admin.describe_cluster()["brokers"]:
+                if time.monotonic() >= deadline_s:
+                    raise ClusterCliError(f"broker {broker['id']} started (log {broker['log_file']}) but has not "
+                                          f"registered within {timeout_s:g} s; `distlog cluster health` shows the cluster")
+                time.sleep(0.2)  # polling a condition: registration takes one metadata sync and one commit
+    except DistlogError as error:
+        raise ClusterCliError(str(error)) from None
+    say(f"broker {broker['id']} joined at {broker['address']}")
+
+
+@cluster.command()
+@broker_id_argument
+@data_dir_option
+@click.option("--timeout-s", type=click.FloatRange(0), default=300.0, show_default=True,
+              help="How long to wait for every replica to move off the broker.")
+def decommission(broker_id, data_dir, timeout_s):
+    """Move every replica off broker ID (the controller quorum's too), then stop it for good.
+
+    Each partition's Raft group adds its new replica as a learner, lets it catch up, promotes
+    it and only then removes broker ID, so writes keep flowing. The broker leaves cluster.json:
+    the next `cluster up` does not start it. Interrupted, the moves go on; run it again."""
+    from distlog.client import Admin
+    from distlog.protocol.errors import DistlogError
+
+    record = _cluster_record(data_dir)
+    if broker_id not in {b["id"] for b in record["brokers"]}:
+        raise ClusterCliError(f"no broker {broker_id} in this cluster (brokers are "
+                              f"{', '.join(str(b['id']) for b in record['brokers'])})")
+    endpoints = ",".join(b["address"] for b in record["brokers"] if b["id"] != broker_id)
+    try:
+        with Admin(endpoints, request_timeout_s=10) as admin:
+            if broker_id in admin.describe_cluster()["brokers"]:
+                admin.decommission_broker(broker_id)
+            deadline_s = time.monotonic() + timeout_s
+            next_report_s = 0.0
+            while broker_id in admin.describe_cluster()["brokers"]:
+                now_s = time.monotonic()
+                if now_s >= deadline_s:
+                    raise ClusterCliError(f"replicas are still moving off broker {broker_id} after {timeout_s:g} s; "
+                                          "they go on: run this again to wait and then stop it")
+                if now_s >= next_report_s:
+                    next_report_s = now_s + 5.0
+                    say(f"moving {len(admin.reassignments())} partition(s) off broker {broker_id}")
+                time.sleep(0.2)  # polling a condition: each move is a few membership changes
+    except DistlogError as error:
+        raise ClusterCliError(str(error)) from None
+    _control(data_dir, lambda control: control.remove_broker(broker_id))
+    say(f"broker {broker_id} holds no replica any more; it is stopped and will not be started again")
+
+
 def _cluster_record(data_dir: Path) -> dict:
     try:
         return cluster_file.load(data_dir)

@@ -1,7 +1,7 @@
 """The supervisor's control endpoint: JSON requests over a ROUTER, and the client for it.
 
 Request  {"op": "status" | "kill" | "restart" | "pause" | "resume" | "set-faults" | "partition"
-               | "down",
+               | "add-broker" | "remove-broker" | "down",
           "broker_id": N, "restart": bool (kill), "rules": {"drop_to": [...], "drop_from": [...]},
           "cuts": [[from_id, to_id], ...] (partition: exactly these cuts, everything else healed)}
 Reply    {"ok": true, "status": {...}} or {"ok": false, "error": "what went wrong"}
@@ -20,7 +20,7 @@ from distlog.supervisor.supervisor import ClusterError, Supervisor
 from distlog.transports.zmq_transport import DealerConnection, RouterServer, TransportTimeout
 
 
-_BROKER_OPS = ("kill", "restart", "pause", "resume", "set-faults")
+_BROKER_OPS = ("kill", "restart", "pause", "resume", "set-faults", "remove-broker")
 
 
 class ControlError(Exception):
@@ -67,6 +67,9 @@ class ControlServer:
         if op == "partition":
             supervisor.partition({(int(a), int(b)) for a, b in request.get("cuts", [])})
             return
+        if op == "add-broker":
+            supervisor.add_broker()
+            return
         if op not in _BROKER_OPS:
             raise ValueError(f"unknown control op {op!r}")
         broker_id = request.get("broker_id")
@@ -80,6 +83,8 @@ class ControlServer:
             supervisor.pause(broker_id)
         elif op == "resume":
             supervisor.resume(broker_id)
+        elif op == "remove-broker":
+            supervisor.remove_broker(broker_id)
         else:
             supervisor.set_fault_rules(broker_id, request.get("rules") or {})
 
@@ -146,6 +151,13 @@ class ClusterControl:
 
     def heal(self) -> dict:
         return self.request({"op": "partition", "cuts": []})
+
+    def add_broker(self) -> dict:
+        return self.request({"op": "add-broker"})
+
+    def remove_broker(self, broker_id: int) -> dict:
+        """Stop a decommissioned broker for good and drop it from the cluster record."""
+        return self.request({"op": "remove-broker", "broker_id": broker_id}, self.timeout_s + 10.0)
 
     def down(self, timeout_s: float = 30.0) -> dict:
         """Stop every broker gracefully and the supervisor; returns once it has exited."""

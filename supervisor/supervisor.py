@@ -25,6 +25,7 @@ from distlog.supervisor.backoff import RestartPolicy
 from distlog.supervisor.broker_process import BrokerProcess, broker_command
 from distlog.supervisor.health import cluster_health, unhealthy_summary
 from distlog.supervisor.partitions import rules_for_cuts
+from distlog.supervisor.ports import free_ports
 from distlog.supervisor.probe import Probe, ask_every_broker
 from distlog.transports.faults import FaultRules
 
@@ -88,12 +89,14 @@ class Supervisor:
         self._log = log or event_logger()
         self._next_controller_refresh_s = 0.0
         self._last_health: dict | None = None  # while starting: the latest unhealthy report
-        peers_arg = ",".join(f"{b['id']}={b['address']}" for b in record["brokers"])
-        self._slots = {
-            b["id"]: _Slot(BrokerProcess(b["id"], b["address"], b["data_dir"], b["log_file"],
-                                         peers_arg, record["cluster_id"]))
-            for b in record["brokers"]
-        }
+        self._slots = {b["id"]: self._new_slot(b) for b in record["brokers"]}
+
+    def _peers_arg(self) -> str:
+        return ",".join(f"{b['id']}={b['address']}" for b in self.record["brokers"])
+
+    def _new_slot(self, broker: dict) -> _Slot:
+        return _Slot(BrokerProcess(broker["id"], broker["address"], broker["data_dir"], broker["log_file"],
+                                   self._peers_arg(), self.record["cluster_id"]))
 
     # -- start and readiness ---------------------------------------------------------------------
 
@@ -370,6 +373,50 @@ class Supervisor:
             raise ClusterError(f"broker {broker_id} did not take fault rules {rules}: "
                                f"{error}") from error
         self._log("fault_rules", broker=broker_id, **rules)
+
+    # -- membership ------------------------------------------------------------------------------
+
+    def add_broker(self) -> int:
+        """Record and spawn one more broker (the next unused id, a free port); returns its id.
+        It registers with the controller by itself; the caller waits for that (the CLI does)."""
+        retired = self.record.setdefault("decommissioned", [])
+        broker_id = max([*self._slots, *retired]) + 1  # ids are never reused
+        taken = {int(b["address"].rsplit(":", 1)[1]) for b in self.record["brokers"]}
+        [port] = free_ports(1, avoid=taken)
+        broker_dir = os.path.join(os.path.dirname(self.record["brokers"][0]["data_dir"]), f"broker-{broker_id}")
+        broker = {"id": broker_id, "address": f"tcp://127.0.0.1:{port}", "pid": None, "data_dir": broker_dir,
+                  "log_file": os.path.join(broker_dir, "broker.log")}
+        self.record["brokers"].append(broker)
+        self._slots[broker_id] = slot = self._new_slot(broker)
+        self._spread_peers()
+        self._spawn(slot)
+        self._save()
+        self._log("broker_added", broker=broker_id, address=broker["address"])
+        return broker_id
+
+    def remove_broker(self, broker_id: int) -> None:
+        """Stop a decommissioned broker for good: it leaves the record (the next `cluster up`
+        does not start it) and is listed under "decommissioned"; its data dir stays on disk."""
+        slot = self._slot(broker_id)
+        slot.state, slot.restart_at_s = STOPPED, None
+        if slot.process.send_signal(signal.SIGTERM):
+            slot.process.send_signal(signal.SIGCONT)
+            slot.process.wait(self._stop_timeout_s)
+        if slot.process.running():
+            slot.process.send_signal(signal.SIGKILL)
+            slot.process.wait(self._stop_timeout_s)
+        del self._slots[broker_id]
+        self.record["brokers"] = [b for b in self.record["brokers"] if b["id"] != broker_id]
+        self.record.setdefault("decommissioned", []).append(broker_id)
+        self._spread_peers()
+        self._save()
+        self._log("broker_removed", broker=broker_id)
+
+    def _spread_peers(self) -> None:
+        """Every broker's next start gets the current broker list."""
+        peers_arg = self._peers_arg()
+        for slot in self._slots.values():
+            slot.process.set_peers(peers_arg)
 
     # -- status and shutdown ---------------------------------------------------------------------
 

@@ -55,7 +55,9 @@ from distlog.protocol.messages import (
     ApiKey,
     CreatePartitionsResponse,
     CreateTopicsResponse,
+    DecommissionBrokerResponse,
     DeleteTopicsResponse,
+    ReassignPartitionsResponse,
 )
 
 METADATA_TOPIC = "__cluster_metadata"
@@ -79,6 +81,8 @@ CHANGE_RESPONSES = {
     ApiKey.DELETE_TOPICS: DeleteTopicsResponse,
     ApiKey.ALTER_CONFIGS: AlterConfigsResponse,
     ApiKey.CREATE_PARTITIONS: CreatePartitionsResponse,
+    ApiKey.REASSIGN_PARTITIONS: ReassignPartitionsResponse,
+    ApiKey.DECOMMISSION_BROKER: DecommissionBrokerResponse,
 }
 
 
@@ -97,20 +101,27 @@ def image_batch(metadata: ClusterMetadata) -> bytes:
     return build_batch([value], keys=[IMAGE_KEY])
 
 
-def topic_names(request) -> list:
-    """The topic each entry of a change request names (DeleteTopics lists bare names)."""
-    return [t if isinstance(t, str) else t["name"] for t in request.topics]
+def change_items(request) -> list:
+    """The items of a change request, each changed in turn: topics, or brokers (Decommission)."""
+    return request.brokers if request.API_KEY == ApiKey.DECOMMISSION_BROKER else request.topics
+
+
+def item_names(request) -> list:
+    """The name each item's result carries: the topic (DeleteTopics lists bare names), or "broker N"."""
+    return [f"broker {item}" if isinstance(item, int) else item if isinstance(item, str) else item["name"]
+            for item in change_items(request)]
 
 
 def error_response(request, code: ErrorCode, message: str):
-    """The response to a change request that failed for every topic in it."""
-    results = [{"name": name, "error_code": int(code), "error_message": message} for name in topic_names(request)]
+    """The response to a change request that failed for every item in it."""
+    results = [{"name": name, "error_code": int(code), "error_message": message} for name in item_names(request)]
     return CHANGE_RESPONSES[request.API_KEY](results)
 
 
 def fail_response(response, code: ErrorCode, message: str) -> None:
-    """Turn every topic result that had succeeded into this error (the change did not commit)."""
-    for result in response.topics:
+    """Turn every result that had succeeded into this error (the change did not commit)."""
+    results = response.brokers if response.API_KEY == ApiKey.DECOMMISSION_BROKER else response.topics
+    for result in results:
         if not result["error_code"]:
             result["error_code"], result["error_message"] = int(code), message
 

@@ -55,14 +55,23 @@ from distlog.broker.controller import (
     ForwardedRequests,
     MetadataQuorum,
     PendingChange,
+    change_items,
     controller_quorum,
     error_response,
+    item_names,
     metadata_log_config,
-    topic_names,
 )
 from distlog.broker.data_dir_lock import lock_data_dir
 from distlog.broker.delayed import FetchPurgatory, ParkedFetch
 from distlog.broker.logs import BrokerLogger
+from distlog.broker.membership import (
+    PendingMembershipFacts,
+    controller_voters,
+    hosted_partitions,
+    hosts_metadata_log,
+    peer_addresses,
+    reassignment_targets,
+)
 from distlog.broker.metadata import ClusterMetadata
 from distlog.broker.metrics import BrokerMetrics
 from distlog.consensus.hard_state_store import HardStateStore
@@ -110,6 +119,8 @@ SHUTDOWN_HANDOFF_MAX_S = 3.0
 IDLE_POLL_MS = 200
 # Requests handled per iteration before flushing and replying, so a flood cannot starve acks.
 MAX_REQUESTS_PER_ITERATION = 2000
+# How often a leader takes the next step of the reassignments it drives (replication/reassignment.py).
+REASSIGNMENT_STEP_EVERY_S = 0.1
 
 
 @dataclass
@@ -176,6 +187,8 @@ class Broker:
             ApiKey.ALTER_CONFIGS: self._handle_alter_configs,
             ApiKey.CREATE_PARTITIONS: self._handle_create_partitions,
             ApiKey.ELECT_LEADERS: self._handle_elect_leaders,
+            ApiKey.REASSIGN_PARTITIONS: self._handle_reassign_partitions,
+            ApiKey.DECOMMISSION_BROKER: self._handle_decommission_broker,
         }
 
     def _open(self, config: BrokerConfig) -> None:
@@ -198,41 +211,58 @@ class Broker:
         self._started_s = time.monotonic()
         self.malformed_requests = 0
         self.metadata = ClusterMetadata.load(self._path("metadata.json")) or ClusterMetadata()
-        self.metadata.brokers = dict(config.peers)
-        # One DEALER per peer, named so the peer's fault rules can cut it: Raft frames go out on
-        # it (never answered) and, to the controller, MetadataSync and forwarded requests.
-        for broker_id, address in config.peers.items():
-            if broker_id != self.broker_id:
-                self.peer_connections[broker_id] = DealerConnection(
-                    address, identity=f"broker-{self.broker_id}".encode(), context=self.context,
-                    fault_rules=self.fault_rules, peer=f"broker-{broker_id}")
         self.raft_frames_dropped = 0
         self.hard_states = HardStateStore(self._path("raft-state.json"))
         self.replication = ReplicaManager(self.broker_id, self._send_raft_frame, self.logger,
                                           hard_state_store=self.hard_states)
-        self.replication.set_peers(config.peers)
         self.replication.on_fsync = self.metrics.fsync_latency.observe
+        self.peer_addresses: dict = {}  # broker id -> address, this broker included (membership.py)
+        self._poller = zmq.Poller()
+        self._poller.register(self.server.socket, zmq.POLLIN)
+        self._update_peers()
+        self.membership_facts = PendingMembershipFacts()  # on the active controller
+        self._reassigned: list = []  # [(key, voters)] of reassignments led here that are done
+        self._next_reassignment_step_s = 0.0
         self._open_metadata_log()
         self._open_local_replicas()
         if config.metrics_port is not None:
             self.metrics.serve(config.metrics_port, config.data_dir)
         self._sync = None  # (controller, cid, sent at) of the MetadataSync awaiting its reply
+        self._sync_attempts = 0
         self._next_sync_s = 0.0
 
     def _open_metadata_log(self) -> None:
-        """A controller's replica of the metadata log; its committed images beat metadata.json."""
-        voters = self.config.controller_ids
-        if self.broker_id not in voters:
+        """A controller's replica of the metadata log (or one a reassignment of the controller
+        quorum adds); its committed images beat metadata.json."""
+        if self.metadata_quorum is not None or not hosts_metadata_log(self.metadata, self.config.peers, self.broker_id):
             return
+        voters = controller_voters(self.metadata, self.config.peers)
         log = PartitionLog.open(self._path("metadata-log"), metadata_log_config(self.config.log_defaults))
         replica = PartitionReplica(*METADATA_KEY, log, self.broker_id, voters, store=self.hard_states)
         self.metadata_quorum = MetadataQuorum(replica, self.replication.propose)
         self.replication.add(replica, campaign=voters[0] == self.broker_id)
         image = self.metadata_quorum.committed_image()
         if image is not None and image.version > self.metadata.version:
-            image.brokers = dict(self.config.peers)
             image.save(self._path("metadata.json"))
             self.metadata = image
+
+    def _update_peers(self) -> None:
+        """Connect to brokers the metadata added, drop the ones it retired. One DEALER per
+        peer, named so the peer's fault rules can cut it: Raft frames go out on it (never
+        answered) and, to the controller, MetadataSync and forwarded requests."""
+        self.peer_addresses = peer_addresses(self.metadata, self.config.peers)
+        for broker_id, address in self.peer_addresses.items():
+            if broker_id != self.broker_id and broker_id not in self.peer_connections:
+                connection = DealerConnection(address, identity=f"broker-{self.broker_id}".encode(), context=self.context,
+                                              fault_rules=self.fault_rules, peer=f"broker-{broker_id}")
+                self.peer_connections[broker_id] = connection
+                self._poller.register(connection.socket, zmq.POLLIN)
+        for broker_id in [b for b in self.peer_connections if b not in self.peer_addresses]:
+            connection = self.peer_connections.pop(broker_id)
+            self._poller.unregister(connection.socket)
+            connection.close()
+            self.logger.info("peer_retired", peer=broker_id)
+        self.replication.set_peers(self.peer_addresses)
 
     def active_controller(self, now_s: float | None = None):
         """The broker leading the metadata log, as far as this one knows (None: none, or it went quiet)."""
@@ -251,11 +281,8 @@ class Broker:
         """Serve until stop() (or SIGTERM/SIGINT through install_signal_handlers)."""
         self.running = True
         self.logger.info("started", listen=self.server.endpoint, version=__version__,
-                         controllers=list(self.config.controller_ids), topics=len(self.metadata.topics))
-        poller = zmq.Poller()
-        poller.register(self.server.socket, zmq.POLLIN)
-        for connection in self.peer_connections.values():
-            poller.register(connection.socket, zmq.POLLIN)
+                         controllers=list(controller_voters(self.metadata, self.config.peers)),
+                         topics=len(self.metadata.topics))
         next_housekeeping_s = time.monotonic() + HOUSEKEEPING_INTERVAL_S
         handoff_deadline_s = None
         try:
@@ -263,7 +290,7 @@ class Broker:
                 if not self.running and handoff_deadline_s is None:
                     handoff_deadline_s = time.monotonic() + SHUTDOWN_HANDOFF_MAX_S
                     self.replication.begin_shutdown()
-                poller.poll(self._poll_timeout_ms())
+                self._poller.poll(self._poll_timeout_ms())
                 self._drain_requests()
                 now_s = time.monotonic()
                 self._drain_peer_replies(now_s)
@@ -273,6 +300,7 @@ class Broker:
                     self._housekeeping()
                     next_housekeeping_s = now_s + HOUSEKEEPING_INTERVAL_S
                 self._replicate(now_s)
+                self._drive_reassignments(now_s)
                 self._apply_committed_metadata(now_s)
                 self._send_outbox()
                 self._wake_parked_fetches()
@@ -462,11 +490,7 @@ class Broker:
 
     def _open_local_replicas(self) -> None:
         """Open every partition this broker holds and delete logs of topics that no longer exist."""
-        wanted = {}
-        for topic in self.metadata.topics.values():
-            for partition, replicas in enumerate(topic.replicas):
-                if self.broker_id in replicas:
-                    wanted[(topic.name, partition)] = topic
+        wanted = hosted_partitions(self.metadata, self.broker_id)
         for key in [k for k in self.offline if k not in wanted and k not in self.replicas]:
             del self.offline[key]  # a partition that never opened, of a topic since deleted
         for key in [k for k in self.replicas if k not in wanted]:
@@ -482,7 +506,9 @@ class Broker:
             self.logger.info("partition_deleted", partition=f"{key[0]}-{key[1]}")
         for key, topic in wanted.items():
             replica = self.replicas.get(key)
-            if replica is not None:  # an altered config takes effect on the open log at once
+            if replica is not None:
+                replica.assigned = tuple(topic.targets.get(key[1], topic.replicas[key[1]]))
+                # An altered config takes effect on the open log at once.
                 config = LogConfig.from_dict({**self.config.log_defaults, **topic.configs})
                 if replica.log.config != config:
                     replica.log.config = config
@@ -497,9 +523,10 @@ class Broker:
                     self.offline[key] = f"opening its log failed ({error})"
                     self.logger.error("partition_open_failed", partition=f"{key[0]}-{key[1]}", error=str(error))
                     continue
-                voters = topic.replicas[key[1]]
+                voters = topic.replicas[key[1]]  # the bootstrap membership (a replica being added is not in it)
                 try:
                     replica = PartitionReplica(key[0], key[1], log, self.broker_id, voters, store=self.hard_states)
+                    replica.assigned = tuple(topic.targets.get(key[1], voters))
                 except (OSError, LogError, ValueError, RuntimeError) as error:  # its Raft state is unreadable
                     log.close()
                     self.offline[key] = f"opening its Raft state failed ({error})"
@@ -534,7 +561,6 @@ class Broker:
         after a restart, even while no controller answers. OSError if the save fails, with
         nothing applied, unless the image came from this controller's own metadata log, which
         holds it durably already (metadata.json is then only the cache it starts from)."""
-        metadata.brokers = dict(self.config.peers)
         try:
             metadata.save(self._path("metadata.json"))
         except OSError as error:
@@ -543,6 +569,8 @@ class Broker:
             self.logger.error("metadata_save_failed", version=metadata.version, error=str(error),
                               note="applied from the metadata log; metadata.json is written with the next change")
         self.metadata = metadata
+        self._update_peers()
+        self._open_metadata_log()
         self._open_local_replicas()
         self.logger.info("metadata_applied", version=metadata.version, topics=len(metadata.topics))
 
@@ -593,9 +621,9 @@ class Broker:
                     # (its log is offline), clients hear why from it (STORAGE_ERROR).
                     leader = replicas[0]
                 partitions.append({"partition": p, "leader": leader, "leader_epoch": epoch, "replicas": list(replicas),
-                                   "in_sync": in_sync, "high_watermark": high_watermark, "log_end_offset": log_end_offset})
+                                   "target_replicas": meta.targets.get(p), "in_sync": in_sync, "high_watermark": high_watermark, "log_end_offset": log_end_offset})
             topics.append({"name": name, "error_code": 0, "error_message": "", "configs": dict(meta.configs), "partitions": partitions})
-        brokers = [{"broker_id": b, "address": a} for b, a in sorted(self.config.peers.items())]
+        brokers = [{"broker_id": b, "address": a} for b, a in self.peer_addresses.items()]
         return MetadataResponse(brokers, self.active_controller(), topics)
 
     # ---- metadata changes: on the active controller, else forwarded to it (controller.py)
@@ -619,16 +647,29 @@ class Broker:
     def _handle_create_partitions(self, peer, cid, request):
         return self._change_metadata(peer, cid, request, lambda metadata, spec: metadata.with_partitions_added(spec["name"], spec["count"]))
 
+    def _handle_reassign_partitions(self, peer, cid, request):
+        def reassign(metadata, spec):
+            if spec["name"] == METADATA_KEY[0] and spec["partition"] == METADATA_KEY[1]:
+                return metadata.with_controllers_reassigned(spec["replicas"])
+            return metadata.with_reassignment(spec["name"], spec["partition"], spec["replicas"])
+
+        return self._change_metadata(peer, cid, request, reassign)
+
+    def _handle_decommission_broker(self, peer, cid, request):
+        bootstrap = list(controller_voters(self.metadata, self.config.peers))
+        return self._change_metadata(peer, cid, request,
+                                     lambda metadata, broker_id: metadata.with_broker_decommissioned(broker_id, bootstrap))
+
     def _change_metadata(self, peer, cid, request, change):
         """Apply `change(image, item)` for each item of the request in turn (one that fails is
         reported and skipped), propose the resulting image and answer once it is committed and
         spread; forwarded to the active controller when that is not this broker."""
         quorum = self.metadata_quorum
-        head = quorum.head(self.metadata) if quorum is not None else None
+        head = self._record_membership_facts()
         if head is None:
             return self._forward(peer, cid, request)
         results, image = [], head
-        for item, name in zip(request.topics, topic_names(request)):
+        for item, name in zip(change_items(request), item_names(request)):
             code, message = 0, ""
             try:
                 image = change(image, item)
@@ -668,11 +709,16 @@ class Broker:
         if self.active_controller() != self.broker_id:
             return MetadataSyncResponse(int(ErrorCode.NOT_CONTROLLER), f"broker {self.broker_id} is not the controller", None)
         self.peer_sync_state[request.broker_id] = (request.known_version, time.monotonic())
+        if request.address and self.metadata.brokers.get(request.broker_id) != request.address \
+                and request.broker_id not in self.metadata.decommissioned:
+            self.membership_facts.register(request.broker_id, request.address)
+        for done in request.reassigned:
+            self.membership_facts.reassignment_completed((done["topic"], done["partition"]), done["replicas"])
         newer = self.metadata.to_wire() if request.known_version < self.metadata.version else None
         return MetadataSyncResponse(0, "", newer)
 
     def _handle_raft(self, peer, cid, request):
-        if request.sender not in self.config.peers or request.sender == self.broker_id:
+        if request.sender not in self.peer_addresses or request.sender == self.broker_id:
             self.raft_frames_dropped += 1
             return None
         try:
@@ -828,7 +874,7 @@ class Broker:
             self._reply(peer, cid, response)
 
     def _live_peers_have(self, version: int, now_s: float) -> bool:
-        for broker_id in self.config.peers:
+        for broker_id in self.peer_addresses:
             if broker_id == self.broker_id:
                 continue
             known, seen_s = self.peer_sync_state.get(broker_id, (-1, self._started_s))
@@ -883,21 +929,68 @@ class Broker:
 
     def _sync_metadata(self, now_s: float) -> None:
         """Every broker but the active controller asks it for newer metadata (and so tells it
-        which version this broker has) every METADATA_SYNC_INTERVAL_S."""
+        which version this broker has) every METADATA_SYNC_INTERVAL_S.
+
+        A broker the metadata does not list yet (just added) hears from no controller: leaders
+        report only to registered brokers. It asks its peers in turn instead; the controller
+        among them answers and registers it, the others answer NOT_CONTROLLER."""
         controller = self.active_controller(now_s)
+        looking = controller is None and self.broker_id not in self.metadata.brokers and self.peer_connections
+        if looking:
+            candidates = sorted(self.peer_connections)
+            controller = candidates[self._sync_attempts % len(candidates)]
         if controller is None or controller == self.broker_id:
             self._sync = None
             return
         if self._sync is not None:
             asked, _, sent_s = self._sync
-            if asked == controller and now_s - sent_s <= METADATA_SYNC_TIMEOUT_S:
+            if (asked == controller or looking) and now_s - sent_s <= METADATA_SYNC_TIMEOUT_S:
                 return  # its answer is still due
         elif now_s < self._next_sync_s:
             return
-        sync_cid = self.peer_connections[controller].send_request(encode(MetadataSyncRequest(self.broker_id, self.metadata.version)))
+        self._sync_attempts += 1
+        reassigned = [{"topic": key[0], "partition": key[1], "replicas": voters} for key, voters in self._reassigned]
+        sync = MetadataSyncRequest(self.broker_id, self.metadata.version, self.peer_addresses[self.broker_id], reassigned)
+        sync_cid = self.peer_connections[controller].send_request(encode(sync))
         self._sync = (controller, sync_cid, now_s) if sync_cid is not None else None
         if sync_cid is None:
             self._next_sync_s = now_s + METADATA_SYNC_INTERVAL_S
+
+    def _drive_reassignments(self, now_s: float) -> None:
+        """Step the reassignments this broker leads (the active controller records the finished
+        ones, its own and those brokers report)."""
+        if now_s >= self._next_reassignment_step_s:
+            self._next_reassignment_step_s = now_s + REASSIGNMENT_STEP_EVERY_S
+            self._reassigned = self.replication.drive_reassignments(reassignment_targets(self.metadata))
+            quorum = self.metadata_quorum
+            if quorum is not None and quorum.leads:
+                for key, voters in self._reassigned:
+                    self.membership_facts.reassignment_completed(key, voters)
+                self._record_membership_facts()
+
+    def _record_membership_facts(self):
+        """On the active controller: propose the membership facts heard of (registrations,
+        finished moves; the brokers this one was started with register here), so every change
+        builds on them; returns the head (None where changes cannot be taken, see MetadataQuorum.head)."""
+        quorum = self.metadata_quorum
+        head = quorum.head(self.metadata) if quorum is not None else None
+        if head is None:
+            return None
+        for broker_id, address in self.config.peers.items():
+            if broker_id not in head.brokers and broker_id not in head.decommissioned:
+                self.membership_facts.register(broker_id, address)
+        if not self.membership_facts:
+            return head
+        image = self.membership_facts.fold(head, self.logger)
+        if image is head:
+            return head
+        try:
+            quorum.propose(image)
+        except (NotLeaderForPartitionError, RecordTooLargeError) as error:
+            self.logger.warning("membership_record_failed", error=str(error))
+            return quorum.head(self.metadata)
+        self.logger.info("membership_recorded", version=image.version, brokers=sorted(image.brokers))
+        return quorum.head(self.metadata)
 
     def _housekeeping(self) -> None:
         now_ms = int(time.time() * 1000)

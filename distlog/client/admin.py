@@ -14,10 +14,12 @@ from distlog.protocol.messages import (
     AlterConfigsRequest,
     CreatePartitionsRequest,
     CreateTopicsRequest,
+    DecommissionBrokerRequest,
     DeleteTopicsRequest,
     ElectLeadersRequest,
     ListOffsetsRequest,
     MetadataRequest,
+    ReassignPartitionsRequest,
 )
 
 # A controller answers a change once committed and, within about this long, applied by every
@@ -79,6 +81,30 @@ class Admin:
         self._controller_request(request, timeout_s)
         self.cluster.topics.pop(name, None)
 
+    def reassign_partition(self, name: str, partition: int, replicas: list, timeout_s: float | None = None) -> None:
+        """Move a partition to `replicas` (the first becomes its preferred leader), as Kafka's
+        alterPartitionReassignments does; returns once the controller has recorded it, while
+        the move itself goes on (describe_topic shows "target_replicas" until it is done).
+        A partition already moving refuses another move until that one is done."""
+        spec = {"name": name, "partition": partition, "replicas": [int(b) for b in replicas]}
+        self._controller_request(ReassignPartitionsRequest(topics=[spec], timeout_ms=self._timeout_ms(timeout_s)), timeout_s)
+        self.cluster.topics.pop(name, None)
+
+    def decommission_broker(self, broker_id: int, timeout_s: float | None = None) -> None:
+        """Stop placing replicas on the broker and move every replica it holds to the others;
+        returns once recorded. The broker is gone from describe_cluster()'s brokers once
+        nothing is left on it: then it may be stopped."""
+        request = DecommissionBrokerRequest(brokers=[int(broker_id)], timeout_ms=self._timeout_ms(timeout_s))
+        self._controller_request(request, timeout_s)
+
+    def reassignments(self, topics: list | None = None) -> list:
+        """(topic, partition, replicas, target_replicas) of every move under way."""
+        self.cluster.refresh(topics)
+        response = self.cluster.request_any(MetadataRequest(topics=topics))
+        return [(t["name"], p["partition"], list(p["replicas"]), list(p["target_replicas"]))
+                for t in response.topics if not t["error_code"]
+                for p in t["partitions"] if p["target_replicas"] is not None]
+
     def list_topics(self) -> list:
         self.cluster.refresh()
         return sorted(name for name in self.cluster.topics if not name.startswith("__"))
@@ -125,6 +151,7 @@ class Admin:
                 "leader": leader,
                 "leader_epoch": info["leader_epoch"] if info["leader_epoch"] >= 0 else None,
                 "replicas": list(info["replicas"]),
+                "target_replicas": list(info["target_replicas"]) if info["target_replicas"] is not None else None,
                 "in_sync": list(info["in_sync"]),
                 "log_start_offset": earliest.get(p),
                 "high_watermark": info["high_watermark"] if info["high_watermark"] >= 0 else None,
@@ -179,7 +206,8 @@ class Admin:
         while True:
             connection = self.cluster.responsive_connection(deadline.remaining_s())
             response = connection.request(request, deadline.remaining_s())
-            errors = [t for t in response.topics if t["error_code"]]
+            results = response.brokers if isinstance(request, DecommissionBrokerRequest) else response.topics
+            errors = [t for t in results if t["error_code"]]
             if errors and errors[0]["error_code"] == ErrorCode.NOT_CONTROLLER and deadline.remaining_s() > backoff_s:
                 time.sleep(backoff_s)  # a retry backoff: the election takes about a second
                 backoff_s = min(2 * backoff_s, CONTROLLER_RETRY_BACKOFF_MAX_S)

@@ -36,6 +36,8 @@ class ApiKey(enum.IntEnum):
     ALTER_CONFIGS = 10  # clients (to the controller): set or delete topic configs
     CREATE_PARTITIONS = 11  # clients (to the controller): grow a topic to more partitions
     ELECT_LEADERS = 12  # clients (to every broker): hand leadership back to preferred replicas
+    REASSIGN_PARTITIONS = 13  # clients (to the controller): move partitions to other brokers
+    DECOMMISSION_BROKER = 14  # clients (to the controller): move every replica off a broker
     ERROR = 255  # a reply to a request that could not be decoded well enough to answer in kind
 
 
@@ -88,6 +90,7 @@ PARTITION_METADATA = {
     "leader": Optional(int),
     "leader_epoch": int,
     "replicas": [int],
+    "target_replicas": Optional([int]),  # where a reassignment under way moves the partition
     "in_sync": [int],
     "high_watermark": int,  # -1 where the answering broker does not know it
     "log_end_offset": int,  # the leader's, -1 where the answering broker does not know it
@@ -282,18 +285,25 @@ CLUSTER_METADATA = {
         {
             "name": str,
             "configs": StrMap,
-            "partitions": [{"partition": int, "replicas": [int]}],
+            "partitions": [{"partition": int, "replicas": [int], "target_replicas": Optional([int])}],
         }
     ],
+    "controllers": [int],
+    "controller_target": [int],
+    "decommissioned": [int],
 }
 
 
 @dataclass(frozen=True)
 class MetadataSyncRequest(Message):
     API_KEY = ApiKey.METADATA_SYNC
-    SCHEMA = {"broker_id": int, "known_version": int}
+    SCHEMA = {"broker_id": int, "known_version": int, "address": str,
+              "reassigned": [{"topic": str, "partition": int, "replicas": [int]}]}
     broker_id: int
     known_version: int
+    address: str = ""  # where the asker listens: registers a broker the metadata does not list yet
+    # Groups the asker leads whose committed membership is now their reassignment's target.
+    reassigned: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -303,6 +313,46 @@ class MetadataSyncResponse(Message):
     error_code: int
     error_message: str
     metadata: dict | None  # None when the asker is already up to date
+
+
+# --------------------------------------------------------------- ReassignPartitions, Decommission
+
+
+@dataclass(frozen=True)
+class ReassignPartitionsRequest(Message):
+    """Move each partition to `replicas` (Kafka's AlterPartitionReassignments); the first
+    replica becomes the preferred leader. Answered once the target is recorded; the move itself
+    follows (Metadata's target_replicas shows it under way, gone once done)."""
+
+    API_KEY = ApiKey.REASSIGN_PARTITIONS
+    SCHEMA = {"topics": [{"name": str, "partition": int, "replicas": [int]}], "timeout_ms": int}
+    topics: list
+    timeout_ms: int = 10_000
+
+
+@dataclass(frozen=True)
+class ReassignPartitionsResponse(Message):
+    API_KEY = ApiKey.REASSIGN_PARTITIONS
+    SCHEMA = {"topics": [_TOPIC_RESULT]}
+    topics: list
+
+
+@dataclass(frozen=True)
+class DecommissionBrokerRequest(Message):
+    """Take new replicas off each broker and reassign every replica it holds (the controller
+    quorum's included) to the others. Answered once recorded; the moves follow."""
+
+    API_KEY = ApiKey.DECOMMISSION_BROKER
+    SCHEMA = {"brokers": [int], "timeout_ms": int}
+    brokers: list
+    timeout_ms: int = 10_000
+
+
+@dataclass(frozen=True)
+class DecommissionBrokerResponse(Message):
+    API_KEY = ApiKey.DECOMMISSION_BROKER
+    SCHEMA = {"brokers": [_TOPIC_RESULT]}  # name: "broker N"
+    brokers: list
 
 
 # ------------------------------------------------------------------------------- ElectLeaders
@@ -392,6 +442,8 @@ REQUEST_TYPES = {
         AlterConfigsRequest,
         CreatePartitionsRequest,
         ElectLeadersRequest,
+        ReassignPartitionsRequest,
+        DecommissionBrokerRequest,
     )
 }
 
@@ -410,6 +462,8 @@ RESPONSE_TYPES = {
         AlterConfigsResponse,
         CreatePartitionsResponse,
         ElectLeadersResponse,
+        ReassignPartitionsResponse,
+        DecommissionBrokerResponse,
         ErrorResponse,
     )
 }

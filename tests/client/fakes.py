@@ -141,7 +141,7 @@ class FakeCluster:
 
     def metadata(self) -> MetadataResponse:
         partitions = [{"partition": p, "leader": leader, "leader_epoch": self.leader_epochs[p],
-                       "replicas": [leader or 1], "in_sync": [leader or 1], "high_watermark": -1, "log_end_offset": -1}
+                       "replicas": [leader or 1], "target_replicas": None, "in_sync": [leader or 1], "high_watermark": -1, "log_end_offset": -1}
                       for p, leader in enumerate(self.leaders)]
         return MetadataResponse([{"broker_id": i, "address": a} for i, a in self.advertised.items()], 1,
                                 [{"name": self.topic, "error_code": 0, "error_message": "", "configs": {},

@@ -3,6 +3,10 @@
 import pytest
 
 from distlog.broker.launcher import start_brokers, stop_brokers
+from tests.supervisor.conftest import cluster_dir as supervised_cluster_dir
+
+# A data dir for a cluster under the supervisor, brought down and checked for leftovers after.
+cluster_dir = supervised_cluster_dir
 
 
 @pytest.fixture(scope="module")

@@ -141,3 +141,22 @@ def test_alter_config_reaches_the_open_logs_and_add_partitions_grows_a_live_topi
     assert consumed.stdout.splitlines() == ["to the new one"]
     shrink = cli(bootstrap, "topic", "add-partitions", "nosuch", "1")
     assert shrink.returncode == 1 and "does not exist" in shrink.stderr
+
+
+def test_topic_reassign_moves_a_partition_and_keeps_its_records(bootstrap):
+    assert cli(bootstrap, "topic", "create", "moved", "--replication-factor", "2").returncode == 0
+    assert cli(bootstrap, "produce", "moved", "--acks", "all", input_text="a\nb\nc\n").returncode == 0
+    before = json.loads(cli(bootstrap, "topic", "describe", "moved", "--json").stdout)["partitions"][0]["replicas"]
+    target = [b for b in (1, 2, 3) if b not in before] + [before[0]]
+    moved = cli(bootstrap, "topic", "reassign", "moved", "--partition", "0", "--replicas", ",".join(map(str, target)))
+    assert moved.returncode == 0, moved.stderr
+    assert f"now lives on {','.join(map(str, target))}" in moved.stderr
+    after = json.loads(cli(bootstrap, "topic", "describe", "moved", "--json").stdout)["partitions"][0]
+    assert after["replicas"] == target and after["target_replicas"] is None
+    consumed = cli(bootstrap, "consume", "moved", "--from-beginning", "--max-records", "3", "--timeout", "10")
+    assert consumed.stdout.split() == ["a", "b", "c"]
+
+    refused = cli(bootstrap, "topic", "reassign", "moved", "--partition", "0", "--replicas", "1,9")
+    assert refused.returncode == 1 and "cannot take replicas" in refused.stderr
+    usage = cli(bootstrap, "topic", "reassign", "moved", "--partition", "0", "--replicas", "one,two")
+    assert usage.returncode == 2 and "comma-separated list of broker ids" in usage.stderr

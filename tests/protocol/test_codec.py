@@ -55,7 +55,8 @@ def test_fetch_response_round_trips():
 
 
 def test_optional_nested_record_round_trips():
-    metadata = {"version": 3, "brokers": [{"broker_id": 1, "address": "tcp://127.0.0.1:1"}], "topics": []}
+    metadata = {"version": 3, "brokers": [{"broker_id": 1, "address": "tcp://127.0.0.1:1"}], "topics": [],
+                "controllers": [1], "controller_target": [], "decommissioned": []}
     response = MetadataSyncResponse(error_code=0, error_message="", metadata=metadata)
     assert decode_response(encode(response)) == response
     empty = MetadataSyncResponse(error_code=0, error_message="", metadata=None)

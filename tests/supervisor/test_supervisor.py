@@ -385,3 +385,31 @@ def test_a_stop_signal_while_starting_stops_everything_started(cluster_dir, monk
                    for pid in spawned)
     assert signal.getsignal(signal.SIGTERM) == handler_before, "the previous handler is back"
     assert not cluster_file.data_dir_locked(cluster_dir)
+
+
+def test_an_added_broker_gets_a_new_id_and_every_broker_learns_it_and_a_removed_one_stays_gone(make_supervisor,
+                                                                                              cluster_dir):
+    supervisor, probe = make_supervisor()
+    supervisor.start()
+    assert supervisor.add_broker() == 4
+    added = cluster_file.load(cluster_dir)["brokers"][-1]
+    assert added["id"] == 4 and added["data_dir"].endswith("broker-4")
+    assert added["address"] not in {b["address"] for b in cluster_file.load(cluster_dir)["brokers"][:-1]}
+    probe.ids[added["address"]] = 4
+    tick_until(supervisor, lambda: broker(supervisor, 4)["state"] == "running", "broker 4 running")
+    for slot in supervisor._slots.values():  # their next start names broker 4 among the peers
+        assert f"4={added['address']}" in slot.process._argv[slot.process._peers_at]
+
+    pid_1 = broker(supervisor, 1)["pid"]
+    supervisor.remove_broker(1)
+    wait_for(lambda: not psutil.pid_exists(pid_1) or psutil.Process(pid_1).status() == psutil.STATUS_ZOMBIE,
+             what="broker 1 stopped")
+    record = cluster_file.load(cluster_dir)
+    assert [b["id"] for b in record["brokers"]] == [2, 3, 4] and record["decommissioned"] == [1]
+    for slot in supervisor._slots.values():
+        assert [int(peer.split("=")[0]) for peer in slot.process._argv[slot.process._peers_at].split(",")] == [2, 3, 4]
+    supervisor.tick()
+    assert [b["id"] for b in supervisor.status()["brokers"]] == [2, 3, 4], "a removed broker is not restarted"
+    assert supervisor.add_broker() == 5, "ids are never reused"
+    with pytest.raises(ClusterError, match="no broker 1"):
+        supervisor.remove_broker(1)
