@@ -58,9 +58,9 @@ from typing import Callable, Optional, Sequence
 
 from distlog.consensus.hard_state_store import HardStateStore
 from distlog.consensus.log_store import Span
+from distlog.consensus.membership import Membership
 from distlog.consensus.messages import Entry, HardState
 from distlog.durable import write_file_atomically
-from distlog.consensus.membership import Membership
 from distlog.log.batch import ATTR_CONTROL, RecordBatch, build_batch, peek_header, stamp_batch
 from distlog.log.errors import OffsetOutOfRangeError
 from distlog.log.partition_log import PartitionLog
@@ -153,7 +153,7 @@ class PartitionStorage:
         self._name = name or os.path.basename(os.path.normpath(log.directory))
         self._hard_state = HardState(commit=log.log_start_offset - 1)
         self._start: tuple[int, int] = (log.log_start_offset, 0)
-        self._pending_start = None  # {"op", "offset", "term"} while the log start is being moved
+        self._pending_start = None  # {"op", "offset", "term", "membership"} while the log start moves
         # Term or vote (or a start-over) changed since the file was last written: sync() writes it.
         self._state_dirty = False
         state = store.get(self._name) if store is not None else None
