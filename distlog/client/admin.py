@@ -59,8 +59,20 @@ class Admin:
         """Create one topic; DistlogError (TOPIC_ALREADY_EXISTS, INVALID_CONFIG, ...) if refused."""
         spec = {"name": name, "partitions": partitions, "replication_factor": replication_factor,
                 "configs": {str(k): str(v) for k, v in (config or {}).items()}}
-        self._controller_request(CreateTopicsRequest(topics=[spec], timeout_ms=self._timeout_ms(timeout_s)), timeout_s)
+        request = CreateTopicsRequest(topics=[spec], timeout_ms=self._timeout_ms(timeout_s))
+        self._controller_request(request, timeout_s, kept_earlier=lambda: self._created_as_asked(spec))
         self.cluster.topics.pop(name, None)
+
+    def _created_as_asked(self, spec: dict) -> bool:
+        """Whether the topic exists with the partitions and replication factor `spec` asked for:
+        a retried create that finds that took effect the first time."""
+        self.cluster.topics.pop(spec["name"], None)
+        try:
+            info = self.cluster.topic(spec["name"])
+        except DistlogError:
+            return False
+        return (info.partition_count == spec["partitions"]
+                and all(len(replicas) == spec["replication_factor"] for replicas in info.replicas))
 
     def delete_topic(self, name: str, timeout_s: float | None = None) -> None:
         self._controller_request(DeleteTopicsRequest(topics=[name], timeout_ms=self._timeout_ms(timeout_s)), timeout_s)
@@ -196,13 +208,20 @@ class Admin:
     def _timeout_ms(self, timeout_s) -> int:
         return int((self.request_timeout_s if timeout_s is None else timeout_s) * 1000)
 
-    def _controller_request(self, request, timeout_s) -> None:
+    def _controller_request(self, request, timeout_s, kept_earlier=None) -> None:
         """Send a topic change to a broker that answers (it forwards it to the controller) and
         retry, with a growing pause, while there is no controller (an election): all within the
-        timeout, plus the time the controller may take to spread a change. Raise the first error."""
+        timeout, plus the time the controller may take to spread a change. Raise the first error.
+
+        NOT_CONTROLLER leaves it open whether the change was kept (a controller busy applying
+        a large change can look gone to the broker that forwarded it). So when a retry is
+        refused as done already (TOPIC_ALREADY_EXISTS), `kept_earlier()` decides whether that
+        is this request's own earlier attempt, which counts as success (Kafka's AdminClient
+        would report the topic as existing)."""
         timeout_s = self.request_timeout_s if timeout_s is None else timeout_s
         deadline = Deadline(timeout_s + CHANGE_SPREAD_S)
         backoff_s = CONTROLLER_RETRY_BACKOFF_MIN_S
+        retried = False
         while True:
             connection = self.cluster.responsive_connection(deadline.remaining_s())
             response = connection.request(request, deadline.remaining_s())
@@ -213,7 +232,11 @@ class Admin:
                 backoff_s = min(2 * backoff_s, CONTROLLER_RETRY_BACKOFF_MAX_S)
                 with contextlib.suppress(DistlogError):
                     self.cluster.refresh([], deadline.cap(self.request_timeout_s))
+                retried = True
                 continue
+            if (errors and retried and kept_earlier is not None
+                    and errors[0]["error_code"] == ErrorCode.TOPIC_ALREADY_EXISTS and kept_earlier()):
+                return
             if errors:
                 raise DistlogError(errors[0]["error_code"], errors[0]["error_message"])
             return

@@ -1,0 +1,67 @@
+"""Admin's controller retries: a create retried after NOT_CONTROLLER that finds its own earlier
+attempt kept succeeds; any other TOPIC_ALREADY_EXISTS is still an error. Stub cluster, no sockets."""
+
+import pytest
+
+from distlog.client.admin import Admin
+from distlog.client.cluster import TopicInfo
+from distlog.protocol.errors import DistlogError, ErrorCode
+from distlog.protocol.messages import CreateTopicsResponse
+
+
+def answer(code: ErrorCode) -> CreateTopicsResponse:
+    return CreateTopicsResponse([{"name": "t", "error_code": int(code), "error_message": code.name}])
+
+
+class StubCluster:
+    """Answers each request with the next scripted response; `existing` is the topic as it is."""
+
+    def __init__(self, answers, existing=None):
+        self.answers = list(answers)
+        self.existing = existing
+        self.topics = {}
+
+    def responsive_connection(self, timeout_s):
+        return self
+
+    def request(self, request, timeout_s):
+        return self.answers.pop(0)
+
+    def refresh(self, topics=None, timeout_s=None):
+        pass
+
+    def topic(self, name, timeout_s=None):
+        if self.existing is None:
+            raise DistlogError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "no such topic")
+        return self.existing
+
+
+def admin_over(cluster) -> Admin:
+    admin = Admin.__new__(Admin)
+    admin.cluster, admin.request_timeout_s = cluster, 5.0
+    return admin
+
+
+def topic(partitions, replication_factor):
+    replicas = [list(range(1, replication_factor + 1))] * partitions
+    return TopicInfo("t", [1] * partitions, replicas, replicas, {})
+
+
+def test_a_retried_create_that_finds_its_own_earlier_attempt_succeeds():
+    cluster = StubCluster([answer(ErrorCode.NOT_CONTROLLER), answer(ErrorCode.TOPIC_ALREADY_EXISTS)], topic(3, 3))
+    admin_over(cluster).create_topic("t", partitions=3, replication_factor=3)
+    assert cluster.answers == [], "it asked twice"
+
+
+def test_a_retried_create_that_finds_a_different_topic_fails():
+    cluster = StubCluster([answer(ErrorCode.NOT_CONTROLLER), answer(ErrorCode.TOPIC_ALREADY_EXISTS)], topic(6, 3))
+    with pytest.raises(DistlogError) as caught:
+        admin_over(cluster).create_topic("t", partitions=3, replication_factor=3)
+    assert caught.value.code == ErrorCode.TOPIC_ALREADY_EXISTS
+
+
+def test_a_topic_that_existed_before_the_first_attempt_is_an_error():
+    cluster = StubCluster([answer(ErrorCode.TOPIC_ALREADY_EXISTS)], topic(3, 3))
+    with pytest.raises(DistlogError) as caught:
+        admin_over(cluster).create_topic("t", partitions=3, replication_factor=3)
+    assert caught.value.code == ErrorCode.TOPIC_ALREADY_EXISTS
