@@ -13,14 +13,18 @@ from types import SimpleNamespace
 
 import pytest
 
+from distlog.broker.launcher import restart_broker, start_brokers, stop_brokers
 from distlog.client import Admin
+from distlog.client.probe import set_fault_rules
 from distlog.supervisor import cluster_file
 from tests.integration.replication_helpers import (
     SteadyProducer,
     assert_every_ack_exactly_once,
     assert_replicas_identical,
     describe,
+    leader_of,
     read_everything,
+    sigkill,
 )
 from tests.supervisor.helpers import REPO_ROOT, processes_using, run_cli, wait_for
 
@@ -125,3 +129,64 @@ def test_add_a_broker_move_everything_off_broker_1_and_decommission_it_under_loa
     again = read_everything(addresses(), TOPIC, PARTITIONS, expected=len(producer.acked))
     assert_every_ack_exactly_once(producer.acked, again)
     assert not processes_using(os.path.join(str(cluster_dir), "broker-1") + " "), "broker 1 was started again"
+
+
+def cut(a, b) -> None:
+    """Drop every frame between brokers a and b, both ways, on the real transport."""
+    set_fault_rules(a.address, {"drop_to": [f"broker-{b.broker_id}"], "drop_from": [f"broker-{b.broker_id}"]}, timeout_s=5)
+    set_fault_rules(b.address, {"drop_to": [f"broker-{a.broker_id}"], "drop_from": [f"broker-{a.broker_id}"]}, timeout_s=5)
+
+
+def moved(address, topic, target) -> bool:
+    """Whether the broker at `address` reports partition 0 as living on `target`, no move pending."""
+    try:
+        partition = describe(address, topic)["partitions"][0]
+    except Exception:  # the broker is busy electing or restarting: ask again
+        return False
+    return partition["target_replicas"] is None and partition["replicas"] == target
+
+
+@pytest.fixture
+def four_brokers(tmp_path):
+    brokers = start_brokers(4, str(tmp_path))
+    try:
+        yield brokers
+    finally:
+        stop_brokers(brokers)
+
+
+def test_a_move_survives_sigkill_of_a_follower_and_of_the_leader_mid_move_and_replicas_end_identical(four_brokers):
+    brokers = four_brokers
+    topic = "killed-mid-move"
+    with Admin(brokers[0].address) as admin:
+        admin.create_topic(topic, partitions=1, replication_factor=3)
+    replicas = wait_for(lambda: describe(brokers[0].address, topic)["partitions"][0]["replicas"], 10, "the topic")
+    leader = wait_for(lambda: leader_of(brokers, topic, 0), 15, "a leader")
+    by_id = {b.broker_id: b for b in brokers}
+    follower = next(b for b in replicas if b != leader)
+    spare = next(b for b in by_id if b not in replicas)
+    target = [b for b in replicas if b != leader] + [spare]  # the leader leaves
+    with SteadyProducer(brokers[0].address, topic, partition=0, rate_per_s=200) as producer:
+        wait_for(lambda: len(producer.acked) >= 100, 20, "writes before the faults")
+        sigkill(by_id[follower])
+        # Cut the spare off from the leader: the move gets as far as a learner that cannot
+        # catch up, so the leader dies in the middle of it.
+        cut(by_id[leader], by_id[spare])
+        with Admin(",".join(b.address for b in brokers if b.broker_id != follower)) as admin:
+            admin.reassign_partition(topic, 0, target)
+        wait_for(lambda: "add_learner" in open(by_id[leader].log_path).read(), 20, "the spare added as a learner")
+        sigkill(by_id[leader])
+        killed_at = time.monotonic()
+        set_fault_rules(by_id[spare].address, {}, timeout_s=5)
+        restart_broker(by_id[follower])
+        restart_broker(by_id[leader])
+        wait_for(lambda: moved(by_id[spare].address, topic, target), 60, "the move finished")
+        wait_for(lambda: producer.acked_after(killed_at) >= 200, 30, "writes acknowledged after the kills")
+    live = by_id[spare].address
+    records = read_everything(live, topic, 1, expected=len(producer.acked))
+    assert_every_ack_exactly_once(producer.acked, records)
+    stop_brokers(brokers)
+    holders = [b for b in brokers if b.broker_id in target]
+    assert_replicas_identical(holders, topic, 1)
+    assert not os.path.exists(os.path.join(by_id[leader].data_dir, "topics", f"{topic}-0")), \
+        "the broker that left still holds its replica"
