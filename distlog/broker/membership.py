@@ -28,7 +28,7 @@ def retired(metadata: ClusterMetadata, broker_id: int) -> bool:
     if broker_id not in metadata.decommissioned:
         return False
     quorum = [*metadata.controllers, *metadata.controller_target]
-    return broker_id not in quorum and not metadata.replicas_on(broker_id)
+    return broker_id not in quorum and not hosted_partitions(metadata, broker_id)
 
 
 def peer_addresses(metadata: ClusterMetadata, configured_peers: dict) -> dict:

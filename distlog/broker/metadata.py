@@ -216,15 +216,17 @@ class ClusterMetadata:
         image.topics[name].targets[partition] = list(replicas)
         return image
 
-    def with_controllers_reassigned(self, controllers: list) -> "ClusterMetadata":
-        """A new version in which the controller quorum is to move to `controllers`."""
+    def with_controllers_reassigned(self, controllers: list, bootstrap_controllers: list) -> "ClusterMetadata":
+        """A new version in which the controller quorum (`controllers`, else the bootstrap
+        quorum when none is recorded yet) is to move to `controllers`."""
         self._check_replica_list(controllers)
         if self.controller_target:
             raise DistlogError(ErrorCode.INVALID_REQUEST, f"the controller quorum is already moving to "
                                f"{self.controller_target}; wait until that is done")
-        if list(controllers) == self.controllers:
+        current = self.controllers or list(bootstrap_controllers)
+        if list(controllers) == current:
             return self
-        return self._next(controllers=self.controllers or list(controllers), controller_target=list(controllers))
+        return self._next(controllers=current, controller_target=list(controllers))
 
     def _check_replica_list(self, replicas: list) -> None:
         if not replicas:
@@ -295,10 +297,6 @@ class ClusterMetadata:
             image.controllers = image.controllers or list(bootstrap_controllers)
             image.controller_target = controllers
         return image
-
-    def replicas_on(self, broker_id: int) -> list:
-        """(topic, partition) of every replica broker_id holds or is to hold."""
-        return [(t.name, p) for t in self.topics.values() for p in range(t.partition_count) if broker_id in t.hosts(p)]
 
 
 def validate_topic_request(name: str, partitions: int, replication_factor: int, configs: dict, live_broker_count: int) -> None:

@@ -648,9 +648,11 @@ class Broker:
         return self._change_metadata(peer, cid, request, lambda metadata, spec: metadata.with_partitions_added(spec["name"], spec["count"]))
 
     def _handle_reassign_partitions(self, peer, cid, request):
+        bootstrap = list(controller_voters(self.metadata, self.config.peers))
+
         def reassign(metadata, spec):
             if spec["name"] == METADATA_KEY[0] and spec["partition"] == METADATA_KEY[1]:
-                return metadata.with_controllers_reassigned(spec["replicas"])
+                return metadata.with_controllers_reassigned(spec["replicas"], bootstrap)
             return metadata.with_reassignment(spec["name"], spec["partition"], spec["replicas"])
 
         return self._change_metadata(peer, cid, request, reassign)

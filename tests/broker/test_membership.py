@@ -152,3 +152,14 @@ def test_the_new_fields_survive_the_wire_form_and_old_images_still_load():
             del partition["target_replicas"]
     loaded = ClusterMetadata.from_wire(old)
     assert loaded.decommissioned == [] and loaded.topics["t"].targets == {}
+
+
+def test_moving_the_controller_quorum_starts_from_the_bootstrap_quorum_when_none_is_recorded():
+    image = cluster()
+    moving = image.with_controllers_reassigned([2, 3, 4], bootstrap_controllers=[1, 2, 3])
+    assert moving.controllers == [1, 2, 3] and moving.controller_target == [2, 3, 4]
+    assert reassignment_targets(moving)[METADATA_KEY] == [2, 3, 4]
+    assert image.with_controllers_reassigned([1, 2, 3], bootstrap_controllers=[1, 2, 3]) is image
+    with pytest.raises(DistlogError) as caught:
+        moving.with_controllers_reassigned([1, 2, 3], bootstrap_controllers=[1, 2, 3])
+    assert "already moving" in caught.value.message
