@@ -255,8 +255,9 @@ class SimDiskStorage(PartitionStorage):
     def __init__(self, directory: str, config: LogConfig):
         self.directory = directory
         self.config = config
-        super().__init__(PartitionLog.open(directory, config))
+        # Before opening: finishing a start-over a crash interrupted syncs, and sync() notes this.
         self._durable_bytes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        super().__init__(PartitionLog.open(directory, config))
         self._note_durable()
 
     def _note_durable(self) -> None:
