@@ -4,9 +4,28 @@ from __future__ import annotations
 
 import errno
 
+from distlog.log.batch import CorruptBatchError
+
 
 class LogError(Exception):
     """Base class of every storage engine error (CorruptBatchError lives in batch.py)."""
+
+
+class CorruptDataError(LogError, CorruptBatchError):
+    """Stored bytes that fail their checks when read: the log serves none of them.
+
+    `offset` is the first offset the damage may cover (the batch that failed, or the one that
+    should have started there), `position` its byte in `path`. The broker answers the read
+    with CORRUPT_MESSAGE and repairs the replica from the others (recovery.py)."""
+
+    def __init__(self, path: str, position: int, offset: int, why: str):
+        self.path = path
+        self.position = position
+        self.offset = offset
+        super().__init__(
+            f"{path}: the batch at byte {position} (offset {offset}) is damaged: {why}; nothing from there "
+            f"on is served until the replica is repaired from another copy"
+        )
 
 
 class OffsetOutOfRangeError(LogError, IndexError):

@@ -24,11 +24,22 @@ from distlog.log.batch import BatchHeader, CorruptBatchError, RecordBatch, peek_
 from distlog.log.compaction import CompactionStats, compact_segments
 from distlog.log.config import LogConfig
 from distlog.log.errors import (
+    CorruptDataError,
     CorruptSegmentNameError,
     LogFlushFailedError,
     NotAPartitionLogError,
     OffsetOutOfRangeError,
     RecordTooLargeError,
+)
+from distlog.log.recovery import (
+    QUARANTINE_DIR,
+    Damage,
+    copy_file_prefix,
+    move_into_quarantine,
+    new_quarantine_dir,
+    record_damage,
+    sound_batches_after,
+    unrepaired_damage,
 )
 from distlog.log.retention import expired_segment_count
 from distlog.log.segment import Segment
@@ -54,6 +65,8 @@ def _classify(directory: str) -> list[int]:
     for name in os.listdir(directory):
         path = os.path.join(directory, name)
         stem, suffix = os.path.splitext(name)
+        if name == QUARANTINE_DIR and os.path.isdir(path):
+            continue  # damaged files kept for inspection (recovery.py)
         if _LEFTOVER_NAME.match(name) and os.path.isfile(path):
             leftovers.append(path)
         elif suffix not in _SEGMENT_SUFFIXES or not os.path.isfile(path):
@@ -74,28 +87,71 @@ def _classify(directory: str) -> list[int]:
     return sorted(base_offsets)
 
 
-def _contiguous_segments(directory: str, segments: list[Segment]) -> list[Segment]:
-    """The opened segments that continue each other's offsets; deletes the others.
+def _trusted_segments(directory: str, segments: list[Segment]) -> list[Segment]:
+    """The opened segments recovery can trust (recovery.py says what is cut and what is
+    quarantined). Only the first problem is looked at: everything after it is quarantined."""
+    segments = _without_failed_rolls(directory, segments)
+    for index, segment in enumerate(segments):
+        if index == len(segments) - 1:
+            if segment.sound_end == segment.size_bytes:
+                break
+            held_until = sound_batches_after(segment._fd, segment.sound_end + 1, segment.size_bytes, segment.next_offset)
+            if held_until is None:
+                segment.cut_torn_tail()  # nothing sound after the bad batch: a torn write
+                break
+            reason = f"{segment.problem}, in the active segment, with sound batches after it"
+        else:
+            following = segments[index + 1]
+            if segment.sound_end < segment.size_bytes:
+                reason = f"{segment.problem}, in a closed segment"
+            elif segment.next_offset != following.base_offset:
+                reason = (f"a closed segment of {segment.size_bytes} bytes ends at offset {segment.next_offset} "
+                          f"but the next one starts at {following.base_offset}")
+            else:
+                continue
+            held_until = max(s.next_offset for s in segments[index:])
+        return segments[:index] + [_quarantine(directory, segments[index:], held_until, reason)]
+    return segments
 
-    An empty closed segment (a roll that failed after creating its file) holds nothing but
-    would shadow the tail of the segment before it. A closed segment that recovery cut short
-    ends the log: the segments after it were written after bytes now lost, so they were never
-    flushed, and keeping them would leave a hole that reads jump over."""
-    kept = [segment for segment in segments[:-1] if segment.size_bytes] + segments[-1:]
-    dropped = [segment for segment in segments if segment not in kept]
-    for index in range(1, len(kept)):
-        if kept[index].base_offset != kept[index - 1].next_offset:
-            logger.warning("recovery of %s: segment %d ends at offset %d but the next starts at %d; "
-                           "dropping the %d segment(s) from there", directory, kept[index - 1].base_offset,
-                           kept[index - 1].next_offset, kept[index].base_offset, len(kept) - index)
-            dropped += kept[index:]
-            kept = kept[:index]
-            break
-    if dropped:
-        for segment in dropped:
-            segment.delete_files()
-        fsync_directory(directory)  # before new appends reuse the offsets they held
-    return kept
+
+def _without_failed_rolls(directory: str, segments: list[Segment]) -> list[Segment]:
+    """Drop the empty closed segments a failed roll left (the batches went on into the segment
+    before, so its neighbours continue each other without it); an empty closed segment whose
+    neighbours leave a gap is damage, and stays for _trusted_segments to find."""
+    leftovers = [segment for before, segment, after in zip(segments, segments[1:-1], segments[2:])
+                 if segment.size_bytes == 0 and before.next_offset == after.base_offset]
+    for segment in leftovers:
+        segment.delete_files()
+        segment.release()
+    if leftovers:
+        fsync_directory(directory)
+    return [segment for segment in segments if segment not in leftovers]
+
+
+def _quarantine(directory: str, segments: list[Segment], held_until: int, reason: str) -> Segment:
+    """Move segments[0] (whose sound prefix ends at its sound_end) and every later segment into
+    a new quarantine directory, keeping a copy of the sound prefix as the live segment; returns
+    that segment, reopened as the active one (crc-checked whole: damage found in it is
+    quarantined the same way). Durable on return; the segment objects passed are released."""
+    while True:
+        damaged = segments[0]
+        offset = damaged.next_offset
+        damage = Damage(offset, max(held_until, offset), reason, new_quarantine_dir(directory, offset))
+        moving = [path for segment in segments
+                  for path in (segment.log_path, segment.offset_index.path, segment.time_index.path)]
+        logger.error("partition log %s: %s; moving %d segment(s) there until a replica repairs them",
+                     directory, damage.describe(), len(segments))
+        record_damage(damage, moving)
+        move_into_quarantine(damage.quarantine_dir, moving)
+        copy_file_prefix(os.path.join(damage.quarantine_dir, os.path.basename(damaged.log_path)), damaged.log_path,
+                         damaged.sound_end)
+        fsync_directory(directory)
+        for segment in segments:
+            segment.release()
+        live = Segment.open(directory, damaged.base_offset, damaged.index_interval_bytes, recover=True)
+        if live.sound_end == live.size_bytes:
+            return live
+        segments, reason = [live], f"{live.problem}, in the sound part of a damaged segment"
 
 
 class PartitionLog:
@@ -113,6 +169,9 @@ class PartitionLog:
         self._compaction_done_until: tuple[int, float] | None = None
         self._closed = False
         self._flush_error: OSError | None = None
+        # Offsets this log held once and lost to damage, until it holds them again (recovery.py).
+        self.damage: Damage | None = None
+        self._scrub_at: tuple = (None, 0, 0)  # (segment, position, offset) where scrub() goes on
 
     @classmethod
     def open(cls, directory: str, config: LogConfig = LogConfig(), clock_ms: Callable[[], int] = _wall_clock_ms) -> PartitionLog:
@@ -128,8 +187,9 @@ class PartitionLog:
         else:
             segments = [Segment.open(directory, base, interval, recover=False) for base in base_offsets[:-1]]
             segments.append(Segment.open(directory, base_offsets[-1], interval, recover=True))
-            segments = _contiguous_segments(directory, segments)
+            segments = _trusted_segments(directory, segments)
         log = cls(directory, config, clock_ms, segments)
+        log.damage = unrepaired_damage(directory, log.log_end_offset)
         if segments[-1].size_bytes:
             segments[-1].first_append_ms = clock_ms()
         return log
@@ -418,6 +478,69 @@ class PartitionLog:
                     fsync_directory(self.directory)
                     self._directory_dirty = False
             self._last_flush_ms = self._clock_ms()
+
+    # -- damage --------------------------------------------------------------------------
+
+    def quarantine_damaged(self, error: CorruptDataError) -> Damage:
+        """Quarantine the batch a read found damaged and everything after it (recovery.py), as
+        recovery would have had it been found on open: the log then ends before that batch and
+        reports the damage until it holds those offsets again. Readers in flight keep their
+        views (the files are renamed, not changed)."""
+        with self._lock:
+            self._check_open()
+            segments = self._segments
+            index = next((i for i, s in enumerate(segments) if s.log_path == error.path), None)
+            if index is None:
+                raise ValueError(f"{error.path} is not a segment of {self.directory} (any more)")
+            damaged = segments[index]
+            if not damaged.base_offset <= error.offset <= damaged.next_offset:
+                raise ValueError(f"offset {error.offset} is not in the segment {error.path}")
+            damaged.sound_end, damaged.next_offset = error.position, error.offset  # whole batches before it
+            held_until = self.log_end_offset
+            live = _quarantine(self.directory, segments[index:], held_until, str(error))
+            self._set_segments(segments[:index] + [live])
+            self._dirty_segments = []
+            self._compaction_done_until = None
+            self.damage = unrepaired_damage(self.directory, self.log_end_offset)
+            return self.damage
+
+    def scrub(self, max_bytes: int) -> int:
+        """crc-check about max_bytes more of the closed segments, from where the last call
+        stopped, round and round; returns the bytes checked (0 when there is no closed
+        segment). CorruptDataError names the first damaged batch.
+
+        Open trusts closed segments without reading them (a crc scan of the whole log at every
+        start would read it all), and a follower never reads its log: damage that appeared in
+        a closed segment since it was written would wait there for the day a read or a new
+        leader needs it. A broker scrubs a little on every housekeeping turn instead."""
+        segments, base_offsets = self._snapshot
+        self._check_open()
+        closed = segments[:-1]
+        if not closed:
+            return 0
+        segment, position, offset = self._scrub_at
+        index = bisect.bisect_left(base_offsets, segment.base_offset) if segment is not None else 0
+        if index >= len(closed) or closed[index] is not segment:
+            # it went (retention) or was replaced (compaction): from the segment now there
+            index = index if index < len(closed) else 0
+            segment, position, offset = closed[index], 0, closed[index].base_offset
+        elif offset >= segment.next_offset:  # done with it: the next one, or round again
+            index = index + 1 if index + 1 < len(closed) else 0
+            segment, position, offset = closed[index], 0, closed[index].base_offset
+        end_position, end_offset = segment.check(position, offset, max_bytes)
+        self._scrub_at = (segment, end_position, end_offset)
+        return end_position - position
+
+    def note_if_repaired(self) -> bool:
+        """If the log holds every offset its damage took again, record the damage repaired;
+        returns whether the log is whole (no damage left)."""
+        damage = self.damage
+        if damage is None:
+            return True
+        if self.log_end_offset < damage.held_until:
+            return False
+        self.damage = unrepaired_damage(self.directory, self.log_end_offset)
+        return self.damage is None
 
     def make_recovered_durable(self) -> None:
         """fsync the active segment as recovery found it. What a previous process wrote but

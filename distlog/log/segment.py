@@ -15,14 +15,16 @@ import mmap
 import os
 import weakref
 
+import crc32c
 import numpy as np
 
-from distlog.log.batch import HEADER_SIZE, MAGIC, BatchHeader, CorruptBatchError, RecordBatch, peek_header
+from distlog.log.batch import CRC_START, HEADER_SIZE, MAGIC, BatchHeader, CorruptBatchError, RecordBatch, peek_header
+from distlog.log.errors import CorruptDataError
 from distlog.log.index import IndexCorruptError, OffsetIndex, TimeIndex
+from distlog.log.recovery import scan_batches
 
 logger = logging.getLogger(__name__)
 
-_SCAN_CHUNK_BYTES = 4 * 1024 * 1024
 _COPY_CHUNK_BYTES = 16 * 1024 * 1024
 _EMPTY = memoryview(b"")
 # Page cache kept for the newest bytes of a segment. Older bytes, once fsynced, are dropped from
@@ -41,43 +43,6 @@ def segment_file_name(base_offset: int, suffix: str) -> str:
     return f"{base_offset:020d}{suffix}"
 
 
-def scan_batches(fd: int, start: int, end: int, expected_offset: int | None, verify: bool):
-    """Yield (position, header) for consecutive sound batches in the file range [start, end).
-
-    Stops silently at the first torn batch (header or body cut off), bad header, crc or
-    table mismatch (when verify), or offset discontinuity; the caller truncates there.
-    Reads in large chunks, so a recovery scan costs a few syscalls per megabytes."""
-    pos = start
-    chunk, chunk_pos = b"", start
-    while end - pos >= HEADER_SIZE:
-        if pos + HEADER_SIZE > chunk_pos + len(chunk):
-            chunk, chunk_pos = os.pread(fd, min(_SCAN_CHUNK_BYTES, end - pos), pos), pos
-        try:
-            header = peek_header(chunk, pos - chunk_pos)
-        except CorruptBatchError as error:
-            logger.warning("stopping scan at byte %d: %s", pos, error)
-            return
-        batch_end = pos + header.batch_length
-        if batch_end > end:
-            logger.warning("stopping scan at byte %d: batch of %d bytes is cut off", pos, header.batch_length)
-            return
-        if expected_offset is not None and header.base_offset != expected_offset:
-            logger.warning("stopping scan at byte %d: batch starts at offset %d, expected %d",
-                           pos, header.base_offset, expected_offset)
-            return
-        if verify:
-            if batch_end > chunk_pos + len(chunk):
-                chunk, chunk_pos = os.pread(fd, max(min(_SCAN_CHUNK_BYTES, end - pos), header.batch_length), pos), pos
-            try:
-                RecordBatch(memoryview(chunk)[pos - chunk_pos : batch_end - chunk_pos]).verify()
-            except CorruptBatchError as error:
-                logger.warning("stopping scan at byte %d: %s", pos, error)
-                return
-        yield pos, header
-        expected_offset = header.last_offset + 1
-        pos = batch_end
-
-
 class Segment:
     """A .log file holding batches with offsets [base_offset, next_offset), and its indexes."""
 
@@ -94,6 +59,9 @@ class Segment:
         self.max_timestamp_ms = -1
         self.first_append_ms: int | None = None
         self.dirty = False
+        # The end of the bytes a scan found sound, and why the rest is not (see open()).
+        self.sound_end = 0
+        self.problem: str | None = None
         self._bytes_since_index_entry = 0
         self._scan_end = 0
         self._cache_dropped_to = 0  # file bytes below this were fsynced and dropped from the page cache
@@ -122,14 +90,17 @@ class Segment:
 
     @classmethod
     def open(cls, directory: str, base_offset: int, index_interval_bytes: int, recover: bool) -> Segment:
-        """Open an existing segment. recover=True (the last segment) scans every batch with its
-        crc and truncates a torn or corrupt tail; otherwise the indexes are sanity-checked and
-        only the bytes after the last index entry are walked (full recovery if anything is off)."""
+        """Open an existing segment, changing nothing on disk but its indexes. recover=True (the
+        last segment) scans every batch with its crc; otherwise the indexes are sanity-checked
+        and only the bytes after the last index entry are walked (a full scan if anything is
+        off). A batch that fails the scan ends the sound prefix: `sound_end` says where and
+        `problem` why, and the caller (PartitionLog.open, recovery.py) decides whether those
+        bytes are a torn tail to cut or damage to quarantine."""
         segment = cls(directory, base_offset, index_interval_bytes)
         segment._open_fd(0)
         segment.size_bytes = os.fstat(segment._fd).st_size
         if recover or not segment._load_indexes():
-            segment._recover()
+            segment._rebuild_indexes()
         return segment
 
     def _load_indexes(self) -> bool:
@@ -150,6 +121,7 @@ class Segment:
             logger.warning("rebuilding indexes of %s: the batches after the last index entry do not parse",
                            self.log_path)
             return False
+        self.sound_end = self.size_bytes
         last_time_offset = self.time_index.values[-1] if len(self.time_index) else 0
         if last_time_offset > self.next_offset - self.base_offset:
             logger.warning("rebuilding indexes of %s: time index points past the log", self.log_path)
@@ -212,27 +184,44 @@ class Segment:
         if len(index) and self._scan_end == position:
             raise IndexCorruptError(f"{index.path} points at byte {position}, which is not a sound batch")
 
-    def _recover(self) -> None:
-        """Rebuild both indexes from a crc-verified scan; truncate at the first bad batch."""
-        self._map_view = _EMPTY  # nobody reads yet, so the file may shrink below
+    def _rebuild_indexes(self) -> None:
+        """Rebuild both indexes from a crc-verified scan of the sound prefix. They are written
+        only if the whole file is sound; otherwise once the caller has dealt with the rest."""
+        self._map_view = _EMPTY  # nobody reads yet, so the file may shrink later
         self.offset_index.truncate_entries(0)
         self.time_index.truncate_entries(0)
         self.next_offset = self.base_offset
         self.max_timestamp_ms = -1
         self.last_term = 0
         self._bytes_since_index_entry = 0
+        problems: list[str] = []
         valid_end = 0
-        for pos, header in scan_batches(self._fd, 0, self.size_bytes, self.base_offset, verify=True):
+        for pos, header in scan_batches(self._fd, 0, self.size_bytes, self.base_offset, verify=True, problems=problems):
             self._index_batch(pos, header)
             valid_end = pos + header.batch_length
-        if valid_end < self.size_bytes:
-            logger.warning("recovery of %s: truncating %d bytes after byte %d (torn or corrupt tail)",
-                           self.log_path, self.size_bytes - valid_end, valid_end)
-            os.ftruncate(self._fd, valid_end)
-            os.fsync(self._fd)
-            self.size_bytes = valid_end
+        self.sound_end = valid_end
+        self.problem = problems[0] if problems else None
+        if valid_end == self.size_bytes:
+            self.offset_index.rewrite_or_remove()
+            self.time_index.rewrite_or_remove()
+
+    def cut_torn_tail(self) -> None:
+        """Truncate the file to its sound prefix (recovery decided the rest is a torn write)."""
+        logger.warning("recovery of %s: cutting %d bytes after byte %d, a torn write (%s)",
+                       self.log_path, self.size_bytes - self.sound_end, self.sound_end, self.problem)
+        os.ftruncate(self._fd, self.sound_end)
+        os.fsync(self._fd)
+        self.size_bytes = self.sound_end
+        self.problem = None
         self.offset_index.rewrite_or_remove()
         self.time_index.rewrite_or_remove()
+
+    def release(self) -> None:
+        """Close the file descriptor without writing anything (the files were moved away);
+        views that readers hold stay valid."""
+        self._close_fd()
+        self._fd = -1
+        self._map_view = _EMPTY
 
     def _account(self, header: BatchHeader) -> None:
         self.next_offset = header.last_offset + 1
@@ -288,48 +277,95 @@ class Segment:
             self._map_view = view
         return view
 
+    def _checked_header(self, data: memoryview, at: int, expected_offset: int, data_position: int = 0,
+                        file_bytes: int | None = None) -> BatchHeader:
+        """The header of the batch at data[at:] (file byte data_position + at), which must be
+        whole within the file's file_bytes (default: len(data)) and start at expected_offset;
+        CorruptDataError otherwise (the bytes cannot be trusted)."""
+        position = data_position + at
+        try:
+            header = peek_header(data, at)
+        except CorruptBatchError as error:
+            raise CorruptDataError(self.log_path, position, expected_offset, str(error)) from None
+        if position + header.batch_length > (len(data) if file_bytes is None else file_bytes):
+            raise CorruptDataError(self.log_path, position, expected_offset,
+                                   f"the batch claims {header.batch_length} bytes, past the end of the file")
+        if header.base_offset != expected_offset:
+            raise CorruptDataError(self.log_path, position, expected_offset,
+                                   f"the batch starts at offset {header.base_offset}")
+        return header
+
+    def _check_crc(self, data: memoryview, at: int, header: BatchHeader, data_position: int = 0) -> None:
+        """CorruptDataError unless the batch at data[at:] matches its crc32c: a batch is
+        checked every time it is served, so a bit that flipped on disk is never passed on."""
+        actual = crc32c.crc32c(data[at + CRC_START : at + header.batch_length])
+        if actual != header.crc:
+            raise CorruptDataError(self.log_path, data_position + at, header.base_offset,
+                                   f"crc32c mismatch (stored {header.crc:#010x}, computed {actual:#010x})")
+
     def locate(self, offset: int) -> tuple[int, BatchHeader] | None:
-        """(position, header) of the first batch whose last offset is >= offset, or None."""
+        """(position, header) of the first batch whose last offset is >= offset, or None.
+        CorruptDataError if a header on the way is damaged."""
         view = self._mapped()
         entry = self.offset_index.floor(offset - self.base_offset)
-        position = self.offset_index.values[entry] if entry is not None else 0
+        if entry is not None:
+            position, expected = self.offset_index.values[entry], self.base_offset + self.offset_index.keys[entry]
+        else:
+            position, expected = 0, self.base_offset
         size_bytes = len(view)
         while position < size_bytes:
-            header = peek_header(view, position)
+            header = self._checked_header(view, position, expected)
             if header.last_offset >= offset:
                 return position, header
             position += header.batch_length
+            expected = header.last_offset + 1
         return None
 
     def read(self, offset: int, max_bytes: int, max_offset: int | None) -> memoryview:
         """Whole batches from the one holding offset, at most max_bytes (but at least one batch),
-        none whose base_offset >= max_offset. Empty if there is nothing to return."""
+        none whose base_offset >= max_offset, each crc-checked (CorruptDataError names the
+        first that fails). Empty if there is nothing to return."""
         found = self.locate(offset)
         if found is None:
             return _EMPTY
-        start, first = found
-        if max_offset is not None and first.base_offset >= max_offset:
+        start, header = found
+        if max_offset is not None and header.base_offset >= max_offset:
             return _EMPTY
         view = self._mapped()
-        limit = start + max(max_bytes, first.batch_length)
-        position = start + first.batch_length
-        if position + HEADER_SIZE > limit:
-            return view[start:position]
-        # Jump over batches the index already proves fit, then walk the last few headers.
-        index = self.offset_index
-        entry = index.position_floor(limit)
-        if max_offset is not None and entry is not None:
-            offset_entry = index.floor(max_offset - 1 - self.base_offset)
-            entry = None if offset_entry is None else min(entry, offset_entry)
-        if entry is not None and index.values[entry] > position:
-            position = index.values[entry]
+        limit = start + max(max_bytes, header.batch_length)
         size_bytes = len(view)
-        while position < size_bytes:
-            header = peek_header(view, position)
+        position = start
+        while True:
+            self._check_crc(view, position, header)
+            position += header.batch_length
+            if position + HEADER_SIZE > limit or position >= size_bytes:
+                break
+            header = self._checked_header(view, position, header.last_offset + 1)
             if position + header.batch_length > limit or (max_offset is not None and header.base_offset >= max_offset):
                 break
-            position += header.batch_length
         return view[start:position]
+
+    def check(self, position: int, expected_offset: int, max_bytes: int) -> tuple[int, int]:
+        """crc-check the whole batches from position (where expected_offset starts) for about
+        max_bytes (at least one batch), reading with pread, not the mapping (a scrub should not
+        keep the pages of old segments mapped); returns (position, offset) after the last batch
+        checked. CorruptDataError on the first that fails."""
+        size_bytes = self.size_bytes
+        start = position
+        data = memoryview(os.pread(self._fd, min(max(max_bytes, HEADER_SIZE), size_bytes - start), start))
+        at = 0
+        while start + at < size_bytes and at < len(data):
+            if at and at + HEADER_SIZE > len(data):
+                break  # a header cut by the end of this read: the next call starts with it
+            header = self._checked_header(data, at, expected_offset, start, size_bytes)
+            if at + header.batch_length > len(data):
+                if at:
+                    break  # it did not fit in this read: the next call starts with it
+                data = memoryview(os.pread(self._fd, header.batch_length, start))
+            self._check_crc(data, at, header, start)
+            at += header.batch_length
+            expected_offset = header.last_offset + 1
+        return start + at, expected_offset
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
         """First offset in this segment whose record timestamp is >= timestamp_ms, or None."""

@@ -1,5 +1,7 @@
-"""Recovery on open: real files, damaged on disk, reopened. A torn or corrupt tail is cut at
-the first bad batch; missing, stale or damaged indexes are rebuilt; nothing corrupt is served."""
+"""Recovery on open: real files, damaged on disk, reopened. A torn tail is cut at the first bad
+batch; a bad batch with sound ones after it, or in a closed segment, is quarantined from there
+(test_damage.py has the rest); missing, stale or damaged indexes are rebuilt; nothing corrupt is
+served."""
 
 import os
 
@@ -47,7 +49,7 @@ def test_a_torn_last_batch_is_truncated(open_log, cut_bytes):
     assert reopened.append(values_batch(b"next")) == (38, 38)
 
 
-def test_a_corrupt_batch_cuts_the_log_there(open_log):
+def test_a_corrupt_batch_before_a_sound_one_is_quarantined_from_there(open_log):
     log = open_log(**SETTINGS)
     _fill(log)
     path = _last_segment_path(log.directory)
@@ -58,6 +60,7 @@ def test_a_corrupt_batch_cuts_the_log_there(open_log):
         file.write(b"\xee")
     reopened = open_log(**SETTINGS)
     assert reopened.log_end_offset == 36
+    assert (reopened.damage.offset, reopened.damage.held_until) == (36, 40)  # the sound last batch
     assert os.path.getsize(path) == starts[-2]
     records = read_all(reopened)
     assert [r.offset for r in records] == list(range(36))
@@ -157,7 +160,7 @@ def test_the_whole_last_segment_corrupt_leaves_an_empty_segment(open_log):
 
 
 @pytest.mark.parametrize("damage", ["torn", "zeroed"])
-def test_a_torn_closed_segment_ends_the_log_there(open_log, damage):
+def test_a_torn_closed_segment_ends_the_log_there_and_the_rest_is_quarantined(open_log, damage):
     log = open_log(**SETTINGS)
     _fill(log)
     names = sorted(n for n in os.listdir(log.directory) if n.endswith(".log"))
@@ -172,8 +175,10 @@ def test_a_torn_closed_segment_ends_the_log_there(open_log, damage):
             file.seek(starts[-1])
             file.write(b"\0" * (len(data) - starts[-1]))  # its pages never reached the disk
     reopened = open_log(**SETTINGS)
-    # no hole: what followed the torn batch goes, and the log continues at the torn offset
+    # no hole: what followed the torn batch is quarantined, and the log continues at the torn
+    # offset, reporting what it lost (a closed segment was fsynced whole: this is damage)
     assert reopened.log_end_offset == torn_offset
+    assert (reopened.damage.offset, reopened.damage.held_until) == (torn_offset, 40)
     assert [r.offset for r in read_all(reopened, max_bytes=1)] == list(range(torn_offset))
     assert sorted(n for n in os.listdir(log.directory) if n.endswith(".log")) == names[:2]
     assert reopened.append(values_batch(b"next")) == (torn_offset, torn_offset)
