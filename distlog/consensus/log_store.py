@@ -71,6 +71,11 @@ class Storage(Protocol):
         """Make every write so far durable (a driver calls it once per loop turn, before
         sending votes and acks and before advance())."""
 
+    # Optional (raft.py, "Repair"): the last offset this node may once have acknowledged but no
+    # longer holds (its log was damaged and cut), None if its log is whole. Read once, when
+    # the RaftNode is constructed.
+    repair_until: Optional[int]
+
     # ---- membership: read once, when the RaftNode is constructed -----------------------
     #
     # What a durable implementation (PartitionStorage over a PartitionLog) must provide:
@@ -121,6 +126,7 @@ class MemoryStorage:
         self._last_offsets: list[int] = []
         self._log_start_offset = 0
         self._start_term = 0
+        self.repair_until: Optional[int] = None  # the simulator sets it when it damages a log
 
     def hard_state(self) -> HardState:
         return self._hard_state

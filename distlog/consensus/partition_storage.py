@@ -44,6 +44,11 @@ holds. The membership in effect below the log start (base_membership) moves with
 in the same written-ahead step: retention records the last membership entry it removes, a
 start-over the membership the leader sent. Compaction keeps control batches byte for byte.
 
+Damage (distlog/log/recovery.py): a log whose recovery, or a read, found damage and quarantined
+it reports the range it lost; repair_until hands that to Raft, which keeps the replica from
+voting until its log holds that far again, and sync() has the log record the damage repaired
+once what it appended there is durable.
+
 Retention and compaction only touch what is committed and applied (apply_retention and
 compact take that bound): retention below `applied` would remove entries the node has yet
 to hand to its state machine, and rewriting an uncommitted entry would change a record a
@@ -191,6 +196,8 @@ class PartitionStorage:
         docstring: call it before sending messages_after_persist and before advance()). With a
         shared store the hard state is only put there: the store's owner flushes it."""
         self.log.flush()
+        if self.log.damage is not None:
+            self.log.note_if_repaired()  # durable now: recorded so, if it holds the lost range again
         if self._state_dirty:
             self._pending_start = None  # a start-over's emptied log is durable now
             self._write_state(durable=self._store is None)
@@ -232,6 +239,13 @@ class PartitionStorage:
     @property
     def log_start_offset(self) -> int:
         return self.log.log_start_offset
+
+    @property
+    def repair_until(self) -> Optional[int]:
+        """The last offset this replica held before damage cost it (raft.py, "Repair"), None
+        if its log is whole."""
+        damage = self.log.damage
+        return None if damage is None else damage.held_until - 1
 
     @property
     def start_term(self) -> int:

@@ -100,6 +100,27 @@ learns of its removal (the leader stops sending to it when the entry is appended
 times out and keeps campaigning; pre-vote keeps it from raising any term, and the voters'
 leader lease (check_quorum) makes them ignore it while they hear the leader (§4.2.3).
 
+Repair (protocol-aware recovery, Alagappan et al., FAST '18)
+===========================================================
+
+A node whose storage lost entries it may have acknowledged (corruption its recovery cut off and
+quarantined; storage.repair_until names the last such offset) must not vote until it holds that
+far again: a committed entry it lost may then be on fewer than a majority, and its vote could
+elect a leader without it. So while repairing, a node neither campaigns nor grants a vote or a
+pre-vote; it still appends, and acknowledges what it really holds, so it is repaired by the
+ordinary log repair. Withholding votes is enough: every majority of the non-repairing voters
+still overlaps every committed entry's majority in a node that holds it (if the repairing ones
+were all of that majority, no majority can elect at all, and the group waits for a healthy
+node). Once its log is durable up to repair_until, every entry past the damage came from a
+leader, and it votes again.
+
+A leader still remembers the old match index of a node that lost entries, and would never send
+below it. Such a node says so: its rejection's hint (the end of what it holds that can match)
+lies below the leader's match for it, and the leader lowers the match to the hint and probes
+from there (lowering a match is always safe: it can only delay a commit). A node that hears a
+heartbeat whose commit index lies past its log answers with such a rejection too, since an
+idle leader would otherwise send it nothing.
+
 Restart: the core asks the storage for its membership entries and base_membership (the
 membership below the log start, moved by retention and by a start-over; MsgStartOver carries
 the leader's). See log_store.Storage for what a durable storage must provide.
@@ -385,6 +406,8 @@ class RaftNode:
         self.commit = min(max(hard_state.commit, storage.log_start_offset - 1), self._log.last_index())
         self.applied = (config.applied_offset if config.applied_offset is not None
                         else storage.log_start_offset - 1)
+        repair_until = getattr(storage, "repair_until", None)
+        self.repair_until: Optional[int] = repair_until if repair_until is not None and repair_until > self._log.last_index() else None
         self._persisted_hard_state = hard_state
         self.role = Role.FOLLOWER
         self.leader_id: Optional[int] = None
@@ -458,15 +481,15 @@ class RaftNode:
             self._tick_leader()
             return
         self._election_elapsed += 1
-        if self._election_elapsed >= self._randomized_timeout and self._is_voter:
+        if self._election_elapsed >= self._randomized_timeout and self._may_campaign():
             self._election_elapsed = 0
             self._campaign(pre=self.config.pre_vote)
 
     def campaign(self) -> None:
         """Start an election now, as an election timeout would (pre-vote first if enabled).
-        A node that is not a voter (a learner, a removed node) never campaigns."""
+        A node that is not a voter (a learner, a removed node) or is repairing never campaigns."""
         self._check_not_in_ready()
-        if self.role is not Role.LEADER and self._is_voter:
+        if self.role is not Role.LEADER and self._may_campaign():
             self._election_elapsed = 0
             self._campaign(pre=self.config.pre_vote)
 
@@ -632,6 +655,8 @@ class RaftNode:
         self._ready_pending = False
         if rd.start_over or rd.entries:
             self._log.mark_stable()
+            if self.repair_until is not None and self._log.stable_last_index() >= self.repair_until:
+                self.repair_until = None  # everything it may have acknowledged is durable again: it votes
         if rd.hard_state is not None:
             self._persisted_hard_state = rd.hard_state
         if rd.committed_entries:
@@ -729,7 +754,8 @@ class RaftNode:
 
     def _handle_vote_request(self, m) -> None:
         pre = isinstance(m, MsgPreVote)
-        can_vote = (self.vote == m.frm
+        can_vote = self.repair_until is None and (
+                    self.vote == m.frm
                     or (self.vote is None and self.leader_id is None)
                     or (pre and m.term > self.term))
         up_to_date = (m.last_term, m.last_index) >= (self._log.last_term(), self._log.last_index())
@@ -791,8 +817,14 @@ class RaftNode:
 
     def _follower_heartbeat(self, m: MsgHeartbeat) -> None:
         self._follower_heard_leader(m)
-        self._commit_to(min(m.commit, self._log.last_index()))
+        log = self._log
+        last_index = log.last_index()
+        self._commit_to(min(m.commit, last_index))
         self._send(MsgHeartbeatResp(self.node_id, m.frm, self.term))
+        if m.commit > last_index:
+            # The leader thinks we hold entries we lost (see "Repair"): tell it where we end.
+            self._send(MsgAppResp(self.node_id, m.frm, self.term, index=m.commit, reject=True,
+                                  hint_index=last_index, hint_term=log.term_at(last_index)))
 
     def _follower_start_over(self, m: MsgStartOver) -> None:
         self._follower_heard_leader(m)
@@ -810,7 +842,7 @@ class RaftNode:
         self._send(MsgAppResp(self.node_id, m.frm, self.term, index=boundary))
 
     def _follower_timeout_now(self, m: MsgTimeoutNow) -> None:
-        if self._is_voter:
+        if self._may_campaign():
             self._campaign(pre=False, transfer=True)
 
     # ---- candidates ------------------------------------------------------------------
@@ -871,6 +903,13 @@ class RaftNode:
 
     def _maybe_decrease_next(self, pr: Progress, m: MsgAppResp) -> bool:
         """Move next back after a rejection; False if the rejection is stale."""
+        if m.hint_index < pr.match:
+            # The follower holds less than it acknowledged (see "Repair"), or this rejection is
+            # older than its acknowledgement: either way its match can only be lowered safely,
+            # to an entry boundary of ours (its hint may fall inside one of our entries).
+            pr.match = self._log.find_conflict_by_term(m.hint_index, m.hint_term)
+            pr.become_probe()
+            return True
         if pr.state is ProgressState.REPLICATE:
             if m.index <= pr.match:
                 return False
@@ -1033,6 +1072,9 @@ class RaftNode:
 
     def _hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.commit)
+
+    def _may_campaign(self) -> bool:
+        return self._is_voter and self.repair_until is None
 
     def _reset_randomized_timeout(self) -> None:
         timeout = self.config.election_timeout_ticks
