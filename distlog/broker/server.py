@@ -78,7 +78,7 @@ from distlog.consensus.hard_state_store import HardStateStore
 from distlog.durable import make_directory_durably
 from distlog.log.batch import CorruptBatchError
 from distlog.log.config import LogConfig
-from distlog.log.errors import LogError, OffsetOutOfRangeError, RecordTooLargeError
+from distlog.log.errors import CorruptDataError, LogError, OffsetOutOfRangeError, RecordTooLargeError
 from distlog.log.partition_log import PartitionLog
 from distlog.protocol.codec import decode_request, decode_response, encode, peek_api_key
 from distlog.protocol.errors import DistlogError, ErrorCode, ProtocolError
@@ -113,6 +113,9 @@ METADATA_SYNC_TIMEOUT_S = 1.0
 # A peer that has synced within this window counts as live when a topic creation waits for it.
 PEER_LIVE_WINDOW_S = 1.0
 HOUSEKEEPING_INTERVAL_S = 5.0
+# The closed segments' bytes crc-checked per housekeeping turn (PartitionLog.scrub), shared by
+# every partition: about 10 ms of a core, so a log of 10 GiB is scrubbed in under 15 minutes.
+SCRUB_BYTES_PER_TURN = 64 * 1024 * 1024
 # How long a stopping broker keeps serving while it hands its partitions' leadership over.
 SHUTDOWN_HANDOFF_MAX_S = 3.0
 # How often, at most, the loop wakes when nothing happens; also bounds how long SIGTERM waits.
@@ -204,6 +207,7 @@ class Broker:
         # readable from the page cache, and the log refuses every later flush: they serve no
         # reads and take no writes until a restart recovers them from what is on disk.
         self.offline: dict = {}
+        self._scrub_next = 0  # where the next housekeeping turn's scrub starts (_scrub)
         self.forwarded = ForwardedRequests()
         self.peer_sync_state: dict = {}  # broker id -> (known metadata version, monotonic time seen)
         # Peers not heard from yet count as seen at startup: right after a cluster starts, every
@@ -387,6 +391,11 @@ class Broker:
         manager.tick(now_s)
         manager.process()
         failed = manager.take_failed()
+        for key, (replica, error) in manager.take_damaged().items():
+            if key == METADATA_KEY:  # the quarantine of the metadata log reopens only with the broker
+                failed[key] = f"its log is damaged ({error}); restart the broker to repair it from the other controllers"
+            else:
+                self._repair(replica, error)
         for key, why in failed.items():
             self.replicas.pop(key, None)
             self.offline[key] = why
@@ -525,7 +534,7 @@ class Broker:
                     continue
                 voters = topic.replicas[key[1]]  # the bootstrap membership (a replica being added is not in it)
                 try:
-                    replica = PartitionReplica(key[0], key[1], log, self.broker_id, voters, store=self.hard_states)
+                    replica = self._open_replica(key, log, voters)
                     replica.assigned = tuple(topic.targets.get(key[1], voters))
                 except (OSError, LogError, ValueError, RuntimeError) as error:  # its Raft state is unreadable
                     log.close()
@@ -542,6 +551,39 @@ class Broker:
             self.hard_states.flush()  # deleted partitions' entries, gone durably
         except OSError as error:
             self.logger.error("hard_state_flush_failed", error=str(error))
+
+    def _open_replica(self, key, log: PartitionLog, voters) -> PartitionReplica:
+        """The replica over an opened log. Opening reads the log's tail (the producer table): if
+        that finds damage, it is quarantined like any other (a few times at most) and the
+        replica opens repairing."""
+        for attempt in range(3):
+            try:
+                return PartitionReplica(key[0], key[1], log, self.broker_id, voters, store=self.hard_states)
+            except CorruptDataError as error:
+                if attempt == 2:
+                    raise
+                damage = log.quarantine_damaged(error)
+                self.logger.error("partition_damaged", partition=f"{key[0]}-{key[1]}", damage=damage.describe())
+        raise AssertionError("unreachable")
+
+    def _repair(self, replica: PartitionReplica, error: CorruptDataError) -> None:
+        """A read found damage in this replica's log (the manager stopped driving it): quarantine
+        the damage and reopen the replica, which comes back repairing: a follower that neither
+        votes nor campaigns until it has refetched what it lost (recovery.py; raft.py, "Repair").
+        A leader so steps down; its produces still waiting are answered NOT_LEADER."""
+        key = replica.key
+        self.replicas.pop(key, None)
+        partition = f"{key[0]}-{key[1]}"
+        try:
+            damage = replica.log.quarantine_damaged(error)
+            replica.close()
+        except (OSError, LogError, ValueError) as failure:
+            self.offline[key] = f"quarantining damage its log has failed ({failure}); the damage: {error}"
+            self.logger.error("partition_failed", partition=partition, error=self.offline[key])
+            return
+        self.logger.error("partition_damaged", partition=partition, damage=damage.describe(),
+                          note="reopened as a repairing replica")
+        self._open_local_replicas()
 
     def _delete_orphan_partition_dirs(self, wanted: dict) -> None:
         """Remove partition directories of deleted topics (a broker may have been down when it happened)."""
@@ -594,6 +636,13 @@ class Broker:
             where = f"broker {leader} leads it" if leader is not None else "its leader is not known here yet"
             return None, (ErrorCode.NOT_LEADER, f"broker {self.broker_id} holds no replica of {topic}-{partition}: {where}")
         if not replica.is_leader:
+            damage = replica.log.damage
+            if damage is not None and replica.leader_id is None:
+                # Retriable (another replica may be elected any moment), but says why if none is.
+                return None, (ErrorCode.NOT_LEADER, f"{topic}-{partition} has no leader that broker {self.broker_id} knows "
+                              f"of, and its own replica cannot lead: {damage.describe()}; it waits for a healthy replica "
+                              "to lead and refetches them from it. If every replica is damaged the partition stays "
+                              "offline: `distlog topic verify` shows where")
             return None, (ErrorCode.NOT_LEADER, str(replica.not_leader_error()))
         return replica, None
 
@@ -827,6 +876,11 @@ class Broker:
                     data = replica.read(p["fetch_offset"], limit) if limit > 0 else b""
                 except OffsetOutOfRangeError as exc:
                     entry["error_code"], entry["error_message"] = int(ErrorCode.OFFSET_OUT_OF_RANGE), str(exc)
+                except CorruptDataError as exc:  # this partition only; the replica goes to repair
+                    entry["error_code"] = int(ErrorCode.CORRUPT_MESSAGE)
+                    entry["error_message"] = (f"broker {self.broker_id}'s copy of {topic}-{partition} is damaged ({exc}); "
+                                              "it steps down to repair it from the other replicas: refresh metadata and retry")
+                    self.replication.report_damage(replica.key, exc)
                 else:
                     entry["records"] = data
                     size = len(data)
@@ -997,8 +1051,30 @@ class Broker:
     def _housekeeping(self) -> None:
         now_ms = int(time.time() * 1000)
         quorum = self.metadata_quorum
-        for replica in [*self.replicas.values(), *([quorum.replica] if quorum is not None else [])]:
+        replicas = [*self.replicas.values(), *([quorum.replica] if quorum is not None else [])]
+        for replica in replicas:
             try:
                 replica.run_housekeeping(now_ms)
+            except CorruptDataError as error:  # compaction read a damaged batch: repair, don't die
+                self.replication.report_damage(replica.key, error)
             except OSError as error:
                 self.logger.error("housekeeping_failed", partition=f"{replica.topic}-{replica.partition}", error=str(error))
+        self._scrub(replicas)
+
+    def _scrub(self, replicas: list) -> None:
+        """Spend SCRUB_BYTES_PER_TURN crc-checking the replicas' closed segments, round robin
+        from where the last turn stopped (PartitionLog.scrub); damage found goes to repair."""
+        budget = SCRUB_BYTES_PER_TURN
+        start = self._scrub_next % len(replicas) if replicas else 0
+        turn = replicas[start:] + replicas[:start]
+        for done, replica in enumerate(turn):
+            if budget <= 0:
+                self._scrub_next = start + done
+                return
+            try:
+                budget -= replica.log.scrub(min(budget, SCRUB_BYTES_PER_TURN // 8))
+            except CorruptDataError as error:
+                self.replication.report_damage(replica.key, error)
+            except (OSError, ValueError) as error:  # ValueError: its log closed meanwhile
+                self.logger.error("scrub_failed", partition=f"{replica.topic}-{replica.partition}", error=str(error))
+

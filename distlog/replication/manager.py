@@ -51,6 +51,7 @@ from typing import Callable, Optional
 from distlog.consensus.hard_state_store import HardStateStore
 from distlog.consensus.messages import MsgHeartbeat, MsgHeartbeatResp
 from distlog.consensus.raft import Role
+from distlog.log.errors import CorruptDataError
 from distlog.consensus.membership import MembershipChangePendingError
 from distlog.replication import reassignment
 from distlog.replication.leadership import LeaderBook
@@ -98,6 +99,7 @@ class ReplicaManager:
         # dropped, with why, until take_failed() hands them over.
         self.hw_advanced: set = set()
         self.failed: dict = {}
+        self.damaged: dict = {}  # key -> (replica, CorruptDataError): see report_damage
         # Single-replica groups under flush.policy=interval with writes not yet flushed.
         self.unflushed: set = set()
         self._touched: set = set()
@@ -195,8 +197,13 @@ class ReplicaManager:
 
     def _heartbeat_resp(self, group, sender: int, term: int) -> None:
         replica = self.groups.get(group)
-        if replica is None or not replica.node.heartbeat_response_from(sender, term):
-            self._step(group, MsgHeartbeatResp(sender, self.broker_id, term))
+        try:
+            if replica is not None and replica.node.heartbeat_response_from(sender, term):
+                return
+        except CorruptDataError as error:  # it sent the follower entries, and found damage reading them
+            self.report_damage(group, error)
+            return
+        self._step(group, MsgHeartbeatResp(sender, self.broker_id, term))
 
     def _step(self, group, m) -> None:
         replica = self.groups.get(group)
@@ -204,6 +211,9 @@ class ReplicaManager:
             return
         try:
             replica.node.step(m)
+        except CorruptDataError as error:  # a read for a follower found damage: repair this replica
+            self.report_damage(group, error)
+            return
         except Exception as error:  # a safety check in the core fired: stop this group, not the broker
             self._fail(group, f"raft refused a message ({type(error).__name__}: {error})")
             return
@@ -269,7 +279,11 @@ class ReplicaManager:
                 self._queue(key, node.take_messages())  # an idle leader's heartbeats need no Ready
                 if not node.has_ready():
                     continue
-                rd = node.ready()
+                try:
+                    rd = node.ready()
+                except CorruptDataError as error:  # reading committed entries found damage
+                    self.report_damage(key, error)
+                    continue
                 self._queue(key, rd.messages)
                 try:
                     if rd.start_over:
@@ -301,7 +315,11 @@ class ReplicaManager:
                 if key in self.failed:
                     continue
                 self._queue(key, rd.messages_after_persist)
-                replica.node.advance(rd)
+                try:
+                    replica.node.advance(rd)
+                except CorruptDataError as error:  # a leader, sending on what it committed, found damage
+                    self.report_damage(key, error)
+                    continue
                 if rd.entries or rd.start_over:
                     replica.synced_offset = replica.log.log_end_offset - 1
                 self._touched.add(key)
@@ -353,6 +371,18 @@ class ReplicaManager:
                 self._fail(key, f"writing the Raft hard state failed ({error})")
             return False
         return True
+
+    def report_damage(self, key, error: CorruptDataError) -> None:
+        """A read of this group's log found damage: stop driving it; the broker quarantines the
+        damage and reopens the replica, which repairs from the others (take_damaged)."""
+        replica = self.remove(key)
+        if replica is not None:
+            self.damaged[key] = (replica, error)
+
+    def take_damaged(self) -> dict:
+        """Groups stopped for damage since the last call: key -> (replica, CorruptDataError)."""
+        damaged, self.damaged = self.damaged, {}
+        return damaged
 
     def take_failed(self) -> dict:
         """Groups dropped since the last call, with why (the broker marks them offline)."""
