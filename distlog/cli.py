@@ -254,6 +254,47 @@ def topic_describe(name, as_json, bootstrap):
         click.echo("no topics (create one with `distlog topic create NAME`)", err=True)
 
 
+@topic.command("verify")
+@click.argument("name")
+@click.option("--partition", type=click.IntRange(min=0), help="verify only this partition")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.option("--data-dir", envvar="DISTLOG_DATA_DIR", show_envvar=True, type=click.Path(file_okay=False),
+              help=f"the cluster's data dir holding cluster.json (default ./{DEFAULT_DATA_DIR})")
+def topic_verify(name, partition, as_json, data_dir):
+    """Check every replica of topic NAME on disk: each batch's CRC, the offsets continuous,
+    damage not yet repaired, and the committed ranges of the replicas identical. Reads the
+    brokers' files (so it needs the cluster's data dir on this host) and changes nothing.
+    Exits 1 if anything is damaged or the replicas differ."""
+    from distlog.log.verify import verify_topic
+
+    data_dir = data_dir or DEFAULT_DATA_DIR
+    try:
+        record = cluster_file.load(data_dir)
+    except cluster_file.ClusterFileError as error:
+        raise CliError(f"{error} (topic verify reads the brokers' files: point --data-dir at the cluster)") from None
+    reports = verify_topic({b["id"]: b["data_dir"] for b in record.get("brokers", [])}, name, partition)
+    if not reports:
+        which = f"partition {partition} of '{name}'" if partition is not None else f"topic '{name}'"
+        raise CliError(f"no broker in {data_dir} holds a replica of {which} (`distlog topic list` names the topics)")
+    if as_json:
+        click.echo(json.dumps({"topic": name, "partitions": reports, "ok": all(r["ok"] for r in reports)}))
+    else:
+        rows = [(r["partition"], replica["broker"], _or_dash(replica["log_start_offset"]),
+                 _or_dash(replica["log_end_offset"]), _or_dash(replica["commit"]), replica["batches"],
+                 "; ".join(f"at offset {p['offset']}: {p['problem']}" for p in replica["problems"]) or "ok")
+                for r in reports for replica in r["replicas"]]
+        click.echo(tabulate(rows, headers=["PARTITION", "REPLICA", "LOG-START-OFFSET", "LOG-END-OFFSET", "COMMIT",
+                                           "BATCHES", "STATUS"]))
+        for report in reports:
+            for line in report["divergence"]:
+                click.echo(f"partition {report['partition']}: {line}", err=True)
+    bad = [r["partition"] for r in reports if not r["ok"]]
+    if bad:
+        click.echo(f"{len(bad)} of {len(reports)} partitions have damage or diverging replicas: "
+                   f"{', '.join(map(str, bad))}", err=True)
+        sys.exit(1)
+
+
 def _print_description(description: dict) -> None:
     name = description["name"]
     partitions = description["partitions"]
