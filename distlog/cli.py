@@ -272,7 +272,8 @@ def topic_verify(name, partition, as_json, data_dir):
         record = cluster_file.load(data_dir)
     except cluster_file.ClusterFileError as error:
         raise CliError(f"{error} (topic verify reads the brokers' files: point --data-dir at the cluster)") from None
-    reports = verify_topic({b["id"]: b["data_dir"] for b in record.get("brokers", [])}, name, partition)
+    reports = verify_topic({b["id"]: b["data_dir"] for b in record.get("brokers", [])}, name, partition,
+                           high_watermarks=_committed_offsets(data_dir, name))
     if not reports:
         which = f"partition {partition} of '{name}'" if partition is not None else f"topic '{name}'"
         raise CliError(f"no broker in {data_dir} holds a replica of {which} (`distlog topic list` names the topics)")
@@ -293,6 +294,20 @@ def topic_verify(name, partition, as_json, data_dir):
         click.echo(f"{len(bad)} of {len(reports)} partitions have damage or diverging replicas: "
                    f"{', '.join(map(str, bad))}", err=True)
         sys.exit(1)
+
+
+def _committed_offsets(data_dir: str, topic: str) -> dict:
+    """partition -> last committed offset, as the running cluster reports it; empty if it does
+    not answer (verify then compares what the brokers last recorded)."""
+    from distlog.client import Admin
+
+    try:
+        with Admin(resolve_bootstrap(None, data_dir), request_timeout_s=2) as admin:
+            partitions = admin.describe_topic(topic)["partitions"]
+    except (DistlogError, CliError, OSError):
+        click.echo("the cluster does not answer: comparing the commit indexes the brokers recorded", err=True)
+        return {}
+    return {p["partition"]: p["high_watermark"] - 1 for p in partitions if (p["high_watermark"] or 0) > 0}
 
 
 def _print_description(description: dict) -> None:

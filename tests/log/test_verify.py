@@ -52,8 +52,8 @@ def test_identical_sound_replicas_verify_clean(cluster):
     cluster_dir, _ = cluster
     result = _verify_cli(cluster_dir)
     assert result.exit_code == 0, result.output
-    assert result.output.count(" ok") == 3
-    report = json.loads(_verify_cli(cluster_dir, "--json").output)
+    assert result.stdout.count(" ok") == 3
+    report = json.loads(_verify_cli(cluster_dir, "--json").stdout)
     assert report["ok"] and report["partitions"][0]["replicas"][0]["batches"] == 20
 
 
