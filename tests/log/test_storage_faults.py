@@ -8,9 +8,11 @@ import subprocess
 
 import pytest
 
+from distlog.client import Admin, DistlogError, ErrorCode
 from distlog.log.config import LogConfig
 from distlog.log.errors import ReadOnlyLogError, StorageError
 from distlog.log.partition_log import PartitionLog
+from tests.broker.helpers import running_brokers
 from tests.log.helpers import FakeClock, read_all, values_batch
 
 pytestmark = pytest.mark.timeout(60)
@@ -171,3 +173,16 @@ def test_every_write_to_a_read_only_log_says_it_is_read_only_and_why(read_only_l
         assert isinstance(failure.value, OSError)  # callers that handle OSError handle it
         assert log.log_end_offset == 6
 
+
+def test_create_topics_on_a_full_disk_answers_storage_error_saying_what_to_do(small_disk):
+    with running_brokers(str(small_disk), 1) as (brokers, _):
+        address = brokers[0].config.listen
+        with Admin(address, request_timeout_s=10) as admin:
+            admin.create_topic("warm")
+            fill_disk(small_disk)
+            for attempt in range(2):  # the change that hit the full disk, then one after it
+                with pytest.raises(DistlogError) as failure:
+                    # its metadata image takes more than a page, so writing it needs space
+                    admin.create_topic(f"big-{attempt}", partitions=500)
+                assert failure.value.code == ErrorCode.STORAGE_ERROR, failure.value
+                assert "free disk space" in failure.value.message
