@@ -243,11 +243,24 @@ class MetadataQuorum:
     def next_deadline_s(self) -> Optional[float]:
         return min((c.spread_deadline_s or c.commit_deadline_s for c in self.pending), default=None)
 
-    def fail_all(self, message: str) -> list:
+    def fail_all(self, message: str, code: ErrorCode = ErrorCode.NOT_CONTROLLER) -> list:
         for change in self.pending:
-            fail_response(change.response, ErrorCode.NOT_CONTROLLER, message)
+            fail_response(change.response, code, message)
         done, self.pending = self.pending, []
         return [(c.peer, c.cid, c.response) for c in done]
+
+    def fail_all_on_disk(self, broker_id: int, why: str) -> list:
+        """Fail the pending changes because this controller's metadata log failed on disk. With
+        no other controller to take over, a retry cannot succeed until the disk is fixed: that
+        is STORAGE_ERROR. Otherwise NOT_CONTROLLER, which clients retry at the next controller."""
+        if len(self.replica.voters) == 1:
+            return self.fail_all(metadata_log_failed_message(broker_id, why), ErrorCode.STORAGE_ERROR)
+        return self.fail_all(f"the controller's metadata log failed: {why}")
+
+
+def metadata_log_failed_message(broker_id: int, why: str) -> str:
+    return (f"the metadata log of broker {broker_id}, the only controller, failed on disk ({why}); free disk "
+            f"space or fix the disk, then restart broker {broker_id} to recover it from what is on disk")
 
 
 @dataclass

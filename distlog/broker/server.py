@@ -60,6 +60,7 @@ from distlog.broker.controller import (
     error_response,
     item_names,
     metadata_log_config,
+    metadata_log_failed_message,
 )
 from distlog.broker.data_dir_lock import lock_data_dir
 from distlog.broker.delayed import FetchPurgatory, ParkedFetch
@@ -401,7 +402,7 @@ class Broker:
             self.offline[key] = why
             if key == METADATA_KEY and self.metadata_quorum is not None:
                 # This controller's copy is unusable (disk): the others carry on without it.
-                for peer, cid, response in self.metadata_quorum.fail_all(f"the controller's metadata log failed: {why}"):
+                for peer, cid, response in self.metadata_quorum.fail_all_on_disk(self.broker_id, why):
                     self._reply(peer, cid, response)
                 self.metadata_quorum = None
         # Every partition a produce waits on is looked at: acks=1 settles on the write alone.
@@ -744,6 +745,8 @@ class Broker:
         """Send a change request on to the active controller; its answer is relayed as it comes."""
         now_s = time.monotonic()
         controller = self.active_controller(now_s)
+        if controller is None and METADATA_KEY in self.offline and len(controller_voters(self.metadata, self.config.peers)) == 1:
+            return error_response(request, ErrorCode.STORAGE_ERROR, metadata_log_failed_message(self.broker_id, self.offline[METADATA_KEY]))
         if controller is None or controller == self.broker_id:
             why = ("this broker was just elected controller and is still catching up" if controller == self.broker_id
                    else "no controller is elected right now (an election is under way, or too few controllers are up)")

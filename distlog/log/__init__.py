@@ -23,7 +23,9 @@ from distlog.log.errors import (
     LogFlushFailedError,
     NotAPartitionLogError,
     OffsetOutOfRangeError,
+    ReadOnlyLogError,
     RecordTooLargeError,
+    StorageError,
 )
 from distlog.log.partition_log import PartitionLog
 
@@ -31,5 +33,6 @@ __all__ = [
     "HEADER_SIZE", "MAGIC", "RECORD_DTYPE", "BatchArrays", "BatchHeader", "CorruptBatchError", "Record",
     "RecordBatch", "build_batch", "build_batch_from_arrays", "decode_records", "iter_batches", "peek_header",
     "stamp_batch", "LogConfig", "CorruptSegmentNameError", "LogError", "LogFlushFailedError",
-    "NotAPartitionLogError", "OffsetOutOfRangeError", "RecordTooLargeError", "PartitionLog",
+    "NotAPartitionLogError", "OffsetOutOfRangeError", "ReadOnlyLogError", "RecordTooLargeError", "StorageError",
+    "PartitionLog",
 ]

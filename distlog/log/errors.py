@@ -78,17 +78,65 @@ class CorruptSegmentNameError(LogError):
         )
 
 
-class LogFlushFailedError(LogError, OSError):
+# What to do about a failed storage operation, by errno; anything else gets the default.
+_STORAGE_ADVICE = {
+    errno.ENOSPC: "free disk space on that file system (delete old topics or lower retention), then retry",
+    errno.EDQUOT: "free space within the disk quota (or raise the quota), then retry",
+    errno.EACCES: "check that the broker's user may write there (permissions, ownership), then retry",
+    errno.EPERM: "check that the broker's user may write there (permissions, ownership), then retry",
+    errno.EROFS: "the file system is mounted read-only: remount it read-write, then restart the broker",
+    errno.EIO: "the disk is failing: check its health (dmesg, SMART), then restart the broker to recover from it",
+    errno.EMFILE: "the process is out of file descriptors: raise its limit (ulimit -n)",
+    errno.ENFILE: "the system is out of file descriptors: raise fs.file-max or close other files",
+}
+_DEFAULT_STORAGE_ADVICE = "check the disk and the path, then retry"
+
+
+class StorageError(LogError, OSError):
+    """An operation of the storage engine failed in the file system (a full disk, no
+    permission, a read-only mount, a failing disk).
+
+    An OSError with the cause's errno, so callers that handle OSError keep working; the
+    message names the operation, the path and what to do."""
+
+    def __init__(self, operation: str, path: str, cause: OSError):
+        self.operation = operation
+        self.path = path
+        self.cause = cause
+        advice = _STORAGE_ADVICE.get(cause.errno, _DEFAULT_STORAGE_ADVICE)
+        reason = cause.strerror or str(cause)
+        super().__init__(cause.errno, f"{operation} failed in {path}: {reason}; {advice}")
+
+
+class ReadOnlyLogError(StorageError):
+    """A write to a log opened read-only (its directory or files could not be written)."""
+
+    def __init__(self, operation: str, directory: str, cause: OSError):
+        OSError.__init__(
+            self, cause.errno,
+            f"{operation} refused: partition log {directory} is open read-only because it cannot be "
+            f"written ({cause.strerror or cause}); make it writable (permissions, a read-write mount), "
+            f"then reopen it",
+        )
+        self.operation = operation
+        self.path = directory
+        self.cause = cause
+
+
+class LogFlushFailedError(StorageError):
     """A flush after an earlier fsync failure: what is durable is unknown until a reopen.
 
     An OSError (EIO), so callers that handle a failed flush handle this one the same way."""
 
     def __init__(self, directory: str, cause: OSError):
         self.directory = directory
-        self.cause = cause
-        super().__init__(
+        OSError.__init__(
+            self,
             errno.EIO,
             f"an earlier fsync in partition log {directory} failed ({cause}); writes since the last "
             f"successful flush may be lost, so no flush can succeed: close and reopen the log to "
             f"recover from what is on disk",
         )
+        self.operation = "flush"
+        self.path = directory
+        self.cause = cause

@@ -89,6 +89,22 @@ class _SparseIndex:
                 os.unlink(self.path)
             self._persisted_count = 0
 
+    def persisted_mark(self) -> tuple[int, bool]:
+        """(entries in the file, whether it exists): what cut_back_to returns the file to."""
+        return self._persisted_count, os.path.exists(self.path)
+
+    def cut_back_to(self, mark: tuple[int, bool]) -> None:
+        """Return the file to what it held when mark was taken, undoing persist() (which only
+        ever appends): cut it back, or remove it if it did not exist. A shrink needs no disk
+        space, so this works on the full disk that failed whatever is being undone."""
+        count, existed = mark
+        if existed:
+            os.truncate(self.path, count * self.ENTRY_DTYPE.itemsize)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        self._persisted_count = count
+
     def _encode(self, start: int) -> bytes:
         entries = np.empty(len(self.keys) - start, dtype=self.ENTRY_DTYPE)
         entries["key"] = self.keys[start:]

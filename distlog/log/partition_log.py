@@ -1,6 +1,11 @@
 """PartitionLog: one partition's ordered segments — append, read, roll, flush, recovery,
 truncation, retention and compaction.
 
+Storage failures (a full disk, no permission, a failing disk) raise StorageError, an OSError
+naming the operation, the directory and what to do; a failed append leaves the log as it was.
+A log whose directory or files cannot be written opens read-only: reads work, and every
+mutation raises ReadOnlyLogError.
+
 Threads: mutations (append, truncate, retention, compaction, flush) take one lock; read()
 takes none — it works on a snapshot of the segment list, and segments are only ever
 replaced, never changed under a reader (see segment.py), so a read in flight stays valid.
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import logging
 import operator
 import os
@@ -29,15 +35,19 @@ from distlog.log.errors import (
     LogFlushFailedError,
     NotAPartitionLogError,
     OffsetOutOfRangeError,
+    ReadOnlyLogError,
     RecordTooLargeError,
+    StorageError,
 )
 from distlog.log.recovery import (
     QUARANTINE_DIR,
     Damage,
     copy_file_prefix,
+    merged,
     move_into_quarantine,
     new_quarantine_dir,
     record_damage,
+    recorded_damage,
     sound_batches_after,
     unrepaired_damage,
 )
@@ -50,13 +60,33 @@ _SEGMENT_SUFFIXES = (".log", ".index", ".timeindex")
 _SEGMENT_NAME = re.compile(r"^(\d{20})$")
 # Left behind by a crash during a swap or an index rewrite; the real files are still whole.
 _LEFTOVER_NAME = re.compile(r"^\d{20}\.(log|index|timeindex)\.(tmp|cleaned)$")
+# An open that fails with one of these opens the log read-only instead.
+_READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _classify(directory: str) -> list[int]:
+@contextlib.contextmanager
+def _storage_errors(operation: str, directory: str):
+    """Raise an OSError of the file system as a StorageError that says what to do."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as error:
+        raise StorageError(operation, directory, error) from error
+
+
+def _run_data(view: memoryview, run: list[tuple[int, BatchHeader]]) -> tuple[memoryview, list]:
+    """The bytes of a run of consecutive batches, and (position within them, header) of each."""
+    start = run[0][0]
+    end = run[-1][0] + run[-1][1].batch_length
+    return view[start:end], [(position - start, header) for position, header in run]
+
+
+def _classify(directory: str, read_only: bool = False) -> list[int]:
     """Base offsets of the segments in directory. Raises, having changed nothing, on files a
     partition log never writes or segment files whose names do not parse; then removes crash
     leftovers and indexes whose .log is gone."""
@@ -79,6 +109,8 @@ def _classify(directory: str) -> list[int]:
             index_files.append((int(stem), path))
     if foreign:
         raise NotAPartitionLogError(directory, foreign)
+    if read_only:  # the leftovers are ignored all the same
+        return sorted(base_offsets)
     for path in leftovers:
         os.unlink(path)
     for base_offset, path in index_files:
@@ -114,16 +146,29 @@ def _trusted_segments(directory: str, segments: list[Segment]) -> list[Segment]:
     return segments
 
 
-def _without_failed_rolls(directory: str, segments: list[Segment]) -> list[Segment]:
+def _readable_segments(directory: str, segments: list[Segment]) -> list[Segment]:
+    """Read-only, recovery changes nothing: the segments up to the first problem, the damaged
+    one served only up to its sound prefix; the rest is not served, and stays on disk."""
+    segments = _without_failed_rolls(directory, segments, read_only=True)
+    for index, segment in enumerate(segments):
+        if segment.sound_end < segment.size_bytes:
+            segment.cut_torn_tail()  # (read-only: in memory only)
+            return segments[:index + 1]
+        if index + 1 < len(segments) and segment.next_offset != segments[index + 1].base_offset:
+            return segments[:index + 1]
+    return segments
+
+
+def _without_failed_rolls(directory: str, segments: list[Segment], read_only: bool = False) -> list[Segment]:
     """Drop the empty closed segments a failed roll left (the batches went on into the segment
     before, so its neighbours continue each other without it); an empty closed segment whose
     neighbours leave a gap is damage, and stays for _trusted_segments to find."""
     leftovers = [segment for before, segment, after in zip(segments, segments[1:-1], segments[2:])
                  if segment.size_bytes == 0 and before.next_offset == after.base_offset]
-    for segment in leftovers:
-        segment.delete_files()
-        segment.release()
-    if leftovers:
+    if leftovers and not read_only:
+        for segment in leftovers:
+            segment.delete_files()
+            segment.release()
         fsync_directory(directory)
     return [segment for segment in segments if segment not in leftovers]
 
@@ -172,24 +217,47 @@ class PartitionLog:
         # Offsets this log held once and lost to damage, until it holds them again (recovery.py).
         self.damage: Damage | None = None
         self._scrub_at: tuple = (None, 0, 0)  # (segment, position, offset) where scrub() goes on
+        self._read_only_cause: OSError | None = None  # why the log could not be opened for writing
 
     @classmethod
     def open(cls, directory: str, config: LogConfig = LogConfig(), clock_ms: Callable[[], int] = _wall_clock_ms) -> PartitionLog:
-        """Open (creating if missing) the log in directory, recovering the last segment."""
+        """Open (creating if missing) the log in directory, recovering the last segment.
+
+        A log that cannot be written (a read-only mount, files without write permission)
+        opens read-only: reads work, mutations raise ReadOnlyLogError, and recovery changes
+        nothing on disk (it serves the sound prefix and keeps rebuilt indexes in memory)."""
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise NotADirectoryError(f"{directory} is a file, not a partition log directory")
-        make_directory_durably(directory)
-        base_offsets = _classify(directory)
+        try:
+            with _storage_errors("opening the log", directory):
+                return cls._open(directory, config, clock_ms, read_only=False)
+        except StorageError as error:
+            if error.errno not in _READ_ONLY_ERRNOS or not os.path.isdir(directory):
+                raise
+            logger.warning("opening %s read-only: %s", directory, error)
+            with _storage_errors("opening the log read-only", directory):
+                log = cls._open(directory, config, clock_ms, read_only=True)
+            log._read_only_cause = error.cause
+            return log
+
+    @classmethod
+    def _open(cls, directory: str, config: LogConfig, clock_ms: Callable[[], int], read_only: bool) -> PartitionLog:
+        if not read_only:
+            make_directory_durably(directory)
+        base_offsets = _classify(directory, read_only)
         interval = config.index_interval_bytes
-        if not base_offsets:
+        if not base_offsets and read_only:
+            segments = [Segment(directory, 0, interval)]  # no file, nothing to read
+        elif not base_offsets:
             segments = [Segment.create(directory, 0, interval)]
             fsync_directory(directory)  # the first segment's entry, before any ack needs it
         else:
-            segments = [Segment.open(directory, base, interval, recover=False) for base in base_offsets[:-1]]
-            segments.append(Segment.open(directory, base_offsets[-1], interval, recover=True))
-            segments = _trusted_segments(directory, segments)
+            segments = [Segment.open(directory, base, interval, False, read_only) for base in base_offsets[:-1]]
+            segments.append(Segment.open(directory, base_offsets[-1], interval, True, read_only))
+            segments = (_readable_segments if read_only else _trusted_segments)(directory, segments)
         log = cls(directory, config, clock_ms, segments)
-        log.damage = unrepaired_damage(directory, log.log_end_offset)
+        log.damage = (merged([d for d in recorded_damage(directory) if d.held_until > log.log_end_offset]) if read_only
+                      else unrepaired_damage(directory, log.log_end_offset))
         if segments[-1].size_bytes:
             segments[-1].first_append_ms = clock_ms()
         return log
@@ -230,9 +298,19 @@ class PartitionLog:
     def size_bytes(self) -> int:
         return sum(segment.size_bytes for segment in self._segments)
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the log was opened read-only (see open)."""
+        return self._read_only_cause is not None
+
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError(f"partition log {self.directory} is closed")
+
+    def _check_writable(self, operation: str) -> None:
+        self._check_open()
+        if self._read_only_cause is not None:
+            raise ReadOnlyLogError(operation, self.directory, self._read_only_cause)
 
     # -- append --------------------------------------------------------------------------
 
@@ -280,7 +358,7 @@ class PartitionLog:
         view = memoryview(batch).cast("B")
         batches = self._split(view, from_producer=assign_offsets)
         with self._lock:
-            self._check_open()
+            self._check_writable("append")
             next_offset = self.log_end_offset
             if assign_offsets:
                 data = bytearray(view)
@@ -300,60 +378,104 @@ class PartitionLog:
                             f"but the log continues at {next_offset}"
                         )
                     next_offset = header.last_offset + 1
-            start_offset = self.log_end_offset
-            try:
+            # All or nothing (_write): a caller told the append failed (a full disk part way,
+            # after a roll) must not find part of it in the log, or a retry would duplicate it.
+            with _storage_errors("append", self.directory):
                 self._write(view, batches)
-            except BaseException:
-                # All or nothing: a caller told the append failed (a full disk part way, after a
-                # roll) must not find part of it in the log, or a retry would duplicate it.
-                if self.log_end_offset != start_offset:
-                    self.truncate_to(start_offset)
-                raise
             return batches[0][1].base_offset, batches[-1][1].last_offset
 
     def _write(self, view: memoryview, batches: list[tuple[int, BatchHeader]]) -> None:
-        """Write batches to the active segment, rolling before any batch that does not fit."""
+        """Write batches to the active segment, rolling before any batch that does not fit;
+        writes all of them or (raising) none."""
         now_ms = self._clock_ms()
-        run_start = 0
-        run: list[tuple[int, BatchHeader]] = []
-        active = self._segments[-1]
-        pending_bytes = 0
-        for position, header in batches:
-            if self._should_roll(active, pending_bytes, header.batch_length, now_ms):
-                if run:
-                    active.append(view[run_start:position], [(p - run_start, h) for p, h in run], now_ms)
-                active = self._roll(header.base_offset)
-                run, run_start, pending_bytes = [], position, 0
-            run.append((position, header))
-            pending_bytes += header.batch_length
-        end = batches[-1][0] + batches[-1][1].batch_length
-        active.append(view[run_start:end], [(p - run_start, h) for p, h in run], now_ms)
+        runs = self._runs_per_segment(batches, now_ms)
+        if len(runs) == 1:
+            active = self._segments[-1]
+            active.append(*_run_data(view, runs[0]), now_ms)  # cuts off what a failed write left
+        else:
+            active = self._write_rolling(view, runs, now_ms)
         if active not in self._dirty_segments:
             self._dirty_segments.append(active)
 
-    def _should_roll(self, active: Segment, pending_bytes: int, batch_bytes: int, now_ms: int) -> bool:
+    def _runs_per_segment(self, batches: list[tuple[int, BatchHeader]], now_ms: int) -> list[list]:
+        """batches split where the log rolls: the first run goes to the active segment (empty
+        if it rolls before the first batch), each later one to a new segment."""
+        active = self._segments[-1]
+        runs: list[list] = [[]]
+        used_bytes, first_append_ms = active.size_bytes, active.first_append_ms
+        for position, header in batches:
+            if self._should_roll(used_bytes, first_append_ms, header.batch_length, now_ms):
+                runs.append([])
+                used_bytes, first_append_ms = 0, None
+            runs[-1].append((position, header))
+            used_bytes += header.batch_length
+        return runs
+
+    def _should_roll(self, used_bytes: int, first_append_ms: int | None, batch_bytes: int, now_ms: int) -> bool:
         """Roll before a batch that would overflow segment.bytes or once segment.ms passed;
         an empty segment takes any batch, so a big batch never loops."""
-        used_bytes = active.size_bytes + pending_bytes
         if used_bytes == 0:
             return False
         if used_bytes + batch_bytes > self.config.segment_bytes:
             return True
-        return active.first_append_ms is not None and now_ms - active.first_append_ms >= self.config.segment_ms
+        return first_append_ms is not None and now_ms - first_append_ms >= self.config.segment_ms
 
-    def _roll(self, base_offset: int) -> Segment:
-        """Close the active segment and start a new one at base_offset."""
-        closing = self._segments[-1]
+    def _write_rolling(self, view: memoryview, runs: list[list], now_ms: int) -> Segment:
+        """Write runs[0] to the active segment and each later run to a segment of its own,
+        then make them all readable at once; returns the new active segment.
+
+        A failure part way (the disk fills in the third segment) must leave the log exactly
+        as it was, on the very disk that is full. truncate_to cannot promise that: it copies
+        the kept prefix to a new file when a reader may have mapped past the cut, and the
+        copy needs space. So nothing this writes is readable before all of it is written:
+        the active segment's share is only staged, and the new segments are not in the
+        segment list yet. No reader can have mapped any of it, so the undo may delete the new
+        segments (freeing their space) and cut the staged bytes off with ftruncate, neither
+        of which needs space."""
+        active = self._segments[-1]
+        index_marks = active.index_file_marks()
+        created: list[Segment] = []
+        try:
+            if runs[0]:
+                active.stage(_run_data(view, runs[0])[0])
+            for run in runs[1:]:
+                self._make_whole_before_roll(created[-1] if created else active)
+                segment = Segment.create(self.directory, run[0][1].base_offset, self.config.index_interval_bytes)
+                created.append(segment)
+                segment.append(*_run_data(view, run), now_ms)
+        except BaseException:
+            self._undo_rolling_write(active, index_marks, created)
+            raise
+        if runs[0]:
+            active.publish(_run_data(view, runs[0])[1], now_ms)
+        self._set_segments(self._segments + created)
+        self._directory_dirty = True
+        return created[-1]
+
+    def _make_whole_before_roll(self, closing: Segment) -> None:
         # Open crc-scans only the last segment and trusts the indexes of the others, so a
         # segment must be whole on disk before a later one exists: after a power loss its
         # unsynced pages could read back as zeros between index entries that still check out.
         with self._fsync_failure_sticks():
             closing.flush()
         closing.persist_indexes()
-        segment = Segment.create(self.directory, base_offset, self.config.index_interval_bytes)
-        self._set_segments(self._segments + [segment])
-        self._directory_dirty = True
-        return segment
+
+    def _undo_rolling_write(self, active: Segment, index_marks: tuple, created: list[Segment]) -> None:
+        """Put the files back as they were before a failed _write_rolling, then make that
+        durable: the roll fsynced the staged bytes, so a power loss could otherwise bring the
+        failed append back. Never raises (the caller re-raises what failed the append); a step
+        that fails is logged, and an fsync that fails sticks like every other."""
+        try:
+            for segment in created:
+                segment.discard()
+            active.unstage()
+            active.cut_index_files_back(index_marks)
+            active.dirty = True
+            with self._fsync_failure_sticks():
+                active.flush()
+                fsync_directory(self.directory)
+        except OSError as error:
+            logger.error("could not fully undo a failed append in %s: %s", self.directory, error)
 
     # -- read ----------------------------------------------------------------------------
 
@@ -417,8 +539,8 @@ class PartitionLog:
         """Drop every batch with base_offset >= offset (a batch boundary or log_end_offset),
         durably."""
         offset = operator.index(offset)
-        with self._lock:
-            self._check_open()
+        with self._lock, _storage_errors("truncation", self.directory):
+            self._check_writable("truncate")
             if offset == self.log_end_offset:
                 return
             if offset < self.log_start_offset or offset > self.log_end_offset:
@@ -452,8 +574,8 @@ class PartitionLog:
         offset = operator.index(offset)
         if offset < 0:
             raise ValueError(f"cannot reset to {offset}: offsets are integers >= 0")
-        with self._lock:
-            self._check_open()
+        with self._lock, _storage_errors("reset", self.directory):
+            self._check_writable("reset")
             # Newest first: a crash part way leaves a shorter log with the same start, which
             # Raft's recorded log start still describes (oldest first would move the start).
             for segment in reversed(self._segments):
@@ -470,7 +592,7 @@ class PartitionLog:
         with self._lock:
             if self._flush_error is not None:
                 raise LogFlushFailedError(self.directory, self._flush_error)
-            with self._fsync_failure_sticks():
+            with _storage_errors("flush", self.directory), self._fsync_failure_sticks():
                 for segment in self._dirty_segments:
                     segment.flush()
                 self._dirty_segments = []
@@ -486,8 +608,8 @@ class PartitionLog:
         recovery would have had it been found on open: the log then ends before that batch and
         reports the damage until it holds those offsets again. Readers in flight keep their
         views (the files are renamed, not changed)."""
-        with self._lock:
-            self._check_open()
+        with self._lock, _storage_errors("quarantine", self.directory):
+            self._check_writable("quarantine")
             segments = self._segments
             index = next((i for i, s in enumerate(segments) if s.log_path == error.path), None)
             if index is None:
@@ -548,6 +670,7 @@ class PartitionLog:
         cache, readable but not durable; a Raft replica must not acknowledge or commit it as if
         it were. Closed segments were fsynced when they rolled."""
         with self._lock:
+            self._check_writable("making the recovered log durable")
             active = self._segments[-1]
             active.dirty = True
             if active not in self._dirty_segments:
@@ -583,8 +706,8 @@ class PartitionLog:
     def apply_retention(self, now_ms: int | None = None) -> int:
         """Delete whole closed segments past retention.ms / retention.bytes (cleanup.policy
         'delete' only), durably; moves log_start_offset. Returns the number deleted."""
-        with self._lock:
-            self._check_open()
+        with self._lock, _storage_errors("retention", self.directory):
+            self._check_writable("retention")
             now_ms = self._clock_ms() if now_ms is None else now_ms
             count = expired_segment_count(self._segments, self.config, now_ms)
             if count:
@@ -595,8 +718,8 @@ class PartitionLog:
         """Delete the leading closed segments that end at or before offset, durably; returns
         how many. The log start moves to the first kept segment's base offset. (Raft's storage
         finishes an interrupted retention with this after a crash.)"""
-        with self._lock:
-            self._check_open()
+        with self._lock, _storage_errors("deleting segments", self.directory):
+            self._check_writable("deleting segments")
             count = 0
             while count < len(self._segments) - 1 and self._segments[count].next_offset <= offset:
                 count += 1
@@ -622,8 +745,8 @@ class PartitionLog:
         (Raft passes what is committed and applied: an entry above it may still change)."""
         if self.config.cleanup_policy != "compact":
             return CompactionStats()
-        with self._lock:
-            self._check_open()
+        with self._lock, _storage_errors("compaction", self.directory):
+            self._check_writable("compaction")
             now_ms = self._clock_ms() if now_ms is None else now_ms
             closed = self._segments[:-1]
             if max_offset is not None:
@@ -651,16 +774,21 @@ class PartitionLog:
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush and close every segment (closed even if the flush raises); idempotent."""
+        """Flush and close every segment; idempotent. Every file descriptor is closed even
+        if a step fails (a full disk fails the index writes); then the first failure raises."""
         with self._lock:
             if self._closed:
                 return
-            try:
-                self.flush()
-            finally:
-                for segment in self._segments:
-                    segment.close()
-                self._closed = True
+            self._closed = True
+            failures = []
+            for step in [self.flush, *(segment.close for segment in self._segments)]:
+                try:
+                    step()
+                except OSError as error:
+                    failures.append(error)
+            if failures:
+                with _storage_errors("close", self.directory):
+                    raise failures[0]
 
     def delete(self) -> None:
         """Close the log and remove its whole directory."""

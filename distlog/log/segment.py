@@ -5,6 +5,13 @@ A file that has been mapped is never shrunk in place (a reader touching a page p
 end would get SIGBUS): truncating into the mapped range writes the kept prefix to a new file
 and swaps it in with os.replace, exactly as compaction does. Readers holding a view of the
 old mapping keep valid bytes; the old inode lives until its last view is dropped.
+
+An append that rolls writes ahead of what readers see (stage, then publish): until publish,
+nothing can have mapped the staged bytes, so unstage may cut them off with ftruncate, which
+needs no disk space (the copy above does).
+
+A segment opened read_only (its file system or file cannot be written) never changes its files:
+recovery serves only the sound prefix and keeps the rebuilt indexes in memory.
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ class Segment:
         self._bytes_since_index_entry = 0
         self._scan_end = 0
         self._cache_dropped_to = 0  # file bytes below this were fsynced and dropped from the page cache
+        self._staged_bytes = 0  # written after size_bytes, not readable yet (see stage)
+        self.read_only = False
         self._fd = -1
         self._close_fd = None
         # A view of a read-only mmap of the file (the view keeps the mapping alive); its
@@ -74,7 +83,7 @@ class Segment:
     def _open_fd(self, flags: int) -> None:
         # No O_APPEND: appends pwrite at size_bytes, so bytes a failed write left past it
         # are overwritten by the next append instead of sitting between two batches.
-        self._fd = os.open(self.log_path, flags | os.O_RDWR, 0o644)
+        self._fd = os.open(self.log_path, flags | (os.O_RDONLY if self.read_only else os.O_RDWR), 0o644)
         self._cache_dropped_to = 0
         # Retired segments (compacted, deleted) close their fd once no reader holds them.
         self._close_fd = weakref.finalize(self, os.close, self._fd)
@@ -89,14 +98,16 @@ class Segment:
         return segment
 
     @classmethod
-    def open(cls, directory: str, base_offset: int, index_interval_bytes: int, recover: bool) -> Segment:
-        """Open an existing segment, changing nothing on disk but its indexes. recover=True (the
-        last segment) scans every batch with its crc; otherwise the indexes are sanity-checked
-        and only the bytes after the last index entry are walked (a full scan if anything is
-        off). A batch that fails the scan ends the sound prefix: `sound_end` says where and
-        `problem` why, and the caller (PartitionLog.open, recovery.py) decides whether those
-        bytes are a torn tail to cut or damage to quarantine."""
+    def open(cls, directory: str, base_offset: int, index_interval_bytes: int, recover: bool,
+             read_only: bool = False) -> Segment:
+        """Open an existing segment, changing nothing on disk but its indexes (read_only: not
+        even those). recover=True (the last segment) scans every batch with its crc; otherwise
+        the indexes are sanity-checked and only the bytes after the last index entry are walked
+        (a full scan if anything is off). A batch that fails the scan ends the sound prefix:
+        `sound_end` says where and `problem` why, and the caller (PartitionLog.open,
+        recovery.py) decides whether those bytes are a torn tail to cut or damage to quarantine."""
         segment = cls(directory, base_offset, index_interval_bytes)
+        segment.read_only = read_only
         segment._open_fd(0)
         segment.size_bytes = os.fstat(segment._fd).st_size
         if recover or not segment._load_indexes():
@@ -188,6 +199,9 @@ class Segment:
         """Rebuild both indexes from a crc-verified scan of the sound prefix. They are written
         only if the whole file is sound; otherwise once the caller has dealt with the rest."""
         self._map_view = _EMPTY  # nobody reads yet, so the file may shrink later
+        if self.read_only:  # rebuilt in memory only: truncate_entries would rewrite the files
+            self.offset_index = OffsetIndex(self.offset_index.path)
+            self.time_index = TimeIndex(self.time_index.path)
         self.offset_index.truncate_entries(0)
         self.time_index.truncate_entries(0)
         self.next_offset = self.base_offset
@@ -201,20 +215,23 @@ class Segment:
             valid_end = pos + header.batch_length
         self.sound_end = valid_end
         self.problem = problems[0] if problems else None
-        if valid_end == self.size_bytes:
+        if valid_end == self.size_bytes and not self.read_only:
             self.offset_index.rewrite_or_remove()
             self.time_index.rewrite_or_remove()
 
     def cut_torn_tail(self) -> None:
-        """Truncate the file to its sound prefix (recovery decided the rest is a torn write)."""
+        """Truncate the file to its sound prefix (recovery decided the rest is a torn write);
+        read-only, the tail stays in the file and is never served."""
         logger.warning("recovery of %s: cutting %d bytes after byte %d, a torn write (%s)",
                        self.log_path, self.size_bytes - self.sound_end, self.sound_end, self.problem)
-        os.ftruncate(self._fd, self.sound_end)
-        os.fsync(self._fd)
+        if not self.read_only:
+            os.ftruncate(self._fd, self.sound_end)
+            os.fsync(self._fd)
         self.size_bytes = self.sound_end
         self.problem = None
-        self.offset_index.rewrite_or_remove()
-        self.time_index.rewrite_or_remove()
+        if not self.read_only:
+            self.offset_index.rewrite_or_remove()
+            self.time_index.rewrite_or_remove()
 
     def release(self) -> None:
         """Close the file descriptor without writing anything (the files were moved away);
@@ -242,29 +259,50 @@ class Segment:
         self._account(header)
 
     def append(self, data: memoryview, headers: list[tuple[int, BatchHeader]], now_ms: int) -> None:
-        """Write verified, stamped batches; headers holds (position within data, header) of each."""
-        position = self.size_bytes
+        """Write verified, stamped batches and make them readable; headers holds (position
+        within data, header) of each. Raises having written nothing if the write fails."""
+        self.stage(data)
+        self.publish(headers, now_ms)
+
+    def stage(self, data: memoryview) -> None:
+        """Write batches after the readable (and any staged) bytes without making them readable:
+        publish does that, unstage cuts them off. Raises having staged nothing."""
+        position = self.size_bytes + self._staged_bytes
         written = 0
         try:
             while written < len(data):
                 written += os.pwrite(self._fd, data[written:], position + written)
         except OSError:
-            # A short write then ENOSPC (or EIO) leaves part of a batch past size_bytes: cut it
-            # off so a roll, flush or reopen never finds it; the next append overwrites it anyway.
+            # A short write then ENOSPC (or EIO) leaves part of a batch past what is staged: cut
+            # it off so a roll, flush or reopen never finds it; the next append overwrites it anyway.
             if written:
                 try:
                     os.ftruncate(self._fd, position)
                 except OSError as error:
                     logger.warning("could not cut a failed write off %s: %s", self.log_path, error)
             raise
+        self._staged_bytes += len(data)
+        self.dirty = True
+
+    def publish(self, headers: list[tuple[int, BatchHeader]], now_ms: int) -> None:
+        """Make every staged byte readable; headers holds (position within the staged bytes,
+        header) of each staged batch."""
+        position = self.size_bytes
         # Grow the readable size before publishing the offsets, so a lock-free reader never
         # sees an offset whose bytes it cannot map yet.
-        self.size_bytes += len(data)
+        self.size_bytes += self._staged_bytes
+        self._staged_bytes = 0
         for relative_position, header in headers:
             self._index_batch(position + relative_position, header)
         if self.first_append_ms is None:
             self.first_append_ms = now_ms
-        self.dirty = True
+
+    def unstage(self) -> None:
+        """Cut the staged bytes off the file. No reader can have mapped them (they were never
+        readable), so the file may shrink; a shrink needs no disk space."""
+        staged_bytes, self._staged_bytes = self._staged_bytes, 0  # if the cut fails, the next append overwrites them
+        if staged_bytes:
+            os.ftruncate(self._fd, self.size_bytes)
 
     def _mapped(self) -> memoryview:
         """A view of the whole file as of now, remapping if it grew since the last read."""
@@ -435,6 +473,16 @@ class Segment:
         self.offset_index.persist()
         self.time_index.persist()
 
+    def index_file_marks(self) -> tuple:
+        """What the index files hold now, for cut_index_files_back."""
+        return self.offset_index.persisted_mark(), self.time_index.persisted_mark()
+
+    def cut_index_files_back(self, marks: tuple) -> None:
+        """Undo persist_indexes since marks were taken (without needing disk space)."""
+        offset_mark, time_mark = marks
+        self.offset_index.cut_back_to(offset_mark)
+        self.time_index.cut_back_to(time_mark)
+
     def flush(self) -> None:
         """fsync the log file if anything was written since the last flush. Index entries are
         written at roll and close only: the last segment's indexes are rebuilt on open anyway."""
@@ -452,11 +500,24 @@ class Segment:
             self._cache_dropped_to = cold_end
 
     def close(self) -> None:
-        """Persist the indexes and close the file descriptor (mapped views stay valid)."""
-        self.persist_indexes()
-        self._close_fd()
+        """Persist the indexes (not when read-only) and close the file descriptor, even if the
+        persist raises (mapped views stay valid)."""
+        try:
+            if not self.read_only:
+                self.persist_indexes()
+        finally:
+            self._release_fd()
+
+    def _release_fd(self) -> None:
+        if self._close_fd is not None:  # a read-only log's placeholder segment has no file
+            self._close_fd()
         self._fd = -1
         self._map_view = _EMPTY
+
+    def discard(self) -> None:
+        """Remove a segment no reader has seen (one a failed append created): its files and fd."""
+        self.delete_files()
+        self._release_fd()
 
     def delete_files(self) -> None:
         """Unlink the segment's files; open views and the fd stay usable until dropped."""
