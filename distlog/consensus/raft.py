@@ -553,8 +553,10 @@ class RaftNode:
         step(MsgHeartbeat) would have queued. Otherwise return False and change nothing; the
         caller then step()s the MsgHeartbeat."""
         if (self._ready_pending or self.role is not Role.FOLLOWER or term != self.term or self.leader_id != frm
-                or (commit > self.commit and min(commit, self._log.last_index()) > self.commit)):
-            return False  # (the log's last index is looked up only when the commit would move)
+                or commit > self.commit):
+            # A commit past ours either moves it or lies past our log (we lost entries the
+            # leader counts us for, see "Repair"): step() handles both.
+            return False
         self._election_elapsed = 0
         return True
 
