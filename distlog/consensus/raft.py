@@ -907,9 +907,14 @@ class RaftNode:
         """Move next back after a rejection; False if the rejection is stale."""
         if m.hint_index < pr.match:
             # The follower holds less than it acknowledged (see "Repair"), or this rejection is
-            # older than its acknowledgement: either way its match can only be lowered safely,
-            # to an entry boundary of ours (its hint may fall inside one of our entries).
-            pr.match = self._log.find_conflict_by_term(m.hint_index, m.hint_term)
+            # older than its acknowledgement: either way its match may only be lowered, to an
+            # entry boundary of ours at or below its hint (the hint may fall inside one of our
+            # entries), or to the hint itself below our log start (the next send is then a
+            # MsgStartOver). Never raised: find_conflict_by_term answers no lower than our start.
+            start = self._log.log_start_offset()
+            lowered = (m.hint_index if m.hint_index < start - 1
+                       else self._log.find_conflict_by_term(m.hint_index, m.hint_term))
+            pr.match = min(pr.match, lowered)
             pr.become_probe()
             return True
         if pr.state is ProgressState.REPLICATE:
