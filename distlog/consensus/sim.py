@@ -7,7 +7,8 @@ messages that take longer than an election timeout, and a new leader's appends o
 terms turning up again while it catches its followers up), the fault schedule (partitions: halves, isolate the
 leader, bridge, one-way; crashes that lose what was not synced, including in the middle of
 handling a Ready and right around a vote, often followed by a restart 1-3 ticks later;
-pauses, in which a node neither ticks nor receives while its messages queue; retention on a
+pauses, in which a node neither ticks nor receives while its messages queue; damage to a
+crashed node's log (see below); retention on a
 node's log; leadership transfers; leader churn: new leaders crashed or cut off soon after
 winning or right after their first commit), membership changes (see below) and the clients
 that propose all the time. After
@@ -18,6 +19,27 @@ A crash keeps exactly what storage.sync() made durable (a Ready's writes are syn
 its votes and acks go out): SimMemoryStorage restores its last synced copy; over a
 PartitionLog, each segment file is cut back to the bytes an fsync covered, plus, half the
 time, a random prefix of the rest (possibly a torn batch, for recovery to cut off).
+
+Damage while a node is down (issue #12, protocol-aware repair): in half the seeds (an RNG of
+their own), a crash damages the node's log 30% of the time, as long as the damaged nodes not
+yet repaired stay a minority of the voters (at most f of 2f+1; with membership changes, only
+with 3 or more voters and no change pending, and the group is not shrunk to 2 voters while a
+log is repaired, nor does a leader remove itself then): a majority that lost committed
+entries can only wait for a node that holds them, expected unavailability this does not
+generate. Over a PartitionLog, one closed segment gets a bit flipped in a batch's header or
+payload, or is emptied, or cut in the middle of a batch. Recovery quarantines what it finds
+(a cut, a bad header); a flip that only the crc shows is found by the first read of that
+batch, which stops the replica, quarantines and reopens it, as the broker does
+(ReplicationManager.report_damage). Not the leader term (header bytes 13-16): the crc does
+not cover it, so no check can tell a flipped one, and it is left out. Over MemoryStorage, the entries from a random one on are lost and repair_until set to
+the last offset held before. Either way the node comes back repairing (raft.py, "Repair"):
+no votes, no campaigns, until its log holds that far again. Its own log has lost committed
+entries meanwhile, so the checks that committed entries never vanish judge the nodes that
+are not repairing (a repairing node never leads, nor truncates below its commit); its
+persisted commit may go back once, to its clamped commit; damage a read finds after the heal
+stops a replica, so the settled-leader check starts over from there. The run waits for
+repair: every member must hold and apply what it lost again, and at the end every member's
+log holds exactly the committed entries up to the post-heal one, a repaired node as any other.
 
 Checked after every step: at most one leader per term; log matching (checked inductively:
 every (last_offset, term) ever persisted anywhere names one (base_offset, data, previous
@@ -47,7 +69,9 @@ vote-before-persist (the driver sends a vote before syncing it), forget-vote-on-
 (storage loses the vote on restart), leader-counts-unpersisted (the driver advances a
 leader without syncing its entries, so the leader counts entries a crash can take back),
 stale-append-ack (an append of an older term is answered as an ack of the follower's last
-index), no-pre-vote (the nodes run without pre-vote: terms run away).
+index), no-pre-vote (the nodes run without pre-vote: terms run away), repair-votes (a node
+whose log was damaged votes and campaigns as if whole: it elects a leader that lacks entries
+it had acknowledged, and a committed entry is lost).
 
     python -m distlog.consensus.sim --seeds 2000 --json
     python -m distlog.consensus.sim --seed 17 --trace
@@ -97,12 +121,13 @@ from distlog.consensus.partition_storage import (
     stamp_record_batch,
 )
 from distlog.consensus.raft import Config, NotLeaderError, RaftNode, Role
-from distlog.log.batch import build_batch
+from distlog.log.batch import HEADER_SIZE, build_batch, peek_header
 from distlog.log.config import LogConfig
+from distlog.log.errors import CorruptDataError
 from distlog.log.partition_log import PartitionLog
 
 INJECTABLE_BUGS = ("vote-before-persist", "forget-vote-on-restart", "leader-counts-unpersisted",
-                   "stale-append-ack", "no-pre-vote")
+                   "stale-append-ack", "no-pre-vote", "repair-votes")
 
 
 class Violation(Exception):
@@ -133,6 +158,11 @@ class SimConfig:
     # (add a learner, promote it, remove a voter, the leader too) this often per tick.
     membership_share: float = 0.25
     membership_change_probability: float = 1 / 15
+    # Seeds whose crashed nodes may find their log damaged when they come back (chosen by an
+    # RNG of their own), and how often a crash there damages the log, within the budget (see
+    # Simulation._may_damage: a minority of the voters unrepaired at a time).
+    damage_share: float = 0.5
+    damage_probability: float = 0.3
     inject_bug: Optional[str] = None
 
 
@@ -145,6 +175,7 @@ class SeedResult:
     trace: list[str] = field(default_factory=list)
     disk: bool = False
     max_term: int = 0
+    damaged_logs: int = 0
 
 
 class Network:
@@ -230,6 +261,8 @@ class SimMemoryStorage(MemoryStorage):
 
     def sync_log(self) -> None:
         self._durable_log = self._log_state()
+        if self.repair_until is not None and self.last_index >= self.repair_until:
+            self.repair_until = None  # holds what it lost again, durably (as PartitionStorage notes it)
 
     def sync(self) -> None:
         self.sync_log()
@@ -246,6 +279,22 @@ class SimMemoryStorage(MemoryStorage):
         self._entries, self._last_offsets = list(entries), list(last_offsets)
         self._hard_state = self._durable_hard_state
         return self
+
+    def damage(self, rng: random.Random) -> Optional[str]:
+        """Damage found on restart, as recovery over a PartitionLog handles it: every entry from
+        a random one on is gone (a bad batch and what follows it, quarantined), and repair_until
+        remembers the last offset held before, which this node may have acknowledged. Only on a
+        crashed node (what it holds is what was synced); None if there is nothing to lose."""
+        if not self._entries:
+            return None
+        held_until = self.last_index
+        cut = rng.randrange(len(self._entries))
+        lost_from = self._entries[cut].base_offset
+        del self._entries[cut:]
+        del self._last_offsets[cut:]
+        self.repair_until = held_until if self.repair_until is None else max(self.repair_until, held_until)
+        self.sync_log()
+        return f"offsets {lost_from}..{held_until} lost"
 
 
 class SimDiskStorage(PartitionStorage):
@@ -300,12 +349,52 @@ class SimDiskStorage(PartitionStorage):
         # Abandoned, not closed: close() would flush. Its mappings keep the old inodes alive.
         return SimDiskStorage(self.directory, self.config)
 
+    def damage(self, rng: random.Random) -> Optional[str]:
+        """Damage one closed segment's file the way disks do (a flipped bit in a batch's header
+        or payload, the file cut to nothing or in the middle of a batch); None if no segment
+        is closed. The caller reopens the log: recovery finds the damage then, or a read does."""
+        closed = [segment for segment in self.log.segments[:-1] if segment.size_bytes]
+        if not closed:
+            return None
+        segment = rng.choice(closed)
+        with open(segment.log_path, "rb") as f:
+            data = bytearray(f.read())
+        starts, position = [], 0
+        while position < len(data):
+            starts.append(position)
+            position += peek_header(data, position).batch_length
+        start = rng.choice(starts)
+        length = peek_header(data, start).batch_length
+        name = os.path.basename(segment.log_path)
+        how = rng.choice(("header", "payload", "empty", "cut"))
+        if how == "empty":
+            del data[:]
+            what = f"{name} emptied"
+        elif how == "cut":
+            del data[rng.randint(start + 1, start + length - 1):]
+            what = f"{name} cut to {len(data)} bytes, in its batch at byte {start}"
+        else:
+            at = start + (rng.choice(_FLIPPABLE_HEADER_BYTES) if how == "header"
+                          else rng.randrange(HEADER_SIZE, length))
+            data[at] ^= 1 << rng.randrange(8)
+            what = f"a bit flipped in {name} at byte {at} (the {how} of its batch at byte {start})"
+        with open(segment.log_path + ".tmp", "wb") as f:  # swapped in: a mapped file is never changed
+            f.write(data)
+        os.replace(segment.log_path + ".tmp", segment.log_path)
+        return what
+
     @property
     def entries(self) -> list[Entry]:
         return [_plain(e) for e in self.entries_from(self.log_start_offset, 1 << 30)]
 
     def compact(self, index: int) -> None:
         raise NotImplementedError("retention over a PartitionLog goes through apply_retention")
+
+
+# Header bytes a flip may hit: all but the leader term (bytes 13-16), which the batch crc does
+# not cover (it is stamped after the crc, as Kafka's partition leader epoch) and which no check
+# can tell from a real one. See the module docstring.
+_FLIPPABLE_HEADER_BYTES = tuple(range(0, 13)) + tuple(range(17, HEADER_SIZE))
 
 
 def _cut_file(path: str, length: int) -> None:
@@ -339,6 +428,12 @@ class SimNode:
         self.paused_until = 0  # while now < paused_until the node neither ticks nor receives
         self.inbox: list[Message] = []  # what arrived while paused
         self.received_at = -1  # the last tick a message was stepped into it
+        # Set when its log was damaged: the last offset it held then. It counts as unrepaired
+        # until it holds and has applied that far again, with no damage left on record.
+        self.repair_target: Optional[int] = None
+        # A damaged node's commit, clamped to its log on restart: what its persisted commit may
+        # go back to, once (the commit it persisted before the damage is out of its reach).
+        self.commit_floor: Optional[int] = None
 
     def paused(self, now: int) -> bool:
         return now < self.paused_until
@@ -372,6 +467,16 @@ class Simulation:
                            and random.Random(f"membership-{seed}").random() < config.membership_share)
         if self.membership:
             self.size = 5
+        # Damage to a crashed node's log: an RNG of its own too, so that seeds it spares run as
+        # before (and a damaged one differs only from the first damage on).
+        self.damage_rng = random.Random(f"damage-{seed}")
+        self.damage_logs = self.damage_rng.random() < config.damage_share
+        self.damaged_logs = 0
+        self.live_members: tuple[int, ...] = ()
+        self.live_offset = -1
+        # Damage a read finds after the heal is a fault the heal could not heal: the replica stops
+        # and restarts (a leader steps down), so the settled-leader check starts over from then.
+        self.settle_after = config.fault_ticks
         self.bootstrap_voters = (0, 1, 2) if self.membership else tuple(range(self.size))
         # Committed membership entries (offset, membership), as first applied anywhere.
         self.committed_memberships: list[tuple[int, Membership]] = []
@@ -434,28 +539,39 @@ class Simulation:
         result = functools.partial(SeedResult, self.seed, trace=self.trace, disk=self.disk)
         try:
             while self.now < end and not (self.live_at and self.settled_at
-                                          and self.now >= self.settled_at + cfg.settle_ticks):
+                                          and self.now >= self.settled_at + cfg.settle_ticks
+                                          and not self._unrepaired(self.live_members)):
                 self.now += 1
-                if self.now == cfg.fault_ticks:
-                    self._heal_all()
-                elif not self.healed and self.rng.random() < cfg.fault_probability:
-                    self._inject_fault()
-                if self.membership and not self.healed and self.rng.random() < cfg.membership_change_probability:
-                    self._change_membership()
-                self._step_once()
+                try:
+                    if self.now == cfg.fault_ticks:
+                        self._heal_all()
+                    elif not self.healed and self.rng.random() < cfg.fault_probability:
+                        self._inject_fault()
+                    if self.membership and not self.healed and self.rng.random() < cfg.membership_change_probability:
+                        self._change_membership()
+                    self._step_once()
+                except CorruptDataError as error:
+                    self._damage_found(error)
+            if self.live_at is not None:
+                self._check_replicas_converged()
         except Violation as v:
             self._log(f"VIOLATION: {v}")
-            return result(self.now, violation=str(v), max_term=self.max_term)
+            return result(self.now, violation=str(v), max_term=self.max_term, damaged_logs=self.damaged_logs)
         except Exception as e:  # the core refusing an input is a failure the seed must report
             what = f"{type(e).__name__} raised: {e}"
             self._log(f"VIOLATION: {what}")
-            return result(self.now, violation=what, max_term=self.max_term)
+            return result(self.now, violation=what, max_term=self.max_term, damaged_logs=self.damaged_logs)
+        why = None
         if self.live_at is None:
             why = (f"no entry proposed after the faults healed at tick {cfg.fault_ticks} was applied "
                    f"by all its group's nodes within {cfg.liveness_ticks} ticks")
+        elif self._unrepaired(self.live_members):
+            why = (f"n{', n'.join(map(str, self._unrepaired(self.live_members)))} still repairing "
+                   f"{cfg.liveness_ticks} ticks after the heal")
+        if why is not None:
             self._log(f"LIVENESS FAILURE: {why}")
-            return result(self.now, liveness_failure=why, max_term=self.max_term)
-        return result(self.now, max_term=self.max_term)
+            return result(self.now, liveness_failure=why, max_term=self.max_term, damaged_logs=self.damaged_logs)
+        return result(self.now, max_term=self.max_term, damaged_logs=self.damaged_logs)
 
     def _step_once(self) -> None:
         for action, node, *how in self.scheduled.pop(self.now, ()):
@@ -518,10 +634,13 @@ class Simulation:
                 self._persist_entries(node, rd.entries)
             if rd.hard_state is not None:
                 before = storage.hard_state().commit
+                if node.commit_floor is not None:  # damage cut its log below what it had committed
+                    before = min(before, node.commit_floor)
                 if rd.hard_state.commit < before:
                     raise Violation(f"n{node.node_id} persisted commit {rd.hard_state.commit} "
                                     f"below its earlier {before}")
                 storage.set_hard_state(rd.hard_state)
+                node.commit_floor = None
             if self._crash_now():
                 self._crash(node, "after writing a Ready, before syncing it")
                 return
@@ -591,6 +710,7 @@ class Simulation:
             applied_by.add(node.node_id)
             if self.live_at is None and applied_by.issuperset(members):
                 self.live_at = self.now
+                self.live_members, self.live_offset = tuple(members), entry.last_offset
                 self._log(f"entry {entry.last_offset} (term {entry.term}) proposed after healing "
                           f"is applied everywhere")
 
@@ -719,13 +839,14 @@ class Simulation:
         rejoining, a restarted one, a late message) may start another term or depose it.
 
         Only from two election timeouts after the heal: until then a leader may still step
-        down, rightly, at the end of a check-quorum window that began while it was cut off."""
+        down, rightly, at the end of a check-quorum window that began while it was cut off. (Or
+        after damage a read found: see settle_after.)"""
         members = self.settled_members or self._settling_members()
         if members is None:
             return
         view = {(self.nodes[i].raft.term, self.nodes[i].raft.leader_id) for i in members}
         if self.settled is None:
-            if self.now < self.config.fault_ticks + 2 * self.config.election_timeout_ticks:
+            if self.now < self.settle_after + 2 * self.config.election_timeout_ticks:
                 return
             (term, leader), = view if len(view) == 1 else ((None, None),)
             if leader is not None and self.nodes[leader].raft.role is Role.LEADER:
@@ -858,6 +979,8 @@ class Simulation:
         node.paused_until = 0
         self._roles.pop(node.node_id, None)
         self._log(f"crash n{node.node_id} {how}".rstrip())
+        if self.damage_logs and self._may_damage(node) and self.damage_rng.random() < self.config.damage_probability:
+            self._damage(node)
         if quick_restart:
             self.scheduled.setdefault(self.now + self.rng.randint(1, 3), []).append((self._start, node))
 
@@ -885,10 +1008,116 @@ class Simulation:
             node.storage.set_hard_state(HardState(hard_state.term, None, hard_state.commit))
             node.storage.sync()
         node_class = _StaleAckRaftNode if self.bug == "stale-append-ack" else RaftNode
-        node.raft = node_class(config, node.storage)
+        while True:
+            try:
+                node.raft = node_class(config, node.storage)
+                break
+            except CorruptDataError as error:  # reading its membership entries found the damage
+                self._quarantine(node, error)
         node.applied_last = node.storage.log_start_offset - 1
+        if node.repair_target is not None and node.storage.hard_state().commit > node.raft.commit:
+            node.commit_floor = node.raft.commit
+        if self.bug == "repair-votes":
+            node.raft.repair_until = None  # the bug: a damaged node votes and campaigns as if whole
         if self.now:
-            self._log(f"restart n{node.node_id} term={node.raft.term} last={node.raft.last_index}")
+            repairing = "" if node.raft.repair_until is None else f", repairing up to {node.raft.repair_until}"
+            self._log(f"restart n{node.node_id} term={node.raft.term} last={node.raft.last_index}{repairing}")
+
+    # ---- damage ------------------------------------------------------------------------
+
+    def _may_damage(self, node: SimNode) -> bool:
+        """Whether damaging this node's log keeps the unrepaired nodes a minority of the voters:
+        the case the repair protocol keeps safe and available (raft.py, "Repair"). A majority
+        that lost committed entries can only wait for a node that still holds them, which
+        after the heal may be none; that is expected unavailability, not generated here."""
+        if self.membership:
+            leader = self._leader()
+            if leader is None or self.nodes[leader].raft.membership_change_pending:
+                return False
+            voters = self.nodes[leader].raft.membership.voters
+        else:
+            voters = self.bootstrap_voters
+        unrepaired = set(self._unrepaired(range(self.size))) | {node.node_id}
+        # Every node counts, voter or not: a learner may be promoted while it repairs.
+        return len(voters) >= 3 and len(unrepaired) <= (len(voters) - 1) // 2
+
+    def _unrepaired(self, node_ids) -> list[int]:
+        """Those of node_ids whose damaged log is not whole and applied again yet."""
+        out = []
+        for i in node_ids:
+            node = self.nodes[i]
+            if node.repair_target is None:
+                continue
+            if (node.raft is not None and node.raft.repair_until is None and node.storage.repair_until is None
+                    and node.applied_last >= node.repair_target):
+                self._log(f"n{i} is repaired: it holds and has applied up to {node.repair_target} again")
+                node.repair_target = None
+                continue
+            out.append(i)
+        return out
+
+    def _damage(self, node: SimNode) -> None:
+        """Damage a crashed node's log (a disk's bit flips and lost writes), then reopen it as a
+        restart will: recovery quarantines what it finds damaged, or a later read finds it."""
+        held = node.storage.last_index
+        what = node.storage.damage(self.damage_rng)
+        if what is None:
+            return
+        self.damaged_logs += 1
+        node.repair_target = held if node.repair_target is None else max(node.repair_target, held)
+        if self.disk:
+            node.storage = SimDiskStorage(node.storage.directory, node.storage.config)
+        damage = node.storage.repair_until
+        self._log(f"damage n{node.node_id}'s log: {what}; "
+                  + (f"it now ends at {node.storage.last_index}, repairing up to {damage}" if damage is not None
+                     else "recovery finds nothing wrong (a read will)"))
+
+    def _damage_found(self, error: CorruptDataError) -> None:
+        """A node read damaged bytes (a batch recovery cannot vet cheaply: its crc is checked
+        when read). As the broker does (ReplicationManager.report_damage): stop the replica,
+        quarantine the damage, reopen it, repairing."""
+        node = self._node_of(error)
+        if self.membership and node.raft is not None:
+            self.max_commit_seen = max(self.max_commit_seen, node.raft.commit)
+        node.raft = None
+        node.inbox.clear()
+        node.paused_until = 0
+        self._roles.pop(node.node_id, None)
+        self._quarantine(node, error)
+        self._start(node)
+        if self.healed:
+            self.settle_after, self.settled, self.settled_at, self.settled_members = self.now, None, None, None
+
+    def _quarantine(self, node: SimNode, error: CorruptDataError) -> None:
+        """Quarantine what a read found damaged and reopen the node's storage over what is left.
+        Damage the simulator did not make is a violation: the log served or wrote bad bytes."""
+        if node.repair_target is None:
+            raise Violation(f"n{node.node_id} found damage the simulator never made: {error}")
+        node.storage.log.quarantine_damaged(error)
+        node.storage = SimDiskStorage(node.storage.directory, node.storage.config)
+        self._log(f"n{node.node_id} reads damage at offset {error.offset}, quarantines it: its log ends at "
+                  f"{node.storage.last_index}, repairing up to {node.storage.repair_until}")
+
+    def _node_of(self, error: CorruptDataError) -> SimNode:
+        directory = os.path.dirname(os.path.abspath(error.path))
+        for node in self.nodes:
+            if self.disk and os.path.abspath(node.storage.directory) == directory:
+                return node
+        raise Violation(f"damage in a file of no node's log: {error}")
+
+    def _check_replicas_converged(self) -> None:
+        """At the end, every member holds exactly the committed entries up to the entry that
+        proved liveness, from its log start on: a repaired node as much as any other."""
+        for i in self.live_members:
+            storage = self.nodes[i].storage
+            held = [_plain(e) for e in storage.entries_from(storage.log_start_offset, 1 << 30)
+                    if e.last_offset <= self.live_offset]
+            if not held or held[-1].last_offset != self.live_offset:
+                raise Violation(f"n{i} does not hold offset {self.live_offset}, which it applied")
+            for entry in held:
+                if self.committed.get(entry.last_offset) != entry:
+                    raise Violation(f"n{i} ends holding {entry}, but {self.committed.get(entry.last_offset)} "
+                                    f"was committed there")
 
     def _retention(self) -> None:
         """Drop a committed prefix of one node's log, as time or size retention would."""
@@ -936,7 +1165,15 @@ class Simulation:
             steps = [(raft.remove_member, removed)]
         else:
             steps = [(raft.add_learner, self.rng.choice(spares))] * 3 if spares else []
-            steps += [(raft.remove_member, removed)] if len(voters) > 2 else []
+            # Not down to 2 voters while a log is repaired: 1 of 2 is no minority (_may_damage).
+            if len(voters) > 2 and not (len(voters) == 3 and self._unrepaired(range(self.size))):
+                steps += [(raft.remove_member, removed)]
+        if (removed == leader and self._unrepaired(range(self.size))
+                and (raft.remove_member, leader) in steps):
+            # Not while a log is repaired: a leader that removed itself no longer campaigns, and
+            # holds an entry the others lack, so it grants them no vote either until it is
+            # committed; with a repairing voter too, that is two of four voters out (_may_damage).
+            steps = [step for step in steps if step != (raft.remove_member, leader)]
         if not steps:
             return
         change, node_id = self.rng.choice(steps)
@@ -990,6 +1227,8 @@ class Sweep:
     steps: int = 0
     disk_seeds: int = 0
     max_term: int = 0
+    damaged_seeds: int = 0  # seeds in which some node's log was damaged
+    damaged_logs: int = 0
 
 
 def run_seeds(seeds: list[int], workers: int, fail_fast: bool = False, config: SimConfig = SimConfig()) -> Sweep:
@@ -1021,6 +1260,8 @@ def run_seeds(seeds: list[int], workers: int, fail_fast: bool = False, config: S
 def _count(sweep: Sweep, result: SeedResult) -> None:
     sweep.steps += result.ticks
     sweep.disk_seeds += result.disk
+    sweep.damaged_seeds += bool(result.damaged_logs)
+    sweep.damaged_logs += result.damaged_logs
     sweep.max_term = max(sweep.max_term, result.max_term)
     if result.violation or result.liveness_failure:
         sweep.failures.append(result)
@@ -1060,8 +1301,9 @@ def main(argv: Optional[list[str]] = None, prog_name: str = "python -m distlog.c
 
 def _run(args) -> int:
     config = SimConfig(inject_bug=args.inject_bug)
-    # Recovery cutting off a torn tail after a simulated crash is expected, not news.
-    logging.getLogger("distlog.log").setLevel(logging.ERROR)
+    # Recovery cutting off a torn tail after a simulated crash, or quarantining the damage the
+    # simulator made, is expected, not news.
+    logging.getLogger("distlog.log").setLevel(logging.CRITICAL)
 
     if args.seed is not None:
         result = run_seed(args.seed, trace=args.trace, config=config)
@@ -1070,7 +1312,8 @@ def _run(args) -> int:
         failed = bool(result.violation or result.liveness_failure)
         summary = {"seeds": 1, "violations": int(bool(result.violation)),
                    "liveness_failures": int(bool(result.liveness_failure)), "steps": result.ticks,
-                   "disk_seeds": int(result.disk), "max_term": result.max_term}
+                   "disk_seeds": int(result.disk), "damaged_seeds": int(bool(result.damaged_logs)),
+                   "damaged_logs": result.damaged_logs, "max_term": result.max_term}
         print(json.dumps(summary) if args.json else
               f"seed {args.seed}: {'FAILED: ' + (result.violation or result.liveness_failure) if failed else 'ok'}"
               f" after {result.ticks} ticks")
@@ -1097,6 +1340,8 @@ def _run(args) -> int:
         "steps": sweep.steps,
         "elapsed_s": elapsed_s,
         "disk_seeds": sweep.disk_seeds,
+        "damaged_seeds": sweep.damaged_seeds,
+        "damaged_logs": sweep.damaged_logs,
         "max_term": sweep.max_term,
         "inject_bug": args.inject_bug,
     }

@@ -47,7 +47,7 @@ def test_cli_prints_one_json_summary():
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert set(summary) == {"seeds", "violations", "liveness_failures", "steps", "elapsed_s", "disk_seeds",
-                            "max_term", "inject_bug"}
+                            "damaged_seeds", "damaged_logs", "max_term", "inject_bug"}
     assert (summary["seeds"], summary["violations"], summary["liveness_failures"]) == (3, 0, 0)
 
 
