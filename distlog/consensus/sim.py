@@ -97,7 +97,7 @@ from distlog.consensus.partition_storage import (
     stamp_record_batch,
 )
 from distlog.consensus.raft import Config, NotLeaderError, RaftNode, Role
-from distlog.log.batch import build_batch
+from distlog.log.batch_builder import build_batch
 from distlog.log.config import LogConfig
 from distlog.log.partition_log import PartitionLog
 

@@ -12,17 +12,15 @@ from distlog.log.batch import (
     MAGIC,
     RECORD_DTYPE,
     CorruptBatchError,
-    Record,
     RecordBatch,
-    build_batch,
-    build_batch_from_arrays,
-    decode_records,
     iter_batches,
     peek_header,
     stamp_batch,
     stamp_producer_fields,
     with_producer_fields,
 )
+from distlog.log.batch_builder import build_batch, build_batch_from_arrays
+from distlog.log.records import Record, batch_records, decode_records, record_at
 
 maybe_bytes = st.one_of(st.none(), st.binary(max_size=40))
 header_lists = st.one_of(
@@ -61,7 +59,7 @@ def test_build_batch_round_trips_every_field(records, base_offset, leader_term):
         Record(base_offset + i, timestamps[i], (keys or [None] * n)[i], values[i], list((headers or [None] * n)[i] or []))
         for i in range(n)
     ]
-    assert batch.records() == expected
+    assert batch_records(batch) == expected
     assert decode_records(buf) == expected
 
 
@@ -84,7 +82,7 @@ def test_builders_agree_for_equal_length_values():
 def test_build_from_arrays_with_lengths_and_nulls():
     buffer = np.frombuffer(b"aabbbc", dtype=np.uint8)
     buf = build_batch_from_arrays(buffer, value_lengths=np.array([2, -1, 3, 0, 1], dtype=np.int32), timestamps_ms=42)
-    records = RecordBatch(buf).records()
+    records = batch_records(RecordBatch(buf))
     assert [r.value for r in records] == [b"aa", None, b"bbb", b"", b"c"]
     assert all(r.key is None and r.timestamp_ms == 42 for r in records)
     with pytest.raises(ValueError):
@@ -179,7 +177,7 @@ def test_record_batch_wraps_without_copying():
     batch = RecordBatch(memoryview(buf))
     assert len(batch.buffer) == batch.batch_length
     buf[batch.batch_length - 1] = ord("z")
-    assert batch.records()[0].value == b"abz"
+    assert batch_records(batch)[0].value == b"abz"
 
 
 def test_empty_batches_are_refused():
@@ -192,10 +190,10 @@ def test_empty_batches_are_refused():
 def test_record_at_one_offset_matches_full_decode(records, base_offset):
     values, keys, timestamps, headers = records
     batch = RecordBatch(build_batch(values, keys, timestamps, headers, base_offset=base_offset))
-    for record in batch.records():
-        assert batch.record(record.offset) == record
+    for record in batch_records(batch):
+        assert record_at(batch, record.offset) == record
     with pytest.raises(KeyError):
-        batch.record(base_offset + len(values))
+        record_at(batch, base_offset + len(values))
 
 
 @settings(max_examples=100, deadline=None)
@@ -219,14 +217,14 @@ def test_arrays_builder_with_lengths_matches_the_list_builder(pairs):
 @settings(max_examples=100, deadline=None)
 @given(record_lists(), st.data())
 def test_filter_batch_keeps_exactly_the_chosen_records_and_the_span(records, data):
-    from distlog.log.batch import filter_batch
+    from distlog.log.compaction import filter_batch
 
     values, keys, timestamps, headers = records
     batch = RecordBatch(build_batch(values, keys, timestamps, headers, base_offset=100, leader_term=4, producer_id=5))
     keep = np.array(data.draw(st.lists(st.booleans(), min_size=len(values), max_size=len(values))))
     filtered = RecordBatch(filter_batch(batch, keep))
     filtered.verify()
-    assert filtered.records() == [record for record, kept in zip(batch.records(), keep) if kept]
+    assert batch_records(filtered) == [record for record, kept in zip(batch_records(batch), keep) if kept]
     assert (filtered.base_offset, filtered.last_offset, filtered.leader_term, filtered.producer_id) == (
         100, 100 + len(values) - 1, 4, 5
     )
@@ -253,7 +251,9 @@ def test_a_base_offset_past_int64_is_corrupt_not_an_overflow():
     # top bit reached numpy and raised OverflowError instead of CorruptBatchError.
     import struct
 
-    from distlog.log.batch import CorruptBatchError, RecordBatch, build_batch, decode_records
+    from distlog.log.batch import CorruptBatchError, RecordBatch
+    from distlog.log.batch_builder import build_batch
+    from distlog.log.records import decode_records
 
     damaged = bytearray(build_batch([None]))
     struct.pack_into("<Q", damaged, 1, 2**63)
