@@ -19,9 +19,11 @@ import time
 
 import numpy as np
 
-from distlog.log.batch import RecordBatch, build_batch_from_arrays, iter_batches
+from distlog.log.batch import RecordBatch, iter_batches
+from distlog.log.batch_builder import build_batch_from_arrays
 from distlog.log.config import LogConfig
 from distlog.log.partition_log import PartitionLog
+from distlog.log.records import record_at
 
 
 def _parse_args(argv):
@@ -81,7 +83,7 @@ def _time_random_reads(log: PartitionLog, values: np.ndarray, count: int, seed: 
     verified = True
     started_s = time.perf_counter()
     for offset in offsets:
-        if RecordBatch(log.read(offset, 1)).record(offset).value != values[offset].tobytes():
+        if record_at(RecordBatch(log.read(offset, 1)), offset).value != values[offset].tobytes():
             verified = False
     return time.perf_counter() - started_s, verified
 

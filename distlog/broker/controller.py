@@ -47,8 +47,10 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from distlog.broker.metadata import ClusterMetadata
-from distlog.log.batch import build_batch, iter_batches
+from distlog.log.batch import iter_batches
+from distlog.log.batch_builder import build_batch
 from distlog.log.config import LogConfig
+from distlog.log.records import batch_records
 from distlog.protocol.errors import ErrorCode
 from distlog.protocol.messages import (
     AlterConfigsResponse,
@@ -167,7 +169,7 @@ class MetadataQuorum:
                 self._read_from = batch.last_offset + 1
                 if batch.is_control:
                     continue
-                records = batch.records()
+                records = batch_records(batch)
                 if records and records[-1].key == IMAGE_KEY:
                     newest = records[-1].value
         if newest is None:

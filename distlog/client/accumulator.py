@@ -22,7 +22,8 @@ from typing import NamedTuple
 import numpy as np
 
 from distlog.client.errors import BufferFullError, ProducerClosedError, RequestTimedOutError
-from distlog.log.batch import ROW_SIZE, build_batch
+from distlog.log.batch import ROW_SIZE
+from distlog.log.batch_builder import build_batch
 
 _log = logging.getLogger(__name__)
 

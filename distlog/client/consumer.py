@@ -34,6 +34,7 @@ from distlog.client.deadline import Deadline
 from distlog.client.errors import RequestTimedOutError
 from distlog.client.offsets import list_offsets
 from distlog.log.batch import HEADER_SIZE, ROW_SIZE, CorruptBatchError, RecordBatch, iter_batches
+from distlog.log.records import batch_records
 from distlog.protocol.errors import DistlogError, ErrorCode
 from distlog.protocol.messages import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, FetchRequest, ListOffsetsRequest
 
@@ -108,7 +109,7 @@ def decode_batch(tp: TopicPartition, batch: RecordBatch, min_offset: int) -> lis
     key_bytes = int(np.maximum(arrays.key_lengths, 0).sum())
     value_bytes = int(np.maximum(arrays.value_lengths, 0).sum())
     if batch.batch_length - HEADER_SIZE - n * ROW_SIZE > key_bytes + value_bytes:
-        records = batch.records()  # headers present: the general decoder handles them
+        records = batch_records(batch)  # headers present: the general decoder handles them
         return [ConsumerRecord(tp.topic, tp.partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers)
                 for r in records if r.offset >= min_offset]
     start = int(np.searchsorted(arrays.offsets, min_offset)) if n and arrays.offsets[0] < min_offset else 0

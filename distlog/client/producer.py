@@ -38,7 +38,8 @@ from distlog.client.errors import ProducerClosedError, RequestTimedOutError
 from distlog.client.partitioner import StickyPartitioner, partition_for_key, partitions_for_keys
 from distlog.client.sender import PartitionCounts, Sender, SenderSettings, WakePipe
 from distlog.client.sequencer import MAX_IN_FLIGHT
-from distlog.log.batch import HEADER_SIZE, ROW_SIZE, build_batch, build_batch_from_arrays, peek_header
+from distlog.log.batch import HEADER_SIZE, ROW_SIZE, peek_header
+from distlog.log.batch_builder import build_batch, build_batch_from_arrays
 from distlog.protocol.errors import DistlogError, ErrorCode
 
 ACKS = {"all": -1, "-1": -1, -1: -1, "1": 1, 1: 1, "0": 0, 0: 0}

@@ -66,7 +66,8 @@ from distlog.consensus.log_store import Span
 from distlog.consensus.membership import Membership
 from distlog.consensus.messages import Entry, HardState
 from distlog.durable import write_file_atomically
-from distlog.log.batch import ATTR_CONTROL, RecordBatch, build_batch, peek_header, stamp_batch
+from distlog.log.batch import ATTR_CONTROL, RecordBatch, peek_header, stamp_batch
+from distlog.log.batch_builder import build_batch
 from distlog.log.errors import OffsetOutOfRangeError
 from distlog.log.partition_log import PartitionLog
 from distlog.log.retention import expired_segment_count

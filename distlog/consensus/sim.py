@@ -121,7 +121,8 @@ from distlog.consensus.partition_storage import (
     stamp_record_batch,
 )
 from distlog.consensus.raft import Config, NotLeaderError, RaftNode, Role
-from distlog.log.batch import HEADER_SIZE, build_batch, peek_header
+from distlog.log.batch import HEADER_SIZE, peek_header
+from distlog.log.batch_builder import build_batch
 from distlog.log.config import LogConfig
 from distlog.log.errors import CorruptDataError
 from distlog.log.partition_log import PartitionLog

@@ -7,15 +7,12 @@ from distlog.log.batch import (
     BatchArrays,
     BatchHeader,
     CorruptBatchError,
-    Record,
     RecordBatch,
-    build_batch,
-    build_batch_from_arrays,
-    decode_records,
     iter_batches,
     peek_header,
     stamp_batch,
 )
+from distlog.log.batch_builder import build_batch, build_batch_from_arrays
 from distlog.log.config import LogConfig
 from distlog.log.errors import (
     CorruptSegmentNameError,
@@ -28,11 +25,12 @@ from distlog.log.errors import (
     StorageError,
 )
 from distlog.log.partition_log import PartitionLog
+from distlog.log.records import Record, batch_records, decode_records, record_at
 
 __all__ = [
     "HEADER_SIZE", "MAGIC", "RECORD_DTYPE", "BatchArrays", "BatchHeader", "CorruptBatchError", "Record",
-    "RecordBatch", "build_batch", "build_batch_from_arrays", "decode_records", "iter_batches", "peek_header",
-    "stamp_batch", "LogConfig", "CorruptSegmentNameError", "LogError", "LogFlushFailedError",
-    "NotAPartitionLogError", "OffsetOutOfRangeError", "ReadOnlyLogError", "RecordTooLargeError", "StorageError",
+    "RecordBatch", "batch_records", "build_batch", "build_batch_from_arrays", "decode_records", "iter_batches",
+    "peek_header", "record_at", "stamp_batch", "LogConfig", "CorruptSegmentNameError", "LogError",
+    "LogFlushFailedError", "NotAPartitionLogError", "OffsetOutOfRangeError", "ReadOnlyLogError", "RecordTooLargeError", "StorageError",
     "PartitionLog",
 ]

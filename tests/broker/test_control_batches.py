@@ -8,7 +8,8 @@ import pytest
 from distlog.client import Admin, Consumer, Producer
 from distlog.client.connection import BrokerConnection
 from distlog.consensus.partition_storage import leader_marker_batch
-from distlog.log.batch import ATTR_CONTROL, build_batch
+from distlog.log.batch import ATTR_CONTROL
+from distlog.log.batch_builder import build_batch
 from distlog.protocol.errors import ErrorCode
 from distlog.protocol.messages import ProduceRequest
 from tests.broker.helpers import running_brokers

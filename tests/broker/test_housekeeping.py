@@ -13,6 +13,7 @@ import pytest
 from distlog.broker import server
 from distlog.client import Admin, Consumer, Producer
 from distlog.log.batch import iter_batches
+from distlog.log.records import batch_records
 from distlog.protocol.codec import decode_response, encode
 from distlog.protocol.errors import ErrorCode
 from distlog.protocol.messages import EARLIEST_TIMESTAMP, ApiKey, FetchRequest
@@ -152,7 +153,7 @@ def test_a_fetch_whose_segments_retention_deletes_before_the_reply_leaves_gets_i
             assert deleted == [True], "retention should have deleted the first segment under the fetch"
             assert entry["error_code"] == 0 and len(entry["records"]) >= 64 * 1024  # sent zero-copy
             batches = list(iter_batches(entry["records"]))  # verifies every CRC
-            got = [(r.offset, r.value) for batch in batches for r in batch.records()]
+            got = [(r.offset, r.value) for batch in batches for r in batch_records(batch)]
             assert got and got == list(zip(offsets, values))[:len(got)]
             broker.handlers[ApiKey.FETCH] = real_handle_fetch
             gone = fetch(connection, topic, 0)

@@ -7,7 +7,8 @@ import time
 
 import zmq
 
-from distlog.log.batch import build_batch, decode_records
+from distlog.log.batch_builder import build_batch
+from distlog.log.records import decode_records
 from distlog.protocol.codec import decode_request, encode
 from distlog.protocol.errors import ErrorCode
 from distlog.protocol.messages import (

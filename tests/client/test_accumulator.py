@@ -8,7 +8,9 @@ import pytest
 
 from distlog.client.accumulator import ProducerBatch, RecordAccumulator
 from distlog.client.errors import BufferFullError
-from distlog.log.batch import ROW_SIZE, RecordBatch, build_batch, list_column
+from distlog.log.batch import ROW_SIZE, RecordBatch
+from distlog.log.batch_builder import build_batch, list_column
+from distlog.log.records import batch_records
 
 
 def accumulator(batch_size=64 * 1024, buffer_memory=1 << 30, max_block_s=0.2, linger_s=1.0):
@@ -24,8 +26,8 @@ def sealed_records(acc):
     """Every record of every sealed batch, in order, as (partition, offset in batch, record)."""
     out = []
     for batch in seal_and_drain(acc):
-        assert batch.record_count == len(RecordBatch(batch.data).records())
-        out.extend((batch.partition, r) for r in RecordBatch(batch.data).records())
+        assert batch.record_count == len(batch_records(RecordBatch(batch.data)))
+        out.extend((batch.partition, r) for r in batch_records(RecordBatch(batch.data)))
     return out
 
 
@@ -56,7 +58,7 @@ def test_a_batch_is_sealed_when_the_next_record_would_pass_batch_size():
     per_batch = 1024 // record_size
     assert [b.record_count for b in batches] == [per_batch, per_batch, 20 - 2 * per_batch]
     assert all(b.size_bytes <= 1024 for b in batches)
-    values = [r.value for b in batches for r in RecordBatch(b.data).records()]
+    values = [r.value for b in batches for r in batch_records(RecordBatch(b.data))]
     assert values == [bytes([i]) * 100 for i in range(20)]
 
 
@@ -73,7 +75,7 @@ def test_a_record_bigger_than_batch_size_travels_in_a_batch_of_its_own():
     acc.append("t", 0, b"x" * 5000, None, 1, None, None)
     acc.append("t", 0, b"b", None, 1, None, None)
     batches = seal_and_drain(acc)
-    assert [[r.value for r in RecordBatch(b.data).records()] for b in batches] == [[b"a"], [b"x" * 5000], [b"b"]]
+    assert [[r.value for r in batch_records(RecordBatch(b.data))] for b in batches] == [[b"a"], [b"x" * 5000], [b"b"]]
 
 
 def test_wake_is_asked_for_when_a_batch_opens_or_seals_and_not_otherwise():
@@ -91,7 +93,7 @@ def test_partitions_keep_separate_batches():
     acc.append("u", 0, b"other topic", None, 1, None, None)
     by_partition = {}
     for batch in seal_and_drain(acc):
-        by_partition[(batch.topic, batch.partition)] = [r.value for r in RecordBatch(batch.data).records()]
+        by_partition[(batch.topic, batch.partition)] = [r.value for r in batch_records(RecordBatch(batch.data))]
     assert by_partition == {("t", 0): [b"\x00", b"\x02", b"\x04"], ("t", 1): [b"\x01", b"\x03", b"\x05"],
                             ("u", 0): [b"other topic"]}
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from distlog.client.consumer import ConsumerRecord, TopicPartition, decode_batch
-from distlog.log.batch import RecordBatch, build_batch, build_batch_from_arrays
+from distlog.log.batch import RecordBatch
+from distlog.log.batch_builder import build_batch, build_batch_from_arrays
 
 TP = TopicPartition("t", 3)
 

@@ -11,7 +11,9 @@ import pytest
 from distlog.client.accumulator import ProducerBatch, RecordAccumulator
 from distlog.client.errors import RequestTimedOutError
 from distlog.client.sender import PartitionCounts, Sender, SenderSettings, WakePipe
-from distlog.log.batch import RecordBatch, build_batch
+from distlog.log.batch import RecordBatch
+from distlog.log.batch_builder import build_batch
+from distlog.log.records import batch_records
 from distlog.protocol.errors import ErrorCode
 from distlog.protocol.messages import ProduceResponse
 from distlog.replication.producer_state import WINDOW
@@ -77,7 +79,7 @@ def stamps(request):
     for entry in request.partitions:
         batch = RecordBatch(entry["records"])
         batch.verify()  # the restamped crc must hold
-        out.append((batch.producer_id, batch.base_sequence, batch.records()[0].value))
+        out.append((batch.producer_id, batch.base_sequence, batch_records(batch)[0].value))
     return out
 
 

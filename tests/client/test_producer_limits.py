@@ -107,6 +107,7 @@ def test_send_batch_rows_become_batches_of_exactly_those_records(rows):
     import numpy as np
 
     from distlog.log.batch import RecordBatch
+    from distlog.log.records import batch_records
 
     producer = Producer(dead_address(), max_block_ms=1000, delivery_timeout_ms=60_000)
     try:
@@ -116,7 +117,7 @@ def test_send_batch_rows_become_batches_of_exactly_those_records(rows):
         timestamps = np.arange(25_000, dtype=np.int64) + 1_700_000_000_000
         rows = np.asarray(rows)
         built = list(producer._batches_for_rows(values, keys, rows, timestamps))
-        records = [r for data, count in built for r in RecordBatch(data).records()]
+        records = [r for data, count in built for r in batch_records(RecordBatch(data))]
         assert sum(count for _, count in built) == len(rows) == len(records)
         assert [r.value for r in records] == [bytes(values[i]) for i in rows]
         assert [r.key for r in records] == [bytes(keys[i]) for i in rows]
@@ -142,13 +143,14 @@ def test_headers_given_as_a_dict_or_as_pairs_are_stored_as_given(headers):
     """A dict used to be iterated for its keys, each unpacked into a pair of characters:
     {"h1": b"x"} was stored as [("h", b"1")]."""
     from distlog.log.batch import RecordBatch
+    from distlog.log.records import batch_records
 
     producer = Producer(dead_address(), max_block_ms=1000, delivery_timeout_ms=60_000)
     producer._partition_counts.counts["t"] = 1  # pretend metadata arrived; the broker is unreachable
     try:
         producer.send("t", b"v", partition=0, headers=headers)
         (batch,) = producer._accumulator.seal_all()
-        (record,) = RecordBatch(batch.data).records()
+        (record,) = batch_records(RecordBatch(batch.data))
         assert record.headers == [("h1", b"x"), ("trace", b"abc")]
     finally:
         producer._accumulator.close()

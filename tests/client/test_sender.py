@@ -2,7 +2,7 @@
 
 from distlog.client.accumulator import ProducerBatch, RecordAccumulator
 from distlog.client.sender import PartitionCounts, Sender, SenderSettings, WakePipe
-from distlog.log.batch import build_batch
+from distlog.log.batch_builder import build_batch
 from tests.client.fakes import ENDPOINT, OneLeaderCluster
 
 

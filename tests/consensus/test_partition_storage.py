@@ -18,9 +18,11 @@ from distlog.consensus.partition_storage import (
     stamp_record_batch,
 )
 from distlog.consensus.raft import Config, RaftNode
-from distlog.log.batch import RecordBatch, build_batch
+from distlog.log.batch import RecordBatch
+from distlog.log.batch_builder import build_batch
 from distlog.log.config import LogConfig
 from distlog.log.partition_log import PartitionLog
+from distlog.log.records import batch_records
 from tests.consensus.network import Network
 
 
@@ -52,11 +54,13 @@ def test_replicated_batches_are_byte_identical_and_stamped_with_offsets_and_term
     logs = [bytes(net.storage[i].log.read(0, 1 << 20)) for i in net.ids]
     assert logs[0] == logs[1] == logs[2]
     (marker, batch) = net.storage[2].entries_from(0, 10)
-    assert RecordBatch(marker.data).records()[0].key == LEADER_MARKER_KEY
+    assert batch_records(RecordBatch(marker.data))[0].key == LEADER_MARKER_KEY
     assert RecordBatch(marker.data).is_control and not RecordBatch(batch.data).is_control
     stamped = RecordBatch(batch.data)
     stamped.verify()  # stamping base offset and term leaves the checksum valid
-    assert (stamped.base_offset, stamped.leader_term, [r.value for r in stamped.records()]) == (1, 1, [b"a", b"b", b"c"])
+    assert (stamped.base_offset, stamped.leader_term, [r.value for r in batch_records(stamped)]) == (
+        1, 1, [b"a", b"b", b"c"]
+    )
     assert net.nodes[3].high_watermark == 3
 
 

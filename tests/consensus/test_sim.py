@@ -13,7 +13,7 @@ from distlog.consensus import raft, sim
 from distlog.consensus.membership import MembershipLog
 from distlog.consensus.messages import Entry, HardState
 from distlog.consensus.partition_storage import stamp_record_batch
-from distlog.log.batch import build_batch
+from distlog.log.batch_builder import build_batch
 from distlog.log.config import LogConfig
 
 

@@ -8,7 +8,7 @@ from distlog.consensus import sim
 from distlog.consensus.messages import Entry, HardState
 from distlog.consensus.partition_storage import stamp_record_batch
 from distlog.consensus.raft import Config, RaftNode
-from distlog.log.batch import build_batch
+from distlog.log.batch_builder import build_batch
 from distlog.log.config import LogConfig
 from distlog.log.errors import CorruptDataError
 

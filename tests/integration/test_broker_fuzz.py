@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 
 from distlog.client import Admin, Consumer
 from distlog.client.probe import ping
-from distlog.log.batch import HEADER_SIZE, CorruptBatchError, RecordBatch, build_batch, peek_header
+from distlog.log.batch import HEADER_SIZE, CorruptBatchError, RecordBatch, peek_header
+from distlog.log.batch_builder import build_batch
+from distlog.log.records import batch_records
 from distlog.protocol.codec import decode_request, decode_response, encode
 from distlog.protocol.errors import ProtocolError
 from distlog.protocol.messages import ApiKey, ErrorResponse, ProduceRequest, ProduceResponse
@@ -165,11 +167,11 @@ def test_mutated_produce_requests_are_refused_and_never_stored_corrupt(fuzz_targ
                     written = exact_batches(bytes(sent["records"]))
                     assert written is not None, f"a mutated batch was acknowledged: {result}"
                     if sent["topic"] == topic and sent["partition"] == 0:
-                        accepted_records.extend(r.value for b in written for r in b.records())
+                        accepted_records.extend(r.value for b in written for r in batch_records(b))
 
     mutated_produce()
     assert_still_serving(broker)
-    stored = [r.value for batch in stored_batches(broker.address, topic) for r in batch.records()]
+    stored = [r.value for batch in stored_batches(broker.address, topic) for r in batch_records(batch)]
     # exactly the acknowledged batches, plus any acks=0 send that was intact: each one whole
     assert len(accepted_records) <= len(stored) <= len(accepted_records) + len(VALUES) * len(unanswered_sends)
     assert stored == VALUES * (len(stored) // len(VALUES))

@@ -11,7 +11,7 @@ import pytest
 
 from distlog.broker.launcher import restart_broker, start_brokers, stop_brokers
 from distlog.client import Admin, Consumer, Producer
-from distlog.log.batch import build_batch
+from distlog.log.batch_builder import build_batch
 from distlog.protocol.codec import decode_response, encode
 from distlog.protocol.errors import RETRIABLE
 from distlog.protocol.messages import LATEST_TIMESTAMP, ProduceRequest, ProduceResponse

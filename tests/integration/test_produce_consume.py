@@ -13,6 +13,7 @@ from distlog.broker.launcher import start_brokers, stop_brokers
 from distlog.client import Admin, Consumer, DistlogError, ErrorCode, Producer, RequestTimedOutError, TopicPartition
 from distlog.client.probe import ping
 from distlog.log.batch import iter_batches
+from distlog.log.records import batch_records
 from distlog.protocol.codec import decode_response, encode
 from distlog.protocol.messages import (EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, ApiVersionsRequest, FetchRequest,
                                        FetchResponse)
@@ -110,7 +111,7 @@ def fetched_values(response) -> list:
     assert isinstance(response, FetchResponse), response
     (entry,) = response.partitions
     assert entry["error_code"] == 0, entry
-    return [r.value for batch in iter_batches(entry["records"]) for r in batch.records()]
+    return [r.value for batch in iter_batches(entry["records"]) for r in batch_records(batch)]
 
 
 def cpu_s(process: psutil.Process) -> float:

@@ -12,7 +12,7 @@ from distlog.broker.launcher import restart_broker as restart, start_brokers, st
 from distlog.client import Admin, Consumer, TopicPartition
 from distlog.client.connection import BrokerConnection
 from distlog.client.probe import set_fault_rules
-from distlog.log.batch import build_batch
+from distlog.log.batch_builder import build_batch
 from distlog.protocol.errors import ErrorCode
 from distlog.protocol.messages import ACKS_ALL, ProduceRequest
 from tests.integration.replication_helpers import (

@@ -1,6 +1,8 @@
 """Helpers for storage tests: a controllable clock and small batch builders."""
 
-from distlog.log.batch import build_batch, iter_batches
+from distlog.log.batch import iter_batches
+from distlog.log.batch_builder import build_batch
+from distlog.log.records import batch_records
 
 
 class FakeClock:
@@ -29,6 +31,6 @@ def read_all(log, start=None, max_bytes=1 << 20) -> list:
         batches = list(iter_batches(log.read(offset, max_bytes)))
         assert batches, f"read({offset}) returned nothing before the log end {log.log_end_offset}"
         for batch in batches:
-            records.extend(record for record in batch.records() if record.offset >= offset)
+            records.extend(record for record in batch_records(batch) if record.offset >= offset)
             offset = batch.last_offset + 1
     return records

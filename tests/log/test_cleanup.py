@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from distlog.log.batch import Record, RecordBatch, iter_batches
+from distlog.log.batch import RecordBatch, iter_batches
+from distlog.log.records import Record, batch_records
 from distlog.log.errors import OffsetOutOfRangeError
 from tests.log.helpers import read_all, values_batch
 
@@ -133,7 +134,7 @@ def test_compaction_is_a_no_op_for_delete_topics(open_log):
 def test_readers_see_valid_data_while_compaction_swaps_segments(open_log, clock):
     log = _keyed_log(open_log, clock, rounds=20)
     held = log.read(0, 1 << 20)  # a view taken before compaction
-    held_records = [r for b in iter_batches(held) for r in b.records()]
+    held_records = [r for b in iter_batches(held) for r in batch_records(b)]
     expected = {r.offset: r for r in read_all(log)}
     problems = []
     reader_passes = []
@@ -172,7 +173,7 @@ def test_readers_see_valid_data_while_compaction_swaps_segments(open_log, clock)
     assert not thread.is_alive()
     assert problems == []
     assert len(reader_passes) >= 3
-    assert [r for b in iter_batches(held) for r in b.records()] == held_records
+    assert [r for b in iter_batches(held) for r in batch_records(b)] == held_records
     assert RecordBatch(held).base_offset == 0
 
 

@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import distlog.log.compaction as compaction
-from distlog.log.batch import RecordBatch, build_batch
+from distlog.log.batch import RecordBatch
+from distlog.log.batch_builder import build_batch
 from distlog.log.compaction import latest_record_mask
 from tests.log.helpers import read_all, values_batch
 

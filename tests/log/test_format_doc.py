@@ -3,7 +3,8 @@
 import pathlib
 import re
 
-from distlog.log.batch import RecordBatch, build_batch
+from distlog.log.batch import RecordBatch
+from distlog.log.batch_builder import build_batch
 
 FORMAT_MD = pathlib.Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md"
 

@@ -5,13 +5,15 @@ import os
 
 import pytest
 
-from distlog.log.batch import CorruptBatchError, RecordBatch, build_batch, iter_batches, stamp_batch
+from distlog.log.batch import CorruptBatchError, RecordBatch, iter_batches, stamp_batch
+from distlog.log.batch_builder import build_batch
 from distlog.log.errors import (
     CorruptSegmentNameError,
     NotAPartitionLogError,
     OffsetOutOfRangeError,
     RecordTooLargeError,
 )
+from distlog.log.records import batch_records
 from tests.log.helpers import read_all, values_batch
 
 
@@ -180,7 +182,7 @@ def test_truncate_keeps_views_read_before_it_valid(open_log):
     held = log.read(0, 1 << 20)
     log.truncate_to(1)
     log.append(values_batch(b"overwrite" * 5))
-    assert [r.value for r in RecordBatch(held).records()] == [b"keep-0"]
+    assert [r.value for r in batch_records(RecordBatch(held))] == [b"keep-0"]
     assert [b.record_count for b in iter_batches(held)] == [1] * 5
 
 
@@ -301,7 +303,7 @@ def test_a_tailing_reader_thread_sees_every_record_in_order_while_appends_roll(o
         while offset < total and time.monotonic() < deadline:
             try:
                 for batch in iter_batches(log.read(offset, 700)):
-                    seen.extend(record.value for record in batch.records() if record.offset >= offset)
+                    seen.extend(record.value for record in batch_records(batch) if record.offset >= offset)
                     offset = batch.last_offset + 1
             except Exception as error:  # the writer thread must never hand the reader bad bytes
                 errors.append(repr(error))

@@ -8,9 +8,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from distlog.log.batch import RecordBatch, build_batch, stamp_batch
+from distlog.log.batch import RecordBatch, stamp_batch
+from distlog.log.batch_builder import build_batch
 from distlog.log.config import LogConfig
 from distlog.log.partition_log import PartitionLog
+from distlog.log.records import record_at
 from tests.log.helpers import FakeClock, read_all
 
 CONFIG = LogConfig(segment_bytes=260, index_interval_bytes=90, retention_ms=1000)
@@ -86,7 +88,8 @@ class PartitionLogModel(RuleBasedStateMachine):
         assert self.log.last_term == (self.model[-1][1] if self.model else 0)
         for offset in range(self.model_start, self.log.log_end_offset, 3):
             assert self.log.batch_header_at(offset).leader_term == self.model[offset - self.model_start][1]
-            assert RecordBatch(self.log.read(offset, 1)).record(offset).value == self.model[offset - self.model_start][0]
+            stored = record_at(RecordBatch(self.log.read(offset, 1)), offset)
+            assert stored.value == self.model[offset - self.model_start][0]
 
 
 PartitionLogModel.TestCase.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)

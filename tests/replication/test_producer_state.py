@@ -3,7 +3,7 @@ gaps refused, sequences wrapping, and the table rebuilt from the log after a res
 
 import pytest
 
-from distlog.log.batch import build_batch
+from distlog.log.batch_builder import build_batch
 from distlog.replication.producer_state import (
     MAX_PRODUCERS, SEQUENCE_MODULUS, WINDOW, DuplicateSequenceError, ProducerBatchInfo, ProducerStateTable,
     SequenceError,

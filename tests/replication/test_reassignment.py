@@ -4,7 +4,7 @@ real partition logs while writes keep flowing (each ends byte-identical on the n
 import pytest
 
 from distlog.consensus.raft import Role
-from distlog.log.batch import build_batch
+from distlog.log.batch_builder import build_batch
 from distlog.replication.reassignment import ADD_LEARNER, DONE, PROMOTE, REMOVE, TRANSFER, WAIT, Step, next_step
 from tests.replication.harness import MemoryCluster
 from tests.replication.test_replica_manager import KEY, assert_identical, committed_bytes

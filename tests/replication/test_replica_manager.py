@@ -10,7 +10,8 @@ import time
 import pytest
 
 from distlog.consensus.raft import Role
-from distlog.log.batch import build_batch, peek_header
+from distlog.log.batch import peek_header
+from distlog.log.batch_builder import build_batch
 from distlog.log.config import LogConfig
 from distlog.protocol.errors import ErrorCode
 from distlog.replication import manager as manager_module
