@@ -134,6 +134,10 @@ def _trusted_segments(directory: str, segments: list[Segment]) -> list[Segment]:
             reason = f"{segment.problem}, in the active segment, with sound batches after it"
         else:
             following = segments[index + 1]
+            if segment.sound_end == segment.size_bytes and segment.next_offset != following.base_offset:
+                # The walk that trusted the index read a header it should not have (a flipped
+                # last_offset_delta claims offsets far past the next segment): scan it whole.
+                segment._rebuild_indexes()
             if segment.sound_end < segment.size_bytes:
                 reason = f"{segment.problem}, in a closed segment"
             elif segment.next_offset != following.base_offset:
@@ -141,7 +145,8 @@ def _trusted_segments(directory: str, segments: list[Segment]) -> list[Segment]:
                           f"but the next one starts at {following.base_offset}")
             else:
                 continue
-            held_until = max(s.next_offset for s in segments[index:])
+            # What it held: up to the active segment's end, the one end recovery crc-checked.
+            held_until = segments[-1].next_offset
         return segments[:index] + [_quarantine(directory, segments[index:], held_until, reason)]
     return segments
 

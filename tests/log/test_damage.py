@@ -22,7 +22,8 @@ RECORDS = 40  # 20 batches of 2 records, in 10 segments of 2 batches
 # Byte positions in a batch (docs/FORMAT.md): each field of the header, then the record table
 # and the payload.
 FIELDS = {"magic": 0, "base_offset": 1, "batch_length": 9, "leader_term_high": 16, "crc": 17,
-          "attributes": 21, "record_count": 23, "last_offset_delta": 27, "first_timestamp": 31,
+          "attributes": 21, "record_count": 23, "last_offset_delta": 27,
+          "last_offset_delta_high": 28,  # +4096 offsets: the segment then claims far past the next one "first_timestamp": 31,
           "max_timestamp": 39, "producer_id": 47, "producer_epoch": 55, "base_sequence": 57,
           "record_table": HEADER_SIZE + 2, "payload": HEADER_SIZE + 2 * 24 + 3}
 
