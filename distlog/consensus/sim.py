@@ -30,8 +30,9 @@ generate. Over a PartitionLog, one closed segment gets a bit flipped in a batch'
 payload, or is emptied, or cut in the middle of a batch. Recovery quarantines what it finds
 (a cut, a bad header); a flip that only the crc shows is found by the first read of that
 batch, which stops the replica, quarantines and reopens it, as the broker does
-(ReplicationManager.report_damage). Not the leader term (header bytes 13-16): the crc does
-not cover it, so no check can tell a flipped one, and it is left out. Over MemoryStorage, the entries from a random one on are lost and repair_until set to
+(ReplicationManager.report_damage). The leader term is in the crc (it once was not: these
+seeds found that a flipped term elected a leader without a committed entry). Over
+MemoryStorage, the entries from a random one on are lost and repair_until set to
 the last offset held before. Either way the node comes back repairing (raft.py, "Repair"):
 no votes, no campaigns, until its log holds that far again. Its own log has lost committed
 entries meanwhile, so the checks that committed entries never vanish judge the nodes that
@@ -392,10 +393,8 @@ class SimDiskStorage(PartitionStorage):
         raise NotImplementedError("retention over a PartitionLog goes through apply_retention")
 
 
-# Header bytes a flip may hit: all but the leader term (bytes 13-16), which the batch crc does
-# not cover (it is stamped after the crc, as Kafka's partition leader epoch) and which no check
-# can tell from a real one. See the module docstring.
-_FLIPPABLE_HEADER_BYTES = tuple(range(0, 13)) + tuple(range(17, HEADER_SIZE))
+# Header bytes a flip may hit: every one, the leader term (bytes 13-16) included.
+_FLIPPABLE_HEADER_BYTES = tuple(range(HEADER_SIZE))
 
 
 def _cut_file(path: str, length: int) -> None:

@@ -11,8 +11,12 @@ a batch out lives in batch_builder.py, decoding records into Python objects (a c
 concern) in records.py, and dropping records from a batch in compaction.py; each reads and
 writes the layout through the constants and helpers below.
 
-The crc32c covers every byte after the crc field, so a leader can stamp base_offset and
-leader_term into a batch it received (stamp_batch) without recomputing the checksum.
+The crc32c covers the leader_term and every byte after the crc field (batch_crc): a leader
+stamps the term into each batch it appends and recomputes the checksum then (stamp_batch; a
+pass over bytes it copies anyway). base_offset alone stays outside it, stamped without a
+recomputation: offset continuity, which every reader checks, catches a damaged one. The term
+is inside because Raft trusts it: a flipped term could make a replica's log look more up to
+date than it is, and elect a leader without a committed entry.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ _BASE_OFFSET = struct.Struct("<Q")
 _LEADER_TERM = struct.Struct("<I")
 _BASE_OFFSET_POS = 1
 _BATCH_LENGTH_POS = 9
-_LEADER_TERM_POS = 13
+_BATCH_LENGTH = struct.Struct("<I")
+LEADER_TERM_POS = 13
 CRC_POS = 17
 CRC_START = 21  # the checksum covers buf[CRC_START:batch_length]
 _PRODUCER = struct.Struct("<qhi")  # producer_id, producer_epoch, base_sequence
@@ -120,17 +125,26 @@ def peek_header(buf, pos: int = 0) -> BatchHeader:
     return header
 
 
-def stamp_batch(buf, base_offset: int, leader_term: int) -> None:
-    """Write base_offset and leader_term into the batch at the start of buf, in place.
+def batch_crc(batch) -> int:
+    """The crc32c of a batch (exactly one, at the start of `batch`): over its leader_term, then
+    every byte after the crc field."""
+    view = memoryview(batch).cast("B")
+    batch_length = _BATCH_LENGTH.unpack_from(view, _BATCH_LENGTH_POS)[0]
+    return crc32c.crc32c(view[CRC_START:batch_length], crc32c.crc32c(view[LEADER_TERM_POS:CRC_POS]))
 
-    Both fields sit before the crc field, so the checksum stays valid."""
+
+def stamp_batch(buf, base_offset: int, leader_term: int) -> None:
+    """Write base_offset and leader_term into the batch at the start of buf, in place,
+    recomputing its crc if the term changed (the crc covers the term, not the base offset)."""
     _BASE_OFFSET.pack_into(buf, _BASE_OFFSET_POS, base_offset)
-    _LEADER_TERM.pack_into(buf, _LEADER_TERM_POS, leader_term)
+    if _LEADER_TERM.unpack_from(buf, LEADER_TERM_POS)[0] != leader_term:
+        _LEADER_TERM.pack_into(buf, LEADER_TERM_POS, leader_term)
+        struct.pack_into("<I", buf, CRC_POS, batch_crc(buf))
 
 
 def with_producer_fields(data, producer_id: int, producer_epoch: int, base_sequence: int) -> bytearray:
     """A copy of the batch at the start of data with its producer fields replaced and its crc
-    recomputed (they sit inside the checksum, unlike base_offset and leader_term). An
+    recomputed (they sit inside the checksum, as leader_term does, unlike base_offset). An
     idempotent producer renumbers a batch this way: the old bytes may still be queued to send."""
     copy = bytearray(memoryview(data).cast("B"))
     stamp_producer_fields(copy, producer_id, producer_epoch, base_sequence)
@@ -141,9 +155,8 @@ def stamp_producer_fields(buf: bytearray, producer_id: int, producer_epoch: int,
     """Replace the producer fields of the batch in buf and recompute its crc, in place: for a
     batch buffer no one else holds yet (built and not sent). A fresh copy of a megabyte batch
     costs page faults as well as the copy, and was half the sender thread's time."""
-    view = memoryview(buf)
     _PRODUCER.pack_into(buf, _PRODUCER_POS, producer_id, producer_epoch, base_sequence)
-    struct.pack_into("<I", buf, CRC_POS, crc32c.crc32c(view[CRC_START:]))
+    struct.pack_into("<I", buf, CRC_POS, batch_crc(buf))
 
 
 def is_fixed_width(table: np.ndarray) -> bool:
@@ -192,7 +205,7 @@ class RecordBatch:
 
     @property
     def leader_term(self) -> int:
-        return _LEADER_TERM.unpack_from(self._view, _LEADER_TERM_POS)[0]
+        return _LEADER_TERM.unpack_from(self._view, LEADER_TERM_POS)[0]
 
     @property
     def last_offset(self) -> int:
@@ -263,7 +276,7 @@ class RecordBatch:
     def verify(self) -> None:
         """Raise CorruptBatchError unless crc, sizes and the record table are consistent."""
         header = self._header
-        actual_crc = crc32c.crc32c(self._view[CRC_START:])
+        actual_crc = batch_crc(self._view)
         if actual_crc != header.crc:
             raise CorruptBatchError(
                 f"{self._where()}: crc32c mismatch (stored {header.crc:#010x}, computed {actual_crc:#010x})"

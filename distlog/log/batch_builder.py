@@ -21,6 +21,7 @@ from distlog.log.batch import (
     ATTR_FIXED_WIDTH,
     CRC_POS,
     CRC_START,
+    LEADER_TERM_POS,
     HEADER_SIZE,
     HEADER_STRUCT,
     MAGIC,
@@ -84,7 +85,8 @@ def assemble_batch(
         first_timestamp_ms, max_timestamp_ms, producer_id, producer_epoch, base_sequence,
     )
     pieces = [header, memoryview(table).cast("B"), *(memoryview(part).cast("B") for part in payload_parts)]
-    crc = crc32c.crc32c(memoryview(header)[CRC_START:])
+    # batch.batch_crc over the pieces, without joining them first: the term, then the rest
+    crc = crc32c.crc32c(memoryview(header)[CRC_START:], crc32c.crc32c(memoryview(header)[LEADER_TERM_POS:CRC_POS]))
     for piece in pieces[1:]:
         crc = crc32c.crc32c(piece, crc)
     struct.pack_into("<I", header, CRC_POS, crc)

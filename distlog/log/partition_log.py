@@ -519,15 +519,21 @@ class PartitionLog:
         return self.log_start_offset
 
     def batch_header_at(self, offset: int) -> BatchHeader:
-        """The header of the batch containing offset (Raft reads entry terms with this)."""
+        """The header of the batch containing offset (Raft reads entry terms with this). In a
+        closed segment the batch's crc is checked first (CorruptDataError): open trusted those
+        without reading them, and Raft must not take a flipped term for a real one. The active
+        segment's batches were crc-checked by open or written by this process."""
         offset = self._check_range(offset)
         if offset == self.log_end_offset:
             raise OffsetOutOfRangeError(offset, self.log_start_offset, self.log_end_offset)
         segments, base_offsets = self._snapshot
-        segment = segments[bisect.bisect_right(base_offsets, offset) - 1]
+        index = bisect.bisect_right(base_offsets, offset) - 1
+        segment = segments[index]
         found = segment.locate(offset)
         if found is None:
             raise OffsetOutOfRangeError(offset, self.log_start_offset, self.log_end_offset)
+        if index < len(segments) - 1:
+            segment.check(found[0], found[1].base_offset, found[1].batch_length)
         return found[1]
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:

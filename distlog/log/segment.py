@@ -22,10 +22,9 @@ import mmap
 import os
 import weakref
 
-import crc32c
 import numpy as np
 
-from distlog.log.batch import CRC_START, HEADER_SIZE, MAGIC, BatchHeader, CorruptBatchError, RecordBatch, peek_header
+from distlog.log.batch import HEADER_SIZE, MAGIC, BatchHeader, CorruptBatchError, RecordBatch, batch_crc, peek_header
 from distlog.log.errors import CorruptDataError
 from distlog.log.index import IndexCorruptError, OffsetIndex, TimeIndex
 from distlog.log.recovery import scan_batches
@@ -336,7 +335,7 @@ class Segment:
     def _check_crc(self, data: memoryview, at: int, header: BatchHeader, data_position: int = 0) -> None:
         """CorruptDataError unless the batch at data[at:] matches its crc32c: a batch is
         checked every time it is served, so a bit that flipped on disk is never passed on."""
-        actual = crc32c.crc32c(data[at + CRC_START : at + header.batch_length])
+        actual = batch_crc(data[at : at + header.batch_length])
         if actual != header.crc:
             raise CorruptDataError(self.log_path, data_position + at, header.base_offset,
                                    f"crc32c mismatch (stored {header.crc:#010x}, computed {actual:#010x})")

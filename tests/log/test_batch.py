@@ -11,6 +11,7 @@ from distlog.log.batch import (
     RECORD_DTYPE,
     CorruptBatchError,
     RecordBatch,
+    batch_crc,
     iter_batches,
     peek_header,
     stamp_batch,
@@ -21,15 +22,21 @@ from distlog.log.batch_builder import build_batch, build_batch_from_arrays
 from distlog.log.records import batch_records, decode_records
 
 
-def test_stamp_keeps_the_crc_valid():
+def test_stamp_keeps_the_crc_valid_and_the_crc_covers_the_term_but_not_the_base_offset():
     buf = bytearray(build_batch([b"x", b"y", b"z"]))
     crc_before = RecordBatch(buf).crc
+    stamp_batch(buf, 1234, 0)  # the base offset alone: the crc stays as it was
+    assert RecordBatch(buf).crc == crc_before
     stamp_batch(buf, 1234, 9)
     batch = RecordBatch(buf)
     batch.verify()
-    assert (batch.base_offset, batch.last_offset, batch.leader_term, batch.crc) == (1234, 1236, 9, crc_before)
-    stamp_batch(memoryview(buf), 99, 1)
+    assert (batch.base_offset, batch.last_offset, batch.leader_term) == (1234, 1236, 9)
+    assert batch.crc != crc_before  # recomputed over the new term
+    stamp_batch(memoryview(buf), 99, 9)
     assert peek_header(buf).base_offset == 99
+    buf[16] ^= 0x01  # a flipped bit in the term is caught
+    with pytest.raises(CorruptBatchError, match="crc32c mismatch"):
+        RecordBatch(buf).verify()
 
 
 def test_producer_fields_stamped_in_place_match_the_copying_stamp():
@@ -70,12 +77,10 @@ def test_bad_magic_and_short_header_say_where():
 
 
 def test_inconsistent_table_is_reported_even_with_a_fresh_crc():
-    import crc32c
-
     buf = bytearray(build_batch([b"abc"]))
     table = np.frombuffer(buf, dtype=RECORD_DTYPE, count=1, offset=HEADER_SIZE)
     table["value_length"] = 2
-    struct.pack_into("<I", buf, 17, crc32c.crc32c(bytes(buf[21:])))
+    struct.pack_into("<I", buf, 17, batch_crc(buf))
     with pytest.raises(CorruptBatchError, match="describes 2 payload bytes but 3 follow"):
         RecordBatch(buf).verify()
 

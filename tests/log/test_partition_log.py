@@ -329,13 +329,14 @@ def test_a_file_where_the_directory_should_be_is_refused(tmp_path, open_log):
 
 
 def test_a_producer_batch_cannot_burn_offsets(open_log):
-    import crc32c
     import struct
+
+    from distlog.log.batch import batch_crc
 
     log = open_log()
     batch = bytearray(values_batch(b"a"))
     struct.pack_into("<I", batch, 27, 1_000_000)  # last_offset_delta, covered by the crc
-    struct.pack_into("<I", batch, 17, crc32c.crc32c(bytes(batch[21:])))
+    struct.pack_into("<I", batch, 17, batch_crc(batch))
     RecordBatch(batch).verify()  # a valid compacted-style batch ...
     with pytest.raises(CorruptBatchError, match="numbers its records 0..n-1"):
         log.append(batch)  # ... but not something a producer may send
