@@ -42,13 +42,11 @@ from distlog.log.errors import (
 from distlog.log.recovery import (
     QUARANTINE_DIR,
     Damage,
-    copy_file_prefix,
     merged,
-    move_into_quarantine,
-    new_quarantine_dir,
-    record_damage,
+    quarantine,
+    readable_segments,
     recorded_damage,
-    sound_batches_after,
+    trusted_segments,
     unrepaired_damage,
 )
 from distlog.log.retention import expired_segment_count
@@ -119,91 +117,6 @@ def _classify(directory: str, read_only: bool = False) -> list[int]:
     return sorted(base_offsets)
 
 
-def _trusted_segments(directory: str, segments: list[Segment]) -> list[Segment]:
-    """The opened segments recovery can trust (recovery.py says what is cut and what is
-    quarantined). Only the first problem is looked at: everything after it is quarantined."""
-    segments = _without_failed_rolls(directory, segments)
-    for index, segment in enumerate(segments):
-        if index == len(segments) - 1:
-            if segment.sound_end == segment.size_bytes:
-                break
-            held_until = sound_batches_after(segment._fd, segment.sound_end + 1, segment.size_bytes, segment.next_offset)
-            if held_until is None:
-                segment.cut_torn_tail()  # nothing sound after the bad batch: a torn write
-                break
-            reason = f"{segment.problem}, in the active segment, with sound batches after it"
-        else:
-            following = segments[index + 1]
-            if segment.sound_end == segment.size_bytes and segment.next_offset != following.base_offset:
-                # The walk that trusted the index read a header it should not have (a flipped
-                # last_offset_delta claims offsets far past the next segment): scan it whole.
-                segment._rebuild_indexes()
-            if segment.sound_end < segment.size_bytes:
-                reason = f"{segment.problem}, in a closed segment"
-            elif segment.next_offset != following.base_offset:
-                reason = (f"a closed segment of {segment.size_bytes} bytes ends at offset {segment.next_offset} "
-                          f"but the next one starts at {following.base_offset}")
-            else:
-                continue
-            # What it held: up to the active segment's end, the one end recovery crc-checked.
-            held_until = segments[-1].next_offset
-        return segments[:index] + [_quarantine(directory, segments[index:], held_until, reason)]
-    return segments
-
-
-def _readable_segments(directory: str, segments: list[Segment]) -> list[Segment]:
-    """Read-only, recovery changes nothing: the segments up to the first problem, the damaged
-    one served only up to its sound prefix; the rest is not served, and stays on disk."""
-    segments = _without_failed_rolls(directory, segments, read_only=True)
-    for index, segment in enumerate(segments):
-        if segment.sound_end < segment.size_bytes:
-            segment.cut_torn_tail()  # (read-only: in memory only)
-            return segments[:index + 1]
-        if index + 1 < len(segments) and segment.next_offset != segments[index + 1].base_offset:
-            return segments[:index + 1]
-    return segments
-
-
-def _without_failed_rolls(directory: str, segments: list[Segment], read_only: bool = False) -> list[Segment]:
-    """Drop the empty closed segments a failed roll left (the batches went on into the segment
-    before, so its neighbours continue each other without it); an empty closed segment whose
-    neighbours leave a gap is damage, and stays for _trusted_segments to find."""
-    leftovers = [segment for before, segment, after in zip(segments, segments[1:-1], segments[2:])
-                 if segment.size_bytes == 0 and before.next_offset == after.base_offset]
-    if leftovers and not read_only:
-        for segment in leftovers:
-            segment.delete_files()
-            segment.release()
-        fsync_directory(directory)
-    return [segment for segment in segments if segment not in leftovers]
-
-
-def _quarantine(directory: str, segments: list[Segment], held_until: int, reason: str) -> Segment:
-    """Move segments[0] (whose sound prefix ends at its sound_end) and every later segment into
-    a new quarantine directory, keeping a copy of the sound prefix as the live segment; returns
-    that segment, reopened as the active one (crc-checked whole: damage found in it is
-    quarantined the same way). Durable on return; the segment objects passed are released."""
-    while True:
-        damaged = segments[0]
-        offset = damaged.next_offset
-        damage = Damage(offset, max(held_until, offset), reason, new_quarantine_dir(directory, offset))
-        moving = [path for segment in segments
-                  for path in (segment.log_path, segment.offset_index.path, segment.time_index.path)]
-        logger.error("partition log %s: %s; moving %d segment(s) there until a replica repairs them",
-                     directory, damage.describe(), len(segments))
-        record_damage(damage, moving)
-        move_into_quarantine(damage.quarantine_dir, moving)
-        copy_file_prefix(os.path.join(damage.quarantine_dir, os.path.basename(damaged.log_path)), damaged.log_path,
-                         damaged.sound_end)
-        fsync_directory(directory)
-        for segment in segments:
-            segment.release()
-        live = Segment.open(directory, damaged.base_offset, damaged.index_interval_bytes, recover=True)
-        if live.sound_end == live.size_bytes:
-            return live
-        segments, reason = [live], f"{live.problem}, in the sound part of a damaged segment"
-
-
 class PartitionLog:
     """An append-only log of record batches in a directory of segments."""
 
@@ -259,7 +172,7 @@ class PartitionLog:
         else:
             segments = [Segment.open(directory, base, interval, False, read_only) for base in base_offsets[:-1]]
             segments.append(Segment.open(directory, base_offsets[-1], interval, True, read_only))
-            segments = (_readable_segments if read_only else _trusted_segments)(directory, segments)
+            segments = (readable_segments if read_only else trusted_segments)(directory, segments)
         log = cls(directory, config, clock_ms, segments)
         log.damage = (merged([d for d in recorded_damage(directory) if d.held_until > log.log_end_offset]) if read_only
                       else unrepaired_damage(directory, log.log_end_offset))
@@ -630,7 +543,7 @@ class PartitionLog:
                 raise ValueError(f"offset {error.offset} is not in the segment {error.path}")
             damaged.sound_end, damaged.next_offset = error.position, error.offset  # whole batches before it
             held_until = self.log_end_offset
-            live = _quarantine(self.directory, segments[index:], held_until, str(error))
+            live = quarantine(self.directory, segments[index:], held_until, str(error))
             self._set_segments(segments[:index] + [live])
             self._dirty_segments = []
             self._compaction_done_until = None

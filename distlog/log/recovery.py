@@ -20,6 +20,11 @@ A log with unrepaired damage reports it (PartitionLog.damage) until it holds eve
 replica that lost entries it acknowledged must not help elect a leader that lacks them, which
 is how a corrupt minority becomes a lost majority. The offsets it appends meanwhile all come
 from a leader, since everything from the damaged offset on was moved away.
+
+A known gap: a bit flipped in the active segment's *last* batch looks like a torn tail and is
+cut. If that batch had been fsynced and acknowledged, this replica lost it without knowing it
+(PAR tells the two apart with a record of what was made durable; recording the last fsynced
+position per segment is the power-loss design of the chaos issue, and would close this too).
 """
 
 from __future__ import annotations
@@ -29,22 +34,18 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Iterator, Optional
-
-import numpy as np
+from typing import Optional
 
 from distlog.durable import fsync_directory, make_directory_durably, write_file_atomically
-from distlog.log.batch import HEADER_SIZE, MAGIC, BatchHeader, CorruptBatchError, RecordBatch, peek_header
+from distlog.log.batch import CorruptBatchError
+from distlog.log.scan import sound_batches_after
+from distlog.log.segment import Segment
 
 logger = logging.getLogger(__name__)
 
 QUARANTINE_DIR = "quarantine"
 DAMAGE_RECORD = "DAMAGE.json"
-_SCAN_CHUNK_BYTES = 4 * 1024 * 1024
-_RESYNC_WINDOW_BYTES = 64 * 1024 * 1024
-# A resync candidate's base offset must lie within this many offsets after the damaged one:
-# random payload bytes that happen to look like a header rarely pass this and never the crc.
-_RESYNC_OFFSET_SPAN = 2**40
+_COPY_CHUNK_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -59,78 +60,6 @@ class Damage:
     def describe(self) -> str:
         return (f"offsets {self.offset}..{self.held_until - 1} were damaged ({self.reason}); the damaged "
                 f"files are kept in {self.quarantine_dir}")
-
-
-def scan_batches(fd: int, start: int, end: int, expected_offset: Optional[int], verify: bool,
-                 problems: Optional[list] = None) -> Iterator[tuple[int, BatchHeader]]:
-    """Yield (position, header) for consecutive sound batches in the file range [start, end).
-
-    Stops at the first torn batch (header or body cut off), bad header, crc or table mismatch
-    (when verify), or offset discontinuity, appending why to `problems` if given. Reads in
-    large chunks, so a recovery scan costs a few syscalls per megabytes."""
-    pos = start
-    chunk, chunk_pos = b"", start
-    while end - pos >= HEADER_SIZE:
-        if pos + HEADER_SIZE > chunk_pos + len(chunk):
-            chunk, chunk_pos = os.pread(fd, min(_SCAN_CHUNK_BYTES, end - pos), pos), pos
-        try:
-            header = peek_header(chunk, pos - chunk_pos)
-        except CorruptBatchError as error:
-            _note(problems, f"{error}")
-            return
-        batch_end = pos + header.batch_length
-        if batch_end > end:
-            _note(problems, f"the batch at byte {pos} claims {header.batch_length} bytes, past the end of the file")
-            return
-        if expected_offset is not None and header.base_offset != expected_offset:
-            _note(problems, f"the batch at byte {pos} starts at offset {header.base_offset}, expected {expected_offset}")
-            return
-        if verify:
-            if batch_end > chunk_pos + len(chunk):
-                chunk, chunk_pos = os.pread(fd, max(min(_SCAN_CHUNK_BYTES, end - pos), header.batch_length), pos), pos
-            try:
-                RecordBatch(memoryview(chunk)[pos - chunk_pos : batch_end - chunk_pos]).verify()
-            except CorruptBatchError as error:
-                _note(problems, f"{error} (at byte {pos})")
-                return
-        yield pos, header
-        expected_offset = header.last_offset + 1
-        pos = batch_end
-    if pos < end:
-        _note(problems, f"{end - pos} bytes at byte {pos} are too few for a batch header")
-
-
-def _note(problems: Optional[list], why: str) -> None:
-    if problems is not None:
-        problems.append(why)
-
-
-def sound_batches_after(fd: int, start: int, end: int, min_offset: int) -> Optional[int]:
-    """The next offset after a run of sound batches found anywhere in [start, end), or None if
-    there is none: what tells damage from a torn tail. A candidate is any byte equal to MAGIC
-    whose header fields are plausible (checked for every candidate at once with numpy); the
-    first that passes its crc starts the run."""
-    window_start = start
-    while window_start < end - HEADER_SIZE:
-        window_end = min(end, window_start + _RESYNC_WINDOW_BYTES + HEADER_SIZE)
-        data = np.frombuffer(os.pread(fd, window_end - window_start, window_start), dtype=np.uint8)
-        candidates = np.flatnonzero(data[: len(data) - HEADER_SIZE + 1] == MAGIC)
-        if len(candidates):
-            fields = data[candidates[:, None] + np.arange(1, 17)].copy()
-            base_offsets = fields[:, 0:8].copy().view("<u8").ravel()
-            lengths = fields[:, 8:12].copy().view("<u4").ravel().astype(np.int64)
-            plausible = ((lengths >= HEADER_SIZE) & (candidates + window_start + lengths <= end)
-                         & (base_offsets >= np.uint64(min_offset))
-                         & (base_offsets < np.uint64(min_offset + _RESYNC_OFFSET_SPAN)))
-            for candidate in candidates[plausible]:
-                position = window_start + int(candidate)
-                run_end = None
-                for _, header in scan_batches(fd, position, end, None, verify=True):
-                    run_end = header.last_offset + 1
-                if run_end is not None:
-                    return run_end
-        window_start += _RESYNC_WINDOW_BYTES
-    return None
 
 
 # ---- quarantine ------------------------------------------------------------------------------
@@ -179,7 +108,7 @@ def copy_file_prefix(source: str, destination: str, length: int) -> None:
     with open(source, "rb") as src, open(destination, "xb") as dst:
         remaining = length
         while remaining:
-            chunk = src.read(min(_SCAN_CHUNK_BYTES, remaining))
+            chunk = src.read(min(_COPY_CHUNK_BYTES, remaining))
             if not chunk:
                 raise OSError(f"{source} is shorter than the {length} bytes to copy")
             dst.write(chunk)
@@ -242,3 +171,91 @@ def mark_repaired(damage: Damage) -> None:
     write_file_atomically(path, json.dumps(record, indent=1).encode())
     logger.warning("the damage recorded in %s is repaired: the log holds offsets up to %d again",
                    damage.quarantine_dir, damage.held_until - 1)
+
+
+# ---- deciding on open ------------------------------------------------------------------
+
+
+def trusted_segments(directory: str, segments: list[Segment]) -> list[Segment]:
+    """The opened segments recovery can trust (recovery.py says what is cut and what is
+    quarantined). Only the first problem is looked at: everything after it is quarantined."""
+    segments = _without_failed_rolls(directory, segments)
+    for index, segment in enumerate(segments):
+        if index == len(segments) - 1:
+            if segment.sound_end == segment.size_bytes:
+                break
+            held_until = sound_batches_after(segment._fd, segment.sound_end + 1, segment.size_bytes, segment.next_offset)
+            if held_until is None:
+                segment.cut_torn_tail()  # nothing sound after the bad batch: a torn write
+                break
+            reason = f"{segment.problem}, in the active segment, with sound batches after it"
+        else:
+            following = segments[index + 1]
+            if segment.sound_end == segment.size_bytes and segment.next_offset != following.base_offset:
+                # The walk that trusted the index read a header it should not have (a flipped
+                # last_offset_delta claims offsets far past the next segment): scan it whole.
+                segment._rebuild_indexes()
+            if segment.sound_end < segment.size_bytes:
+                reason = f"{segment.problem}, in a closed segment"
+            elif segment.next_offset != following.base_offset:
+                reason = (f"a closed segment of {segment.size_bytes} bytes ends at offset {segment.next_offset} "
+                          f"but the next one starts at {following.base_offset}")
+            else:
+                continue
+            # What it held: up to the active segment's end, the one end recovery crc-checked.
+            held_until = segments[-1].next_offset
+        return segments[:index] + [quarantine(directory, segments[index:], held_until, reason)]
+    return segments
+
+
+def readable_segments(directory: str, segments: list[Segment]) -> list[Segment]:
+    """Read-only, recovery changes nothing: the segments up to the first problem, the damaged
+    one served only up to its sound prefix; the rest is not served, and stays on disk."""
+    segments = _without_failed_rolls(directory, segments, read_only=True)
+    for index, segment in enumerate(segments):
+        if segment.sound_end < segment.size_bytes:
+            segment.cut_torn_tail()  # (read-only: in memory only)
+            return segments[:index + 1]
+        if index + 1 < len(segments) and segment.next_offset != segments[index + 1].base_offset:
+            return segments[:index + 1]
+    return segments
+
+
+def _without_failed_rolls(directory: str, segments: list[Segment], read_only: bool = False) -> list[Segment]:
+    """Drop the empty closed segments a failed roll left (the batches went on into the segment
+    before, so its neighbours continue each other without it); an empty closed segment whose
+    neighbours leave a gap is damage, and stays for trusted_segments to find."""
+    leftovers = [segment for before, segment, after in zip(segments, segments[1:-1], segments[2:])
+                 if segment.size_bytes == 0 and before.next_offset == after.base_offset]
+    if leftovers and not read_only:
+        for segment in leftovers:
+            segment.delete_files()
+            segment.release()
+        fsync_directory(directory)
+    return [segment for segment in segments if segment not in leftovers]
+
+
+def quarantine(directory: str, segments: list[Segment], held_until: int, reason: str) -> Segment:
+    """Move segments[0] (whose sound prefix ends at its sound_end) and every later segment into
+    a new quarantine directory, keeping a copy of the sound prefix as the live segment; returns
+    that segment, reopened as the active one (crc-checked whole: damage found in it is
+    quarantined the same way). Durable on return; the segment objects passed are released."""
+    while True:
+        damaged = segments[0]
+        offset = damaged.next_offset
+        damage = Damage(offset, max(held_until, offset), reason, new_quarantine_dir(directory, offset))
+        moving = [path for segment in segments
+                  for path in (segment.log_path, segment.offset_index.path, segment.time_index.path)]
+        logger.error("partition log %s: %s; moving %d segment(s) there until a replica repairs them",
+                     directory, damage.describe(), len(segments))
+        record_damage(damage, moving)
+        move_into_quarantine(damage.quarantine_dir, moving)
+        copy_file_prefix(os.path.join(damage.quarantine_dir, os.path.basename(damaged.log_path)), damaged.log_path,
+                         damaged.sound_end)
+        fsync_directory(directory)
+        for segment in segments:
+            segment.release()
+        live = Segment.open(directory, damaged.base_offset, damaged.index_interval_bytes, recover=True)
+        if live.sound_end == live.size_bytes:
+            return live
+        segments, reason = [live], f"{live.problem}, in the sound part of a damaged segment"

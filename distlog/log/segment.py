@@ -27,7 +27,7 @@ import numpy as np
 from distlog.log.batch import HEADER_SIZE, MAGIC, BatchHeader, CorruptBatchError, RecordBatch, batch_crc, peek_header
 from distlog.log.errors import CorruptDataError
 from distlog.log.index import IndexCorruptError, OffsetIndex, TimeIndex
-from distlog.log.recovery import scan_batches
+from distlog.log.scan import scan_batches
 
 logger = logging.getLogger(__name__)
 

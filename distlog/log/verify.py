@@ -16,7 +16,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from distlog.log.recovery import merged, recorded_damage, scan_batches
+from distlog.log.recovery import merged, recorded_damage
+from distlog.log.scan import scan_batches
 
 
 @dataclass
