@@ -638,6 +638,11 @@ class Broker:
             return None, (ErrorCode.NOT_LEADER, f"broker {self.broker_id} holds no replica of {topic}-{partition}: {where}")
         if not replica.is_leader:
             damage = replica.log.damage
+            if damage is not None and replica.is_sole_copy:
+                return None, (ErrorCode.STORAGE_ERROR, f"{topic}-{partition} is offline: in its only replica, on broker "
+                              f"{self.broker_id}, {damage.describe()}, and no other replica can give them back. "
+                              "Restore those files into the partition directory, or accept the loss by deleting "
+                              "the DAMAGE.json there, then restart the broker")
             if damage is not None and replica.leader_id is None:
                 # Retriable (another replica may be elected any moment), but says why if none is.
                 return None, (ErrorCode.NOT_LEADER, f"{topic}-{partition} has no leader that broker {self.broker_id} knows "
@@ -668,8 +673,12 @@ class Broker:
                 leader, epoch, in_sync, high_watermark, log_end_offset = self.replication.leader_info((name, p), now_s)
                 if leader is None and len(replicas) == 1:
                     # Its only replica is the only possible leader; if that broker cannot serve it
-                    # (its log is offline), clients hear why from it (STORAGE_ERROR).
+                    # (its log is offline or damaged), clients hear why from it (STORAGE_ERROR).
+                    # With this broker's term as the epoch, a client that knew it as leader in
+                    # that term takes the answer (an older epoch it would ignore).
                     leader = replicas[0]
+                    local = self.replicas.get((name, p))
+                    epoch = local.node.term if local is not None else epoch
                 partitions.append({"partition": p, "leader": leader, "leader_epoch": epoch, "replicas": list(replicas),
                                    "target_replicas": meta.targets.get(p), "in_sync": in_sync, "high_watermark": high_watermark, "log_end_offset": log_end_offset})
             topics.append({"name": name, "error_code": 0, "error_message": "", "configs": dict(meta.configs), "partitions": partitions})

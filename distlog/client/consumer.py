@@ -523,9 +523,10 @@ class Consumer:
                         state.batches.append(batch)
                         state.fetch_offset = batch.last_offset + 1
             except CorruptBatchError as error:
-                # The broker serves the bytes on disk as they are, so a refetch brings the same
-                # batch back: retrying would spin forever in silence. Hand out what came before
-                # it, then raise until the caller seeks.
+                # The broker checked this batch's crc before sending it, so it was damaged on the
+                # way, or comes from a broker that does not check; a refetch may bring the same
+                # bytes back, and retrying would spin forever in silence. Hand out what came
+                # before it, then raise until the caller seeks.
                 state.error = DistlogError(ErrorCode.CORRUPT_MESSAGE,
                                            f"{tp.topic}-{tp.partition}: the batch at offset {state.fetch_offset} is "
                                            f"corrupt ({error}); seek past it to skip it")
@@ -536,11 +537,13 @@ class Consumer:
             if policy is None:
                 raise DistlogError(code, message)
             self._states[tp].pending_reset = policy
-        elif code in _LEADER_MOVED:
+        elif code in _LEADER_MOVED or code == ErrorCode.CORRUPT_MESSAGE:
+            # CORRUPT_MESSAGE: the leader found its copy damaged and steps down to repair it; the
+            # next fetch goes to the new leader (a sole copy answers STORAGE_ERROR then).
             self._cluster.invalidate(tp.topic, tp.partition)
         elif code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
             self._cluster.forget(tp.topic)
-        elif code not in (ErrorCode.REQUEST_TIMED_OUT, ErrorCode.CORRUPT_MESSAGE):
+        elif code != ErrorCode.REQUEST_TIMED_OUT:
             raise DistlogError(code, message)
 
     def _expire_requests(self) -> None:

@@ -541,8 +541,8 @@ class PartitionLog:
             damaged = segments[index]
             if not damaged.base_offset <= error.offset <= damaged.next_offset:
                 raise ValueError(f"offset {error.offset} is not in the segment {error.path}")
+            held_until = self.log_end_offset  # (before the next line: the damaged segment may be the active one)
             damaged.sound_end, damaged.next_offset = error.position, error.offset  # whole batches before it
-            held_until = self.log_end_offset
             live = quarantine(self.directory, segments[index:], held_until, str(error))
             self._set_segments(segments[:index] + [live])
             self._dirty_segments = []

@@ -360,8 +360,9 @@ class Segment:
 
     def read(self, offset: int, max_bytes: int, max_offset: int | None) -> memoryview:
         """Whole batches from the one holding offset, at most max_bytes (but at least one batch),
-        none whose base_offset >= max_offset, each crc-checked (CorruptDataError names the
-        first that fails). Empty if there is nothing to return."""
+        none whose base_offset >= max_offset, each crc-checked: a damaged batch ends the read
+        before it, and a read that starts at one raises CorruptDataError (naming it). Empty if
+        there is nothing to return."""
         found = self.locate(offset)
         if found is None:
             return _EMPTY
@@ -371,15 +372,17 @@ class Segment:
         view = self._mapped()
         limit = start + max(max_bytes, header.batch_length)
         size_bytes = len(view)
-        position = start
-        while True:
-            self._check_crc(view, position, header)
+        self._check_crc(view, start, header)  # the first batch must be sound, or the read fails
+        position = start + header.batch_length
+        while position + HEADER_SIZE <= limit and position < size_bytes:
+            try:
+                header = self._checked_header(view, position, header.last_offset + 1)
+                if position + header.batch_length > limit or (max_offset is not None and header.base_offset >= max_offset):
+                    break
+                self._check_crc(view, position, header)
+            except CorruptDataError:
+                break  # serve the sound batches before it; the next read, starting there, fails
             position += header.batch_length
-            if position + HEADER_SIZE > limit or position >= size_bytes:
-                break
-            header = self._checked_header(view, position, header.last_offset + 1)
-            if position + header.batch_length > limit or (max_offset is not None and header.base_offset >= max_offset):
-                break
         return view[start:position]
 
     def check(self, position: int, expected_offset: int, max_bytes: int) -> tuple[int, int]:

@@ -107,7 +107,7 @@ def test_max_records_is_exact_even_inside_one_batch(filled_topic):
         assert [r.offset for r in polls_until(consumer, bool, max_records=2)] == [4, 5]
 
 
-def test_a_batch_corrupted_on_disk_raises_instead_of_being_refetched_forever(fresh_broker):
+def test_a_batch_corrupted_on_disk_of_a_sole_copy_raises_instead_of_being_refetched_forever(fresh_broker):
     topic = "rot"
     with Admin(fresh_broker.address) as admin:
         admin.create_topic(topic)
@@ -127,10 +127,17 @@ def test_a_batch_corrupted_on_disk_raises_instead_of_being_refetched_forever(fre
             deadline = time.monotonic() + HANG_GUARD_S
             while time.monotonic() < deadline:  # until the error
                 records.extend(consumer.poll(timeout=0.1))
-        assert info.value.code == ErrorCode.CORRUPT_MESSAGE and "offset 1" in info.value.message
+        # The broker refused to serve the damaged batch (CORRUPT_MESSAGE) and quarantined it; with
+        # no other replica to repair from, the partition is offline, and says so.
+        assert info.value.code == ErrorCode.STORAGE_ERROR and "offset 1" in info.value.message
+        assert "only replica" in info.value.message
         assert [r.value for r in records] == [b"good"]
-        consumer.seek((topic, 0), 2)  # skipping it is the caller's call
-        assert consumer.poll(timeout=0.2) == []
+        with pytest.raises(DistlogError) as again:  # still offline: said again, not retried in silence
+            while time.monotonic() < deadline:
+                consumer.poll(timeout=0.1)
+        assert again.value.code == ErrorCode.STORAGE_ERROR
+    quarantined = os.listdir(os.path.join(os.path.dirname(log_path), "quarantine"))
+    assert len(quarantined) == 1  # the damaged batch is kept, not deleted
 
 
 def test_records_poll_takes_are_returned_even_if_the_next_prefetch_cannot_find_a_leader(filled_topic):

@@ -196,8 +196,11 @@ def test_a_read_that_finds_damage_quarantines_it_and_readers_in_flight_keep_thei
     held_bytes = bytes(held)
     damaged = _segment_paths(reopened.directory)[2]
     _flip(damaged, _batch_starts(damaged)[1] + FIELDS["payload"])  # the page cache sees it at once
+    # A read from before the damaged batch gets the sound batch ahead of it; one that starts at
+    # it raises, naming it.
+    assert [b.last_offset for b in iter_batches(reopened.read(8, 1 << 20))] == [9]
     with pytest.raises(CorruptDataError) as caught:
-        reopened.read(8, 1 << 20)
+        reopened.read(10, 1 << 20)
     assert caught.value.offset == 10
     damage = reopened.quarantine_damaged(caught.value)
     assert (damage.offset, damage.held_until) == (10, RECORDS)
