@@ -578,7 +578,7 @@ class Broker:
         try:
             damage = replica.log.quarantine_damaged(error)
             replica.close()
-        except (OSError, LogError, ValueError) as failure:
+        except Exception as failure:  # any failure here costs this partition, never the broker
             self.offline[key] = f"quarantining damage its log has failed ({failure}); the damage: {error}"
             self.logger.error("partition_failed", partition=partition, error=self.offline[key])
             return
