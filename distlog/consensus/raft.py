@@ -406,8 +406,10 @@ class RaftNode:
         self.commit = min(max(hard_state.commit, storage.log_start_offset - 1), self._log.last_index())
         self.applied = (config.applied_offset if config.applied_offset is not None
                         else storage.log_start_offset - 1)
+        # The last offset this node may have acknowledged and lost; None once it holds it (Repair).
         repair_until = getattr(storage, "repair_until", None)
-        self.repair_until: Optional[int] = repair_until if repair_until is not None and repair_until > self._log.last_index() else None
+        self.repair_until: Optional[int] = (repair_until if repair_until is not None
+                                            and repair_until > self._log.last_index() else None)
         self._persisted_hard_state = hard_state
         self.role = Role.FOLLOWER
         self.leader_id: Optional[int] = None

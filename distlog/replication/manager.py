@@ -55,7 +55,7 @@ from distlog.log.errors import CorruptDataError
 from distlog.consensus.membership import MembershipChangePendingError
 from distlog.replication import reassignment
 from distlog.replication.leadership import LeaderBook
-from distlog.replication.replica import PartitionReplica
+from distlog.replication.replica import NotLeaderForPartitionError, PartitionReplica
 from distlog.replication.wire import PeerFrame, encode_frame
 
 # One Raft tick. With the settings in replica.RaftSettings (4 ticks to an election, a
@@ -197,13 +197,8 @@ class ReplicaManager:
 
     def _heartbeat_resp(self, group, sender: int, term: int) -> None:
         replica = self.groups.get(group)
-        try:
-            if replica is not None and replica.node.heartbeat_response_from(sender, term):
-                return
-        except CorruptDataError as error:  # it sent the follower entries, and found damage reading them
-            self.report_damage(group, error)
-            return
-        self._step(group, MsgHeartbeatResp(sender, self.broker_id, term))
+        if replica is None or not replica.node.heartbeat_response_from(sender, term):
+            self._step(group, MsgHeartbeatResp(sender, self.broker_id, term))
 
     def _step(self, group, m) -> None:
         replica = self.groups.get(group)
@@ -223,6 +218,12 @@ class ReplicaManager:
         """replica.propose(records), and have this turn's process() write and send it."""
         try:
             return replica.propose(records)
+        except CorruptDataError as error:
+            # Sending the new entry on, the leader read damage in its own log: it stops leading
+            # and repairs. Whether this write is kept is not known, as after any lost leadership.
+            self.report_damage(replica.key, error)
+            raise NotLeaderForPartitionError(f"the leader of {replica.topic}-{replica.partition} found its own log "
+                                             f"damaged ({error}) and stepped down", None) from None
         finally:
             self._touched.add(replica.key)  # even a failed produce may have proposed its first batches
 
