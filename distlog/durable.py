@@ -7,6 +7,7 @@ of repeating the dance.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 
@@ -37,9 +38,16 @@ def write_file_atomically(path, data: bytes) -> None:
     and once this returns the new one survives a power loss."""
     path = os.fspath(path)
     temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        # A half-written temporary file (a full disk) would keep the disk full until someone
+        # found it; the old file is still whole.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
     fsync_directory(os.path.dirname(os.path.abspath(path)))

@@ -65,7 +65,6 @@ def test_an_offset_past_the_end_is_an_error_and_offset_with_from_beginning_a_usa
 def test_produce_on_endless_input_keeps_bounded_memory_and_ctrl_c_says_what_was_written(bootstrap):
     """`tail -f | distlog produce` kept a future per line (1M lines: 187 MB) and Ctrl-C printed
     only 'Aborted!' with exit 1."""
-    import os
     import signal
     import time
 

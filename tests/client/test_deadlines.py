@@ -170,7 +170,7 @@ def test_a_consumer_follows_a_leader_change_through_a_leaderless_moment(two_brok
     with Consumer(two_brokers.bootstrap, fetch_max_wait_ms=50) as consumer:
         consumer.assign([(TOPIC, 0)])
         consumer.seek((TOPIC, 0), 0)
-        records = poll_until(consumer, 3)
+        assert len(poll_until(consumer, 3)) == 3
         with two_brokers.lock:  # the election: broker 1 steps down, none leads, then broker 2 does
             two_brokers.leaders[0] = None
             two_brokers.logs[0].append(b"after the election")

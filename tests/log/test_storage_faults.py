@@ -186,3 +186,16 @@ def test_create_topics_on_a_full_disk_answers_storage_error_saying_what_to_do(sm
                     admin.create_topic(f"big-{attempt}", partitions=500)
                 assert failure.value.code == ErrorCode.STORAGE_ERROR, failure.value
                 assert "free disk space" in failure.value.message
+
+
+def test_an_atomic_file_write_on_a_full_disk_leaves_the_old_file_and_no_temporary(small_disk):
+    """metadata.json and raft-state.json are written this way; a half-written temporary left
+    behind kept the disk full."""
+    from distlog.durable import write_file_atomically
+
+    target = small_disk / "state.json"
+    write_file_atomically(target, b"old")
+    with pytest.raises(OSError):
+        write_file_atomically(target, b"x" * (2 * 1024 * 1024))  # twice the disk
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in small_disk.iterdir()) == ["state.json"]
