@@ -38,7 +38,6 @@ from typing import Optional
 
 from distlog.durable import fsync_directory, make_directory_durably, write_file_atomically
 from distlog.log.batch import CorruptBatchError
-from distlog.log.scan import sound_batches_after
 from distlog.log.segment import Segment
 
 logger = logging.getLogger(__name__)
@@ -177,14 +176,14 @@ def mark_repaired(damage: Damage) -> None:
 
 
 def trusted_segments(directory: str, segments: list[Segment]) -> list[Segment]:
-    """The opened segments recovery can trust (recovery.py says what is cut and what is
-    quarantined). Only the first problem is looked at: everything after it is quarantined."""
+    """The opened segments recovery can trust (the module docstring says what is cut and what
+    is quarantined). Only the first problem is looked at: everything after it is quarantined."""
     segments = _without_failed_rolls(directory, segments)
     for index, segment in enumerate(segments):
         if index == len(segments) - 1:
             if segment.sound_end == segment.size_bytes:
                 break
-            held_until = sound_batches_after(segment._fd, segment.sound_end + 1, segment.size_bytes, segment.next_offset)
+            held_until = segment.sound_run_after(segment.sound_end + 1)
             if held_until is None:
                 segment.cut_torn_tail()  # nothing sound after the bad batch: a torn write
                 break
@@ -194,7 +193,7 @@ def trusted_segments(directory: str, segments: list[Segment]) -> list[Segment]:
             if segment.sound_end == segment.size_bytes and segment.next_offset != following.base_offset:
                 # The walk that trusted the index read a header it should not have (a flipped
                 # last_offset_delta claims offsets far past the next segment): scan it whole.
-                segment._rebuild_indexes()
+                segment.rescan()
             if segment.sound_end < segment.size_bytes:
                 reason = f"{segment.problem}, in a closed segment"
             elif segment.next_offset != following.base_offset:

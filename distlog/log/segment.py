@@ -27,7 +27,7 @@ import numpy as np
 from distlog.log.batch import HEADER_SIZE, MAGIC, BatchHeader, CorruptBatchError, RecordBatch, batch_crc, peek_header
 from distlog.log.errors import CorruptDataError
 from distlog.log.index import IndexCorruptError, OffsetIndex, TimeIndex
-from distlog.log.scan import scan_batches
+from distlog.log.scan import scan_batches, sound_batches_after
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class Segment:
         segment._open_fd(0)
         segment.size_bytes = os.fstat(segment._fd).st_size
         if recover or not segment._load_indexes():
-            segment._rebuild_indexes()
+            segment.rescan()
         return segment
 
     def _load_indexes(self) -> bool:
@@ -194,9 +194,10 @@ class Segment:
         if len(index) and self._scan_end == position:
             raise IndexCorruptError(f"{index.path} points at byte {position}, which is not a sound batch")
 
-    def _rebuild_indexes(self) -> None:
-        """Rebuild both indexes from a crc-verified scan of the sound prefix. They are written
-        only if the whole file is sound; otherwise once the caller has dealt with the rest."""
+    def rescan(self) -> None:
+        """Scan the whole file with every crc checked, setting sound_end and problem, and
+        rebuild both indexes from the sound prefix. They are written only if the whole file is
+        sound; otherwise once the caller (recovery.py) has dealt with the rest."""
         self._map_view = _EMPTY  # nobody reads yet, so the file may shrink later
         if self.read_only:  # rebuilt in memory only: truncate_entries would rewrite the files
             self.offset_index = OffsetIndex(self.offset_index.path)
@@ -217,6 +218,11 @@ class Segment:
         if valid_end == self.size_bytes and not self.read_only:
             self.offset_index.rewrite_or_remove()
             self.time_index.rewrite_or_remove()
+
+    def sound_run_after(self, position: int) -> int | None:
+        """The next offset after a run of sound batches somewhere in the file past position,
+        or None (scan.sound_batches_after): what tells damage from a torn tail."""
+        return sound_batches_after(self._fd, position, self.size_bytes, self.next_offset)
 
     def cut_torn_tail(self) -> None:
         """Truncate the file to its sound prefix (recovery decided the rest is a torn write);
