@@ -35,6 +35,15 @@ class ErrorCode(enum.IntEnum):
     UNKNOWN_API = 19
     OUT_OF_ORDER_SEQUENCE = 20
     DUPLICATE_SEQUENCE = 21
+    COORDINATOR_NOT_AVAILABLE = 22
+    NOT_COORDINATOR = 23
+    COORDINATOR_LOAD_IN_PROGRESS = 24
+    UNKNOWN_MEMBER_ID = 25
+    FENCED_MEMBER_EPOCH = 26
+    STALE_MEMBER_EPOCH = 27
+    GROUP_ID_NOT_FOUND = 28
+    NON_EMPTY_GROUP = 29
+    INVALID_GROUP_ID = 30
 
 
 # Retriable errors are the ones a later attempt can succeed at without the user changing anything:
@@ -48,6 +57,9 @@ RETRIABLE = frozenset(
         ErrorCode.BROKER_NOT_AVAILABLE,
         ErrorCode.NOT_CONTROLLER,
         ErrorCode.CORRUPT_MESSAGE,  # the bytes were damaged in flight; the client still has good ones
+        ErrorCode.COORDINATOR_NOT_AVAILABLE,  # __consumer_offsets is being created or has no leader
+        ErrorCode.NOT_COORDINATOR,  # the group's partition moved; find the coordinator again
+        ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,  # a new coordinator is rebuilding its groups
     }
 )
 
@@ -75,6 +87,16 @@ HINTS = {
                                      "producer resends in order",
     ErrorCode.DUPLICATE_SEQUENCE: "this idempotent producer's batch was written before; its records are stored "
                                   "(the producer counts it as delivered, offset unknown)",
+    ErrorCode.COORDINATOR_NOT_AVAILABLE: "the group coordinator is starting or moving; retry shortly",
+    ErrorCode.NOT_COORDINATOR: "this broker no longer coordinates the group; find the coordinator again",
+    ErrorCode.COORDINATOR_LOAD_IN_PROGRESS: "the coordinator is loading the group's state; retry shortly",
+    ErrorCode.UNKNOWN_MEMBER_ID: "the group no longer knows this member (its session expired?); "
+                                 "rejoin with an empty member id",
+    ErrorCode.FENCED_MEMBER_EPOCH: "this member's epoch is out of date (a zombie?); drop its partitions and rejoin",
+    ErrorCode.STALE_MEMBER_EPOCH: "the commit carried an old member epoch; heartbeat, then commit again",
+    ErrorCode.GROUP_ID_NOT_FOUND: "no such group; check the name with `distlog group list`",
+    ErrorCode.NON_EMPTY_GROUP: "the group still has members; stop its consumers first",
+    ErrorCode.INVALID_GROUP_ID: "group ids are 1-249 printable characters",
 }
 
 

@@ -38,6 +38,13 @@ class ApiKey(enum.IntEnum):
     ELECT_LEADERS = 12  # clients (to every broker): hand leadership back to preferred replicas
     REASSIGN_PARTITIONS = 13  # clients (to the controller): move partitions to other brokers
     DECOMMISSION_BROKER = 14  # clients (to the controller): move every replica off a broker
+    FIND_COORDINATOR = 15  # clients (to any broker): which broker coordinates consumer group G?
+    CONSUMER_GROUP_HEARTBEAT = 16  # members (to the coordinator): join, heartbeat, leave (KIP-848)
+    OFFSET_COMMIT = 17  # members (to the coordinator): store consumed positions
+    OFFSET_FETCH = 18  # clients (to the coordinator): read committed positions
+    LIST_GROUPS = 19  # clients (to every broker): the groups each coordinates
+    DESCRIBE_GROUPS = 20  # clients (to the coordinator): state, members and their assignments
+    DELETE_GROUPS = 21  # clients (to the coordinator): forget an empty group and its offsets
     ERROR = 255  # a reply to a request that could not be decoded well enough to answer in kind
 
 
@@ -379,6 +386,153 @@ class ElectLeadersResponse(Message):
     not_ready: list  # led elsewhere than the preferred replica, which is down or behind
 
 
+# ------------------------------------------------------------------------------ consumer groups
+#
+# The shape of Kafka's KIP-848 ("the next generation of the consumer rebalance protocol"): the
+# coordinator computes every assignment; a member only heartbeats its epoch and what it owns, and
+# is told what to own. `member_epoch` 0 in a heartbeat joins, -1 leaves.
+
+JOIN_EPOCH = 0
+LEAVE_EPOCH = -1
+
+_TOPIC_PARTITIONS = {"topic": str, "partitions": [int]}
+
+
+@dataclass(frozen=True)
+class FindCoordinatorRequest(Message):
+    API_KEY = ApiKey.FIND_COORDINATOR
+    SCHEMA = {"group_id": str}
+    group_id: str
+
+
+@dataclass(frozen=True)
+class FindCoordinatorResponse(Message):
+    API_KEY = ApiKey.FIND_COORDINATOR
+    SCHEMA = {**_ERROR_FIELDS, "coordinator_id": Optional(int), "address": Optional(str)}
+    error_code: int
+    error_message: str
+    coordinator_id: int | None = None
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class ConsumerGroupHeartbeatRequest(Message):
+    API_KEY = ApiKey.CONSUMER_GROUP_HEARTBEAT
+    SCHEMA = {"group_id": str, "member_id": str, "member_epoch": int, "client_id": str,
+              "subscribed_topics": [str], "owned_partitions": [_TOPIC_PARTITIONS],
+              "assignor": Optional(str), "session_timeout_ms": int}
+    group_id: str
+    member_id: str = ""  # "" to join: the coordinator names the member
+    member_epoch: int = JOIN_EPOCH
+    client_id: str = ""
+    subscribed_topics: list = field(default_factory=list)
+    owned_partitions: list = field(default_factory=list)  # what the member holds right now
+    assignor: str | None = None  # None: the group's (or the coordinator's default)
+    session_timeout_ms: int = 10_000
+
+
+@dataclass(frozen=True)
+class ConsumerGroupHeartbeatResponse(Message):
+    API_KEY = ApiKey.CONSUMER_GROUP_HEARTBEAT
+    SCHEMA = {**_ERROR_FIELDS, "member_id": str, "member_epoch": int, "heartbeat_interval_ms": int,
+              "assignment": [_TOPIC_PARTITIONS]}
+    error_code: int
+    error_message: str
+    member_id: str = ""
+    member_epoch: int = 0
+    heartbeat_interval_ms: int = 0
+    assignment: list = field(default_factory=list)  # always the member's whole current assignment
+
+
+@dataclass(frozen=True)
+class OffsetCommitRequest(Message):
+    """Store positions (the offset of the next record to read). member_id "" with epoch -1
+    commits outside any membership: only accepted while the group has no members."""
+
+    API_KEY = ApiKey.OFFSET_COMMIT
+    SCHEMA = {"group_id": str, "member_id": str, "member_epoch": int,
+              "partitions": [{"topic": str, "partition": int, "offset": int, "metadata": str}]}
+    group_id: str
+    member_id: str
+    member_epoch: int
+    partitions: list
+
+
+@dataclass(frozen=True)
+class OffsetCommitResponse(Message):
+    API_KEY = ApiKey.OFFSET_COMMIT
+    SCHEMA = {**_ERROR_FIELDS, "partitions": [{"topic": str, "partition": int, **_ERROR_FIELDS}]}
+    error_code: int
+    error_message: str
+    partitions: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OffsetFetchRequest(Message):
+    API_KEY = ApiKey.OFFSET_FETCH
+    SCHEMA = {"group_id": str, "partitions": Optional([{"topic": str, "partition": int}])}
+    group_id: str
+    partitions: list | None = None  # None: every partition the group has committed
+
+
+@dataclass(frozen=True)
+class OffsetFetchResponse(Message):
+    API_KEY = ApiKey.OFFSET_FETCH
+    SCHEMA = {**_ERROR_FIELDS,
+              "partitions": [{"topic": str, "partition": int, "offset": int, "metadata": str}]}
+    error_code: int
+    error_message: str
+    partitions: list = field(default_factory=list)  # offset -1: nothing committed
+
+
+@dataclass(frozen=True)
+class ListGroupsRequest(Message):
+    API_KEY = ApiKey.LIST_GROUPS
+    SCHEMA = {}
+
+
+@dataclass(frozen=True)
+class ListGroupsResponse(Message):
+    API_KEY = ApiKey.LIST_GROUPS
+    SCHEMA = {**_ERROR_FIELDS, "groups": [{"group_id": str, "state": str, "members": int}]}
+    error_code: int
+    error_message: str
+    groups: list = field(default_factory=list)
+
+
+_GROUP_MEMBER = {"member_id": str, "client_id": str, "member_epoch": int,
+                 "subscribed_topics": [str], "assignment": [_TOPIC_PARTITIONS]}
+
+
+@dataclass(frozen=True)
+class DescribeGroupsRequest(Message):
+    API_KEY = ApiKey.DESCRIBE_GROUPS
+    SCHEMA = {"group_ids": [str]}
+    group_ids: list
+
+
+@dataclass(frozen=True)
+class DescribeGroupsResponse(Message):
+    API_KEY = ApiKey.DESCRIBE_GROUPS
+    SCHEMA = {"groups": [{"group_id": str, **_ERROR_FIELDS, "state": str, "group_epoch": int,
+                          "assignor": str, "members": [_GROUP_MEMBER]}]}
+    groups: list
+
+
+@dataclass(frozen=True)
+class DeleteGroupsRequest(Message):
+    API_KEY = ApiKey.DELETE_GROUPS
+    SCHEMA = {"group_ids": [str]}
+    group_ids: list
+
+
+@dataclass(frozen=True)
+class DeleteGroupsResponse(Message):
+    API_KEY = ApiKey.DELETE_GROUPS
+    SCHEMA = {"groups": [{"group_id": str, **_ERROR_FIELDS}]}
+    groups: list
+
+
 # -------------------------------------------------------------------- internal: fault injection
 
 
@@ -444,6 +598,13 @@ REQUEST_TYPES = {
         ElectLeadersRequest,
         ReassignPartitionsRequest,
         DecommissionBrokerRequest,
+        FindCoordinatorRequest,
+        ConsumerGroupHeartbeatRequest,
+        OffsetCommitRequest,
+        OffsetFetchRequest,
+        ListGroupsRequest,
+        DescribeGroupsRequest,
+        DeleteGroupsRequest,
     )
 }
 
@@ -464,6 +625,13 @@ RESPONSE_TYPES = {
         ElectLeadersResponse,
         ReassignPartitionsResponse,
         DecommissionBrokerResponse,
+        FindCoordinatorResponse,
+        ConsumerGroupHeartbeatResponse,
+        OffsetCommitResponse,
+        OffsetFetchResponse,
+        ListGroupsResponse,
+        DescribeGroupsResponse,
+        DeleteGroupsResponse,
         ErrorResponse,
     )
 }
