@@ -64,6 +64,13 @@ from distlog.broker.controller import (
 )
 from distlog.broker.data_dir_lock import lock_data_dir
 from distlog.broker.delayed import FetchPurgatory, ParkedFetch
+from distlog.broker.groups.coordinator import (
+    OFFSETS_TOPIC,
+    GroupCoordinator,
+    PartitionCounts,
+    find_coordinator,
+    offsets_topic_request,
+)
 from distlog.broker.logs import BrokerLogger
 from distlog.broker.membership import (
     PendingMembershipFacts,
@@ -193,6 +200,9 @@ class Broker:
             ApiKey.ELECT_LEADERS: self._handle_elect_leaders,
             ApiKey.REASSIGN_PARTITIONS: self._handle_reassign_partitions,
             ApiKey.DECOMMISSION_BROKER: self._handle_decommission_broker,
+            ApiKey.FIND_COORDINATOR: self._handle_find_coordinator,
+            **{api: self._handle_group for api in (ApiKey.CONSUMER_GROUP_HEARTBEAT, ApiKey.OFFSET_COMMIT, ApiKey.OFFSET_FETCH,
+                                                   ApiKey.LIST_GROUPS, ApiKey.DESCRIBE_GROUPS, ApiKey.DELETE_GROUPS)},
         }
 
     def _open(self, config: BrokerConfig) -> None:
@@ -228,6 +238,8 @@ class Broker:
         self.membership_facts = PendingMembershipFacts()  # on the active controller
         self._reassigned: list = []  # [(key, voters)] of reassignments led here that are done
         self._next_reassignment_step_s = 0.0
+        self.groups = GroupCoordinator(self.broker_id, self.replication.propose, self.logger)
+        self._offsets_topic_asked_s = None  # when this broker last asked for __consumer_offsets to be created
         self._open_metadata_log()
         self._open_local_replicas()
         if config.metrics_port is not None:
@@ -305,6 +317,8 @@ class Broker:
                     self._housekeeping()
                     next_housekeeping_s = now_s + HOUSEKEEPING_INTERVAL_S
                 self._replicate(now_s)
+                for peer, cid, response in self.groups.step(self.replicas, PartitionCounts(self.metadata.topics), now_s):
+                    self._reply(peer, cid, response)
                 self._drive_reassignments(now_s)
                 self._apply_committed_metadata(now_s)
                 self._send_outbox()
@@ -337,7 +351,7 @@ class Broker:
         if parked is not None:
             deadlines.append(parked)
         for waiting in (self.metadata_quorum.next_deadline_s() if self.metadata_quorum else None,
-                        self.forwarded.next_deadline_s()):
+                        self.forwarded.next_deadline_s(), self.groups.next_deadline_s()):
             if waiting is not None:
                 deadlines.append(waiting)
         if self.metadata_quorum is None or not self.metadata_quorum.leads or self.forwarded:
@@ -383,8 +397,9 @@ class Broker:
         if response is not None:
             self._reply(peer, cid, response)
 
-    def _reply(self, peer: bytes, cid: int, response) -> None:
-        self.outbox.append((peer, cid, response))
+    def _reply(self, peer: bytes | None, cid: int, response) -> None:
+        if peer is not None:  # None: a request the broker made of itself (creating __consumer_offsets)
+            self.outbox.append((peer, cid, response))
 
     def _replicate(self, now_s: float) -> None:
         """Drive the Raft groups (tick, Ready, group commit), then answer the produces they settled."""
@@ -613,6 +628,8 @@ class Broker:
                               note="applied from the metadata log; metadata.json is written with the next change")
         self.metadata = metadata
         self._update_peers()
+        self.groups = GroupCoordinator(self.broker_id, self.replication.propose, self.logger)
+        self._offsets_topic_asked_s = None  # when this broker last asked for __consumer_offsets to be created
         self._open_metadata_log()
         self._open_local_replicas()
         self.logger.info("metadata_applied", version=metadata.version, topics=len(metadata.topics))
@@ -695,7 +712,13 @@ class Broker:
         return self._change_metadata(peer, cid, request, create)
 
     def _handle_delete_topics(self, peer, cid, request):
-        return self._change_metadata(peer, cid, request, lambda metadata, name: metadata.with_topic_deleted(name))
+        def delete(metadata, name):
+            if name == OFFSETS_TOPIC:
+                raise DistlogError(ErrorCode.INVALID_TOPIC, f"{OFFSETS_TOPIC} is internal: it holds every consumer group's "
+                                   "offsets; delete groups with `distlog group delete` instead")
+            return metadata.with_topic_deleted(name)
+
+        return self._change_metadata(peer, cid, request, delete)
 
     def _handle_alter_configs(self, peer, cid, request):
         def alter(metadata, spec):
@@ -768,6 +791,30 @@ class Broker:
         self.forwarded.add(controller, forwarded_cid, Forwarded(peer, cid, request, controller, deadline_s))
         return None
 
+    # ---- consumer groups: the coordinator is distlog/broker/groups/
+
+    def _handle_find_coordinator(self, peer, cid, request):
+        response = find_coordinator(request.group_id, self.metadata.topics, self.peer_addresses,
+                                    lambda key: self.replication.leader_info(key)[0])
+        if response.error_code == ErrorCode.COORDINATOR_NOT_AVAILABLE and OFFSETS_TOPIC not in self.metadata.topics:
+            self._create_offsets_topic()
+        return response
+
+    def _create_offsets_topic(self) -> None:
+        """Ask the controller (through this broker's own change path) for __consumer_offsets, at
+        most every few seconds: the first FindCoordinator of a cluster creates it, as in Kafka."""
+        now_s = time.monotonic()
+        if self._offsets_topic_asked_s is not None and now_s - self._offsets_topic_asked_s < 2.0:
+            return
+        self._offsets_topic_asked_s = now_s
+        request = offsets_topic_request(len(self.metadata.active_brokers) or len(self.config.peers))
+        self.logger.info("creating_offsets_topic", partitions=request.topics[0]["partitions"],
+                         replication_factor=request.topics[0]["replication_factor"])
+        self._handle_create_topics(None, 0, request)
+
+    def _handle_group(self, peer, cid, request):
+        return self.groups.handle(peer, cid, request, self.replicas, PartitionCounts(self.metadata.topics), time.monotonic())
+
     def _handle_metadata_sync(self, peer, cid, request):
         if self.active_controller() != self.broker_id:
             return MetadataSyncResponse(int(ErrorCode.NOT_CONTROLLER), f"broker {self.broker_id} is not the controller", None)
@@ -826,6 +873,8 @@ class Broker:
         """Propose one partition's batches: (its result entry, [WaitingPartition] to settle)."""
         result = {"topic": topic, "partition": partition, "error_code": 0, "error_message": "", "base_offset": -1, "log_start_offset": -1}
         replica, error = self._replica(topic, partition)
+        if error is None and topic == OFFSETS_TOPIC:
+            error = ErrorCode.INVALID_REQUEST, f"{OFFSETS_TOPIC} is internal: only group coordinators write it"
         if error is not None:
             result["error_code"], result["error_message"] = int(error[0]), error[1]
             return result, []
@@ -968,7 +1017,7 @@ class Broker:
             while (reply := connection.recv_reply_nowait()) is not None:
                 reply_cid, frames = reply
                 forwarded = self.forwarded.take(broker_id, reply_cid)
-                if forwarded is not None:
+                if forwarded is not None and forwarded.peer is not None:
                     try:
                         self.server.send(forwarded.peer, forwarded.cid, frames)
                     except TransportError as error:
