@@ -133,7 +133,8 @@ class FakeGroupCluster(FakeCluster):
                 del group.members[member.member_id]
                 group.epoch += 1
                 return ConsumerGroupHeartbeatResponse(0, "", member.member_id, LEAVE_EPOCH)
-            if request.member_epoch != member.epoch:
+            if request.member_epoch != member.epoch:  # a zombie: fenced out, its partitions freed
+                del group.members[member.member_id]
                 return refuse(ErrorCode.FENCED_MEMBER_EPOCH, f"epoch {request.member_epoch}, not {member.epoch}")
             member.subscribed = list(request.subscribed_topics)
         member.owned = {(e["topic"], p) for e in request.owned_partitions for p in e["partitions"]}
