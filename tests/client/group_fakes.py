@@ -11,6 +11,7 @@ it through `heartbeat_errors` / `commit_errors` (codes answered to the next requ
 `find_errors`, `expire()`, `fence()` and `coordinator_id`.
 """
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -100,6 +101,13 @@ class FakeGroupCluster(FakeCluster):
         """Bump the member's epoch behind its back, so its next heartbeat is FENCED_MEMBER_EPOCH."""
         with self.lock:
             self.groups[group_id].members[member_id].epoch += 10
+
+    def _offset(self, broker_id, asked):
+        """ListOffsets; a timestamp finds the first record if it is in the past, none if in the future."""
+        answer = super()._offset(broker_id, asked)
+        if asked["timestamp_ms"] >= 0 and not answer["error_code"]:
+            answer["offset"] = 0 if asked["timestamp_ms"] <= time.time() * 1000 and self.logs[asked["partition"]] else -1
+        return answer
 
     # -------------------------------------------------------------------------- the handlers
 
