@@ -8,7 +8,8 @@ import time
 from distlog.client.cluster import ClusterView
 from distlog.client.consumer import TopicPartition
 from distlog.client.deadline import Deadline
-from distlog.client.group import GroupError, commit_error, commit_request, coordinator_call, fetch_request, topic_partitions
+from distlog.client.group import (GroupError, commit_error, commit_request, coordinator_call, fetch_request,
+                                  topic_partitions)
 from distlog.client.offsets import list_offsets
 from distlog.protocol.errors import DistlogError, ErrorCode
 from distlog.protocol.messages import (

@@ -19,8 +19,8 @@ caller passes the time (`now_s`) in, feeds it the coordinator's answers, and ask
                        assign_failed() to have it asked again)
     Lose(tps)          the member was fenced, forgotten, or has not reached its coordinator for a
                        whole session: its partitions may be someone else's by now, so call
-                       on_lost (on_revoke by default) WITHOUT committing, drop them, then call dropped(); the
-                       member then joins again as a new one (member_id "", epoch 0)
+                       on_lost (on_revoke by default) WITHOUT committing, drop them, then call
+                       dropped(); the member then joins again as a new one (member_id "", epoch 0)
 
 Revocation comes before assignment, and each change of what the member owns is reported by a
 heartbeat at once: the coordinator gives a partition to a new owner only once the old owner
@@ -275,8 +275,6 @@ class GroupMembership:
             self._on_heartbeat_ok(response, now_s)
             return None
         if code in MEMBERSHIP_LOST:
-            if self.member_epoch == LEAVE_EPOCH:
-                return None
             self._lost = True
             self.target = frozenset()
             return None
