@@ -13,12 +13,14 @@ import json
 import os
 import sys
 import time
+from datetime import datetime
 
 import click
 from tabulate import tabulate
 
 from distlog import __version__
 from distlog.protocol.errors import DistlogError, ErrorCode
+from distlog.protocol.messages import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from distlog.supervisor import cluster_file
 from distlog.chaos.cli import chaos
 from distlog.supervisor.cli import cluster
@@ -457,15 +459,25 @@ class _DeliveryCount:
 @click.option("--print-keys", is_flag=True, help="plain format: print KEY<TAB>VALUE (Kafka's print.key)")
 @click.option("--encoding", type=click.Choice(["utf8", "base64", "hex"]), default="utf8", show_default=True,
               help="how keys and values are printed: utf8 text, or base64/hex to see binary data byte for byte")
+@click.option("--group", "-g", "group_id", metavar="GROUP",
+              help="read as a member of consumer group GROUP: share TOPIC's partitions with its other members, "
+                   "start where the group got to (--from-beginning: where it has no committed offset) and "
+                   "commit what was printed on exit")
 @cluster_options
 def consume(topic_name, from_beginning, partition, offset, max_records, timeout, output_format, print_keys, encoding,
-            bootstrap):
+            group_id, bootstrap):
     """Print records of TOPIC, one per line.
 
+    With --group, the group's committed offsets move past exactly the records printed: on
+    --max-records, --timeout, Ctrl-C, and when the group hands a partition to another member.
     Ctrl-C says how many records were read and exits 130; a closed pipe (`| head -1`) ends
     the command quietly."""
     from distlog.client import Consumer
 
+    if group_id is not None and (partition is not None or offset is not None):
+        raise click.UsageError("--group reads the partitions the group assigns, from its committed offsets: "
+                               "leave out --partition and --offset (--from-beginning applies where the group "
+                               "has committed nothing)")
     if isinstance(offset, int) and offset >= 0 and partition is None:
         raise click.UsageError("an offset N needs --partition (partitions number their records apart); "
                                "-o start, end, -N or @TIME apply to every partition")
@@ -477,7 +489,10 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
         offset = "start"
     # An offset N outside the partition is an error to report, not a cue to jump elsewhere.
     reset = "none" if isinstance(offset, int) and offset >= 0 else "earliest" if offset == "start" else "latest"
-    consumer = Consumer(bootstrap, auto_offset_reset=reset, fetch_max_wait_ms=200)
+    # Auto-commit would commit what poll() returned; the command commits what it printed.
+    consumer = Consumer(bootstrap, group_id, auto_offset_reset=reset, fetch_max_wait_ms=200,
+                        enable_auto_commit=False, client_id="distlog-cli")
+    progress = _PrintedProgress(consumer) if group_id is not None else None
     printed, interrupted = 0, False
     warned = []
 
@@ -491,8 +506,11 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
         # Within --timeout too (a second at least, so --timeout 0 still finds the topic).
         numbers = consumer.partitions_for_topic(topic_name, None if timeout is None else max(timeout, 1.0))
         partitions = [(topic_name, partition)] if partition is not None else [(topic_name, p) for p in numbers]
-        consumer.assign(partitions)
-        _seek(consumer, partitions, offset)
+        if progress is not None:
+            consumer.subscribe([topic_name], on_revoke=progress.commit, on_lost=progress.forget)
+        else:
+            consumer.assign(partitions)
+            _seek(consumer, partitions, offset)
         last_record_s = time.monotonic()
         while max_records is None or printed < max_records:
             # poll() keeps its timeout whatever a broker does, so --timeout holds to within a poll
@@ -513,6 +531,10 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
             for record in records[: None if max_records is None else max_records - printed]:
                 click.echo(_format_record(record, "keyed" if print_keys else output_format, encoding, warn_once), nl=False)
                 printed += 1
+                if progress is not None:
+                    progress.printed(record)
+            if progress is not None:
+                progress.commit_every(GROUP_COMMIT_INTERVAL_S)
     except KeyboardInterrupt:
         interrupted = True
     except BrokenPipeError:
@@ -520,10 +542,54 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
         # of stdout at exit must not fail loudly either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
-        consumer.close()
+        try:
+            if progress is not None:
+                progress.commit()
+        finally:
+            consumer.close()
     click.echo(("interrupted: " if interrupted else "") + f"consumed {printed} record(s) from '{topic_name}'", err=True)
     if interrupted:
         sys.exit(EXIT_INTERRUPTED)
+
+
+# How often `consume --group` commits what it printed while it runs (Kafka's auto-commit interval).
+GROUP_COMMIT_INTERVAL_S = 5.0
+
+
+class _PrintedProgress:
+    """What `consume --group` printed: the position after the last printed record of each
+    partition it reads, committed as asked (on_revoke, periodically, on exit)."""
+
+    def __init__(self, consumer):
+        self.consumer = consumer
+        self.positions = {}  # (topic, partition) -> the offset after the last record printed
+        self.committed = {}
+        self.last_commit_s = time.monotonic()
+
+    def printed(self, record) -> None:
+        self.positions[(record.topic, record.partition)] = record.offset + 1
+
+    def commit(self, partitions=None) -> None:
+        """Commit the printed positions of `partitions` (default all); revoked ones are then forgotten."""
+        chosen = self.positions if partitions is None else {tp: self.positions[tp] for tp in partitions
+                                                            if tp in self.positions}
+        due = {tp: offset for tp, offset in chosen.items() if self.committed.get(tp) != offset}
+        self.last_commit_s = time.monotonic()
+        if due:
+            self.consumer.commit(due, timeout=5.0)
+            self.committed.update(due)
+        if partitions is not None:
+            self.forget(partitions)
+
+    def forget(self, partitions) -> None:
+        """The partitions are another member's now (revoked, or lost): commit nothing more of them."""
+        for tp in partitions:
+            self.positions.pop(tp, None)
+            self.committed.pop(tp, None)
+
+    def commit_every(self, interval_s: float) -> None:
+        if time.monotonic() - self.last_commit_s >= interval_s:
+            self.commit()
 
 
 _DURATION_UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -628,6 +694,167 @@ def _format_record(record, output_format: str, encoding: str = "utf8", warn=lamb
             i += 1
     line = "".join(out)
     return line if "\n" in spec else line + "\n"
+
+
+# ---------------------------------------------------------------------------- consumer groups
+
+
+@main.group()
+def group():
+    """List, describe, reset the offsets of, and delete consumer groups."""
+
+
+@group.command("list")
+@click.option("--json", "as_json", is_flag=True, help='print JSON: [{"group_id", "state", "members", "coordinator"}]')
+@cluster_options
+def group_list(as_json, bootstrap):
+    """List consumer groups, with their state, member count and coordinator broker."""
+    from distlog.client import Admin
+
+    with Admin(bootstrap, request_timeout_s=10) as admin:
+        groups = admin.list_groups()
+    if as_json:
+        click.echo(json.dumps(groups))
+    elif groups:
+        click.echo(tabulate([(g["group_id"], g["state"], g["members"], g["coordinator"]) for g in groups],
+                            headers=["GROUP", "STATE", "MEMBERS", "COORDINATOR"]))
+    else:
+        click.echo("no consumer groups (a consumer makes one: `distlog consume TOPIC --group NAME`)", err=True)
+
+
+@group.command("describe")
+@click.argument("group_id", metavar="GROUP")
+@click.option("--json", "as_json", is_flag=True,
+              help='print JSON: {"group", "state", "coordinator", "members", "partitions": [{"topic", "partition", '
+                   '"committed_offset", "log_end_offset", "lag", "member_id"}], "total_lag"}')
+@cluster_options
+def group_describe(group_id, as_json, bootstrap):
+    """Show GROUP's state, members, and per partition its committed offset, log end and lag."""
+    from distlog.client import Admin
+
+    with Admin(bootstrap, request_timeout_s=10) as admin:
+        description = admin.describe_group(group_id)
+        partitions = _group_partitions(admin, description, admin.group_offsets(group_id))
+    total_lag = sum(p["lag"] for p in partitions if p["lag"] is not None)
+    if as_json:
+        click.echo(json.dumps({"group": group_id, "state": description["state"],
+                               "coordinator": description["coordinator"],
+                               "members": [{**m, "assignment": [list(tp) for tp in m["assignment"]]}
+                                           for m in description["members"]],
+                               "partitions": [{k: v for k, v in p.items() if k != "client_id"} for p in partitions],
+                               "total_lag": total_lag}))
+        return
+    summary = [("GROUP", group_id), ("COORDINATOR", _or_dash(description["coordinator"])),
+               ("STATE", description["state"]), ("MEMBERS", len(description["members"])), ("TOTAL-LAG", total_lag)]
+    click.echo(tabulate(summary, tablefmt="plain"))
+    click.echo()
+    rows = [(p["topic"], p["partition"], _or_dash(p["committed_offset"]), _or_dash(p["log_end_offset"]),
+             _or_dash(p["lag"]), _or_dash(p["member_id"]), _or_dash(p["client_id"])) for p in partitions]
+    click.echo(tabulate(rows, headers=["TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "MEMBER-ID",
+                                       "CLIENT-ID"]))
+
+
+def _group_partitions(admin, description: dict, committed: dict) -> list:
+    """A row per partition of every topic the group committed offsets for or its members
+    subscribe to: committed offset, log end (high watermark), lag and owner, None where unknown."""
+    owners = {tp: member for member in description["members"] for tp in member["assignment"]}
+    topics = {tp[0] for tp in committed} | {t for m in description["members"] for t in m["subscribed_topics"]}
+    partitions = set(committed)
+    for topic_name in topics:
+        try:
+            partitions |= {(topic_name, p) for p in range(admin.cluster.topic(topic_name).partition_count)}
+        except DistlogError:
+            pass  # deleted, or not created yet: its committed partitions alone
+    ends = admin.list_offsets({tp: LATEST_TIMESTAMP for tp in partitions if tp[0] in admin.cluster.topics},
+                              missing_ok=True)
+    rows = []
+    for tp in sorted(partitions):
+        offset, end, owner = committed.get(tp), ends.get(tp), owners.get(tp)
+        rows.append({"topic": tp[0], "partition": tp[1], "committed_offset": offset, "log_end_offset": end,
+                     "lag": max(0, end - offset) if offset is not None and end is not None else None,
+                     "member_id": owner["member_id"] if owner else None,
+                     "client_id": owner["client_id"] if owner else None})
+    return rows
+
+
+@group.command("reset-offsets")
+@click.argument("group_id", metavar="GROUP")
+@click.option("--topic", "topic_name", required=True, help="the topic whose partitions' offsets to reset")
+@click.option("--to-earliest", is_flag=True, help="to each partition's log start")
+@click.option("--to-latest", is_flag=True, help="to each partition's log end (skip everything there is now)")
+@click.option("--to-offset", type=click.IntRange(min=0), help="to this offset (kept within each partition's range)")
+@click.option("--to-datetime", metavar="ISO8601",
+              help="to the first record at or after this time, e.g. 2024-05-01T12:00:00Z (no zone: local time); "
+                   "the log end where no record is that new")
+@click.option("--execute", is_flag=True, help="apply the plan (without it, only print it)")
+@cluster_options
+def group_reset_offsets(group_id, topic_name, to_earliest, to_latest, to_offset, to_datetime, execute, bootstrap):
+    """Print, and with --execute apply, new committed offsets of GROUP for TOPIC's partitions.
+    The group must have no members (stop its consumers first), as in Kafka."""
+    from distlog.client import Admin
+
+    chosen = [name for name, value in (("--to-earliest", to_earliest), ("--to-latest", to_latest),
+                                       ("--to-offset", to_offset is not None), ("--to-datetime", to_datetime)) if value]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --to-earliest, --to-latest, --to-offset N, --to-datetime ISO8601"
+                               + (f" (got {', '.join(chosen)})" if chosen else ""))
+    timestamp_ms = _parse_datetime_ms(to_datetime) if to_datetime else None
+    with Admin(bootstrap, request_timeout_s=10) as admin:
+        members = _group_members(admin, group_id)
+        if members:
+            raise CliError(f"group '{group_id}' has {members} member(s); offsets can only be reset while it has none "
+                           f"(stop its consumers first; `distlog group describe {group_id}` lists them)")
+        tps = [(topic_name, p) for p in range(admin.cluster.topic(topic_name).partition_count)]
+        current = admin.group_offsets(group_id)
+        starts = admin.list_offsets({tp: EARLIEST_TIMESTAMP for tp in tps})
+        ends = admin.list_offsets({tp: LATEST_TIMESTAMP for tp in tps})
+        if to_earliest:
+            plan = starts
+        elif to_latest:
+            plan = ends
+        elif to_offset is not None:
+            plan = {tp: min(max(to_offset, starts[tp]), ends[tp]) for tp in tps}
+        else:
+            found = admin.list_offsets({tp: timestamp_ms for tp in tps})
+            plan = {tp: ends[tp] if found[tp] < 0 else found[tp] for tp in tps}
+        click.echo(tabulate([(t, p, _or_dash(current.get((t, p))), plan[(t, p)]) for t, p in tps],
+                            headers=["TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"]))
+        if not execute:
+            click.echo("dry run: nothing changed (add --execute to apply)", err=True)
+            return
+        admin.alter_group_offsets(group_id, {tp: plan[tp] for tp in tps})
+    click.echo(f"reset the offsets of group '{group_id}' for {len(tps)} partition(s) of '{topic_name}'", err=True)
+
+
+def _group_members(admin, group_id: str) -> int:
+    """How many members the group has; 0 for a group not known yet (resetting creates it)."""
+    try:
+        return len(admin.describe_group(group_id)["members"])
+    except DistlogError as error:
+        if error.code == ErrorCode.GROUP_ID_NOT_FOUND:
+            return 0
+        raise
+
+
+def _parse_datetime_ms(text: str) -> int:
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time such as 2024-05-01T12:00:00Z",
+                                 param_hint="'--to-datetime'") from None
+    return int(moment.timestamp() * 1000)  # a time without a zone is local, as Kafka's tool takes it
+
+
+@group.command("delete")
+@click.argument("group_id", metavar="GROUP")
+@cluster_options
+def group_delete(group_id, bootstrap):
+    """Delete GROUP and its committed offsets (it must have no members)."""
+    from distlog.client import Admin
+
+    with Admin(bootstrap, request_timeout_s=10) as admin:
+        admin.delete_group(group_id)
+    click.echo(f"deleted group '{group_id}'", err=True)
 
 
 # `distlog broker` and `distlog sim` hand their arguments to the real commands, imported only

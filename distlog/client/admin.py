@@ -1,4 +1,4 @@
-"""Admin: create, delete, list and describe topics; list offsets; look at the cluster."""
+"""Admin: create, delete, list and describe topics and consumer groups; list offsets; look at the cluster."""
 
 from __future__ import annotations
 
@@ -6,17 +6,24 @@ import contextlib
 import time
 
 from distlog.client.cluster import ClusterView
+from distlog.client.consumer import TopicPartition
 from distlog.client.deadline import Deadline
+from distlog.client.group import (GroupError, commit_error, commit_request, coordinator_call, fetch_request,
+                                  topic_partitions)
 from distlog.client.offsets import list_offsets
 from distlog.protocol.errors import DistlogError, ErrorCode
 from distlog.protocol.messages import (
     EARLIEST_TIMESTAMP,
+    LEAVE_EPOCH,
     AlterConfigsRequest,
     CreatePartitionsRequest,
     CreateTopicsRequest,
     DecommissionBrokerRequest,
+    DeleteGroupsRequest,
     DeleteTopicsRequest,
+    DescribeGroupsRequest,
     ElectLeadersRequest,
+    ListGroupsRequest,
     ListOffsetsRequest,
     MetadataRequest,
     ReassignPartitionsRequest,
@@ -198,6 +205,77 @@ class Admin:
             out["moving"] += [(m["topic"], m["partition"], m["to"]) for m in response.moving]
             out["not_ready"] += [(m["topic"], m["partition"], m["preferred"]) for m in response.not_ready]
         return out
+
+    # ---------------------------------------------------------------------- consumer groups
+
+    def list_groups(self) -> list:
+        """[{"group_id", "state", "members", "coordinator"}] of every group, sorted by id. Every
+        broker is asked for the groups it coordinates; one that does not answer soon is left
+        out (its groups with it), and RequestTimedOutError if none answers."""
+        self.cluster.refresh([])
+        ask_s = min(2.0, self.request_timeout_s)  # a broker that is down costs this, not the request timeout
+        groups, answered, last_error = [], 0, None
+        for broker_id, address in sorted(self.cluster.brokers.items()):
+            try:
+                response = self.cluster.request_connection(address).request(ListGroupsRequest(), ask_s)
+            except DistlogError as error:
+                last_error = error
+                continue
+            answered += 1
+            if response.error_code:
+                raise GroupError(response.error_code, response.error_message)
+            groups += [{"group_id": g["group_id"], "state": g["state"], "members": g["members"],
+                        "coordinator": broker_id} for g in response.groups]
+        if not answered and last_error is not None:
+            raise last_error
+        return sorted(groups, key=lambda g: g["group_id"])
+
+    def describe_group(self, group_id: str) -> dict:
+        """{"group_id", "state", "group_epoch", "assignor", "coordinator" (broker id), "members":
+        [{"member_id", "client_id", "member_epoch", "subscribed_topics", "assignment":
+        [TopicPartition]}]}; GROUP_ID_NOT_FOUND for a group the coordinator does not know."""
+        response, endpoint = self._group_call(group_id, DescribeGroupsRequest([group_id]),
+                                              lambda r: r.groups[0]["error_code"])
+        [group] = response.groups
+        if group["error_code"]:
+            raise GroupError(group["error_code"], group["error_message"] or f"group '{group_id}' could not be described")
+        members = [{**member, "subscribed_topics": list(member["subscribed_topics"]),
+                    "assignment": sorted(TopicPartition(*tp) for tp in topic_partitions(member["assignment"]))}
+                   for member in group["members"]]
+        return {"group_id": group_id, "state": group["state"], "group_epoch": group["group_epoch"],
+                "assignor": group["assignor"], "coordinator": self._broker_id(endpoint), "members": members}
+
+    def delete_group(self, group_id: str) -> None:
+        """Forget an empty group and its committed offsets; NON_EMPTY_GROUP while it has members."""
+        response, _ = self._group_call(group_id, DeleteGroupsRequest([group_id]), lambda r: r.groups[0]["error_code"])
+        [result] = response.groups
+        if result["error_code"]:
+            raise GroupError(result["error_code"], result["error_message"] or f"group '{group_id}' was not deleted")
+
+    def group_offsets(self, group_id: str) -> dict:
+        """{TopicPartition: committed offset} of every partition the group has committed."""
+        response, _ = self._group_call(group_id, fetch_request(group_id, None), lambda r: r.error_code)
+        if response.error_code:
+            raise GroupError(response.error_code, response.error_message)
+        return {TopicPartition(e["topic"], e["partition"]): e["offset"] for e in response.partitions if e["offset"] >= 0}
+
+    def alter_group_offsets(self, group_id: str, offsets: dict) -> None:
+        """Set the group's committed offsets ({(topic, partition): offset}), as a commit from
+        outside the membership: the coordinator takes it only while the group has no members."""
+        request = commit_request(group_id, "", LEAVE_EPOCH, offsets)
+        response, _ = self._group_call(group_id, request, lambda r: r.error_code)
+        error = commit_error(response, group_id)
+        if error is not None:
+            raise error
+
+    def _group_call(self, group_id: str, request, error_of) -> tuple:
+        return coordinator_call(self.cluster, group_id, request, error_of, Deadline(self.request_timeout_s),
+                                request_timeout_s=self.request_timeout_s)
+
+    def _broker_id(self, endpoint: str) -> int | None:
+        if endpoint not in self.cluster.brokers.values():
+            self.cluster.refresh([])
+        return next((b for b, address in self.cluster.brokers.items() if address == endpoint), None)
 
     def describe_cluster(self) -> dict:
         self.cluster.refresh([])

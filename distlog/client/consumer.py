@@ -7,9 +7,28 @@
         print(record.offset, record.key, record.value)
     consumer.close()
 
+or, in a consumer group, which shares the topics' partitions among its members and stores how
+far each got (committed offsets):
+
+    consumer = Consumer("tcp://127.0.0.1:9092", group_id="billing")
+    consumer.subscribe(["orders"], on_assign=print, on_revoke=print)
+    try:
+        while True:
+            for record in consumer.poll(timeout=1.0):
+                handle(record)
+    finally:
+        consumer.close()  # commits (with auto-commit) and leaves the group at once
+
 One fetch is in flight per broker at any time: as soon as a response arrives the next fetch goes
 out, so the broker reads ahead while the caller processes. Batches are CRC-checked client side
-and decoded only when poll() hands their records out. Consumer groups come in a later issue.
+and decoded only when poll() hands their records out.
+
+Group membership runs inside poll(): there is no background thread, so poll() must be called
+at least once per session_timeout_ms, or the coordinator counts the consumer as gone and gives
+its partitions to the others (the next poll() then calls on_lost and joins again). The
+rebalance callbacks and the commit before a revocation run inside poll() too, and may make it
+take longer than its timeout (as in Kafka); heartbeats never do. distlog/client/group.py says
+how membership works.
 
 Nothing poll() does waits on one broker: fetches and the ListOffsets that resolve a seek to the
 beginning or end go out pipelined, one of each per broker, and metadata is looked up again only
@@ -32,6 +51,7 @@ import zmq
 from distlog.client.cluster import ClusterView
 from distlog.client.deadline import Deadline
 from distlog.client.errors import RequestTimedOutError
+from distlog.client.group import GroupClient
 from distlog.client.offsets import list_offsets
 from distlog.log.batch import HEADER_SIZE, ROW_SIZE, CorruptBatchError, RecordBatch, iter_batches
 from distlog.log.records import batch_records
@@ -63,6 +83,8 @@ _TURN_S = 0.1
 LEADER_CHECK_AFTER_S = 1.0
 # Errors after which the partition's leader may have moved: look it up again (epoch kept).
 _LEADER_MOVED = frozenset({ErrorCode.NOT_LEADER, ErrorCode.BROKER_NOT_AVAILABLE})
+# How long close() gives the last commit and the leave heartbeat together, by default.
+CLOSE_TIMEOUT_S = 5.0
 
 
 class _PartitionState:
@@ -139,12 +161,19 @@ _NO_HEADERS = ()
 
 
 class Consumer:
-    """Reads assigned partitions; behaves like kafka-python's KafkaConsumer with manual assignment."""
+    """Reads assigned partitions, or those its consumer group gives it; behaves like
+    kafka-python's KafkaConsumer (manual assign(), or subscribe() with a group_id)."""
 
     def __init__(
         self,
         bootstrap,
+        group_id: str | None = None,
         *,
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5000,
+        session_timeout_ms: int = 10_000,
+        client_id: str = "distlog-consumer",
+        group_assignor: str | None = None,
         auto_offset_reset: str = "earliest",
         max_poll_records: int = 500,
         fetch_max_wait_ms: int = 500,
@@ -174,11 +203,20 @@ class Consumer:
         self._turn = 0
         self._closed = False
         self._counters = {"records_consumed": 0, "bytes_fetched": 0, "fetch_responses": 0, "fetch_errors": 0}
+        self.group_id = group_id
+        self._group = None if group_id is None else GroupClient(
+            self, group_id, client_id=client_id, session_timeout_ms=session_timeout_ms, assignor=group_assignor,
+            enable_auto_commit=enable_auto_commit, auto_commit_interval_ms=auto_commit_interval_ms,
+            make_tp=TopicPartition)
 
     # -------------------------------------------------------------------------- assignment
 
     def assign(self, partitions) -> None:
-        """Read exactly these partitions (replaces any earlier assignment). Unknown topics raise."""
+        """Read exactly these partitions (replaces any earlier assignment). Unknown topics raise.
+        With a group_id, commits go to the group outside its membership (allowed only while
+        the group has no members)."""
+        if self._group is not None and self._group.membership.active:
+            raise ValueError("the consumer is subscribed: unsubscribe() before assigning partitions by hand")
         partitions = [TopicPartition(*tp) for tp in partitions]
         for tp in partitions:
             info = self._cluster.topic(tp.topic)
@@ -196,7 +234,90 @@ class Consumer:
         self._offsets_in_flight.clear()
 
     def assignment(self) -> set:
+        """The partitions this consumer reads now: assigned, or given by its group."""
         return set(self._states)
+
+    # ------------------------------------------------------------------------- consumer group
+
+    def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None) -> None:
+        """Join the consumer group (group_id) for `topics`; its coordinator shares their partitions
+        among the members, and poll() takes them up. Each callback gets a list of TopicPartition:
+        on_assign after partitions were given to this consumer (seeked to their committed
+        offsets, or reset by auto_offset_reset where none is), on_revoke before they are taken
+        away (their positions still there to commit; auto-commit commits them right after),
+        on_lost once they were lost (fenced, or the session expired: nothing is committed, as
+        another member may own them already); on_lost defaults to on_revoke."""
+        if self._group is None:
+            raise ValueError("subscribe() needs a group_id (Consumer(bootstrap, group_id=...)); "
+                             "without one, assign() partitions by hand")
+        topics = [topics] if isinstance(topics, str) else list(topics)
+        if not topics:
+            raise ValueError("subscribe to at least one topic (unsubscribe() leaves the group)")
+        if self._states and not self._group.membership.active:
+            raise ValueError("partitions are assigned by hand: unsubscribe() before subscribing")
+        self._group.on_assign, self._group.on_revoke, self._group.on_lost = on_assign, on_revoke, on_lost
+        self._group.membership.subscribe(topics)
+
+    def subscription(self) -> set:
+        """The topics subscribed to (empty when not subscribed)."""
+        return set(self._group.membership.subscription) if self._group is not None else set()
+
+    def unsubscribe(self, timeout: float | None = None) -> None:
+        """Leave the group (revoking, and with auto-commit committing, what it gave this consumer),
+        or drop a manual assignment."""
+        if self._group is not None and self._group.membership.active:
+            self._group.leave(Deadline(CLOSE_TIMEOUT_S if timeout is None else timeout),
+                              commit=self._group.enable_auto_commit)
+        self.assign([])
+
+    def commit(self, offsets: dict | None = None, asynchronous: bool = False, timeout: float | None = None) -> None:
+        """Store in the group how far this consumer got: `offsets` ({TopicPartition: the offset of
+        the next record to read}), by default the position of every partition it reads. Waits
+        for the coordinator's answer (up to `timeout`, default request_timeout_ms) unless
+        `asynchronous`, whose failures are only logged. CommitFailedError when the group no
+        longer counts this consumer in (its partitions are then someone else's)."""
+        group = self._require_group("commit()")
+        offsets = self._positions(self._states) if offsets is None else {
+            TopicPartition(*tp): int(offset) for tp, offset in offsets.items()}
+        group.commit(offsets, Deadline(self.request_timeout_s if timeout is None else timeout), asynchronous)
+
+    def committed(self, partitions, timeout: float | None = None) -> dict:
+        """{TopicPartition: the group's committed offset, or None where it has none}, asked now."""
+        group = self._require_group("committed()")
+        partitions = [TopicPartition(*tp) for tp in partitions]
+        return group.committed(partitions, Deadline(self.request_timeout_s if timeout is None else timeout))
+
+    def _require_group(self, what: str) -> GroupClient:
+        if self._group is None:
+            raise ValueError(f"{what} needs a group_id (Consumer(bootstrap, group_id=...))")
+        return self._group
+
+    def _positions(self, partitions) -> dict:
+        """{tp: position} of those of `partitions` this consumer reads and knows a position of."""
+        out = {}
+        for tp in partitions:
+            state = self._states.get(tp)
+            if state is not None and state.position is not None and state.pending_reset is None:
+                out[tp] = state.position
+        return out
+
+    def _add_partitions(self, offsets: dict) -> None:
+        """Start reading partitions the group gave: at {tp: offset}, or auto_offset_reset where None."""
+        policy = _RESET_POLICIES[self.auto_offset_reset]
+        for tp, offset in offsets.items():
+            state = self._states[tp] = _PartitionState()
+            if offset is not None:
+                state.seek(offset)
+            elif policy is None:
+                state.error = DistlogError(ErrorCode.OFFSET_OUT_OF_RANGE, (
+                    f"{tp.topic}-{tp.partition} has no committed offset in group '{self.group_id}' and "
+                    "auto_offset_reset is 'none' (seek() it, or commit an offset for it)"))
+            else:
+                state.pending_reset = policy
+
+    def _drop_partitions(self, partitions) -> None:
+        for tp in partitions:
+            self._states.pop(tp, None)
 
     def seek(self, partition, offset: int) -> None:
         if offset < 0:
@@ -368,6 +489,10 @@ class Consumer:
     def _run_until(self, done, deadline: Deadline) -> None:
         """Send what is due, take in what arrived, until done() or the deadline; one turn at least."""
         while True:
+            if self._group is not None:
+                if self._group.in_flight:
+                    self._receive()  # a group answer gets in even while records stay buffered
+                self._group.turn()
             self._look_up_leaders(deadline)
             self._send_offset_requests()
             self._send_fetches()
@@ -442,8 +567,7 @@ class Consumer:
             self._poller.register(connection.watch_disconnects(), zmq.POLLIN)
             self._registered.add(endpoint)
         if connection.disconnected():  # catch up: a drop noticed from here on concerns this request
-            self._in_flight.pop(endpoint, None)
-            self._offsets_in_flight.pop(endpoint, None)
+            self._lost_in_flight(endpoint)
         if not connection.link_up:
             return None  # sent now, it could vanish with the old connection; wait for the new one
         return connection.send(request)
@@ -491,12 +615,21 @@ class Consumer:
                     if flight is not None and flight[0] == cid:
                         del flights[endpoint]
                         on_response(response, flight[2])
+                        break
+                else:
+                    if self._group is not None:
+                        self._group.on_reply(endpoint, cid, response)
                 # else a late reply to a request we gave up on or that a seek made stale
             if connection.disconnected():
                 # The broker went away (a restart, say) with requests unanswered: they are lost,
                 # so send again once the connection is back rather than wait out request_timeout.
-                self._in_flight.pop(endpoint, None)
-                self._offsets_in_flight.pop(endpoint, None)
+                self._lost_in_flight(endpoint)
+
+    def _lost_in_flight(self, endpoint: str) -> None:
+        self._in_flight.pop(endpoint, None)
+        self._offsets_in_flight.pop(endpoint, None)
+        if self._group is not None:
+            self._group.on_disconnect(endpoint)
 
     def _on_fetch_response(self, response, asked: dict) -> None:
         self._counters["fetch_responses"] += 1
@@ -570,8 +703,17 @@ class Consumer:
                         self._cluster.leader_endpoint(tp.topic, tp.partition) not in (endpoint, None) for tp in asked):
                     del flights[endpoint]
 
-    def close(self) -> None:
-        if not self._closed:
+    def close(self, timeout: float | None = None) -> None:
+        """With a group: commit (with auto-commit) and leave it at once, so the other members take
+        over its partitions now, all within `timeout` seconds (default CLOSE_TIMEOUT_S); then
+        close the connections. Call it in a `finally`."""
+        if self._closed:
+            return
+        try:
+            if self._group is not None:
+                self._group.leave(Deadline(CLOSE_TIMEOUT_S if timeout is None else timeout),
+                                  commit=self._group.enable_auto_commit)
+        finally:
             self._closed = True
             self._cluster.close()
 
