@@ -628,8 +628,6 @@ class Broker:
                               note="applied from the metadata log; metadata.json is written with the next change")
         self.metadata = metadata
         self._update_peers()
-        self.groups = GroupCoordinator(self.broker_id, self.replication.propose, self.logger)
-        self._offsets_topic_asked_s = None  # when this broker last asked for __consumer_offsets to be created
         self._open_metadata_log()
         self._open_local_replicas()
         self.logger.info("metadata_applied", version=metadata.version, topics=len(metadata.topics))
