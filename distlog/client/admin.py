@@ -73,11 +73,18 @@ class Admin:
     def _created_as_asked(self, spec: dict) -> bool:
         """Whether the topic exists with the partitions and replication factor `spec` asked for:
         a retried create that finds that took effect the first time."""
-        self.cluster.topics.pop(spec["name"], None)
-        try:
-            info = self.cluster.topic(spec["name"])
-        except DistlogError:
-            return False
+        # The broker asked may not have synced the controller's newest metadata yet (it pulls it
+        # every 100 ms): look a few times before concluding the topic was someone else's.
+        deadline_s = time.monotonic() + 1.0
+        while True:
+            self.cluster.topics.pop(spec["name"], None)
+            try:
+                info = self.cluster.topic(spec["name"])
+                break
+            except DistlogError:
+                if time.monotonic() >= deadline_s:
+                    return False
+                time.sleep(0.1)  # the broker's metadata pull interval: a backoff, not a synchronisation
         return (info.partition_count == spec["partitions"]
                 and all(len(replicas) == spec["replication_factor"] for replicas in info.replicas))
 
