@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from distlog.broker.groups.records import UnknownRecordError, decode, encode_key, encode_value
-from distlog.broker.groups.state import CoordinatorState, invalid_group_id
+from distlog.broker.groups.state import CoordinatorState, Outcome, invalid_group_id
 from distlog.log.batch import iter_batches
 from distlog.log.batch_builder import build_batch
 from distlog.log.errors import CorruptDataError, RecordTooLargeError
@@ -61,6 +61,8 @@ OFFSETS_TOPIC_CONFIGS = {"cleanup.policy": "compact"}
 # write may still land, as with any timed-out produce).
 COMMIT_WAIT_S = 10.0
 LOAD_READ_BYTES = 1024 * 1024
+# Sessions are checked this often, not every loop turn: the check walks every member.
+EXPIRY_CHECK_S = 0.1
 
 
 def offsets_partition_for(group_id: str, partitions: int) -> int:
@@ -156,6 +158,7 @@ class GroupCoordinator:
     logger: object
     partitions: dict = field(default_factory=dict)  # index -> LoadedPartition
     pending: list = field(default_factory=list)  # [PendingAnswer]
+    next_expiry_check_s: float = 0.0
 
     # ---- the loop's turn --------------------------------------------------------------------
 
@@ -167,6 +170,9 @@ class GroupCoordinator:
             loaded = self.partitions[index]
             if index >= count or replica is None or not replica.is_leader or replica.node.term != loaded.term:
                 self._unload(index, "lost leadership")
+        check_expiry = now_s >= self.next_expiry_check_s
+        if check_expiry:
+            self.next_expiry_check_s = now_s + EXPIRY_CHECK_S
         for index in range(count):
             replica = replicas.get((OFFSETS_TOPIC, index))
             if replica is None or not replica.is_leader:
@@ -176,7 +182,7 @@ class GroupCoordinator:
                 loaded = self.partitions[index] = LoadedPartition(index, replica.node.term, replica.log_end_offset)
             if loaded.state is None and replica.high_watermark >= loaded.load_until:
                 self._load(replica, loaded, now_s)
-            if loaded.state is not None:
+            if loaded.state is not None and check_expiry:
                 records = loaded.state.expire(_monotonic_ms(now_s), partition_counts)
                 if records:
                     self.logger.info("group_members_expired", partition=index, groups=len(records))
@@ -319,9 +325,9 @@ class GroupCoordinator:
         if key == ApiKey.OFFSET_COMMIT:
             return state.commit(request, int(time.time() * 1000), partition_counts)
         if key == ApiKey.OFFSET_FETCH:
-            return _Read(state.fetch(request))
+            return Outcome(state.fetch(request))
         if key == ApiKey.DESCRIBE_GROUPS:
-            return _Read(state.describe([group_id]))
+            return Outcome(state.describe([group_id]))
         return state.delete([group_id])
 
     def _list_groups(self):
@@ -329,18 +335,11 @@ class GroupCoordinator:
         for loaded in self.partitions.values():
             if loaded.state is not None:
                 groups.extend(loaded.state.list_groups().groups)
+        groups.sort(key=lambda g: g["group_id"])
         if self.loading:
             return ListGroupsResponse(int(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS),
                                       f"broker {self.broker_id} is still loading some groups; these are the loaded ones", groups)
-        return ListGroupsResponse(0, "", sorted(groups, key=lambda g: g["group_id"]))
-
-
-@dataclass
-class _Read:
-    """The Outcome of a request that changes nothing."""
-
-    response: object
-    records: tuple = ()
+        return ListGroupsResponse(0, "", groups)
 
 
 def _combined(request, group_ids: list, outcomes: list):
