@@ -73,20 +73,23 @@ class Admin:
     def _created_as_asked(self, spec: dict) -> bool:
         """Whether the topic exists with the partitions and replication factor `spec` asked for:
         a retried create that finds that took effect the first time."""
-        # The broker asked may not have synced the controller's newest metadata yet (it pulls it
-        # every 100 ms): look a few times before concluding the topic was someone else's.
+        # Ask the controller, whose metadata is the committed truth: any other broker pulls it
+        # every 100 ms and may lag, or may be failing to save it (a full disk) and keep the old.
         deadline_s = time.monotonic() + 1.0
         while True:
-            self.cluster.topics.pop(spec["name"], None)
-            try:
-                info = self.cluster.topic(spec["name"])
-                break
-            except DistlogError:
-                if time.monotonic() >= deadline_s:
-                    return False
-                time.sleep(0.1)  # the broker's metadata pull interval: a backoff, not a synchronisation
-        return (info.partition_count == spec["partitions"]
-                and all(len(replicas) == spec["replication_factor"] for replicas in info.replicas))
+            with contextlib.suppress(DistlogError):
+                connection = self.cluster.broker_connection(self.cluster.controller_id)
+                response = connection.request(MetadataRequest(topics=[spec["name"]]), max(0.2, deadline_s - time.monotonic()))
+                found = [t for t in response.topics if t["name"] == spec["name"] and not t["error_code"]]
+                if found:
+                    partitions = found[0]["partitions"]
+                    return (len(partitions) == spec["partitions"]
+                            and all(len(p["replicas"]) == spec["replication_factor"] for p in partitions))
+            if time.monotonic() >= deadline_s:
+                return False
+            time.sleep(0.1)  # a new controller may still be catching up: a backoff, not a synchronisation
+            with contextlib.suppress(DistlogError):
+                self.cluster.refresh([], 0.5)  # learn who the controller is now
 
     def delete_topic(self, name: str, timeout_s: float | None = None) -> None:
         self._controller_request(DeleteTopicsRequest(topics=[name], timeout_ms=self._timeout_ms(timeout_s)), timeout_s)

@@ -6,7 +6,7 @@ import pytest
 from distlog.client.admin import Admin
 from distlog.client.cluster import TopicInfo
 from distlog.protocol.errors import DistlogError, ErrorCode
-from distlog.protocol.messages import CreateTopicsResponse
+from distlog.protocol.messages import CreateTopicsResponse, MetadataRequest, MetadataResponse
 
 
 def answer(code: ErrorCode) -> CreateTopicsResponse:
@@ -14,26 +14,39 @@ def answer(code: ErrorCode) -> CreateTopicsResponse:
 
 
 class StubCluster:
-    """Answers each request with the next scripted response; `existing` is the topic as it is."""
+    """Answers each topic change with the next scripted response; the controller's metadata
+    holds `existing` (the topic as it is) and no other broker is asked about it."""
+
+    controller_id = 1
 
     def __init__(self, answers, existing=None):
         self.answers = list(answers)
         self.existing = existing
         self.topics = {}
+        self.controller_asked = 0
 
     def responsive_connection(self, timeout_s):
         return self
 
+    def broker_connection(self, broker_id):
+        assert broker_id == self.controller_id, "the retry check asks the controller"
+        return self
+
     def request(self, request, timeout_s):
+        if isinstance(request, MetadataRequest):
+            self.controller_asked += 1
+            return MetadataResponse([], self.controller_id, [self._metadata(name) for name in request.topics])
         return self.answers.pop(0)
+
+    def _metadata(self, name):
+        if self.existing is None:
+            return {"name": name, "error_code": int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), "error_message": "",
+                    "configs": {}, "partitions": []}
+        partitions = [{"partition": p, "replicas": replicas} for p, replicas in enumerate(self.existing.replicas)]
+        return {"name": name, "error_code": 0, "error_message": "", "configs": {}, "partitions": partitions}
 
     def refresh(self, topics=None, timeout_s=None):
         pass
-
-    def topic(self, name, timeout_s=None):
-        if self.existing is None:
-            raise DistlogError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "no such topic")
-        return self.existing
 
 
 def admin_over(cluster) -> Admin:
@@ -65,3 +78,11 @@ def test_a_topic_that_existed_before_the_first_attempt_is_an_error():
     with pytest.raises(DistlogError) as caught:
         admin_over(cluster).create_topic("t", partitions=3, replication_factor=3)
     assert caught.value.code == ErrorCode.TOPIC_ALREADY_EXISTS
+
+
+def test_a_retried_create_the_controller_does_not_know_fails_after_looking_again():
+    cluster = StubCluster([answer(ErrorCode.NOT_CONTROLLER), answer(ErrorCode.TOPIC_ALREADY_EXISTS)], None)
+    with pytest.raises(DistlogError) as caught:
+        admin_over(cluster).create_topic("t", partitions=3, replication_factor=3)
+    assert caught.value.code == ErrorCode.TOPIC_ALREADY_EXISTS
+    assert cluster.controller_asked > 1, "a controller that is catching up is asked again"
