@@ -302,6 +302,11 @@ class GroupMembership:
         self.coordinator = self.coordinator_id = None
         self._next_find_s = now_s + self._next_backoff_s()
 
+    def heartbeat_abandoned(self) -> None:
+        """The heartbeat that was out went to a coordinator since left behind: send the next."""
+        self._heartbeat_out = False
+        self._report_owned = True
+
     def on_commit_refused(self, code: int, now_s: float) -> None:
         """What a refused commit says about the membership."""
         if code in COORDINATOR_MOVED:
@@ -432,6 +437,7 @@ class GroupClient:
         auto-commit when due; raises a heartbeat's error once."""
         now_s = time.monotonic()
         self._expire(now_s)
+        self._abandon_left_coordinators(now_s)
         self._send_queued()
         if not self._acting:
             self._acting = True
@@ -498,9 +504,18 @@ class GroupClient:
     def _timeout_s(self, flight: _Flight) -> float:
         if flight.kind == "find":
             return min(2.0, self.request_timeout_s)  # another broker is asked after this long
-        if flight.kind == "heartbeat":
-            return min(self.request_timeout_s, self.membership.session_timeout_s / 3)
-        return self.request_timeout_s
+        # A coordinator that does not answer within a third of the session is looked for again,
+        # so the member is heard before its session runs out; a commit or lookup waiting longer
+        # would hold back every auto-commit (one at a time) and the assignment behind it.
+        return min(self.request_timeout_s, self.membership.session_timeout_s / 3)
+
+    def _abandon_left_coordinators(self, now_s: float) -> None:
+        """Fail what is out to a coordinator the member has since moved away from: its answer,
+        if one ever comes, is no use (the new coordinator is asked instead)."""
+        current = self.membership.coordinator
+        for flight in [f for f in self._flights if f.kind != "find" and f.endpoint != current]:
+            self._flights.remove(flight)
+            self._failed(flight, now_s)
 
     def _expire(self, now_s: float) -> None:
         for flight in [f for f in self._flights if now_s - f.started_s > self._timeout_s(f)]:
@@ -515,15 +530,19 @@ class GroupClient:
             self._failed(flight, now_s)
 
     def _failed(self, flight: _Flight, now_s: float) -> None:
+        """An unanswered request. Unless it went to a coordinator already left behind, the
+        coordinator is looked for again; a failed commit is simply sent again by the next
+        auto-commit (its offsets were not taken as committed)."""
         membership = self.membership
         if flight.kind == "find":
             membership.on_coordinator_failed(now_s)
-        elif flight.kind == "heartbeat":
-            membership.on_heartbeat_unanswered(now_s)
-        elif flight.kind == "fetch":
+            return
+        if flight.kind == "fetch":
             membership.assign_failed()
-            if flight.endpoint == membership.coordinator:
-                membership.on_heartbeat_unanswered(now_s)
+        if flight.endpoint == membership.coordinator:
+            membership.on_heartbeat_unanswered(now_s)
+        elif flight.kind == "heartbeat":
+            membership.heartbeat_abandoned()
 
     def on_reply(self, endpoint: str, cid: int, response) -> bool:
         """Take in a reply if it answers one of ours; whether it did."""
