@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from distlog.protocol.errors import ErrorCode
 from distlog.protocol.messages import (
+    JOIN_EPOCH,
     LEAVE_EPOCH,
     ConsumerGroupHeartbeatRequest,
     ConsumerGroupHeartbeatResponse,
@@ -66,6 +67,7 @@ class FakeGroupCluster(FakeCluster):
         self.find_errors = deque()  # codes any broker answers to the next FindCoordinators
         self.group_requests = []  # (broker_id, request) of every group request, in order
         self._next_member = 0
+        self.rejoined_as = []  # member ids that joined again under their own id (epoch 0)
         super().__init__(count, topic, partitions)
 
     def answer(self, broker_id, request, final=True):
@@ -128,9 +130,13 @@ class FakeGroupCluster(FakeCluster):
         if self.heartbeat_errors:
             return refuse(self.heartbeat_errors.popleft(), "injected")
         group = self.groups.setdefault(request.group_id, Group())
-        if request.member_id == "":
-            self._next_member += 1
-            member = Member(f"member-{self._next_member}", request.client_id, list(request.subscribed_topics))
+        if request.member_epoch == JOIN_EPOCH:  # under a new id, or its own to replace a fenced incarnation
+            if request.member_id:
+                self.rejoined_as.append(request.member_id)
+            else:
+                self._next_member += 1
+            member_id = request.member_id or f"member-{self._next_member}"
+            member = Member(member_id, request.client_id, list(request.subscribed_topics))
             group.members[member.member_id] = member
             group.epoch += 1
         else:

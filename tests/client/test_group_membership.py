@@ -113,14 +113,15 @@ def test_only_revocation_is_reported_before_the_coordinator_grows_the_assignment
 
 
 @pytest.mark.parametrize("code", [ErrorCode.FENCED_MEMBER_EPOCH, ErrorCode.UNKNOWN_MEMBER_ID])
-def test_a_fenced_or_forgotten_member_loses_its_partitions_and_joins_again_as_a_new_one(member, code):
+def test_a_fenced_or_forgotten_member_loses_its_partitions_and_joins_again_under_its_own_id(member, code):
     joined(member, [0, 1])
     heartbeat(member, 0.0)
     assert member.on_heartbeat_response(answer(error=code), 0.0) is None  # not an error for the caller
     assert member.next_action(0.0) == Lose(tps(0, 1))  # not Revoke: nothing may be committed
     member.dropped()
     join = heartbeat(member, 0.0)
-    assert (join.member_id, join.member_epoch, join.owned_partitions) == ("", JOIN_EPOCH, [])
+    # Its own id at epoch 0: the coordinator frees what the fenced incarnation held at once.
+    assert (join.member_id, join.member_epoch, join.owned_partitions) == ("m-1", JOIN_EPOCH, [])
 
 
 def test_a_session_without_a_successful_heartbeat_loses_the_partitions(member):
