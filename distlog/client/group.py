@@ -68,6 +68,13 @@ RETRY_BACKOFF_MIN_S = 0.05
 RETRY_BACKOFF_MAX_S = 1.0
 # The heartbeat interval until the coordinator names one.
 DEFAULT_HEARTBEAT_INTERVAL_S = 1.0
+# A blocking call to the coordinator: how long to wait for a connection before asking again who
+# coordinates (a killed coordinator refuses connections at once), and for an answer once sent:
+# longer than the coordinator's own wait for its records to commit (COMMIT_WAIT_S, 10 s), so a
+# live coordinator always answers first and nothing is sent twice needlessly, yet far less
+# than a whole request timeout (30 s) when the coordinator died with the request out.
+COORDINATOR_CONNECT_WAIT_S = 1.0
+COORDINATOR_ANSWER_WAIT_S = 12.0
 
 
 class GroupError(DistlogError):
@@ -186,11 +193,13 @@ class GroupMembership:
         self._assigning = frozenset()
 
     def dropped(self) -> None:
-        """The lost partitions are dropped: join again as a new member."""
-        self._forget_membership()
+        """The lost partitions are dropped: join again (epoch 0) under the same member id, which
+        tells the coordinator this replaces the fenced incarnation, so what that one still held
+        is free at once rather than after its session times out (KIP-848)."""
+        self._forget_membership(keep_id=True)
 
-    def _forget_membership(self) -> None:
-        self.member_id, self.member_epoch = "", JOIN_EPOCH
+    def _forget_membership(self, keep_id: bool = False) -> None:
+        self.member_id, self.member_epoch = (self.member_id if keep_id else ""), JOIN_EPOCH
         self.owned = self.target = self._assigning = frozenset()
         self._lost = False
         self._last_heard_s = None
@@ -348,9 +357,14 @@ def coordinator_call(cluster: ClusterView, group_id: str, request, error_of, dea
     while True:
         if coordinator is None:
             coordinator = find_coordinator(cluster, group_id, deadline)[1]
+        connection = cluster.request_connection(coordinator)
+        if not connection.transport.wait_connected(deadline.cap(COORDINATOR_CONNECT_WAIT_S)):
+            if deadline.expired():
+                raise RequestTimedOutError(f"the coordinator of group '{group_id}' at {coordinator} is not reachable")
+            coordinator = None  # gone (killed, say): whoever coordinates now is asked for
+            continue
         try:
-            response = cluster.request_connection(coordinator).request(
-                request, max(0.001, deadline.cap(request_timeout_s)))
+            response = connection.request(request, max(0.001, deadline.cap(min(request_timeout_s, COORDINATOR_ANSWER_WAIT_S))))
         except RequestTimedOutError:
             if deadline.expired():
                 raise
