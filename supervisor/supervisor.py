@@ -27,7 +27,7 @@ from distlog.supervisor.health import cluster_health, unhealthy_summary
 from distlog.supervisor.partitions import rules_for_cuts
 from distlog.supervisor.ports import free_ports
 from distlog.supervisor.probe import Probe, ask_every_broker
-from distlog.transports.faults import FaultRules
+from distlog.transports.faults import CLIENTS, FaultRules
 
 STARTING, RUNNING, PAUSED, CRASHED, STOPPED = "starting", "running", "paused", "crashed", "stopped"
 ALIVE_STATES = (STARTING, RUNNING, PAUSED)
@@ -330,7 +330,7 @@ class Supervisor:
         named = [peer for key in ("drop_to", "drop_from") if isinstance(rules.get(key), (list, tuple))
                  for peer in rules[key]]  # (rules of the wrong shape are refused by _set_rules)
         for peer in named:
-            if known.get(peer, broker_id) == broker_id:
+            if peer != CLIENTS and known.get(peer, broker_id) == broker_id:
                 raise ClusterError(f"a fault rule of broker {broker_id} names {peer}, which is "
                                    + ("itself" if known.get(peer) == broker_id else "not in this cluster")
                                    + f" (brokers are {', '.join(map(str, self._slots))})")

@@ -8,6 +8,17 @@ control request can change them while the transports are running.
 """
 
 
+# A peer name in the rules that stands for every client: any peer not named "broker-N" (a peer
+# broker) or "probe-..." (the supervisor's health checks and control calls, which must get
+# through so that a cut can be healed and a cut-off broker is not taken for dead and restarted).
+# Clients connect with identities ZeroMQ makes up, so they cannot be named one by one.
+CLIENTS = "clients"
+
+
+def is_client(peer: str) -> bool:
+    return not peer.startswith(("broker-", "probe-"))
+
+
 class FaultRules:
     """Per-peer drop rules, keyed by peer name ("broker-3"), with counters of what they dropped."""
 
@@ -36,14 +47,14 @@ class FaultRules:
 
     def allows_send(self, peer: str) -> bool:
         """True if a frame to `peer` may go; a refusal counts as one frame dropped (dropped_to)."""
-        if peer in self._drop_to:
+        if _named(self._drop_to, peer):
             self.dropped_to += 1
             return False
         return True
 
     def allows_recv(self, peer: str) -> bool:
         """True if a frame from `peer` may be delivered; a refusal counts in dropped_from."""
-        if peer in self._drop_from:
+        if _named(self._drop_from, peer):
             self.dropped_from += 1
             return False
         return True
@@ -82,3 +93,7 @@ class FaultRules:
 
     def __repr__(self) -> str:
         return f"FaultRules(drop_to={sorted(self._drop_to)}, drop_from={sorted(self._drop_from)})"
+
+
+def _named(peers: set, peer: str) -> bool:
+    return peer in peers or (CLIENTS in peers and is_client(peer))

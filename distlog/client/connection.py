@@ -22,9 +22,9 @@ def check_response(response: Message) -> Message:
 class BrokerConnection:
     """A DEALER to one broker. `request` is blocking; `send`/`poll_reply` let a caller pipeline."""
 
-    def __init__(self, endpoint: str, context=None):
+    def __init__(self, endpoint: str, context=None, identity: bytes | None = None):
         self.endpoint = endpoint
-        self.transport = DealerConnection(endpoint, context=context)
+        self.transport = DealerConnection(endpoint, context=context, identity=identity)
         self._monitor = None  # a PAIR socket of connection events, once watch_disconnects() asked
         # False from a disconnect until the next handshake: a request sent meanwhile can slip into
         # the dying connection (and is lost) before ZeroMQ has detached it.

@@ -3,14 +3,22 @@ and set its fault rules."""
 
 from __future__ import annotations
 
+import os
+
 from distlog.client.connection import BrokerConnection
 from distlog.protocol.errors import DistlogError
 from distlog.protocol.messages import ApiVersionsRequest, MetadataRequest, SetFaultRulesRequest
 
 
+def _probe_connection(endpoint: str) -> BrokerConnection:
+    """A connection named "probe-<unique>", so fault rules that cut a broker off from its clients
+    (transports.faults.CLIENTS) leave the supervisor's checks and control calls through."""
+    return BrokerConnection(endpoint, identity=b"probe-" + os.urandom(6).hex().encode())
+
+
 def ping(endpoint: str, timeout_s: float) -> dict | None:
     """{"broker_id", "controller_id", "cluster_id"} if the broker at `endpoint` answers in time, else None."""
-    connection = BrokerConnection(endpoint)
+    connection = _probe_connection(endpoint)
     try:
         response = connection.request(ApiVersionsRequest(), timeout_s)
     except DistlogError:
@@ -23,7 +31,7 @@ def ping(endpoint: str, timeout_s: float) -> dict | None:
 def metadata(endpoint: str, timeout_s: float) -> dict | None:
     """The broker's view of every topic, {"brokers", "controller_id", "topics"} as in its
     MetadataResponse, if it answers in time; else None."""
-    connection = BrokerConnection(endpoint)
+    connection = _probe_connection(endpoint)
     try:
         response = connection.request(MetadataRequest(topics=None), timeout_s)
     except DistlogError:
@@ -38,7 +46,7 @@ def set_fault_rules(endpoint: str, rules: dict, timeout_s: float) -> None:
 
     Raises DistlogError (a RequestTimedOutError if the broker does not answer)."""
     request = SetFaultRulesRequest(drop_to=list(rules.get("drop_to", [])), drop_from=list(rules.get("drop_from", [])))
-    connection = BrokerConnection(endpoint)
+    connection = _probe_connection(endpoint)
     try:
         connection.request(request, timeout_s)
     finally:

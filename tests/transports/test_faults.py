@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from distlog.transports.faults import FaultRules
+from distlog.transports.faults import CLIENTS, FaultRules
 
 
 def test_no_rules_allow_everything():
@@ -69,3 +69,12 @@ def test_replace_in_place_keeps_counters_and_is_seen_by_sharers():
 def test_bad_dict_is_a_clear_value_error(bad):
     with pytest.raises(ValueError, match="fault rules"):
         FaultRules.from_dict(bad)
+
+
+def test_the_clients_rule_cuts_every_client_but_no_broker_or_probe():
+    rules = FaultRules(drop_to=[CLIENTS], drop_from=[CLIENTS])
+    client = "00d1b2c3e4"  # the hex name of an identity ZeroMQ made up
+    assert not rules.allows_send(client) and not rules.allows_recv(client)
+    assert rules.allows_send("broker-2") and rules.allows_recv("broker-2")
+    assert rules.allows_send("probe-1a2b") and rules.allows_recv("probe-1a2b")
+    assert (rules.dropped_to, rules.dropped_from) == (1, 1)
