@@ -23,6 +23,7 @@ class _Collected:
     """What one pass over the history found, grouped for the anomaly checks."""
 
     def __init__(self):
+        self.meta: dict = {}               # the meta record: run settings (seed, duration_s, topic, partitions)
         self.invoked: dict = {}            # value -> None, in invoke order (a dict keeps the order)
         self.outcome: dict = {}            # value -> "ok" | "fail" | "info", the first completion
         self.ok_position: dict = {}        # value -> (partition, offset) the ok reported
@@ -37,11 +38,22 @@ class _Collected:
         self.last_t = 0.0
 
 
+# Every anomaly class, in the order the report lists them; each is a top-level list in check()'s result.
+ANOMALIES = ("lost", "duplicates", "unexpected", "aborted_reads", "inconsistent_offsets",
+             "nonmonotonic_polls", "poll_skips")
+
+
+def anomalies_of(result: dict) -> dict:
+    """The anomaly lists of a check() result (or of its summary.json), by name."""
+    return {name: result[name] for name in ANOMALIES}
+
+
 def check(history: list[dict]) -> dict:
     """Check a chaos history; return the verdict, counts, anomalies, fault recovery and timeline.
 
-    The result's layout is the one the chaos spec gives (anomalies explained in docs/CHAOS.md); every list is complete and the whole dict is
-    JSON-serialisable. `valid` is False iff an anomaly was found or the final read is not "ok".
+    The layout is result.json's (issue #13, explained in docs/CHAOS.md): each anomaly class is a
+    top-level list, complete; the whole dict is JSON-serialisable. `valid` is False iff an
+    anomaly was found or the final read is not "ok".
     """
     seen = _collect(history)
     final_offsets = _final_positions(seen.final_records)
@@ -54,41 +66,47 @@ def check(history: list[dict]) -> dict:
     read_values = dict(seen.polled_values)
     read_values.update(dict.fromkeys(final_values))
     nonmonotonic_polls, poll_skips = _poll_order_anomalies(seen.polls, final_offsets if final_ok else None)
+    meta = seen.meta
     anomalies = {
         # Jepsen "lost-write": the send was acknowledged, yet the healed log does not hold the value.
         "lost": [v for v in ok_values if v not in final_values] if final_ok else [],
         # Jepsen "duplicate": one value written at more than one position (a retry that the
         # idempotent producer should have deduplicated).
-        "duplicate": [{"value": v, "positions": positions}
+        "duplicates": [{"value": v, "positions": positions}
                       for v, positions in final_values.items() if len(positions) > 1],
         # Jepsen "unexpected-read": a value read back (by a poll or the final read) that no
         # producer ever invoked: corruption, or a record from another run.
         "unexpected": [v for v in read_values if v not in seen.invoked],
         # Jepsen "aborted-read": the send definitely failed, yet the value was read.
-        "aborted_read": [v for v in read_values if seen.outcome.get(v) == "fail"],
+        "aborted_reads": [v for v in read_values if seen.outcome.get(v) == "fail"],
         # Jepsen "inconsistent-offsets": one (partition, offset) bound to more than one value
         # across the polls, the final read and the positions that ok sends reported.
         "inconsistent_offsets": _inconsistent_offsets(seen),
         # Jepsen "nonmonotonic-poll" and "poll-skip": a consumer that reads from offset 0 without
         # seeking must see each partition's offsets strictly increasing and without holes that
         # the final read fills.
-        "nonmonotonic_poll": nonmonotonic_polls,
-        "poll_skip": poll_skips,
+        "nonmonotonic_polls": nonmonotonic_polls,
+        "poll_skips": poll_skips,
     }
+    faults = _faults(seen)
     info_count = sum(1 for outcome in seen.outcome.values() if outcome == "info")
     uncompleted = sum(1 for v in seen.invoked if v not in seen.outcome)
     return {
         "valid": final_ok and not any(anomalies.values()),
+        "seed": meta.get("seed"), "duration_s": meta.get("duration_s"),
         "final_read": seen.final_read,
+        "acked_writes": len(ok_values),
         "sends": {"invoked": len(seen.invoked), "ok": len(ok_values),
                   "fail": sum(1 for outcome in seen.outcome.values() if outcome == "fail"),
                   # A send with no completion when the run stopped may or may not have been written.
                   "info": info_count + uncompleted},
         "reads": {"polls": len(seen.polls), "records_polled": sum(len(records) for *_, records in seen.polls),
                   "final_records": len(seen.final_records)},
-        "anomalies": anomalies,
-        "unseen_by_consumers": sum(1 for v in ok_values if v not in seen.polled_values),
-        "faults": _faults(seen),
+        **anomalies,
+        # Acknowledged writes no live poll saw: information, not a violation (the final read decides).
+        "unseen": sum(1 for v in ok_values if v not in seen.polled_values),
+        "faults": faults,
+        "faults_by_kind": _count_by_kind(faults),
         "timeline": _timeline(seen),
     }
 
@@ -110,6 +128,8 @@ def _collect(history: list[dict]) -> _Collected:
             # The last final read counts: a runner that retries one logs each attempt.
             seen.final_read = "ok" if kind == "ok" else "failed"
             seen.final_records = record.get("records", []) if kind == "ok" else []
+        elif kind == "meta":
+            seen.meta = record
         elif kind == "nemesis":
             if record["phase"] == "start":
                 seen.fault_starts[record["id"]] = record
@@ -210,6 +230,13 @@ def _faults(seen: _Collected) -> list:
         })
     faults.sort(key=lambda fault: (fault["start_t"], str(fault["id"])))
     return faults
+
+
+def _count_by_kind(faults: list) -> dict:
+    counts: dict = {}
+    for fault in faults:
+        counts[fault["f"]] = counts.get(fault["f"], 0) + 1
+    return counts
 
 
 def _timeline(seen: _Collected) -> dict:

@@ -17,6 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tabulate import tabulate
 
+from distlog.chaos.checker import anomalies_of
+
 EXAMPLES_PER_ANOMALY = 10
 TIMELINE_FILE = "timeline.png"
 REPORT_FILE = "report.md"
@@ -28,12 +30,12 @@ OTHER_FAULT_COLOURS = ["tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gr
 
 ANOMALY_MEANINGS = {
     "lost": "acknowledged sends that the final read does not hold",
-    "duplicate": "values the final read holds at more than one position",
+    "duplicates": "values seen at more than one position (acknowledgements, polls, final read)",
     "unexpected": "values read that no producer ever sent",
-    "aborted_read": "values read although their send failed definitely",
+    "aborted_reads": "values read although their send failed definitely",
     "inconsistent_offsets": "positions seen holding different values (polls, final read, acknowledged offsets)",
-    "nonmonotonic_poll": "a consumer saw a partition's offsets go backwards or repeat",
-    "poll_skip": "a consumer jumped over offsets that the final read holds",
+    "nonmonotonic_polls": "a consumer saw a partition's offsets go backwards or repeat",
+    "poll_skips": "a consumer jumped over offsets that the final read holds",
 }
 
 HOW_TO_READ = """\
@@ -72,7 +74,7 @@ def write_report(result: dict, out_dir: str, meta: dict, history_file: str) -> s
 def render_markdown(result: dict, meta: dict, history_link: str) -> str:
     """The text of report.md; `history_link` is the history file's path relative to the report."""
     verdict = "PASS" if result["valid"] else "FAIL"
-    anomaly_count = sum(len(found) for found in result["anomalies"].values())
+    anomaly_count = sum(len(found) for found in anomalies_of(result).values())
     sections = [
         f"# distlog chaos run: {verdict}\n",
         f"{_verdict_line(result, anomaly_count)}\n",
@@ -85,7 +87,7 @@ def render_markdown(result: dict, meta: dict, history_link: str) -> str:
         "## Faults\n",
         _fault_table(result["faults"]),
         "## Anomalies\n",
-        _anomaly_sections(result["anomalies"]),
+        _anomaly_sections(anomalies_of(result)),
         "## Files\n",
         f"- timeline: [{TIMELINE_FILE}]({TIMELINE_FILE})\n- history: [{history_link}]({history_link})\n\n"
         f"![timeline]({TIMELINE_FILE})\n",
@@ -108,7 +110,7 @@ def _plural(count: int, singular: str, plural: str) -> str:
 
 
 def _nonempty_classes(result: dict) -> str:
-    return ", ".join(name for name, found in result["anomalies"].items() if found)
+    return ", ".join(name for name, found in anomalies_of(result).items() if found)
 
 
 def _summary_table(result: dict) -> str:
@@ -122,7 +124,7 @@ def _summary_table(result: dict) -> str:
         ("records polled", reads["records_polled"]),
         ("final read", result["final_read"]),
         ("records in the final read", reads["final_records"]),
-        ("acknowledged sends unseen by consumers", result["unseen_by_consumers"]),
+        ("acknowledged sends unseen by consumers", result["unseen"]),
     ]
     return _table(rows, ["", "count"])
 

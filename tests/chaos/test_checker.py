@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from distlog.chaos.checker import check
+from distlog.chaos.checker import anomalies_of, check
 
 
 def send(value, partition, offset, t, outcome="ok", process="producer-0"):
@@ -30,7 +30,7 @@ def final_read(records, t):
 
 def clean_history():
     """Two partitions, three acknowledged sends each, polled in two polls and read at the end."""
-    history = [{"type": "meta", "t": 0.0, "topic": "chaos", "partitions": 2}]
+    history = [{"type": "meta", "t": 0.0, "topic": "chaos", "partitions": 2, "seed": 7, "duration_s": 5}]
     log = []
     for i in range(6):
         partition, offset = i % 2, i // 2
@@ -43,7 +43,7 @@ def clean_history():
 
 
 def anomalies_found(result):
-    return {name: found for name, found in result["anomalies"].items() if found}
+    return {name: found for name, found in anomalies_of(result).items() if found}
 
 
 def test_clean_history_is_valid_with_counts():
@@ -53,7 +53,9 @@ def test_clean_history_is_valid_with_counts():
     assert result["final_read"] == "ok"
     assert result["sends"] == {"invoked": 6, "ok": 6, "fail": 0, "info": 0}
     assert result["reads"] == {"polls": 2, "records_polled": 6, "final_records": 6}
-    assert result["unseen_by_consumers"] == 0
+    assert result["unseen"] == 0
+    assert result["acked_writes"] == 6
+    assert (result["seed"], result["duration_s"]) == (7, 5)  # from the meta record
     json.dumps(result)  # the runner stores it as JSON
 
 
@@ -70,7 +72,7 @@ def test_duplicate_value_at_two_positions():
     history, log = clean_history()
     history[-1] = final_read(log + [(1, 3, "v1")], t=5.0)
     result = check(history)
-    assert anomalies_found(result) == {"duplicate": [{"value": "v1", "positions": [[1, 0], [1, 3]]}]}
+    assert anomalies_found(result) == {"duplicates": [{"value": "v1", "positions": [[1, 0], [1, 3]]}]}
     assert not result["valid"]
 
 
@@ -86,7 +88,7 @@ def test_aborted_read_of_a_definitely_failed_send():
     history[1:1] = send("doomed", None, None, t=0.1, outcome="fail")
     history[-1] = final_read(log + [(0, 3, "doomed")], t=5.0)
     result = check(history)
-    assert anomalies_found(result) == {"aborted_read": ["doomed"]}
+    assert anomalies_found(result) == {"aborted_reads": ["doomed"]}
     assert result["sends"]["fail"] == 1
 
 
@@ -105,7 +107,7 @@ def test_inconsistent_offsets_between_a_poll_and_the_final_read():
     history, log = clean_history()
     history[-3] = poll([(0, 0, "v0"), (1, 0, "v1"), (0, 1, "v3")], t=3.0)  # the log holds v2 at (0, 1)
     result = check(history)
-    assert result["anomalies"]["inconsistent_offsets"] == [{"partition": 0, "offset": 1, "values": ["v2", "v3"]}]
+    assert result["inconsistent_offsets"] == [{"partition": 0, "offset": 1, "values": ["v2", "v3"]}]
     assert not result["valid"]
 
 
@@ -132,7 +134,7 @@ def test_nonmonotonic_poll(repolled):
     history.insert(-1, poll([repolled], t=4.0))
     result = check(history)
     assert anomalies_found(result) == {
-        "nonmonotonic_poll": [{"process": "consumer-0", "partition": 1, "previous": 2, "offset": repolled[1]}]}
+        "nonmonotonic_polls": [{"process": "consumer-0", "partition": 1, "previous": 2, "offset": repolled[1]}]}
 
 
 def test_nonmonotonic_is_per_consumer():
@@ -146,16 +148,16 @@ def test_poll_skip_over_offsets_the_final_read_holds():
     history[-3] = poll([(0, 0, "v0"), (1, 0, "v1")], t=3.0)
     history[-2] = poll([(0, 2, "v4"), (1, 1, "v3"), (1, 2, "v5")], t=3.5)  # jumped over (0, 1)
     result = check(history)
-    assert anomalies_found(result) == {"poll_skip": [
+    assert anomalies_found(result) == {"poll_skips": [
         {"process": "consumer-0", "partition": 0, "previous": 0, "offset": 2, "missed": [[0, 1]]}]}
-    assert result["unseen_by_consumers"] == 1
+    assert result["unseen"] == 1
 
 
 def test_poll_skip_at_the_start_of_a_partition():
     history, log = clean_history()
     history[-3] = poll([(1, 0, "v1"), (0, 1, "v2")], t=3.0)  # never saw (0, 0)
     result = check(history)
-    assert anomalies_found(result)["poll_skip"][0]["missed"] == [[0, 0]]
+    assert anomalies_found(result)["poll_skips"][0]["missed"] == [[0, 0]]
 
 
 def test_gap_with_nothing_in_the_final_read_is_not_a_skip():
@@ -238,5 +240,5 @@ def test_a_200k_record_history_is_checked_completely():
     damaged = [r for r in log if r is not lost] + [[duplicated[0], sends, duplicated[2]]]
     result = check(history + [final_read(damaged, t=60.0)])
     assert not result["valid"]
-    assert result["anomalies"]["lost"] == [lost[2]]
-    assert [d["value"] for d in result["anomalies"]["duplicate"]] == [duplicated[2]]
+    assert result["lost"] == [lost[2]]
+    assert [d["value"] for d in result["duplicates"]] == [duplicated[2]]
