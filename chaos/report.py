@@ -31,11 +31,14 @@ OTHER_FAULT_COLOURS = ["tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gr
 ANOMALY_MEANINGS = {
     "lost": "acknowledged sends that the final read does not hold",
     "duplicates": "values seen at more than one position (acknowledgements, polls, final read)",
-    "unexpected": "values read that no producer ever sent",
+    "unexpected_polls": "values read that no producer sent, or read before their send was invoked",
     "aborted_reads": "values read although their send failed definitely",
     "inconsistent_offsets": "positions seen holding different values (polls, final read, acknowledged offsets)",
     "nonmonotonic_polls": "a consumer saw a partition's offsets go backwards or repeat",
+    "nonmonotonic_sends": "a producer's later send landed at a lower offset of the same partition",
     "poll_skips": "a consumer jumped over offsets that the final read holds",
+    "double_completions": "sends that completed more than once (ok and fail, ok twice, ...)",
+    "commit_regressions": "a group's committed offset for a partition went down",
 }
 
 HOW_TO_READ = """\

@@ -64,8 +64,10 @@ def test_lost_write_acknowledged_but_not_in_the_final_read():
     history[-1] = final_read([r for r in log if r[2] != "v4"], t=5.0)
     result = check(history)
     assert not result["valid"]
-    # v4 was polled at (0, 2), which the final read no longer holds: it is lost, not a skip.
-    assert anomalies_found(result) == {"lost": ["v4"]}
+    # v4 was polled at (0, 2), which the final read no longer holds: it is lost, not a skip, and
+    # the offset its acknowledgement named is gone from the log (None: nothing there now).
+    assert anomalies_found(result) == {
+        "lost": ["v4"], "inconsistent_offsets": [{"partition": 0, "offset": 2, "values": [None, "v4"]}]}
 
 
 def test_duplicate_value_at_two_positions():
@@ -80,7 +82,8 @@ def test_unexpected_value_never_invoked():
     history, log = clean_history()
     history[-1] = final_read(log + [(1, 3, "stranger")], t=5.0)
     result = check(history)
-    assert anomalies_found(result) == {"unexpected": ["stranger"]}
+    assert anomalies_found(result) == {
+        "unexpected_polls": [{"value": "stranger", "process": "final-reader", "t": 5.0, "invoked_t": None}]}
 
 
 def test_aborted_read_of_a_definitely_failed_send():
@@ -116,8 +119,12 @@ def test_inconsistent_offsets_between_an_ok_and_the_final_read():
     ok = next(r for r in history if r["type"] == "ok" and r.get("value") == "v5")
     ok["offset"] = 0  # the ok claims (1, 0), where the log holds v1
     result = check(history)
-    assert anomalies_found(result) == {
-        "inconsistent_offsets": [{"partition": 1, "offset": 0, "values": ["v1", "v5"]}]}
+    assert result["inconsistent_offsets"] == [{"partition": 1, "offset": 0, "values": ["v1", "v5"]}]
+    # The same wrong acknowledgement also puts v5 at two positions, and below v3, which the same
+    # producer had acknowledged at (1, 1) before it sent v5.
+    assert result["duplicates"] == [{"value": "v5", "positions": [[1, 0], [1, 2]]}]
+    assert [(d["value"], d["earlier_value"]) for d in result["nonmonotonic_sends"]] == [("v5", "v3")]
+    assert not result["valid"]
 
 
 def test_acknowledgements_without_an_offset_are_checked_by_value_only():
@@ -135,6 +142,116 @@ def test_nonmonotonic_poll(repolled):
     result = check(history)
     assert anomalies_found(result) == {
         "nonmonotonic_polls": [{"process": "consumer-0", "partition": 1, "previous": 2, "offset": repolled[1]}]}
+
+
+def test_lost_includes_an_indeterminate_send_that_a_poll_saw():
+    # Jepsen counts an observed value as having happened, however its send ended.
+    history, log = clean_history()
+    history[1:1] = send("maybe", None, None, t=0.1, outcome="info")
+    history.insert(-1, poll([(0, 3, "maybe")], t=4.0))
+    result = check(history)
+    assert anomalies_found(result) == {"lost": ["maybe"]}
+    assert not result["valid"]
+
+
+def test_duplicate_seen_only_by_polls():
+    history, log = clean_history()
+    history.insert(-1, poll([(1, 5, "v1")], t=4.0))  # v1 is at (1, 0); the log has nothing at 3 or 4
+    result = check(history)
+    assert anomalies_found(result) == {"duplicates": [{"value": "v1", "positions": [[1, 0], [1, 5]]}]}
+    assert not result["valid"]
+
+
+def test_acknowledged_position_the_final_read_lacks():
+    history, log = clean_history()
+    ok = next(r for r in history if r["type"] == "ok" and r.get("value") == "v5")
+    ok["offset"] = 4  # acknowledged at (1, 4), but the log ends at (1, 2), which holds v5
+    result = check(history)
+    # The log lacks an offset it acknowledged (None: nothing there), and v5 is at two positions.
+    assert anomalies_found(result) == {
+        "inconsistent_offsets": [{"partition": 1, "offset": 4, "values": [None, "v5"]}],
+        "duplicates": [{"value": "v5", "positions": [[1, 2], [1, 4]]}]}
+    assert not result["valid"]
+
+
+def producer_pair(first_offset, second_offset, overlapping):
+    """Two sends of producer-0 to partition 0; `overlapping` puts both in flight at once."""
+    a_invoke = {"type": "invoke", "process": "producer-0", "f": "send", "value": "a", "t": 0.0}
+    a_ok = {"type": "ok", "process": "producer-0", "f": "send", "value": "a", "partition": 0,
+            "offset": first_offset, "t": 0.2}
+    b_invoke = {"type": "invoke", "process": "producer-0", "f": "send", "value": "b", "t": 0.1}
+    b_ok = {"type": "ok", "process": "producer-0", "f": "send", "value": "b", "partition": 0,
+            "offset": second_offset, "t": 0.3}
+    order = [a_invoke, b_invoke, a_ok, b_ok] if overlapping else [a_invoke, a_ok, b_invoke, b_ok]
+    log = sorted([(0, first_offset, "a"), (0, second_offset, "b")])
+    return [{"type": "meta", "t": 0.0, "partitions": 1}, *order, final_read(log, t=1.0)]
+
+
+def test_nonmonotonic_send_a_later_send_at_a_lower_offset():
+    result = check(producer_pair(first_offset=5, second_offset=3, overlapping=False))
+    assert anomalies_found(result) == {"nonmonotonic_sends": [
+        {"process": "producer-0", "partition": 0, "value": "b", "offset": 3,
+         "earlier_value": "a", "earlier_offset": 5}]}
+    assert not result["valid"]
+
+
+def test_sends_in_flight_together_may_land_in_either_order():
+    result = check(producer_pair(first_offset=5, second_offset=3, overlapping=True))
+    assert result["valid"], anomalies_found(result)
+
+
+def test_nonmonotonic_send_is_per_producer_and_partition():
+    history = producer_pair(first_offset=5, second_offset=3, overlapping=False)
+    history[3]["process"] = history[4]["process"] = "producer-1"   # b is another producer's
+    assert check(history)["valid"]
+    history = producer_pair(first_offset=5, second_offset=3, overlapping=False)
+    history[-1] = final_read([(0, 5, "a"), (1, 3, "b")], t=1.0)
+    history[4]["partition"] = 1                                     # b went to another partition
+    assert check(history)["valid"], anomalies_found(check(history))
+
+
+@pytest.mark.parametrize("completions", [("ok", "fail"), ("fail", "ok"), ("ok", "ok"), ("info", "ok")])
+def test_double_completions(completions):
+    history, log = clean_history()
+    first = next(i for i, r in enumerate(history) if r["type"] != "invoke" and r.get("value") == "v2")
+    history[first]["type"] = completions[0]
+    second = dict(history[first], type=completions[1], t=history[first]["t"] + 0.01)
+    history.insert(first + 1, second)
+    if completions[0] != "ok":   # a failed completion carries no position
+        del history[first]["partition"], history[first]["offset"]
+    result = check(history)
+    assert anomalies_found(result) == {
+        "double_completions": [{"value": "v2", "process": "producer-0", "completions": list(completions)}]}
+    assert not result["valid"]
+
+
+def test_unexpected_poll_of_a_value_before_its_send_was_invoked():
+    history, log = clean_history()
+    history.insert(1, poll([(2, 0, "early")], t=0.05, process="consumer-1"))   # before anyone sent it
+    history[-1:-1] = send("early", 2, 0, t=4.0)
+    history[-1] = final_read(log + [(2, 0, "early")], t=5.0)
+    result = check(history)
+    assert anomalies_found(result) == {"unexpected_polls": [
+        {"value": "early", "process": "consumer-1", "t": 0.05, "invoked_t": 4.0}]}
+    assert not result["valid"]
+
+
+def commit(offsets, t, group="g", process="consumer-0"):
+    return {"type": "ok", "process": process, "f": "commit", "group": group,
+            "offsets": [list(o) for o in offsets], "t": t}
+
+
+def test_commit_regression_of_a_groups_offset():
+    history, log = clean_history()
+    history[-1:-1] = [commit([(0, 2), (1, 1)], t=3.1),
+                      commit([(0, 2)], t=3.2, process="consumer-1"),             # the same: fine
+                      commit([(0, 1)], t=3.3, group="other"),                    # another group: fine
+                      commit([(0, 3), (1, 0)], t=3.4, process="consumer-1")]     # partition 1 went back
+    result = check(history)
+    assert anomalies_found(result) == {"commit_regressions": [
+        {"group": "g", "partition": 1, "previous": 1, "previous_process": "consumer-0",
+         "offset": 0, "process": "consumer-1", "t": 3.4}]}
+    assert not result["valid"]
 
 
 def test_nonmonotonic_is_per_consumer():

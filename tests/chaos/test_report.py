@@ -68,7 +68,7 @@ def test_report_caps_examples_at_ten(tmp_path):
     history.insert(-1, {"type": "ok", "process": "consumer-0", "f": "poll",
                         "records": [[0, 10 + i, f"ghost-{i}"] for i in range(25)], "t": 4.0})
     _, _, text, _ = write(tmp_path, history)
-    assert "### unexpected: 25 (first 10 of 25)" in text
+    assert "### unexpected_polls: 25 (first 10 of 25)" in text
     assert "ghost-9" in text and "ghost-10" not in text
 
 
