@@ -65,29 +65,37 @@ def anomalies_of(result: dict) -> dict:
     return {name: result[name] for name in ANOMALIES}
 
 
-def check(history: list[dict]) -> dict:
+def check(history: list[dict], min_acked: int = 1) -> dict:
     """Check a chaos history; return the verdict, counts, anomalies, fault recovery and timeline.
 
     The layout is result.json's (issue #13, explained in docs/CHAOS.md): each anomaly class is a
-    top-level list, complete; the whole dict is JSON-serialisable. `valid` is False iff an
-    anomaly was found or the final read is not "ok".
+    top-level list, complete; the whole dict is JSON-serialisable. `valid` is False if an anomaly
+    was found, the final read is not "ok", fewer than `min_acked` writes were acknowledged (a run
+    that wrote nothing proves nothing), or some partition took no write after the last fault.
     """
     seen = _collect(history)
     anomalies = _anomalies(seen)
-    faults = _faults(seen)
+    partitions, windows = _partitions(seen), _fault_windows(seen)
+    progress = _progress_after_heal(seen, partitions, windows)
+    faults = _faults(seen, partitions, windows)
+    enough_acked = len(seen.acked) >= min_acked
     return {
-        "valid": seen.final_read == "ok" and not any(anomalies.values()),
+        "valid": (seen.final_read == "ok" and not any(anomalies.values()) and enough_acked
+                  and progress["progress_after_heal"]),
         "seed": seen.meta.get("seed"), "duration_s": seen.meta.get("duration_s"),
         "final_read": seen.final_read,
-        "acked_writes": len(seen.acked),
+        "acked_writes": len(seen.acked), "min_acked": min_acked, "enough_acked": enough_acked,
         "sends": _send_counts(seen),
         "reads": {"polls": len(seen.polls), "records_polled": sum(len(poll[-1]) for poll in seen.polls),
                   "final_records": len(seen.final_records)},
         **anomalies,
         # Acknowledged writes no live poll saw: information, not a violation (the final read decides).
         "unseen": sum(1 for value in seen.acked if value not in seen.polled_values),
+        "partitions": partitions,
+        **progress,
         "faults": faults,
         "faults_by_kind": _count_by_kind(faults),
+        **_failover_summary(faults),
         "timeline": _timeline(seen),
     }
 
@@ -364,24 +372,100 @@ def _commit_regressions(commits: list) -> list:
     return found
 
 
-def _faults(seen: _Collected) -> list:
-    """Each fault with whether producers and consumers made progress after it ended."""
+def _partitions(seen: _Collected) -> list:
+    """The topic's partitions: the meta record's count (or list), else every partition the history names."""
+    named = seen.meta.get("partitions")
+    if isinstance(named, int):
+        return list(range(named))
+    if named is not None:
+        return sorted(named)
+    found = {ack[4] for ack in seen.acks if ack[4] is not None}
+    found.update(partition for partition, _offset, _value in seen.final_records)
+    for *_where, records in seen.polls:
+        found.update(partition for partition, _offset, _value in records)
+    return sorted(found)
+
+
+def _fault_windows(seen: _Collected) -> list:
+    """(id, start record, end_t) of each fault; one still active when the run stopped ends with
+    the history, so nothing after it can count as recovery."""
+    return [(fault_id, start, seen.fault_ends[fault_id]["t"] if fault_id in seen.fault_ends else seen.last_t)
+            for fault_id, start in seen.fault_starts.items()]
+
+
+def _progress_after_heal(seen: _Collected, partitions: list, windows: list) -> dict:
+    """Every partition must accept a write (an ok completes) after the last fault ended; with no
+    faults, at some point in the run. A partition that never does is stuck, whatever else passed."""
+    healed_t = max((end_t for _id, _start, end_t in windows), default=0.0)
+    last_ok_t: dict = {}
+    for _value, _process, _index, t, partition, _offset in seen.acks:
+        if t > last_ok_t.get(partition, float("-inf")):
+            last_ok_t[partition] = t
+    stalled = [p for p in partitions if last_ok_t.get(p, float("-inf")) <= healed_t]
+    return {"progress_after_heal": not stalled, "stalled_after_heal": stalled, "healed_t": healed_t}
+
+
+def _first_ok_after(seen: _Collected) -> dict:
+    """partition -> (invoke times, ok time of the earliest-completing send invoked at or after
+    each): sends sorted by invoke time, with a suffix minimum of their ok times, so "the first ok
+    of a send invoked after t" is one bisection."""
+    sends: dict = {}
+    for value, _process, _index, ok_t, partition, _offset in seen.acks:
+        invoke = seen.invoked.get(value)
+        if invoke is not None and partition is not None:
+            sends.setdefault(partition, []).append((invoke[1], ok_t))
+    lookup = {}
+    for partition, timed in sends.items():
+        timed.sort()
+        earliest_ok, suffix = float("inf"), [0.0] * len(timed)
+        for i in range(len(timed) - 1, -1, -1):
+            earliest_ok = min(earliest_ok, timed[i][1])
+            suffix[i] = earliest_ok
+        lookup[partition] = ([invoke_t for invoke_t, _ok_t in timed], suffix)
+    return lookup
+
+
+def _failover_ms(start_t: float, partition, first_ok_after: dict):
+    """Time from the fault's start to the first ok of a send to the partition invoked after it
+    started (Jepsen's time to recovery); None if no such send ever succeeded. A send invoked
+    earlier is not counted: its ok may be an acknowledgement that was already on its way."""
+    invoke_times, earliest_ok = first_ok_after.get(partition, ([], []))
+    i = bisect_left(invoke_times, start_t)
+    return round((earliest_ok[i] - start_t) * 1000, 3) if i < len(invoke_times) else None
+
+
+def _faults(seen: _Collected, partitions: list, windows: list) -> list:
+    """Each fault with whether producers and consumers made progress after it ended, and the
+    failover time of each partition it touched (the start record's "partitions"; all if absent)."""
     faults = []
     poll_times_s = sorted(t for _process, _index, t, _records in seen.polls)
     ok_times_s = sorted(seen.ok_times_s)
-    for fault_id, start in seen.fault_starts.items():
-        # A fault still active when the run stopped ends with the history.
-        end_t = seen.fault_ends[fault_id]["t"] if fault_id in seen.fault_ends else seen.last_t
+    first_ok_after = _first_ok_after(seen)
+    for fault_id, start, end_t in windows:
         next_ok = bisect_right(ok_times_s, end_t)
+        affected = start.get("partitions", partitions)
+        failover = [[p, _failover_ms(start["t"], p, first_ok_after)] for p in affected]
         faults.append({
             "id": fault_id, "f": start["f"], "target": start.get("target"),
             "start_t": start["t"], "end_t": end_t,
             "producer_progress": next_ok < len(ok_times_s),
             "consumer_progress": bisect_right(poll_times_s, end_t) < len(poll_times_s),
             "next_ok_after_s": ok_times_s[next_ok] - end_t if next_ok < len(ok_times_s) else None,
+            "partitions": list(affected), "failover_ms": failover,
+            "failover_ms_max": max((ms for _p, ms in failover if ms is not None), default=None),
         })
     faults.sort(key=lambda fault: (fault["start_t"], str(fault["id"])))
     return faults
+
+
+def _failover_summary(faults: list) -> dict:
+    """p50 (nearest rank) and max over every (fault, partition) pair that recovered, and how
+    many never did (no send invoked after the fault's start succeeded on that partition)."""
+    recovered = sorted(ms for fault in faults for _p, ms in fault["failover_ms"] if ms is not None)
+    unrecovered = sum(1 for fault in faults for _p, ms in fault["failover_ms"] if ms is None)
+    return {"failover_ms_p50": recovered[(len(recovered) - 1) // 2] if recovered else None,
+            "failover_ms_max": recovered[-1] if recovered else None,
+            "failover_unrecovered": unrecovered}
 
 
 def _count_by_kind(faults: list) -> dict:

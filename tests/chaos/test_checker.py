@@ -325,6 +325,89 @@ def test_fault_progress_and_next_ok_after():
     assert [fault["id"] for fault in check(history)["faults"]] == [1, 2, 3]
 
 
+RESULT_JSON_KEYS = {"valid", "seed", "duration_s", "faults", "faults_by_kind", "acked_writes", "lost", "unseen",
+                    "duplicates", "inconsistent_offsets", "nonmonotonic_polls", "nonmonotonic_sends", "poll_skips",
+                    "aborted_reads", "failover_ms_p50", "failover_ms_max", "progress_after_heal"}
+
+
+def test_the_result_has_result_json_keys():
+    history, log = clean_history()
+    assert RESULT_JSON_KEYS <= check(history).keys()
+
+
+def test_a_run_with_no_acknowledged_write_is_invalid():
+    history = [{"type": "meta", "t": 0.0, "partitions": 1}, *send("a", None, None, t=0.1, outcome="info"),
+               final_read([], t=1.0)]
+    result = check(history)
+    assert result["acked_writes"] == 0 and not result["enough_acked"]
+    assert anomalies_found(result) == {} and not result["valid"]
+
+
+def test_fewer_acknowledged_writes_than_asked_for_is_invalid():
+    history, log = clean_history()   # 6 acknowledged writes
+    assert check(history, min_acked=6)["valid"]
+    result = check(history, min_acked=7)
+    assert not result["valid"] and not result["enough_acked"] and result["min_acked"] == 7
+    assert anomalies_found(result) == {} and result["progress_after_heal"]
+
+
+def nemesis(fault_id, start_t, end_t, partitions=None, f="kill"):
+    start = {"type": "nemesis", "phase": "start", "id": fault_id, "f": f, "target": [1], "t": start_t}
+    if partitions is not None:
+        start["partitions"] = partitions
+    end = {"type": "nemesis", "phase": "end", "id": fault_id, "f": f, "target": [1], "t": end_t}
+    return [start, end]
+
+
+def test_progress_after_heal_needs_a_write_on_every_partition():
+    history, log = clean_history()   # the last acks: v4 on partition 0 at 2.1, v5 on partition 1 at 2.6
+    history[1:1] = nemesis(1, 1.9, 2.0)
+    assert check(history)["progress_after_heal"]
+    history[1:3] = nemesis(1, 1.9, 2.2)   # healed after partition 0's last write
+    result = check(history)
+    assert not result["progress_after_heal"] and result["stalled_after_heal"] == [0]
+    assert anomalies_found(result) == {} and not result["valid"]
+
+
+def test_a_partition_the_meta_record_names_that_never_took_a_write_is_stalled():
+    history, log = clean_history()
+    history[0]["partitions"] = 3   # partition 2 never got a write, even without faults
+    result = check(history)
+    assert result["stalled_after_heal"] == [2] and not result["valid"]
+
+
+def test_failover_per_fault_and_partition():
+    history, log = clean_history()   # send i is invoked at 0.5 * i and acknowledged 0.1 s later
+    history[1:1] = [
+        # Partition 1 only: v1 (invoked 0.5, before the start) does not count; v3 (1.5 -> 1.6) does.
+        *nemesis(1, 0.55, 0.6, partitions=[1]),
+        # No "partitions": all of them. v2 (partition 0, 1.0 -> 1.1) and v3 (1.5 -> 1.6).
+        *nemesis(2, 0.7, 0.8, f="pause"),
+        # Nothing is sent to partition 1 after 2.55, so it never recovers from this one.
+        *nemesis(3, 1.95, 2.0, partitions=[0, 1]),
+    ]
+    result = check(history)
+    faults = {fault["id"]: fault for fault in result["faults"]}
+    assert faults[1]["partitions"] == [1] and faults[1]["failover_ms"] == [[1, pytest.approx(1050)]]
+    assert faults[2]["failover_ms"] == [[0, pytest.approx(400)], [1, pytest.approx(900)]]
+    assert faults[2]["failover_ms_max"] == pytest.approx(900)
+    assert faults[3]["failover_ms"] == [[0, pytest.approx(150)], [1, pytest.approx(650)]]
+    # Over the five (fault, partition) pairs: 150, 400, 650, 900, 1050.
+    assert result["failover_ms_p50"] == pytest.approx(650) and result["failover_ms_max"] == pytest.approx(1050)
+    assert result["faults_by_kind"] == {"kill": 2, "pause": 1}
+    assert result["valid"], anomalies_found(result)
+
+
+def test_failover_never_when_no_later_send_succeeds():
+    history, log = clean_history()
+    history[1:1] = nemesis(1, 2.55, 2.58, partitions=[0, 1])   # after the last invoke (v5 at 2.5)
+    result = check(history)
+    assert result["faults"][0]["failover_ms"] == [[0, None], [1, None]]
+    assert result["failover_ms_max"] is None and result["failover_unrecovered"] == 2
+    # v5 was invoked before the fault but acknowledged after it healed: partition 1 progressed.
+    assert result["stalled_after_heal"] == [0]
+
+
 def test_timeline_buckets_per_second():
     history = send("a", 0, 0, t=0.2) + send("b", 0, 1, t=0.5) + send("c", None, None, t=2.0, outcome="info")
     history.append(poll([(0, 0, "a"), (0, 1, "b")], t=1.5))
