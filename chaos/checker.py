@@ -5,11 +5,13 @@ docs/CHAOS.md), so a saved JSONL file can be re-checked and every anomaly class 
 with a small hand-written history. The anomaly names are Jepsen's (its Kafka workload), so a
 reader who knows Jepsen knows what each means. One pass over the history collects what each
 process did; the anomalies are then set operations and per-partition lookups, never a scan
-per record, so a few hundred thousand records check in well under a second.
+per record, so a few hundred thousand records check in under a second.
 
 The final read is the ground truth: it is one complete read of every partition after all faults
-are healed. Without it (missing or failed) the run is invalid, and the anomalies that need it
-(lost, duplicate, poll_skip) are left empty rather than guessed.
+are healed. Without it (missing or failed) the run is invalid, and the checks that need it
+(lost, poll_skips, acknowledged positions the log lacks) are left empty rather than guessed.
+A run is also invalid if it acknowledged fewer than `min_acked` writes (nothing was tested) or
+some partition took no write after the last fault ended (the cluster did not recover).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class _Collected:
         self.acks: list = []               # (value, process, index, t, partition, offset) of every ok send
         self.ok_times_s: list = []
         self.failed_times_s: list = []     # fail and info completions
+        self.failed: list = []             # values of fail completions, in order
         self.polled_values: set = set()    # every value a live poll returned
         self.first_read: dict = {}         # value -> (index, process, t) of the first poll or final read holding it
         self.polls: list = []              # (process, index, t, records) of every ok poll, in order
@@ -90,7 +93,7 @@ def check(history: list[dict], min_acked: int = 1) -> dict:
                   "final_records": len(seen.final_records)},
         **anomalies,
         # Acknowledged writes no live poll saw: information, not a violation (the final read decides).
-        "unseen": sum(1 for value in seen.acked if value not in seen.polled_values),
+        "unseen": len(seen.acked.keys() - seen.polled_values),
         "partitions": partitions,
         **progress,
         "faults": faults,
@@ -119,8 +122,8 @@ def _anomalies(seen: _Collected) -> dict:
         # send was invoked (corruption, a record from another run, a harness bug).
         "unexpected_polls": _unexpected_polls(seen),
         # Jepsen "aborted-read": the send definitely failed, yet the value was read.
-        "aborted_reads": [value for value in seen.first_read
-                          if seen.first_completion.get(value) == "fail" and value not in seen.acked],
+        "aborted_reads": [value for value in seen.failed
+                          if value in seen.first_read and value not in seen.acked],
         "inconsistent_offsets": _inconsistent_offsets(final, extra, acked_extra, final_at, final_ok),
         # Jepsen "nonmonotonic-poll" and "poll-skip": a consumer that reads from offset 0 without
         # seeking must see each partition's offsets strictly increasing and without holes that
@@ -141,9 +144,9 @@ def _lost(seen: _Collected, final_values: set) -> list:
     # Known written: acknowledged, or observed by a poll, which Jepsen counts as having happened
     # however its send ended. A value polled that nobody sent is unexpected, not lost.
     lost = [value for value in seen.acked if value not in final_values]
-    lost += [value for value in seen.first_read
-             if value not in final_values and value not in seen.acked
-             and (value in seen.invoked or value in seen.first_completion)]
+    polled_only = seen.polled_values - final_values - seen.acked.keys()
+    lost += sorted((value for value in polled_only if value in seen.invoked or value in seen.first_completion),
+                   key=lambda value: seen.first_read[value][0])
     return lost
 
 
@@ -214,6 +217,8 @@ def _collect_completion(seen: _Collected, record: dict, kind: str, index: int, t
                           offset if offset is not None and offset >= 0 else None))
     else:
         seen.failed_times_s.append(t)
+        if kind == "fail":
+            seen.failed.append(value)
 
 
 def _offsets_by_partition(final_at: dict) -> dict:
@@ -440,7 +445,7 @@ def _faults(seen: _Collected, partitions: list, windows: list) -> list:
     faults = []
     poll_times_s = sorted(t for _process, _index, t, _records in seen.polls)
     ok_times_s = sorted(seen.ok_times_s)
-    first_ok_after = _first_ok_after(seen)
+    first_ok_after = _first_ok_after(seen) if windows else {}   # a per-partition index: only if needed
     for fault_id, start, end_t in windows:
         next_ok = bisect_right(ok_times_s, end_t)
         affected = start.get("partitions", partitions)
