@@ -66,6 +66,7 @@ def _faults(_ctx, _param, value):
 def chaos(duration_s, brokers, partitions, faults, rate_per_s, replication_factor, seed, report_dir):
     """Chaos-test a fresh local cluster: live workload, injected faults, history check, report."""
     # Imported here: the runner pulls in the checker and matplotlib, which no other command needs.
+    from distlog.chaos.checker import anomalies_of
     from distlog.chaos.runner import ChaosConfig, ChaosRunError, run_chaos
     from distlog.protocol.errors import DistlogError
     from distlog.supervisor.control import ControlError
@@ -86,7 +87,7 @@ def chaos(duration_s, brokers, partitions, faults, rate_per_s, replication_facto
     except (ChaosRunError, DistlogError, ControlError) as error:  # the run could not be carried out
         click.echo(f"error: the chaos run failed: {error}", err=True)
         sys.exit(1)
-    anomalies = {name: len(found) for name, found in result["anomalies"].items() if found}
+    anomalies = {name: len(found) for name, found in anomalies_of(result).items() if found}
     verdict = "PASS" if result["valid"] else "FAIL"
     click.echo(f"{verdict}: {result['sends']['ok']} acknowledged writes checked, "
                f"{len(result['faults'])} faults, anomalies: {anomalies or 'none'}"

@@ -17,6 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tabulate import tabulate
 
+from distlog.chaos.checker import anomalies_of
+
 EXAMPLES_PER_ANOMALY = 10
 TIMELINE_FILE = "timeline.png"
 REPORT_FILE = "report.md"
@@ -28,25 +30,32 @@ OTHER_FAULT_COLOURS = ["tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gr
 
 ANOMALY_MEANINGS = {
     "lost": "acknowledged sends that the final read does not hold",
-    "duplicate": "values the final read holds at more than one position",
-    "unexpected": "values read that no producer ever sent",
-    "aborted_read": "values read although their send failed definitely",
+    "duplicates": "values seen at more than one position (acknowledgements, polls, final read)",
+    "unexpected_polls": "values read that no producer sent, or read before their send was invoked",
+    "aborted_reads": "values read although their send failed definitely",
     "inconsistent_offsets": "positions seen holding different values (polls, final read, acknowledged offsets)",
-    "nonmonotonic_poll": "a consumer saw a partition's offsets go backwards or repeat",
-    "poll_skip": "a consumer jumped over offsets that the final read holds",
+    "nonmonotonic_polls": "a consumer saw a partition's offsets go backwards or repeat",
+    "nonmonotonic_sends": "a producer's later send landed at a lower offset of the same partition",
+    "poll_skips": "a consumer jumped over offsets that the final read holds",
+    "double_completions": "sends that completed more than once (ok and fail, ok twice, ...)",
+    "commit_regressions": "a group's committed offset for a partition went down",
 }
 
 HOW_TO_READ = """\
 ## How to read this
 
-The run is PASS when the final read succeeded and every anomaly class above is empty. The final
-read, taken after every fault was healed, is the ground truth of what the log holds; every
-acknowledged send must be in it exactly once, at the position its acknowledgement named. Sends
-that ended `info` (a timeout, a lost acknowledgement) may or may not be in the log; either is
-correct. "Unseen by consumers" counts acknowledged sends no live poll saw: information, not a
-failure. In the fault table, "progress after" says whether a send was acknowledged (producer)
-or a poll returned records (consumer) after the fault ended, and "next ok after" how long the
-first acknowledged send took; a fault with no progress after it is where to look for a stall.
+The run is PASS when the final read succeeded, every anomaly class above is empty, enough
+writes were acknowledged for the check to mean something, and every partition took a write
+after the last fault ended. The final read, taken after every fault was healed, is the ground
+truth of what the log holds; every acknowledged send must be in it exactly once, at the position
+its acknowledgement named. Sends that ended `info` (a timeout, a lost acknowledgement) may or may
+not be in the log; either is correct, unless a poll saw the value: then it must be there.
+"Unseen by consumers" counts acknowledged sends no live poll saw: information, not a failure.
+In the fault table, "progress after" says whether a send was acknowledged (producer) or a poll
+returned records (consumer) after the fault ended, and "next ok after" how long the first
+acknowledged send took; a fault with no progress after it is where to look for a stall.
+"Failover ms max" is, over the partitions the fault touched, the longest time from its start to
+the first acknowledged send to that partition invoked after it started ("never": none was).
 In the timeline, shaded windows are faults; a dip in acknowledged sends that outlasts its
 window is a slow recovery.
 """
@@ -72,7 +81,7 @@ def write_report(result: dict, out_dir: str, meta: dict, history_file: str) -> s
 def render_markdown(result: dict, meta: dict, history_link: str) -> str:
     """The text of report.md; `history_link` is the history file's path relative to the report."""
     verdict = "PASS" if result["valid"] else "FAIL"
-    anomaly_count = sum(len(found) for found in result["anomalies"].values())
+    anomaly_count = sum(len(found) for found in anomalies_of(result).values())
     sections = [
         f"# distlog chaos run: {verdict}\n",
         f"{_verdict_line(result, anomaly_count)}\n",
@@ -85,7 +94,7 @@ def render_markdown(result: dict, meta: dict, history_link: str) -> str:
         "## Faults\n",
         _fault_table(result["faults"]),
         "## Anomalies\n",
-        _anomaly_sections(result["anomalies"]),
+        _anomaly_sections(anomalies_of(result)),
         "## Files\n",
         f"- timeline: [{TIMELINE_FILE}]({TIMELINE_FILE})\n- history: [{history_link}]({history_link})\n\n"
         f"![timeline]({TIMELINE_FILE})\n",
@@ -98,8 +107,19 @@ def _verdict_line(result: dict, anomaly_count: int) -> str:
     if result["final_read"] != "ok":
         return (f"**FAIL**: the final read is {result['final_read']}, so the log's contents could not "
                 f"be checked ({_plural(anomaly_count, 'anomaly', 'anomalies')} found without it).")
+    problems = []
     if anomaly_count:
-        return f"**FAIL**: {_plural(anomaly_count, 'anomaly', 'anomalies')} in {_nonempty_classes(result)}."
+        problems.append(f"{_plural(anomaly_count, 'anomaly', 'anomalies')} in {_nonempty_classes(result)}")
+    if not result["enough_acked"]:
+        problems.append(f"only {_plural(result['acked_writes'], 'acknowledged write', 'acknowledged writes')} "
+                        f"(at least {result['min_acked']} needed: a run that wrote nothing proves nothing)")
+    if not result["progress_after_heal"]:
+        problems.append(f"partitions {_cell(result['stalled_after_heal'])} took no write after the last fault "
+                        f"ended at {result['healed_t']:.2f} s")
+    if result.get("harness_errors"):
+        problems.append(f"harness errors: {_cell(result['harness_errors'])}")
+    if problems:
+        return "**FAIL**: " + "; ".join(problems) + "."
     return f"**PASS**: {result['sends']['ok']} acknowledged sends checked against the final read, no anomalies."
 
 
@@ -108,7 +128,7 @@ def _plural(count: int, singular: str, plural: str) -> str:
 
 
 def _nonempty_classes(result: dict) -> str:
-    return ", ".join(name for name, found in result["anomalies"].items() if found)
+    return ", ".join(name for name, found in anomalies_of(result).items() if found)
 
 
 def _summary_table(result: dict) -> str:
@@ -122,7 +142,10 @@ def _summary_table(result: dict) -> str:
         ("records polled", reads["records_polled"]),
         ("final read", result["final_read"]),
         ("records in the final read", reads["final_records"]),
-        ("acknowledged sends unseen by consumers", result["unseen_by_consumers"]),
+        ("acknowledged sends unseen by consumers", result["unseen"]),
+        ("every partition took a write after the last fault", _yes_no(result["progress_after_heal"])),
+        ("failover ms p50 / max (per fault and partition)",
+         f"{_ms(result['failover_ms_p50'])} / {_ms(result['failover_ms_max'])}"),
     ]
     return _table(rows, ["", "count"])
 
@@ -133,10 +156,16 @@ def _fault_table(faults: list) -> str:
     rows = [(fault["id"], fault["f"], _cell(fault["target"]), f"{fault['start_t']:.2f}", f"{fault['end_t']:.2f}",
              f"{fault['end_t'] - fault['start_t']:.2f}", _yes_no(fault["producer_progress"]),
              _yes_no(fault["consumer_progress"]),
-             "never" if fault["next_ok_after_s"] is None else f"{fault['next_ok_after_s']:.2f}")
+             "never" if fault["next_ok_after_s"] is None else f"{fault['next_ok_after_s']:.2f}",
+             _ms(fault["failover_ms_max"]))
             for fault in faults]
     return _table(rows, ["id", "kind", "target", "start s", "end s", "duration s",
-                         "producer progress after", "consumer progress after", "next ok after s"])
+                         "producer progress after", "consumer progress after", "next ok after s",
+                         "failover ms max"])
+
+
+def _ms(value) -> str:
+    return "never" if value is None else f"{value:.0f}"
 
 
 def _anomaly_sections(anomalies: dict) -> str:

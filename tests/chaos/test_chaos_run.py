@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from distlog.broker.metadata import place_replicas
 from distlog.chaos import runner
+from distlog.chaos.checker import anomalies_of
 from distlog.chaos.nemesis import FAULT_KINDS, Nemesis
 from distlog.chaos.runner import ChaosConfig, run_chaos
 from distlog.cli import main
@@ -68,7 +69,7 @@ def test_a_short_run_with_every_fault_kind_finds_no_anomaly_and_writes_its_repor
                          replication_factor=1)
     result = run_chaos(config, say=lambda message: None)
     assert result["harness_errors"] == []
-    assert result["valid"], {name: found[:5] for name, found in result["anomalies"].items() if found}
+    assert result["valid"], {name: found[:5] for name, found in anomalies_of(result).items() if found}
     history = history_of(report_dir)
     starts = {r["id"]: r for r in history if r["type"] == "nemesis" and r["phase"] == "start"}
     ends = {r["id"]: r for r in history if r["type"] == "nemesis" and r["phase"] == "end"}
@@ -106,9 +107,9 @@ def test_the_chaos_command_says_fail_and_exits_1_when_a_run_duplicates(run_dir, 
                                        "--brokers", "3", "--partitions", str(PARTITIONS), "--rate", "300",
                                        "--replication-factor", "1", "--report-dir", str(report_dir)])
     assert result.exit_code == 1, result.output
-    assert "FAIL:" in result.output and "duplicate" in result.output
+    assert "FAIL:" in result.output and "duplicates" in result.output
     assert "FAIL" in (report_dir / "report.md").read_text()
     summary = json.loads((report_dir / "summary.json").read_text())
     assert summary["valid"] is False and summary["harness_errors"] == []
-    assert summary["anomalies"]["duplicate"], "pauses past the request timeout should have duplicated writes"
-    assert not summary["anomalies"]["lost"]
+    assert summary["duplicates"], "pauses past the request timeout should have duplicated writes"
+    assert not summary["lost"]
