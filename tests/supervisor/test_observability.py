@@ -1,7 +1,9 @@
-"""A supervised cluster's metrics: the port the supervisor picked, listed by `cluster status`,
-scraped with a real HTTP client while a producer runs, and consumer-group lag."""
+"""A supervised cluster's logs and metrics: broker.log rotated with N files kept; the metrics port
+the supervisor picked, listed by `cluster status`, scraped with a real HTTP client while a
+producer runs; consumer-group lag."""
 
 import json
+import os
 import threading
 import urllib.request
 
@@ -76,3 +78,25 @@ def test_counters_move_between_two_scrapes_during_a_produce_and_lag_follows_comm
     got = wait_for(lambda: (s := scrape(url)).get(lag) is not None and s, what="the group's lag (once a second)")
     assert got[lag] == end - 10
     assert got[("distlog_partition_high_watermark", (("partition", "0"), ("topic", "scraped")))] == end
+
+
+def test_the_supervised_brokers_log_rotates_and_only_the_last_n_files_are_kept(cluster_dir):
+    result = run_cli("up", "--detach", "-n", "1", "--data-dir", cluster_dir, "--log-level", "debug",
+                     "--log-max-bytes", "400", "--log-backups", "2")
+    assert result.returncode == 0, result.stderr
+    [broker] = cluster_file.load(cluster_dir)["brokers"]
+    log_file = broker["log_file"]
+    with Admin(broker["address"]) as admin:
+        # Each topic is a few log lines (metadata applied, partition opened): enough to rotate a
+        # 400-byte file many times over.
+        for i in range(8):
+            admin.create_topic(f"rotated-{i}", partitions=1)
+    wait_for(lambda: os.path.exists(f"{log_file}.2"), what="a second rotated file")
+    assert not os.path.exists(f"{log_file}.3"), "only --log-backups 2 files are kept"
+    lines = []
+    for path in (f"{log_file}.2", f"{log_file}.1", log_file):
+        with open(path) as file:
+            lines += [json.loads(line) for line in file if line.strip()]
+    assert all({"ts", "level", "broker", "event"} <= line.keys() for line in lines)
+    assert os.path.getsize(f"{log_file}.1") <= 400 + max(len(json.dumps(line)) + 1 for line in lines)
+    assert lines[-1]["broker"] == 1 and any(line["level"] == "info" for line in lines)
