@@ -22,11 +22,14 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 
 import numpy as np
 
 from distlog.broker.launcher import start_brokers, stop_brokers
+from distlog.broker.metrics import ENDPOINT_FILE as METRICS_ENDPOINT_FILE
 from distlog.client import Admin, Consumer, Producer
 
 
@@ -117,6 +120,31 @@ def consume_batches(bootstrap, topic, values_2d, timeout_s):
     return elapsed, bool(in_order and got.shape == values_2d.shape and np.array_equal(got, values_2d))
 
 
+class Scraper:
+    """GET every broker's /metrics every `every_s` on a thread of its own, until stop()."""
+
+    def __init__(self, data_dirs: list, every_s: float):
+        self.urls = []
+        for data_dir in data_dirs:
+            with open(os.path.join(data_dir, METRICS_ENDPOINT_FILE)) as file:
+                self.urls.append(file.read().strip())
+        self.every_s, self.scrapes = every_s, 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.every_s):
+            for url in self.urls:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    response.read()
+                self.scrapes += 1
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--brokers", type=int, default=1, help="brokers to start (default 1)")
@@ -134,6 +162,9 @@ def main(argv=None):
     parser.add_argument("--paths", default="send,send_batch", help="which produce paths to run")
     parser.add_argument("--timeout-s", type=float, default=600,
                         help="longest a consume pass may take (default 600)")
+    parser.add_argument("--scrape-every-s", type=float, default=None,
+                        help="serve each broker's Prometheus metrics and scrape them this often, as a "
+                             "supervised cluster watched by Prometheus would be (default: not served)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.brokers < 1 or args.records < 1 or args.value_bytes < 1:
@@ -153,9 +184,15 @@ def main(argv=None):
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
     }
     data_root = tempfile.mkdtemp(prefix="distlog-bench-")
-    brokers = []
+    brokers, scraper = [], None
+    broker_args = ["--config", f"flush.policy={args.flush_policy}"]
+    if args.scrape_every_s is not None:
+        broker_args += ["--metrics-port", "0"]
+        result["scrape_every_s"] = args.scrape_every_s
     try:
-        brokers = start_brokers(args.brokers, data_root, extra_args=["--config", f"flush.policy={args.flush_policy}"])
+        brokers = start_brokers(args.brokers, data_root, extra_args=broker_args)
+        if args.scrape_every_s is not None:
+            scraper = Scraper([b.data_dir for b in brokers], args.scrape_every_s)
         bootstrap = ",".join(b.address for b in brokers)
         verified = True
         with Admin(bootstrap) as admin:
@@ -187,7 +224,11 @@ def main(argv=None):
             result["consume_batches_records_per_s"] = round(args.records / elapsed)
             verified &= ok
         result["verified"] = bool(verified)
+        if scraper is not None:
+            result["scrapes"] = scraper.scrapes
     finally:
+        if scraper is not None:
+            scraper.stop()
         stop_brokers(brokers)
         shutil.rmtree(data_root, ignore_errors=True)
     if args.json:

@@ -17,7 +17,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 def broker_command() -> list[str]:
-    """The program that runs one broker; --id/--data-dir/--listen/--peers are appended."""
+    """The program that runs one broker; --id/--data-dir/--listen/--peers/... are appended."""
     override = os.environ.get(BROKER_COMMAND_ENV)
     return shlex.split(override) if override else [sys.executable, "-m", "distlog.broker"]
 
@@ -34,15 +34,17 @@ class BrokerProcess:
     """A broker's process across restarts: same id, address, data dir and (appended) log file."""
 
     def __init__(self, broker_id: int, address: str, data_dir: str, log_file: str,
-                 peers_arg: str, cluster_id: str):
+                 peers_arg: str, cluster_id: str, metrics_port: int | None = None):
         self.broker_id = broker_id
         self.address = address
         self.data_dir = data_dir
         self.log_file = log_file
+        self.metrics_port = metrics_port
         # The broker rotates its own log file (and points its stdout/stderr at the new one).
         self._argv = ["--id", str(broker_id), "--data-dir", data_dir, "--listen", address,
-                      "--peers", peers_arg, "--cluster-id", cluster_id, "--log-file", log_file,
-                      "--metrics-port", "0"]
+                      "--peers", peers_arg, "--cluster-id", cluster_id, "--log-file", log_file]
+        if metrics_port is not None:
+            self._argv += ["--metrics-port", str(metrics_port)]
         self._peers_at = self._argv.index("--peers") + 1
         self._popen: subprocess.Popen | None = None
         self._process: psutil.Process | None = None

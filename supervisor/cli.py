@@ -17,7 +17,8 @@ from pathlib import Path
 import click
 from tabulate import tabulate
 
-from distlog.broker.logs import LEVELS, LOG_LEVEL_ENV
+from distlog.broker.logs import (DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LEVELS, LOG_BACKUPS_ENV, LOG_LEVEL_ENV,
+                                 LOG_MAX_BYTES_ENV)
 from distlog.supervisor import cluster_file
 from distlog.supervisor.backoff import RestartPolicy
 from distlog.supervisor.control import ClusterControl, ControlError
@@ -71,7 +72,7 @@ def cluster():
               help="Number of brokers (default 3; an existing cluster keeps its own).")
 @data_dir_option
 @click.option("--port-base", type=click.IntRange(1, 65535), default=None,
-              help="Broker N listens on PORT_BASE+N-1 (default: free ports).")
+              help="Broker N listens on PORT_BASE+N-1 and serves metrics on PORT_BASE+1000+N-1 (default: free ports).")
 @click.option("--detach", is_flag=True, help="Run the supervisor in the background and return once ready.")
 @click.option("--no-restart", is_flag=True, help="Leave crashed brokers down.")
 @click.option("--restart-backoff-s", type=click.FloatRange(0), default=RestartPolicy.initial_s,
@@ -81,13 +82,19 @@ def cluster():
 @click.option("--ready-timeout-s", type=click.FloatRange(0.1), default=30.0, show_default=True,
               help="How long the cluster gets to answer and be healthy (`cluster health`) before the start fails.")
 @click.option("--log-level", type=click.Choice(LEVELS), default="info", show_default=True, envvar=LOG_LEVEL_ENV,
-              show_envvar=True, help="The brokers' log level; each broker.log rotates at 10 MiB, 5 kept.")
+              show_envvar=True, help="The brokers' log level.")
+@click.option("--log-max-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_BYTES, show_default=True,
+              envvar=LOG_MAX_BYTES_ENV, show_envvar=True, help="Each broker.log rotates past this size.")
+@click.option("--log-backups", type=click.IntRange(min=0), default=DEFAULT_BACKUPS, show_default=True,
+              envvar=LOG_BACKUPS_ENV, show_envvar=True, help="Rotated files kept per broker (broker.log.1 ... .N).")
 def up(brokers, data_dir, port_base, detach, no_restart, restart_backoff_s, restart_backoff_max_s,
-       ready_timeout_s, log_level):
+       ready_timeout_s, log_level, log_max_bytes, log_backups):
     """Start the cluster in DATA_DIR (a new one, or bring back the one it holds).
 
     Ready once every broker answers and the cluster is healthy, as `distlog cluster health` says."""
-    os.environ[LOG_LEVEL_ENV] = log_level  # the supervisor's brokers (and a detached supervisor) inherit it
+    # The supervisor's brokers (and a detached supervisor) inherit these.
+    os.environ.update({LOG_LEVEL_ENV: log_level, LOG_MAX_BYTES_ENV: str(log_max_bytes),
+                       LOG_BACKUPS_ENV: str(log_backups)})
     try:
         ensure_not_running(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ started when the record says, and runs distlog (pids get reused).
 
     {"cluster_id", "created_at",
      "supervisor": {"pid", "control", "create_time"},
-     "brokers": [{"id", "address", "pid", "data_dir", "log_file"}],
+     "brokers": [{"id", "address", "metrics_port", "pid", "data_dir", "log_file"}],
      "controller": id | null}
 """
 
@@ -34,15 +34,17 @@ def cluster_file_path(data_dir) -> Path:
     return Path(data_dir) / CLUSTER_FILE_NAME
 
 
-def new_record(data_dir, addresses: dict[int, str]) -> dict:
-    """A fresh record for brokers {id: address}, nothing running yet."""
+def new_record(data_dir, addresses: dict[int, str], metrics_ports: dict[int, int] | None = None) -> dict:
+    """A fresh record for brokers {id: address} serving metrics on {id: port} (None: no metrics),
+    nothing running yet."""
     data_dir = Path(data_dir).resolve()
+    metrics_ports = metrics_ports or {}
     return {
         "cluster_id": uuid.uuid4().hex[:16],
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "supervisor": {"pid": None, "control": None, "create_time": None},
         "brokers": [
-            {"id": broker_id, "address": address, "pid": None,
+            {"id": broker_id, "address": address, "metrics_port": metrics_ports.get(broker_id), "pid": None,
              "data_dir": str(data_dir / f"broker-{broker_id}"),
              "log_file": str(data_dir / f"broker-{broker_id}" / "broker.log")}
             for broker_id, address in sorted(addresses.items())
@@ -71,6 +73,11 @@ def load(data_dir) -> dict:
 def save(data_dir, record: dict) -> None:
     """Replace cluster.json atomically."""
     write_file_atomically(cluster_file_path(data_dir), (json.dumps(record, indent=2) + "\n").encode())
+
+
+def metrics_url(metrics_port: int | None) -> str | None:
+    """Where a broker serves its Prometheus metrics (None for None: a record from before metrics)."""
+    return f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None
 
 
 def process_create_time(pid: int) -> float | None:

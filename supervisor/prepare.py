@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 
 from distlog.supervisor import cluster_file
-from distlog.supervisor.ports import free_ports, port_is_free, ports_from_base
+from distlog.supervisor.ports import free_ports, metrics_ports_from_base, port_is_free, ports_from_base
 from distlog.supervisor.supervisor import ClusterError
 
 DEFAULT_BROKERS = 3
@@ -49,8 +49,12 @@ def prepare_cluster(data_dir, brokers: int | None, port_base: int | None, say) -
                            f"it is not a distlog data dir: choose another --data-dir")
     count = brokers if brokers is not None else DEFAULT_BROKERS
     ids = range(1, count + 1)
-    ports = ports_from_base(port_base, ids) if port_base is not None else dict(zip(ids, free_ports(count)))
-    return cluster_file.new_record(data_dir, {i: f"tcp://127.0.0.1:{p}" for i, p in ports.items()})
+    if port_base is not None:
+        ports, metrics_ports = ports_from_base(port_base, ids), metrics_ports_from_base(port_base, ids)
+    else:
+        picked = free_ports(2 * count)
+        ports, metrics_ports = dict(zip(ids, picked[:count])), dict(zip(ids, picked[count:]))
+    return cluster_file.new_record(data_dir, {i: f"tcp://127.0.0.1:{p}" for i, p in ports.items()}, metrics_ports)
 
 
 def _existing(data_dir: Path, brokers: int | None, port_base: int | None, say) -> dict:
@@ -67,19 +71,32 @@ def _existing(data_dir: Path, brokers: int | None, port_base: int | None, say) -
     stop_orphans(record, say)
     ids = [b["id"] for b in record["brokers"]]
     if port_base is not None:
-        ports = ports_from_base(port_base, ids)
+        ports, metrics_ports = ports_from_base(port_base, ids), metrics_ports_from_base(port_base, ids)
     else:
-        ports = {b["id"]: int(b["address"].rsplit(":", 1)[1]) for b in record["brokers"]}
-        taken = [i for i, port in ports.items() if not port_is_free(port)]
-        for broker_id, port in zip(taken, free_ports(len(taken), avoid=set(ports.values()))):
-            say(f"port {ports[broker_id]} of broker {broker_id} is in use; it moves to {port}")
-            ports[broker_id] = port
+        # A record from before metrics has no metrics ports (None): those brokers get free ones.
+        recorded_metrics = {b["id"]: b.get("metrics_port") for b in record["brokers"]}
+        ports = _keep_or_move({b["id"]: int(b["address"].rsplit(":", 1)[1]) for b in record["brokers"]},
+                              "port", set(recorded_metrics.values()), say)
+        metrics_ports = _keep_or_move(recorded_metrics, "metrics port", set(ports.values()), say)
     for broker in record["brokers"]:
         broker["address"] = f"tcp://127.0.0.1:{ports[broker['id']]}"
+        broker["metrics_port"] = metrics_ports[broker["id"]]
         broker["pid"] = None
     record["supervisor"] = {"pid": None, "control": None, "create_time": None}
     record["controller"] = None
     return record
+
+
+def _keep_or_move(ports: dict, kind: str, avoid: set, say) -> dict:
+    """{id: port} with every taken (or missing, None) port replaced by a free one, none in avoid."""
+    ports = dict(ports)
+    moving = [i for i, port in ports.items() if port is None or not port_is_free(port)]
+    recorded = {port for port in ports.values() if port is not None}
+    for broker_id, port in zip(moving, free_ports(len(moving), avoid=avoid | recorded)):
+        if ports[broker_id] is not None:
+            say(f"{kind} {ports[broker_id]} of broker {broker_id} is in use; it moves to {port}")
+        ports[broker_id] = port
+    return ports
 
 
 def stop_orphans(record: dict, say) -> bool:

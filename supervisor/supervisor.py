@@ -19,7 +19,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-from distlog.broker.metrics import ENDPOINT_FILE as METRICS_ENDPOINT_FILE
 from distlog.supervisor import cluster_file
 from distlog.supervisor.backoff import RestartPolicy
 from distlog.supervisor.broker_process import BrokerProcess, broker_command
@@ -39,15 +38,6 @@ READY_POLL_S = 0.05
 HEALTH_POLL_S = 0.25
 FAULT_RULES_TIMEOUT_S = 2.0
 
-
-
-def _metrics_endpoint(broker_data_dir: str):
-    """The URL a running broker serves its Prometheus metrics at (it writes it when it starts)."""
-    try:
-        with open(os.path.join(broker_data_dir, METRICS_ENDPOINT_FILE)) as file:
-            return file.read().strip() or None
-    except OSError:
-        return None
 
 class ClusterError(Exception):
     """The cluster could not do what was asked; the message says which broker and why."""
@@ -96,7 +86,7 @@ class Supervisor:
 
     def _new_slot(self, broker: dict) -> _Slot:
         return _Slot(BrokerProcess(broker["id"], broker["address"], broker["data_dir"], broker["log_file"],
-                                   self._peers_arg(), self.record["cluster_id"]))
+                                   self._peers_arg(), self.record["cluster_id"], broker.get("metrics_port")))
 
     # -- start and readiness ---------------------------------------------------------------------
 
@@ -382,10 +372,11 @@ class Supervisor:
         retired = self.record.setdefault("decommissioned", [])
         broker_id = max([*self._slots, *retired]) + 1  # ids are never reused
         taken = {int(b["address"].rsplit(":", 1)[1]) for b in self.record["brokers"]}
-        [port] = free_ports(1, avoid=taken)
+        taken |= {b["metrics_port"] for b in self.record["brokers"] if b.get("metrics_port")}
+        port, metrics_port = free_ports(2, avoid=taken)
         broker_dir = os.path.join(os.path.dirname(self.record["brokers"][0]["data_dir"]), f"broker-{broker_id}")
-        broker = {"id": broker_id, "address": f"tcp://127.0.0.1:{port}", "pid": None, "data_dir": broker_dir,
-                  "log_file": os.path.join(broker_dir, "broker.log")}
+        broker = {"id": broker_id, "address": f"tcp://127.0.0.1:{port}", "metrics_port": metrics_port, "pid": None,
+                  "data_dir": broker_dir, "log_file": os.path.join(broker_dir, "broker.log")}
         self.record["brokers"].append(broker)
         self._slots[broker_id] = slot = self._new_slot(broker)
         self._spread_peers()
@@ -432,7 +423,8 @@ class Supervisor:
                 "process_status": stats["process_status"], "restarts": slot.restarts,
                 "last_exit_code": slot.last_exit_code, "fault_rules": slot.fault_rules or {},
                 "log_file": slot.process.log_file,
-                "metrics": _metrics_endpoint(slot.process.data_dir) if slot.state == RUNNING else None,
+                "metrics_port": slot.process.metrics_port,
+                "metrics": cluster_file.metrics_url(slot.process.metrics_port) if slot.state == RUNNING else None,
             })
         return {"cluster_id": self.record["cluster_id"], "data_dir": str(self.data_dir),
                 "supervisor": self.record["supervisor"], "controller": self.record["controller"],

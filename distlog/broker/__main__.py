@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from distlog.broker.logs import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LEVELS, LOG_LEVEL_ENV, BrokerLogger
+from distlog.broker.logs import (DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LEVELS, LOG_BACKUPS_ENV, LOG_LEVEL_ENV,
+                                 LOG_MAX_BYTES_ENV, BrokerLogger)
 from distlog.broker.server import Broker, BrokerConfig
 
 
@@ -65,9 +66,9 @@ def keep_freed_memory() -> bool:
               show_envvar=True, help="the least severe level logged")
 @click.option("--log-file", default=None, help="write the log here, rotated by size (default: stderr, not rotated)")
 @click.option("--log-max-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_BYTES, show_default=True,
-              help="rotate the log file past this size")
+              envvar=LOG_MAX_BYTES_ENV, show_envvar=True, help="rotate the log file past this size")
 @click.option("--log-backups", type=click.IntRange(min=0), default=DEFAULT_BACKUPS, show_default=True,
-              help="rotated log files kept")
+              envvar=LOG_BACKUPS_ENV, show_envvar=True, help="rotated log files kept (broker.log.1 is the newest)")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics (0: any free port; the URL is "
                    "written to DATA_DIR/metrics-endpoint)  [default: off]")

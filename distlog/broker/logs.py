@@ -21,7 +21,11 @@ import os
 import sys
 
 LEVELS = ("debug", "info", "warning", "error")
-LOG_LEVEL_ENV = "DISTLOG_LOG_LEVEL"  # the brokers' --log-level default (`distlog cluster up --log-level` sets it)
+# The brokers' --log-level, --log-max-bytes and --log-backups defaults: `distlog cluster up` sets
+# them for the brokers it supervises, as it passes nothing else of logging on their command lines.
+LOG_LEVEL_ENV = "DISTLOG_LOG_LEVEL"
+LOG_MAX_BYTES_ENV = "DISTLOG_LOG_MAX_BYTES"
+LOG_BACKUPS_ENV = "DISTLOG_LOG_BACKUPS"
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_BACKUPS = 5
 

@@ -81,7 +81,7 @@ from distlog.broker.membership import (
     reassignment_targets,
 )
 from distlog.broker.metadata import ClusterMetadata
-from distlog.broker.metrics import BrokerMetrics
+from distlog.broker.metrics import BrokerMetrics, take_state
 from distlog.consensus.hard_state_store import HardStateStore
 from distlog.durable import make_directory_durably
 from distlog.log.batch import CorruptBatchError
@@ -177,7 +177,6 @@ class Broker:
         self.metrics = BrokerMetrics()
         self._replied_later: dict = {}  # (peer, cid) -> (api name, received at): parked produces and fetches
         self._next_gauges_s = 0.0
-        self._stats_reported: dict = {}
         try:
             self._open(config)
         except BaseException:
@@ -456,7 +455,7 @@ class Broker:
         if isinstance(response, FetchResponse):
             for entry in response.partitions:
                 if entry["records"]:
-                    self.metrics.fetched_bytes.labels(entry["topic"]).inc(len(entry["records"]))
+                    self.metrics.fetched(entry["topic"], entry["records"])
         try:
             self.server.send(peer, cid, encode(response))
         except TransportError as error:
@@ -489,17 +488,10 @@ class Broker:
                 self.logger.error("hard_state_flush_failed", error=str(error))
 
     def _update_gauges(self) -> None:
-        """Once a second: the partition gauges, and the Raft counters the manager keeps."""
-        metrics, manager = self.metrics, self.replication
-        leading = [key for key, replica in self.replicas.items() if replica.is_leader]
-        metrics.partitions.set(len(self.replicas))
-        metrics.leaders.set(len(leading))
-        metrics.under_replicated.set(sum(len(manager.in_sync_replicas(key)) < len(self.replicas[key].voters)
-                                         for key in leading))
-        metrics.offline.set(len(self.offline))
-        for name, counter in (("leader_elections", metrics.leader_elections), ("term_changes", metrics.term_changes)):
-            counter.inc(manager.stats[name] - self._stats_reported.get(name, 0))
-            self._stats_reported[name] = manager.stats[name]
+        """Once a second: what the gauges show until the next time."""
+        coordinated = [loaded.state.offsets for loaded in self.groups.partitions.values() if loaded.state is not None]
+        self.metrics.set_state(take_state(self.replicas, self.replication.in_sync_replicas, self.offline,
+                                          self.replication.stats, coordinated))
 
     def _close_sockets(self) -> None:
         """Close the sockets and the context, then let another broker have the data dir."""

@@ -5,7 +5,8 @@ record), then a columnar payload: every key back to back, then every value, then
 record's msgpack-encoded headers. docs/FORMAT.md gives the exact bytes.
 
 This module is what the broker needs of a batch: parse and check a header (peek_header),
-view a batch and verify it (RecordBatch), walk a region of batches (iter_batches), and
+view a batch and verify it (RecordBatch), walk a region of batches (iter_batches, or just
+count its records: count_records), and
 stamp fields into one (stamp_batch, stamp_producer_fields). It never loops per record. Laying
 a batch out lives in batch_builder.py, decoding records into Python objects (a client's
 concern) in records.py, and dropping records from a batch in compaction.py; each reads and
@@ -45,6 +46,8 @@ CRC_POS = 17
 CRC_START = 21  # the checksum covers buf[CRC_START:batch_length]
 _PRODUCER = struct.Struct("<qhi")  # producer_id, producer_epoch, base_sequence
 _PRODUCER_POS = 47
+_RECORD_COUNT = struct.Struct("<I")
+_RECORD_COUNT_POS = 23
 
 RECORD_DTYPE = np.dtype(
     [
@@ -358,6 +361,19 @@ class RecordBatch:
             f"RecordBatch(base_offset={self.base_offset}, last_offset={self.last_offset}, "
             f"record_count={self.record_count}, batch_length={self.batch_length}, leader_term={self.leader_term})"
         )
+
+
+def count_records(buf) -> int:
+    """The records of the whole batches stored back to back in buf, read from their headers
+    alone (two fields per batch, nothing verified: for counters, not for trusting data)."""
+    pos, records, end = 0, 0, len(buf)
+    while end - pos >= HEADER_SIZE:
+        batch_length = _BATCH_LENGTH.unpack_from(buf, pos + _BATCH_LENGTH_POS)[0]
+        if batch_length < HEADER_SIZE or pos + batch_length > end:
+            break
+        records += _RECORD_COUNT.unpack_from(buf, pos + _RECORD_COUNT_POS)[0]
+        pos += batch_length
+    return records
 
 
 def iter_batches(buf, verify: bool = True) -> Iterator[RecordBatch]:

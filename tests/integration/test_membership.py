@@ -90,6 +90,7 @@ def test_add_a_broker_move_everything_off_broker_1_and_decommission_it_under_loa
     assert "broker 4 joined" in result.stderr
     record = cluster_file.load(cluster_dir)
     assert [b["id"] for b in record["brokers"]] == [1, 2, 3, 4]
+    assert len({b["metrics_port"] for b in record["brokers"]}) == 4, "the new broker serves metrics on its own port"
     watched = next(b["address"] for b in record["brokers"] if b["id"] == 2)
     unknown = run_cli("decommission", "9", "--data-dir", cluster_dir)
     assert unknown.returncode == 1 and "no broker 9 in this cluster" in unknown.stderr

@@ -1,4 +1,4 @@
-"""The supervisor's small parts: restart backoff, loopback ports, the cluster.json record."""
+"""The supervisor's small parts: restart backoff, loopback ports (brokers' and metrics'), the cluster.json record."""
 
 import json
 import socket
@@ -9,7 +9,9 @@ import pytest
 
 from distlog.supervisor import cluster_file
 from distlog.supervisor.backoff import RestartPolicy
-from distlog.supervisor.ports import PortError, free_ports, port_is_free, ports_from_base
+from distlog.supervisor.ports import (METRICS_PORT_OFFSET, PortError, free_ports, metrics_ports_from_base,
+                                      port_is_free, ports_from_base)
+from distlog.supervisor.prepare import prepare_cluster
 
 
 def test_backoff_doubles_per_crash_and_is_capped():
@@ -95,3 +97,44 @@ def test_data_dir_lock_is_exclusive_and_released(tmp_path):
     assert not cluster_file.DataDirLock(tmp_path).acquire()
     first.release()
     assert not cluster_file.data_dir_locked(tmp_path)
+
+
+def test_a_new_cluster_gets_distinct_metrics_ports_recorded_beside_its_broker_ports(tmp_path):
+    record = prepare_cluster(tmp_path, 3, None, say=lambda message: None)
+    broker_ports = {int(b["address"].rsplit(":", 1)[1]) for b in record["brokers"]}
+    metrics_ports = {b["metrics_port"] for b in record["brokers"]}
+    assert len(broker_ports | metrics_ports) == 6
+    assert cluster_file.metrics_url(record["brokers"][0]["metrics_port"]) == \
+        f"http://127.0.0.1:{record['brokers'][0]['metrics_port']}/metrics"
+
+
+def test_port_base_puts_the_metrics_ports_a_fixed_offset_above_and_names_a_taken_one(tmp_path):
+    [base] = free_ports(1)
+    if base + METRICS_PORT_OFFSET + 1 > 65535:
+        base -= METRICS_PORT_OFFSET
+    assert metrics_ports_from_base(base, [1, 2]) == {1: base + METRICS_PORT_OFFSET, 2: base + METRICS_PORT_OFFSET + 1}
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        with pytest.raises(PortError, match=f"metrics port {taken} for broker 1 is in use"):
+            metrics_ports_from_base(taken - METRICS_PORT_OFFSET, [1, 2])
+
+
+def test_up_again_keeps_free_metrics_ports_moves_a_taken_one_and_gives_an_old_record_one(tmp_path):
+    record = prepare_cluster(tmp_path, 2, None, say=lambda message: None)
+    record["brokers"][1]["metrics_port"] = None  # a record written before brokers served metrics
+    cluster_file.save(tmp_path, record)
+    said = []
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", record["brokers"][0]["metrics_port"]))
+        holder.listen()
+        again = prepare_cluster(tmp_path, None, None, say=said.append)
+    first, second = again["brokers"]
+    assert first["metrics_port"] != record["brokers"][0]["metrics_port"]
+    assert [m for m in said if "metrics port" in m] == [
+        f"metrics port {record['brokers'][0]['metrics_port']} of broker 1 is in use; it moves to {first['metrics_port']}"]
+    assert isinstance(second["metrics_port"], int)
+    assert first["address"] == record["brokers"][0]["address"], "free broker ports stay"
+    ports = [first["metrics_port"], second["metrics_port"], *(int(b["address"].rsplit(":", 1)[1]) for b in again["brokers"])]
+    assert len(set(ports)) == 4
