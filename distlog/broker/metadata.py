@@ -205,11 +205,12 @@ class ClusterMetadata:
                                f"topic '{name}' has partitions 0..{topic.partition_count - 1}, not {partition}")
         self._check_replica_list(replicas)
         if partition in topic.targets:
+            if list(replicas) == topic.targets[partition]:
+                return self  # asked again (a retry after NOT_CONTROLLER, say): under way already
             # Changing a move half-way would take brokers out of the hosting set while the
             # group may still count them as voters; one move at a time per partition.
-            raise DistlogError(ErrorCode.INVALID_REQUEST,
-                               f"{name}/{partition} is already moving to {topic.targets[partition]}; "
-                               "wait until that is done (`distlog topic describe` shows it), then move it again")
+            raise DistlogError(ErrorCode.REASSIGNMENT_IN_PROGRESS,
+                               f"{name}/{partition} is already moving to {topic.targets[partition]}")
         if list(replicas) == topic.replicas[partition]:
             return self
         image = self._next()

@@ -44,6 +44,7 @@ class ErrorCode(enum.IntEnum):
     GROUP_ID_NOT_FOUND = 28
     NON_EMPTY_GROUP = 29
     INVALID_GROUP_ID = 30
+    REASSIGNMENT_IN_PROGRESS = 31
 
 
 # Retriable errors are the ones a later attempt can succeed at without the user changing anything:
@@ -91,12 +92,14 @@ HINTS = {
     ErrorCode.NOT_COORDINATOR: "this broker no longer coordinates the group; find the coordinator again",
     ErrorCode.COORDINATOR_LOAD_IN_PROGRESS: "the coordinator is loading the group's state; retry shortly",
     ErrorCode.UNKNOWN_MEMBER_ID: "the group no longer knows this member (its session expired?); "
-                                 "rejoin with an empty member id",
+                                 "it rejoins (a Consumer does so by itself)",
     ErrorCode.FENCED_MEMBER_EPOCH: "this member's epoch is out of date (a zombie?); drop its partitions and rejoin",
     ErrorCode.STALE_MEMBER_EPOCH: "the commit carried an old member epoch; heartbeat, then commit again",
     ErrorCode.GROUP_ID_NOT_FOUND: "no such group; check the name with `distlog group list`",
     ErrorCode.NON_EMPTY_GROUP: "the group still has members; stop its consumers first",
     ErrorCode.INVALID_GROUP_ID: "group ids are 1-249 printable characters",
+    ErrorCode.REASSIGNMENT_IN_PROGRESS: "wait until the move under way is done (`distlog topic describe` shows "
+                                        "target replicas until then), then move it again",
 }
 
 

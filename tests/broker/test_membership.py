@@ -59,7 +59,9 @@ def test_one_move_at_a_time_per_partition_and_asking_for_what_it_has_changes_not
     moving = image.with_reassignment("t", 0, [spare, *current[1:]])
     with pytest.raises(DistlogError) as caught:
         moving.with_reassignment("t", 0, current)
-    assert "already moving" in caught.value.message
+    assert "already moving" in caught.value.message and caught.value.code == ErrorCode.REASSIGNMENT_IN_PROGRESS
+    # The same move asked again (a retry after NOT_CONTROLLER) is the move under way: no error.
+    assert moving.with_reassignment("t", 0, [spare, *current[1:]]) is moving
 
 
 @pytest.mark.parametrize("replicas, fragment", [
