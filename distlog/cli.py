@@ -19,13 +19,13 @@ import click
 from tabulate import tabulate
 
 from distlog import __version__
+from distlog.client.bootstrap import DEFAULT_DATA_DIR, ClusterNotFoundError, brokers_in
 from distlog.protocol.errors import DistlogError, ErrorCode
 from distlog.protocol.messages import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from distlog.supervisor import cluster_file
 from distlog.chaos.cli import chaos
 from distlog.supervisor.cli import cluster
 
-DEFAULT_DATA_DIR = ".distlog"
 
 
 class CliError(click.ClickException):
@@ -41,15 +41,10 @@ def resolve_bootstrap(bootstrap: str | None, data_dir: str | None) -> str:
     """--bootstrap wins; otherwise the brokers listed in DATA_DIR/cluster.json."""
     if bootstrap:
         return bootstrap
-    data_dir = data_dir or DEFAULT_DATA_DIR
     try:
-        record = cluster_file.load(data_dir)
-    except cluster_file.ClusterFileError as error:
-        raise CliError(f"{error} (or point at a cluster with --data-dir or --bootstrap tcp://HOST:PORT)") from None
-    addresses = [b.get("address") for b in record.get("brokers", []) if b.get("address")]
-    if not addresses:
-        raise CliError(f"the cluster in {data_dir} lists no brokers; bring it up again with `distlog cluster up`")
-    return ",".join(addresses)
+        return brokers_in(data_dir or DEFAULT_DATA_DIR)
+    except ClusterNotFoundError as error:
+        raise CliError(f"{error}; or point at a cluster with --data-dir DIR or --bootstrap HOST:PORT") from None
 
 
 def cluster_options(command):
