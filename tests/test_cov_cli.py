@@ -104,11 +104,12 @@ def test_consume_into_a_closed_pipe_ends_quietly(bootstrap):
     assert distlog("topic", "create", "piped", "--bootstrap", bootstrap).returncode == 0
     assert distlog("produce", "piped", "--bootstrap", bootstrap, input_text="".join(f"r{i}\n" for i in range(5000))).returncode == 0
     pipeline = subprocess.run(f"{sys.executable} -m distlog.cli consume piped --from-beginning --timeout 5 "
-                              f"--bootstrap {bootstrap} | head -1", shell=True, capture_output=True, text=True,
+                              f"--bootstrap {bootstrap} | head -1; echo \"consume exited ${{PIPESTATUS[0]}}\" >&2", shell=True, capture_output=True, text=True,
                               timeout=60, executable="/bin/bash")
     assert pipeline.stdout == "r0\n"
     assert "Traceback" not in pipeline.stderr and "BrokenPipe" not in pipeline.stderr, pipeline.stderr
     assert "consumed" in pipeline.stderr
+    assert "consume exited 0" in pipeline.stderr, "it exited 1 on the broken pipe"
 
 
 def test_one_key_for_every_record_and_key_with_separator_is_a_usage_error(bootstrap):
@@ -221,3 +222,24 @@ def test_headers_format_strings_print_keys_and_offset_specs_as_kcat_and_rpk_user
     assert bad_format.returncode == 2 and "format string" in bad_format.stderr
     bad_header = distlog("produce", "spec", "-H", "novalue", "--bootstrap", bootstrap, input_text="x\n")
     assert bad_header.returncode == 2 and "is not NAME=VALUE" in bad_header.stderr
+
+
+def test_ctrl_c_in_consume_says_how_many_records_were_read_and_exits_130(bootstrap):
+    """It printed only 'Aborted!' with exit 1."""
+    import signal
+
+    assert distlog("topic", "create", "interrupted", "--bootstrap", bootstrap).returncode == 0
+    assert distlog("produce", "interrupted", "--bootstrap", bootstrap, input_text="a\nb\nc\n").returncode == 0
+    consumer = subprocess.Popen([sys.executable, "-m", "distlog.cli", "consume", "interrupted", "-o", "start",
+                                 "--bootstrap", bootstrap], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        printed = [consumer.stdout.readline() for _ in range(3)]  # all there is: it now waits for more
+        consumer.send_signal(signal.SIGINT)
+        rest, stderr = consumer.communicate(timeout=30)
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+            consumer.wait()
+    assert printed == ["a\n", "b\n", "c\n"] and rest == ""
+    assert consumer.returncode == 130, stderr
+    assert "interrupted: consumed 3 record(s) from 'interrupted'" in stderr and "Traceback" not in stderr
