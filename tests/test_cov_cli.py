@@ -133,6 +133,9 @@ def test_records_sent_to_a_partition_the_topic_lacks_fail_with_exit_1(bootstrap)
     assert produced.returncode == 1
     assert "error: UNKNOWN_TOPIC_OR_PARTITION: topic 'narrow' has partitions 0..1, not 5" in produced.stderr
     assert "check the name" not in produced.stderr and produced.stderr.count("(") == 1, "one hint, about the partition"
+    consumed = distlog("consume", "narrow", "--partition", "5", "--timeout", "1", "--bootstrap", bootstrap)
+    assert consumed.returncode == 1 and "has partitions 0..1, not 5" in consumed.stderr
+    assert "check the name" not in consumed.stderr and consumed.stderr.count("(") == 1
     described = distlog("topic", "describe", "narrow", "--json", "--bootstrap", bootstrap)
     assert sum(p["high_watermark"] for p in json.loads(described.stdout)["partitions"]) == 0
 
@@ -209,6 +212,7 @@ def test_headers_format_strings_print_keys_and_offset_specs_as_kcat_and_rpk_user
     assert consume("-o", "start", "--format", r"%v\t%o\n")[:2] == ["v0\t0", "v1\t1"]
     assert consume("-o", "start", "--print-keys")[:2] == ["k0\tv0", "k1\tv1"]
     first = json.loads(consume("-o", "start", "--format", "json")[0])
+    assert consume("-o", "start", "--format", "%t")[0] == str(first["timestamp"])
     assert first["headers"] == [{"key": "trace", "value": "abc"}, {"key": "who", "value": "me"}]
     assert consume("-o", "-2") == ["v4", "v5"]  # the last two records of each partition
     assert consume("-o", "-100") == [f"v{i}" for i in range(6)]  # no more than the partition holds
