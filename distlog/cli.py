@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import importlib
 import json
 import os
 import sys
@@ -873,6 +874,26 @@ def sim(args):
     from distlog.consensus.sim import main as sim_main
 
     sys.exit(sim_main(list(args), prog_name="distlog sim"))
+
+
+class _BenchmarkGroup(click.Group):
+    """The benchmark commands, imported only when one is named (each pulls in numpy and the broker)."""
+
+    BENCHMARKS = ("storage", "produce", "failover", "idle", "compare")
+
+    def list_commands(self, ctx):
+        return list(self.BENCHMARKS)
+
+    def get_command(self, ctx, name):
+        if name not in self.BENCHMARKS:
+            return None
+        return importlib.import_module(f"distlog.bench.{name}").main
+
+
+@main.group(cls=_BenchmarkGroup)
+def bench():
+    """Benchmarks that start what they need, check what they read back and print JSON
+    (the same as `python bench/NAME.py`; the README's numbers come from them)."""
 
 
 main.add_command(cluster)
