@@ -350,7 +350,7 @@ EXIT_INTERRUPTED = 130
 @click.option("--key", "-k", help="the key of every record")
 @click.option("--key-separator", help="split each line at the first SEP into key and value; a line without "
                                       "SEP stops the command (as Kafka's console producer does)")
-@click.option("--partition", type=click.IntRange(min=0), help="send every record to this partition")
+@click.option("--partition", "-p", type=click.IntRange(min=0), help="send every record to this partition (kcat's and rpk's -p)")
 @click.option("--header", "-H", "headers", multiple=True, metavar="NAME=VALUE",
               callback=lambda ctx, param, value: _parse_headers(value),
               help="a header on every record (repeatable), as kcat's -H")
@@ -439,7 +439,7 @@ class _DeliveryCount:
 @main.command()
 @click.argument("topic_name", metavar="TOPIC")
 @click.option("--from-beginning", is_flag=True, help="start at the earliest offset (the same as -o start)")
-@click.option("--partition", type=click.IntRange(min=0), help="read only this partition")
+@click.option("--partition", "-p", type=click.IntRange(min=0), help="read only this partition")
 @click.option("--offset", "-o", "offset", callback=lambda ctx, param, value: _parse_offset_spec(value), metavar="SPEC",
               help="where to start, as in kcat: start, end (the default: only new records), N (an offset; "
                    "needs --partition), -N (N records before the end of each partition), @TIMESTAMP_MS, "

@@ -220,6 +220,7 @@ def test_headers_format_strings_print_keys_and_offset_specs_as_kcat_and_rpk_user
     assert consume("-o", "@-1h") == [f"v{i}" for i in range(6)]  # the last hour
     assert consume("-o", f"@{before_ms + 3_600_000}") == []  # nothing that new: only new records
     assert consume("--partition", "0", "-o", "3") == ["v3", "v4", "v5"]
+    assert consume("-p", "0", "-o", "5") == ["v5"]  # -p as kcat and rpk spell it
     bad = distlog("consume", "spec", "-o", "yesterday", "--bootstrap", bootstrap)
     assert bad.returncode == 2 and "is not start, end, N, -N" in bad.stderr
     bad_format = distlog("consume", "spec", "--format", "xml", "--bootstrap", bootstrap)
