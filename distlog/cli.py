@@ -515,9 +515,7 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
                 records = consumer.poll(timeout=wait_s, max_records=None if max_records is None else max_records - printed)
             except DistlogError as error:
                 if reset == "none" and error.code == ErrorCode.OFFSET_OUT_OF_RANGE:
-                    raise CliError(f"offset {offset} is outside {topic_name}-{partition} ({error.message}); "
-                                   "use --from-beginning, or an offset the partition holds "
-                                   "(`distlog topic describe` shows its start and end)") from None
+                    raise CliError(_outside_message(consumer, (topic_name, partition), offset)) from None
                 raise
             if not records:
                 if timeout is not None and time.monotonic() - last_record_s >= timeout:
@@ -546,6 +544,14 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
     click.echo(("interrupted: " if interrupted else "") + f"consumed {printed} record(s) from '{topic_name}'", err=True)
     if interrupted:
         sys.exit(EXIT_INTERRUPTED)
+
+
+def _outside_message(consumer, tp, offset: int) -> str:
+    """The one thing to say about an -o N the partition does not hold: the range it does hold."""
+    start, end = consumer.beginning_offsets([tp])[tp], consumer.end_offsets([tp])[tp]
+    holds = f"holds offsets {start}..{end - 1}" if end > start else f"holds no records (the next one is offset {end})"
+    return (f"offset {offset} is outside {tp[0]}-{tp[1]}, which {holds}; "
+            f"give an offset in {start}..{end}, -o start or -o end")
 
 
 # How often `consume --group` commits what it printed while it runs (Kafka's auto-commit interval).
