@@ -2,7 +2,8 @@
 
 Every command finds the cluster through --bootstrap (env DISTLOG_BOOTSTRAP) or else the
 cluster.json in --data-dir (env DISTLOG_DATA_DIR, default ./.distlog) that `distlog cluster up`
-writes. Data goes to stdout, messages to stderr; exit codes are 0 ok, 1 failure, 2 usage.
+writes. Data goes to stdout, messages to stderr; exit codes are 0 ok, 1 failure, 2 usage,
+130 after Ctrl-C.
 """
 
 from __future__ import annotations
