@@ -16,7 +16,6 @@ the entry fsynced; the peers replicate to 3 copies and do not fsync per write.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -24,14 +23,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
 
+import click
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from produce import consume_records, percentile_ms, produce_with_send, produce_with_send_batch  # noqa: E402
+from distlog.bench.produce import consume_records, percentile_ms, produce_with_send, produce_with_send_batch
 
-from distlog.broker.launcher import start_brokers, stop_brokers  # noqa: E402
-from distlog.client import Admin  # noqa: E402
+from distlog.broker.launcher import start_brokers, stop_brokers
+from distlog.client import Admin
 
 PEERS_RUN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "peers", "run")
 
@@ -99,17 +99,18 @@ def measure_peers(which: str, records: int) -> list:
     return [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=200_000,
-                        help="records each system produces and consumes (default 200000)")
-    parser.add_argument("--peers", choices=["all", "nats", "redis", "none"], default="all",
-                        help="which peers ../shared/peers/run starts beside distlog (default all)")
-    parser.add_argument("--flush-policy", default="always",
-                        help="for --replication-factor 1 (replicas always fsync)")
-    parser.add_argument("--replication-factor", type=int, choices=[1, 2, 3], default=3,
-                        help="distlog's replication factor, on 3 brokers (default 3)")
-    args = parser.parse_args(argv)
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--records", type=click.IntRange(min=1), default=200_000, show_default=True,
+              help="records each system produces and consumes")
+@click.option("--peers", type=click.Choice(["all", "nats", "redis", "none"]), default="all", show_default=True,
+              help="which peers ../shared/peers/run starts beside distlog")
+@click.option("--flush-policy", default="always", show_default=True,
+              help="for --replication-factor 1 (replicas always fsync)")
+@click.option("--replication-factor", type=click.Choice(["1", "2", "3"]), default="3", show_default=True,
+              help="distlog's replication factor, on 3 brokers")
+def main(**options):
+    """distlog beside NATS JetStream and Redis Streams: the same workload in the same run, JSON lines."""
+    args = SimpleNamespace(**{**options, "replication_factor": int(options["replication_factor"])})
     lines = measure_distlog(args.records, args.flush_policy, args.replication_factor)
     if args.peers != "none":
         lines.extend(measure_peers(args.peers, args.records))
@@ -124,8 +125,8 @@ def main(argv=None) -> int:
             if mine["consume_msgs_per_s"] and peer.get("consume_msgs_per_s"):
                 ratios["consume_ratio"] = round(mine["consume_msgs_per_s"] / peer["consume_msgs_per_s"], 2)
             print(json.dumps(ratios))
-    return 0 if all(l["verified"] for l in ours) else 1
+    sys.exit(0 if all(l["verified"] for l in ours) else 1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

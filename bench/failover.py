@@ -15,21 +15,20 @@ Targets (DESIGN.md): p50 <= 1000 ms, max <= 3000 ms, nothing lost, nothing dupli
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from types import SimpleNamespace
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import click
 
-from distlog.broker.launcher import restart_broker, start_brokers, stop_brokers  # noqa: E402
-from distlog.client import Admin, Consumer, Producer, TopicPartition  # noqa: E402
-from distlog.client.connection import BrokerConnection  # noqa: E402
-from distlog.protocol.messages import MetadataRequest  # noqa: E402
+from distlog.broker.launcher import restart_broker, start_brokers, stop_brokers
+from distlog.client import Admin, Consumer, Producer, TopicPartition
+from distlog.client.connection import BrokerConnection
+from distlog.protocol.messages import MetadataRequest
 
 TOPIC = "failover"
 
@@ -99,12 +98,14 @@ class Load:
             return next((at for at, _, _, sent_at in self.acks if sent_at > t), None)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=10, help="leader kills to measure (default 10)")
-    parser.add_argument("--rate", type=float, default=500.0, help="records per second the producer sends")
-    parser.add_argument("--json", action="store_true", help="print only the JSON result")
-    args = parser.parse_args(argv)
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--trials", type=click.IntRange(min=1), default=10, show_default=True, help="leader kills to measure")
+@click.option("--rate", type=click.FloatRange(min=1), default=500.0, show_default=True,
+              help="records per second the producer sends")
+@click.option("--json", "json_output", is_flag=True, help="print only the JSON result")
+def main(**options):
+    """SIGKILL a partition's leader under steady acks=all writes; time until writes are acknowledged again."""
+    args = SimpleNamespace(**options)
     failovers_ms = []
     with tempfile.TemporaryDirectory() as root:
         brokers = start_brokers(3, root)
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
                 acked_at = wait(lambda: load.first_ack_of_a_send_after(killed_at), 30,
                                 f"an ack after killing broker {leader_id}")
                 failovers_ms.append(round((acked_at - killed_at) * 1000, 1))
-                if not args.json:
+                if not args.json_output:
                     print(f"trial {trial + 1}: broker {leader_id} killed, writes acknowledged again after "
                           f"{failovers_ms[-1]} ms", file=sys.stderr)
                 restart_broker(victim, 30)
@@ -160,9 +161,9 @@ def main(argv=None) -> int:
         "rate_per_s": args.rate,
         "targets": {"failover_ms_p50": 1000, "failover_ms_max": 3000, "acked_lost": 0, "duplicates": 0},
     }
-    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
-    return 0 if lost == 0 and duplicates == 0 else 1
+    print(json.dumps(result) if args.json_output else json.dumps(result, indent=1))
+    sys.exit(0 if lost == 0 and duplicates == 0 else 1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -9,30 +9,29 @@ time (user + system, psutil) over --seconds of idleness. Prints JSON; stops what
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
 
+import click
 import psutil
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from distlog.broker.launcher import start_brokers, stop_brokers  # noqa: E402
-from distlog.client import Admin  # noqa: E402
-from distlog.protocol.messages import MetadataRequest  # noqa: E402
+from distlog.broker.launcher import start_brokers, stop_brokers
+from distlog.client import Admin
+from distlog.protocol.messages import MetadataRequest
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--partitions", type=int, default=1000,
-                        help="partitions of the idle topic, RF=3 on 3 brokers (default 1000)")
-    parser.add_argument("--seconds", type=float, default=20.0,
-                        help="how long CPU is measured once the topic is up (default 20)")
-    parser.add_argument("--json", action="store_true", help="print only the JSON result")
-    args = parser.parse_args(argv)
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--partitions", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="partitions of the idle topic, RF=3 on 3 brokers")
+@click.option("--seconds", type=click.FloatRange(min=0.1), default=20.0, show_default=True,
+              help="how long CPU is measured once the topic is up")
+@click.option("--json", "json_output", is_flag=True, help="print only the JSON result")
+def main(**options):
+    """CPU and memory of 3 idle brokers holding many RF=3 partitions."""
+    args = SimpleNamespace(**options)
     with tempfile.TemporaryDirectory() as root:
         brokers = start_brokers(3, root)
         try:
@@ -72,9 +71,8 @@ def main(argv=None) -> int:
     result = {"partitions": args.partitions, "replication_factor": 3, "seconds": round(elapsed, 1),
               "cpu_percent_of_one_core_per_broker": cpu, "max_cpu_percent": max(cpu), "rss_mb": rss_mb,
               "leaders_per_broker": leaders_per_broker, "target_max_cpu_percent": 10}
-    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
-    return 0
+    print(json.dumps(result) if args.json_output else json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -15,7 +15,6 @@ Prints one JSON object (with --json) or a readable summary. Stops every broker i
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -25,7 +24,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+from types import SimpleNamespace
 
+import click
 import numpy as np
 
 from distlog.broker.launcher import start_brokers, stop_brokers
@@ -145,34 +146,37 @@ class Scraper:
         self._thread.join()
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--brokers", type=int, default=1, help="brokers to start (default 1)")
-    parser.add_argument("--replication-factor", type=int, default=1,
-                        help="replicas of each partition (default 1)")
-    parser.add_argument("--acks", choices=["0", "1", "all"], default="1",
-                        help="the producers' acks; all makes them idempotent (default 1)")
-    parser.add_argument("--records", type=int, default=1_000_000,
-                        help="records per produce path (default 1000000)")
-    parser.add_argument("--value-bytes", type=int, default=100, help="bytes of each value (default 100)")
-    parser.add_argument("--linger-ms", type=float, default=5, help="send()'s producer linger_ms (default 5)")
-    parser.add_argument("--batch-records", type=int, default=10_000, help="records per send_batch() call")
-    parser.add_argument("--flush-policy", default="always",
-                        help="broker flush.policy: always | interval:<ms> | never")
-    parser.add_argument("--paths", default="send,send_batch", help="which produce paths to run")
-    parser.add_argument("--timeout-s", type=float, default=600,
-                        help="longest a consume pass may take (default 600)")
-    parser.add_argument("--scrape-every-s", type=float, default=None,
-                        help="serve each broker's Prometheus metrics and scrape them this often, as a "
-                             "supervised cluster watched by Prometheus would be (default: not served)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
-    if args.brokers < 1 or args.records < 1 or args.value_bytes < 1:
-        parser.error("--brokers, --records and --value-bytes must be positive")
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--brokers", type=click.IntRange(min=1), default=1, show_default=True, help="brokers to start")
+@click.option("--replication-factor", type=click.IntRange(min=1), default=1, show_default=True,
+              help="replicas of each partition")
+@click.option("--acks", type=click.Choice(["0", "1", "all"]), default="1", show_default=True,
+              help="the producers' acks; all makes them idempotent")
+@click.option("--records", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+              help="records per produce path")
+@click.option("--value-bytes", type=click.IntRange(min=1), default=100, show_default=True, help="bytes of each value")
+@click.option("--linger-ms", type=float, default=5, show_default=True, help="send()'s producer linger_ms")
+@click.option("--batch-records", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="records per send_batch() call")
+@click.option("--flush-policy", default="always", show_default=True,
+              help="broker flush.policy: always | interval:<ms> | never")
+@click.option("--paths", default="send,send_batch", show_default=True,
+              help="which produce paths to run: send and/or send_batch, comma-separated")
+@click.option("--timeout-s", type=float, default=600, show_default=True, help="longest a consume pass may take")
+@click.option("--scrape-every-s", type=float, default=None,
+              help="serve each broker's Prometheus metrics and scrape them this often, as a "
+                   "supervised cluster watched by Prometheus would be (default: not served)")
+@click.option("--json", "json_output", is_flag=True, help="print one JSON object")
+def main(**options):
+    """Produce N records on brokers of its own, read them all back, print the rates (JSON with --json)."""
+    args = SimpleNamespace(**options)
     paths = [p for p in args.paths.split(",") if p]
     if set(paths) - {"send", "send_batch"}:
-        parser.error("--paths takes send and/or send_batch")
+        raise click.BadParameter("takes send and/or send_batch", param_hint="'--paths'")
+    sys.exit(run(args, paths))
 
+
+def run(args, paths) -> int:
     rng = np.random.default_rng(42)
     values_2d = rng.integers(0, 256, size=(args.records, args.value_bytes), dtype=np.uint8)
     values = [bytes(row) for row in values_2d] if "send" in paths else None
@@ -231,7 +235,7 @@ def main(argv=None):
             scraper.stop()
         stop_brokers(brokers)
         shutil.rmtree(data_root, ignore_errors=True)
-    if args.json:
+    if args.json_output:
         print(json.dumps(result))
     else:
         for key, value in result.items():
@@ -240,4 +244,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -2,13 +2,15 @@
 
 Every command finds the cluster through --bootstrap (env DISTLOG_BOOTSTRAP) or else the
 cluster.json in --data-dir (env DISTLOG_DATA_DIR, default ./.distlog) that `distlog cluster up`
-writes. Data goes to stdout, messages to stderr; exit codes are 0 ok, 1 failure, 2 usage.
+writes. Data goes to stdout, messages to stderr; exit codes are 0 ok, 1 failure, 2 usage,
+130 after Ctrl-C.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import importlib
 import json
 import os
 import sys
@@ -19,13 +21,13 @@ import click
 from tabulate import tabulate
 
 from distlog import __version__
+from distlog.client.bootstrap import DEFAULT_DATA_DIR, ClusterNotFoundError, brokers_in
 from distlog.protocol.errors import DistlogError, ErrorCode
 from distlog.protocol.messages import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from distlog.supervisor import cluster_file
 from distlog.chaos.cli import chaos
 from distlog.supervisor.cli import cluster
 
-DEFAULT_DATA_DIR = ".distlog"
 
 
 class CliError(click.ClickException):
@@ -41,15 +43,10 @@ def resolve_bootstrap(bootstrap: str | None, data_dir: str | None) -> str:
     """--bootstrap wins; otherwise the brokers listed in DATA_DIR/cluster.json."""
     if bootstrap:
         return bootstrap
-    data_dir = data_dir or DEFAULT_DATA_DIR
     try:
-        record = cluster_file.load(data_dir)
-    except cluster_file.ClusterFileError as error:
-        raise CliError(f"{error} (or point at a cluster with --data-dir or --bootstrap tcp://HOST:PORT)") from None
-    addresses = [b.get("address") for b in record.get("brokers", []) if b.get("address")]
-    if not addresses:
-        raise CliError(f"the cluster in {data_dir} lists no brokers; bring it up again with `distlog cluster up`")
-    return ",".join(addresses)
+        return brokers_in(data_dir or DEFAULT_DATA_DIR)
+    except ClusterNotFoundError as error:
+        raise CliError(f"{error}; or point at a cluster with --data-dir DIR or --bootstrap HOST:PORT") from None
 
 
 def cluster_options(command):
@@ -354,7 +351,7 @@ EXIT_INTERRUPTED = 130
 @click.option("--key", "-k", help="the key of every record")
 @click.option("--key-separator", help="split each line at the first SEP into key and value; a line without "
                                       "SEP stops the command (as Kafka's console producer does)")
-@click.option("--partition", type=click.IntRange(min=0), help="send every record to this partition")
+@click.option("--partition", "-p", type=click.IntRange(min=0), help="send every record to this partition (kcat's and rpk's -p)")
 @click.option("--header", "-H", "headers", multiple=True, metavar="NAME=VALUE",
               callback=lambda ctx, param, value: _parse_headers(value),
               help="a header on every record (repeatable), as kcat's -H")
@@ -443,7 +440,7 @@ class _DeliveryCount:
 @main.command()
 @click.argument("topic_name", metavar="TOPIC")
 @click.option("--from-beginning", is_flag=True, help="start at the earliest offset (the same as -o start)")
-@click.option("--partition", type=click.IntRange(min=0), help="read only this partition")
+@click.option("--partition", "-p", type=click.IntRange(min=0), help="read only this partition")
 @click.option("--offset", "-o", "offset", callback=lambda ctx, param, value: _parse_offset_spec(value), metavar="SPEC",
               help="where to start, as in kcat: start, end (the default: only new records), N (an offset; "
                    "needs --partition), -N (N records before the end of each partition), @TIMESTAMP_MS, "
@@ -519,9 +516,7 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
                 records = consumer.poll(timeout=wait_s, max_records=None if max_records is None else max_records - printed)
             except DistlogError as error:
                 if reset == "none" and error.code == ErrorCode.OFFSET_OUT_OF_RANGE:
-                    raise CliError(f"offset {offset} is outside {topic_name}-{partition} ({error.message}); "
-                                   "use --from-beginning, or an offset the partition holds "
-                                   "(`distlog topic describe` shows its start and end)") from None
+                    raise CliError(_outside_message(consumer, (topic_name, partition), offset)) from None
                 raise
             if not records:
                 if timeout is not None and time.monotonic() - last_record_s >= timeout:
@@ -550,6 +545,14 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
     click.echo(("interrupted: " if interrupted else "") + f"consumed {printed} record(s) from '{topic_name}'", err=True)
     if interrupted:
         sys.exit(EXIT_INTERRUPTED)
+
+
+def _outside_message(consumer, tp, offset: int) -> str:
+    """The one thing to say about an -o N the partition does not hold: the range it does hold."""
+    start, end = consumer.beginning_offsets([tp])[tp], consumer.end_offsets([tp])[tp]
+    holds = f"holds offsets {start}..{end - 1}" if end > start else f"holds no records (the next one is offset {end})"
+    return (f"offset {offset} is outside {tp[0]}-{tp[1]}, which {holds}; "
+            f"give an offset in {start}..{end}, -o start or -o end")
 
 
 # How often `consume --group` commits what it printed while it runs (Kafka's auto-commit interval).
@@ -878,6 +881,26 @@ def sim(args):
     from distlog.consensus.sim import main as sim_main
 
     sys.exit(sim_main(list(args), prog_name="distlog sim"))
+
+
+class _BenchmarkGroup(click.Group):
+    """The benchmark commands, imported only when one is named (each pulls in numpy and the broker)."""
+
+    BENCHMARKS = ("storage", "produce", "failover", "idle", "compare")
+
+    def list_commands(self, ctx):
+        return list(self.BENCHMARKS)
+
+    def get_command(self, ctx, name):
+        if name not in self.BENCHMARKS:
+            return None
+        return importlib.import_module(f"distlog.bench.{name}").main
+
+
+@main.group(cls=_BenchmarkGroup)
+def bench():
+    """Benchmarks that start what they need, check what they read back and print JSON
+    (the same as `python bench/NAME.py`; the README's numbers come from them)."""
 
 
 main.add_command(cluster)

@@ -29,15 +29,53 @@ def test_unknown_flag_is_a_usage_error():
     assert result.returncode == 2
 
 
-def test_every_cluster_command_names_its_environment_variables_and_every_option_has_help():
-    for command in (["topic", "create"], ["topic", "list"], ["topic", "describe"], ["topic", "delete"],
-                    ["produce"], ["consume"]):
-        result = run_cli(*command, "--help")
-        assert result.returncode == 0, result.stderr
-        text = " ".join(result.stdout.split())
-        assert "env var: DISTLOG_BOOTSTRAP" in text and "env var: DISTLOG_DATA_DIR" in text, command
+def every_command(group=None, path=()):
+    """(path, command) for every leaf command under `distlog`."""
+    import click
+
+    from distlog.cli import main
+
+    group = group or main
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from every_command(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def test_every_command_that_takes_a_cluster_names_its_environment_variable_in_its_help():
+    """Most commands used to show neither DISTLOG_DATA_DIR nor DISTLOG_BOOTSTRAP."""
+    from click.testing import CliRunner
+
+    from distlog.cli import main
+
+    checked = 0
+    for path, command in every_command():
+        options = {name for param in command.params for name in param.opts}
+        wanted = [env for option, env in (("--bootstrap", "DISTLOG_BOOTSTRAP"), ("--data-dir", "DISTLOG_DATA_DIR"))
+                  if option in options]
+        if not wanted:
+            continue
+        result = CliRunner().invoke(main, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        text = " ".join(result.output.split())
+        for env in wanted:
+            assert f"env var: {env}" in text, (path, env)
+        checked += 1
+    assert checked >= 25, "the walk over the commands found too few to be looking at the real tree"
+
+
+def test_every_option_of_every_command_has_help():
+    """--acks, --brokers and --partitions had none."""
+    import click
+
+    missing = [(" ".join(path), param.opts[0]) for path, command in every_command() for param in command.params
+               if isinstance(param, click.Option) and not param.hidden and not param.help]
+    assert missing == []
     create = " ".join(run_cli("topic", "create", "--help").stdout.split())
     assert "--partitions INTEGER RANGE how many partitions" in create
+    produce = " ".join(run_cli("produce", "--help").stdout.split())
+    assert "--acks [all|1|0] all: committed by a majority" in produce
     chaos = " ".join(run_cli("chaos", "--help").stdout.split())
     assert "--brokers INTEGER RANGE Brokers of the cluster" in chaos and "--partitions INTEGER RANGE Partitions" in chaos
 

@@ -53,7 +53,8 @@ def test_an_offset_past_the_end_is_an_error_and_offset_with_from_beginning_a_usa
     assert distlog("produce", "short", "--bootstrap", bootstrap, input_text="a\nb\nc\n").returncode == 0
     past = distlog("consume", "short", "--partition", "0", "--offset", "999", "--timeout", "5", "--bootstrap", bootstrap)
     assert past.returncode == 1, past.stderr
-    assert "offset 999 is outside short-0" in past.stderr and past.stdout == ""
+    assert "offset 999 is outside short-0, which holds offsets 0..2; give an offset in 0..3" in past.stderr
+    assert past.stdout == "" and past.stderr.count("(") == 0, "the range once, not the broker's wording nested in it"
     at_end = distlog("consume", "short", "--partition", "0", "--offset", "3", "--timeout", "1", "--bootstrap", bootstrap)
     assert at_end.returncode == 0 and "consumed 0 record(s)" in at_end.stderr  # the end itself: wait for new ones
     from_two = distlog("consume", "short", "--partition", "0", "--offset", "2", "--timeout", "1", "--bootstrap", bootstrap)
@@ -104,11 +105,12 @@ def test_consume_into_a_closed_pipe_ends_quietly(bootstrap):
     assert distlog("topic", "create", "piped", "--bootstrap", bootstrap).returncode == 0
     assert distlog("produce", "piped", "--bootstrap", bootstrap, input_text="".join(f"r{i}\n" for i in range(5000))).returncode == 0
     pipeline = subprocess.run(f"{sys.executable} -m distlog.cli consume piped --from-beginning --timeout 5 "
-                              f"--bootstrap {bootstrap} | head -1", shell=True, capture_output=True, text=True,
+                              f"--bootstrap {bootstrap} | head -1; echo \"consume exited ${{PIPESTATUS[0]}}\" >&2", shell=True, capture_output=True, text=True,
                               timeout=60, executable="/bin/bash")
     assert pipeline.stdout == "r0\n"
     assert "Traceback" not in pipeline.stderr and "BrokenPipe" not in pipeline.stderr, pipeline.stderr
     assert "consumed" in pipeline.stderr
+    assert "consume exited 0" in pipeline.stderr, "it exited 1 on the broken pipe"
 
 
 def test_one_key_for_every_record_and_key_with_separator_is_a_usage_error(bootstrap):
@@ -132,6 +134,9 @@ def test_records_sent_to_a_partition_the_topic_lacks_fail_with_exit_1(bootstrap)
     assert produced.returncode == 1
     assert "error: UNKNOWN_TOPIC_OR_PARTITION: topic 'narrow' has partitions 0..1, not 5" in produced.stderr
     assert "check the name" not in produced.stderr and produced.stderr.count("(") == 1, "one hint, about the partition"
+    consumed = distlog("consume", "narrow", "--partition", "5", "--timeout", "1", "--bootstrap", bootstrap)
+    assert consumed.returncode == 1 and "has partitions 0..1, not 5" in consumed.stderr
+    assert "check the name" not in consumed.stderr and consumed.stderr.count("(") == 1
     described = distlog("topic", "describe", "narrow", "--json", "--bootstrap", bootstrap)
     assert sum(p["high_watermark"] for p in json.loads(described.stdout)["partitions"]) == 0
 
@@ -208,6 +213,7 @@ def test_headers_format_strings_print_keys_and_offset_specs_as_kcat_and_rpk_user
     assert consume("-o", "start", "--format", r"%v\t%o\n")[:2] == ["v0\t0", "v1\t1"]
     assert consume("-o", "start", "--print-keys")[:2] == ["k0\tv0", "k1\tv1"]
     first = json.loads(consume("-o", "start", "--format", "json")[0])
+    assert consume("-o", "start", "--format", "%t")[0] == str(first["timestamp"])
     assert first["headers"] == [{"key": "trace", "value": "abc"}, {"key": "who", "value": "me"}]
     assert consume("-o", "-2") == ["v4", "v5"]  # the last two records of each partition
     assert consume("-o", "-100") == [f"v{i}" for i in range(6)]  # no more than the partition holds
@@ -215,9 +221,31 @@ def test_headers_format_strings_print_keys_and_offset_specs_as_kcat_and_rpk_user
     assert consume("-o", "@-1h") == [f"v{i}" for i in range(6)]  # the last hour
     assert consume("-o", f"@{before_ms + 3_600_000}") == []  # nothing that new: only new records
     assert consume("--partition", "0", "-o", "3") == ["v3", "v4", "v5"]
+    assert consume("-p", "0", "-o", "5") == ["v5"]  # -p as kcat and rpk spell it
     bad = distlog("consume", "spec", "-o", "yesterday", "--bootstrap", bootstrap)
     assert bad.returncode == 2 and "is not start, end, N, -N" in bad.stderr
     bad_format = distlog("consume", "spec", "--format", "xml", "--bootstrap", bootstrap)
     assert bad_format.returncode == 2 and "format string" in bad_format.stderr
     bad_header = distlog("produce", "spec", "-H", "novalue", "--bootstrap", bootstrap, input_text="x\n")
     assert bad_header.returncode == 2 and "is not NAME=VALUE" in bad_header.stderr
+
+
+def test_ctrl_c_in_consume_says_how_many_records_were_read_and_exits_130(bootstrap):
+    """It printed only 'Aborted!' with exit 1."""
+    import signal
+
+    assert distlog("topic", "create", "interrupted", "--bootstrap", bootstrap).returncode == 0
+    assert distlog("produce", "interrupted", "--bootstrap", bootstrap, input_text="a\nb\nc\n").returncode == 0
+    consumer = subprocess.Popen([sys.executable, "-m", "distlog.cli", "consume", "interrupted", "-o", "start",
+                                 "--bootstrap", bootstrap], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        printed = [consumer.stdout.readline() for _ in range(3)]  # all there is: it now waits for more
+        consumer.send_signal(signal.SIGINT)
+        rest, stderr = consumer.communicate(timeout=30)
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+            consumer.wait()
+    assert printed == ["a\n", "b\n", "c\n"] and rest == ""
+    assert consumer.returncode == 130, stderr
+    assert "interrupted: consumed 3 record(s) from 'interrupted'" in stderr and "Traceback" not in stderr

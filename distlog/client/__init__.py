@@ -2,6 +2,7 @@
 
 from distlog.client.accumulator import RecordMetadata
 from distlog.client.admin import Admin
+from distlog.client.bootstrap import ClusterNotFoundError, local_bootstrap
 from distlog.client.consumer import Consumer, ConsumerRecord, TopicPartition
 from distlog.client.errors import BufferFullError, DistlogError, ErrorCode, RequestTimedOutError
 from distlog.client.group import CommitFailedError, GroupError
@@ -10,6 +11,7 @@ from distlog.client.producer import Producer
 __all__ = [
     "Admin",
     "BufferFullError",
+    "ClusterNotFoundError",
     "CommitFailedError",
     "Consumer",
     "ConsumerRecord",
@@ -20,4 +22,5 @@ __all__ = [
     "RecordMetadata",
     "RequestTimedOutError",
     "TopicPartition",
+    "local_bootstrap",
 ]

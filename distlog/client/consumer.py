@@ -363,6 +363,7 @@ class Consumer:
         return sorted(name for name in self._cluster.topics if not name.startswith("__"))
 
     list_topics = topics  # the confluent-kafka name
+    partitions_for = partitions_for_topic  # the producer's name for it, so either works on both
 
     def beginning_offsets(self, partitions, timeout: float | None = None) -> dict:
         """{TopicPartition: its log start offset}, asked of each partition's leader now (as

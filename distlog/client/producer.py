@@ -105,7 +105,9 @@ class Producer:
             raise ValueError(f"batch_size must be at least 1024 bytes, got {batch_size}")
         self.batch_size = batch_size
         self.max_block_s = max_block_ms / 1000
-        self._cluster = ClusterView(bootstrap, request_timeout_s=request_timeout_ms / 1000)
+        self._bootstrap = bootstrap
+        self.request_timeout_s = request_timeout_ms / 1000
+        self._cluster = ClusterView(bootstrap, request_timeout_s=self.request_timeout_s)
         self._sticky = StickyPartitioner()
         self._partition_counts = PartitionCounts()
         self._accumulator = RecordAccumulator(batch_size, buffer_memory, self.max_block_s, linger_ms / 1000,
@@ -244,7 +246,22 @@ class Producer:
         return counters
 
     def partitions_for(self, topic: str) -> list:
+        """The topic's partition numbers (kafka-python's KafkaProducer.partitions_for), looked up
+        within max_block_ms when this producer has not sent to it yet."""
         return list(range(self._partition_count(topic)))
+
+    def list_topics(self, timeout: float | None = None) -> list:
+        """Every topic's name, internal ones left out (confluent-kafka's Producer.list_topics(),
+        as names). Asked on a connection of its own: the producer's sockets belong to its sender
+        thread, and ZeroMQ sockets are not to be shared between threads."""
+        if self._closed:
+            raise ProducerClosedError()
+        lookup = ClusterView(self._bootstrap, request_timeout_s=self.request_timeout_s)
+        try:
+            lookup.refresh(timeout_s=self.request_timeout_s if timeout is None else timeout)
+            return sorted(name for name in lookup.topics if not name.startswith("__"))
+        finally:
+            lookup.close()
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, then stop the sender thread and close sockets. Safe to call twice.

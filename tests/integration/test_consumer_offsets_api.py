@@ -4,7 +4,7 @@ beginning_offsets, end_offsets and offsets_for_times, against a real broker."""
 import pytest
 
 from distlog.broker.launcher import start_brokers, stop_brokers
-from distlog.client import Admin, Consumer, Producer, TopicPartition
+from distlog.client import Admin, Consumer, DistlogError, Producer, TopicPartition
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -43,3 +43,20 @@ def test_start_end_and_time_lookups_name_the_offsets_the_records_are_at(bootstra
             consumer.offsets_for_times({p0: -5})
     finally:
         consumer.close()
+
+
+def test_producer_and_consumer_both_list_topics_and_their_partitions(bootstrap):
+    """confluent-kafka users call list_topics() on either; kafka-python's producer has partitions_for."""
+    with Admin(bootstrap) as admin:
+        admin.create_topic("listed", partitions=3)
+    producer, consumer = Producer(bootstrap), Consumer(bootstrap)
+    try:
+        assert "listed" in producer.list_topics(timeout=10)
+        assert producer.list_topics() == consumer.list_topics()
+        assert not [name for name in producer.list_topics() if name.startswith("__")], "internal topics left out"
+        assert producer.partitions_for("listed") == consumer.partitions_for("listed") == [0, 1, 2]
+    finally:
+        producer.close()
+        consumer.close()
+    with pytest.raises(DistlogError, match="closed"):
+        producer.list_topics()
