@@ -25,6 +25,10 @@ acknowledgement could call an entry committed that a power loss on a majority er
 restarted voter could vote twice in one term. So Raft entries and hard state are always
 fsynced before an ack or a vote that promises them, whatever the topic's flush.policy says;
 flush.policy only governs logs that are not replicated by Raft (RF=1 without a Raft group).
+The exception is the explicitly unsafe topic config `unsafe.skip.raft.fsync=true`, for chaos
+control runs: the replica manager (replication/manager.py) then skips sync() for a Ready that
+carries no new term or vote, leaving the entries to flush.policy (log/config.py says why
+that loses acknowledged writes to a power loss on a majority).
 
 Moving the log start (retention, or a start-over below the leader's log start) touches both
 the log and that file, so it is written ahead: the file first records the move as pending

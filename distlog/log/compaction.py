@@ -235,6 +235,7 @@ def compact_segments(segments: list[Segment], delete_retention_ms: int, now_ms: 
             os.unlink(index_path)
         os.replace(cleaned_path, segment.log_path)
         replacement = Segment.open(segment.directory, segment.base_offset, index_interval_bytes, recover=True)
+        replacement.note_durable()  # fsynced above (power-loss tests, synced.py)
         stats.bytes_after += replacement.size_bytes
         cleaned_segments.append(replacement)
         stats.segments_cleaned += 1

@@ -4,6 +4,16 @@ Flush policy trade-off: 'always' fsyncs once per broker loop iteration before ac
 (group commit), so an acknowledged write survives power loss; 'interval:<ms>' bounds the loss
 window to that many milliseconds; 'never' leaves it to the OS page cache (fastest, and with
 replication a majority of crashed-at-once brokers can lose acknowledged writes).
+
+With replication (a Raft group of more than one voter) flush.policy does not apply: Raft
+entries are fsynced before every acknowledgement and vote (replication/manager.py). The one
+exception is `unsafe.skip.raft.fsync=true`, which lets flush.policy govern a replicated
+partition's entries too. UNSAFE: under flush.policy=never a replica then acknowledges entries
+that are only in its page cache, so a leader may call an entry committed (and the producer get
+acks=all) that a power loss on a majority of the replicas takes back. Kafka's default
+(log.flush.interval.messages unset) relies on replication the same way. It exists for chaos
+control runs that must show the checker catching lost writes after a whole-cluster power cut;
+the term and vote are still fsynced before anything depends on them.
 """
 
 from __future__ import annotations
@@ -27,7 +37,9 @@ _KEYS = {
     "cleanup.policy": "cleanup_policy",
     "delete.retention.ms": "delete_retention_ms",
     "max.message.bytes": "max_message_bytes",
+    "unsafe.skip.raft.fsync": "unsafe_skip_raft_fsync",
 }
+_BOOLEANS = {"true": True, "false": False, True: True, False: False}
 _FIELD_TO_KEY = {field: key for key, field in _KEYS.items()}
 
 
@@ -44,6 +56,7 @@ class LogConfig:
     cleanup_policy: str = "delete"
     delete_retention_ms: int = _DAY_MS
     max_message_bytes: int = 1024 * 1024 + 12
+    unsafe_skip_raft_fsync: bool = False  # see the module docstring: never for data you keep
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -62,6 +75,8 @@ class LogConfig:
                 f"cleanup.policy must be one of {', '.join(map(repr, _CLEANUP_POLICIES))}, got {self.cleanup_policy!r}"
             )
         self.flush_interval_ms  # validates flush.policy
+        if not isinstance(self.unsafe_skip_raft_fsync, bool):
+            raise ValueError(f"unsafe.skip.raft.fsync must be true or false, got {self.unsafe_skip_raft_fsync!r}")
 
     @property
     def flush_interval_ms(self) -> int | None:
@@ -89,6 +104,11 @@ class LogConfig:
             field = _KEYS[key]
             if field in ("flush_policy", "cleanup_policy"):
                 values[field] = raw
+            elif field == "unsafe_skip_raft_fsync":
+                value = _BOOLEANS.get(raw.lower() if isinstance(raw, str) else raw)
+                if value is None:
+                    raise ValueError(f"{key} must be true or false, got {raw!r}")
+                values[field] = value
             else:
                 try:
                     values[field] = int(raw)

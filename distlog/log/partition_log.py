@@ -51,6 +51,7 @@ from distlog.log.recovery import (
 )
 from distlog.log.retention import expired_segment_count
 from distlog.log.segment import Segment
+from distlog.log.synced import SIDECAR_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def _classify(directory: str, read_only: bool = False) -> list[int]:
     partition log never writes or segment files whose names do not parse; then removes crash
     leftovers and indexes whose .log is gone."""
     base_offsets = set()
-    foreign, leftovers, index_files = [], [], []
+    foreign, leftovers, index_files, sidecars = [], [], [], []
     for name in os.listdir(directory):
         path = os.path.join(directory, name)
         stem, suffix = os.path.splitext(name)
@@ -97,6 +98,8 @@ def _classify(directory: str, read_only: bool = False) -> list[int]:
             continue  # damaged files kept for inspection (recovery.py)
         if _LEFTOVER_NAME.match(name) and os.path.isfile(path):
             leftovers.append(path)
+        elif SIDECAR_NAME.match(name) and os.path.isfile(path):
+            sidecars.append(path)  # a power-loss test's synced-size record (synced.py)
         elif suffix not in _SEGMENT_SUFFIXES or not os.path.isfile(path):
             foreign.append(name)
         elif not _SEGMENT_NAME.match(stem):
@@ -114,6 +117,9 @@ def _classify(directory: str, read_only: bool = False) -> list[int]:
     for base_offset, path in index_files:
         if base_offset not in base_offsets:
             os.unlink(path)  # an index without its log is useless
+    for path in sidecars:
+        if int(os.path.basename(path)[:20]) not in base_offsets:
+            os.unlink(path)  # its log went (into quarantine): a new file of that name starts unrecorded
     return sorted(base_offsets)
 
 

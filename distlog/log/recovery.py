@@ -256,5 +256,6 @@ def quarantine(directory: str, segments: list[Segment], held_until: int, reason:
             segment.release()
         live = Segment.open(directory, damaged.base_offset, damaged.index_interval_bytes, recover=True)
         if live.sound_end == live.size_bytes:
+            live.note_durable()  # copy_file_prefix fsynced it (power-loss tests, synced.py)
             return live
         segments, reason = [live], f"{live.problem}, in the sound part of a damaged segment"

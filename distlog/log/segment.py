@@ -28,6 +28,7 @@ from distlog.log.batch import HEADER_SIZE, MAGIC, BatchHeader, CorruptBatchError
 from distlog.log.errors import CorruptDataError
 from distlog.log.index import IndexCorruptError, OffsetIndex, TimeIndex
 from distlog.log.scan import scan_batches, sound_batches_after
+from distlog.log.synced import SyncedRecorder, recording_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class Segment:
         # A view of a read-only mmap of the file (the view keeps the mapping alive); its
         # length is the mapped size, so a lock-free reader can never see the two disagree.
         self._map_view = _EMPTY
+        # Power-loss tests only (synced.py): where each fsync's size is recorded; None in production.
+        self._synced = SyncedRecorder(self.log_path) if recording_enabled() else None
 
     def _open_fd(self, flags: int) -> None:
         # No O_APPEND: appends pwrite at size_bytes, so bytes a failed write left past it
@@ -92,6 +95,8 @@ class Segment:
         """A new empty segment; any old files of that name are replaced."""
         segment = cls(directory, base_offset, index_interval_bytes)
         segment._open_fd(os.O_CREAT | os.O_TRUNC)
+        if segment._synced is not None:
+            segment._synced.forget()  # an old file of that name's record does not describe this one
         segment.offset_index.rewrite()
         segment.time_index.rewrite()
         return segment
@@ -233,6 +238,8 @@ class Segment:
             os.ftruncate(self._fd, self.sound_end)
             os.fsync(self._fd)
         self.size_bytes = self.sound_end
+        if not self.read_only:
+            self.note_durable()
         self.problem = None
         if not self.read_only:
             self.offset_index.rewrite_or_remove()
@@ -244,6 +251,8 @@ class Segment:
         self._close_fd()
         self._fd = -1
         self._map_view = _EMPTY
+        if self._synced is not None:
+            self._synced.close()  # (the .log went elsewhere; PartitionLog.open removes a record left behind)
 
     def _account(self, header: BatchHeader) -> None:
         self.next_offset = header.last_offset + 1
@@ -497,7 +506,15 @@ class Segment:
         if self.dirty:
             os.fsync(self._fd)
             self.dirty = False
+            self.note_durable()
             self._drop_cold_cache()
+
+    def note_durable(self) -> None:
+        """Record that the whole file as it is now is on disk (only for power-loss tests, see
+        synced.py): after our own fsync, or for a file its writer fsynced before swapping it in
+        (compaction, quarantine)."""
+        if self._synced is not None:
+            self._synced.record(self.size_bytes + self._staged_bytes)  # a roll fsyncs staged bytes too
 
     def _drop_cold_cache(self) -> None:
         """Drop the fsynced bytes before the hot tail from the page cache (see HOT_TAIL_BYTES)."""
@@ -521,6 +538,8 @@ class Segment:
             self._close_fd()
         self._fd = -1
         self._map_view = _EMPTY
+        if self._synced is not None:
+            self._synced.close()
 
     def discard(self) -> None:
         """Remove a segment no reader has seen (one a failed append created): its files and fd."""
@@ -534,6 +553,8 @@ class Segment:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+        if self._synced is not None:
+            self._synced.forget()
 
     def __repr__(self) -> str:
         return (f"Segment(base_offset={self.base_offset}, next_offset={self.next_offset}, "

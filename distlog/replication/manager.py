@@ -29,6 +29,10 @@ never counts an entry that could vanish in a crash of that node. flush.policy ke
 meaning for single-replica partitions, where it is the only copy's durability knob (as before
 replication: `always` fsyncs before the ack, `interval:<ms>` and `never` trade the last
 moments of writes for throughput). Hard-state changes (term, vote) are always durable first.
+The topic config `unsafe.skip.raft.fsync=true` (log/config.py) gives a replicated group the
+sole copy's rule: its flush.policy decides when entries reach the disk, so under `never` a
+follower acknowledges what is only in its page cache and a power loss on a majority can take
+back an acks=all write. It is for chaos control runs only; term and vote stay durable first.
 
 Leadership bookkeeping lives here too: in-sync replicas (a follower is in sync while it has
 caught up with the leader's log end of some moment within REPLICA_LAG_TIME_MAX_S, Kafka's
@@ -345,11 +349,12 @@ class ReplicaManager:
     def _sync(self, replica: PartitionReplica, rd, now_ms: int) -> None:
         hard_state = rd.hard_state
         vote = (hard_state.term, hard_state.vote) if hard_state is not None else replica.durable_vote
-        if (replica.is_sole_copy and replica.log.config.flush_policy != "always" and not rd.start_over
-                and vote == replica.durable_vote):
-            # The only copy, no new term or vote to make durable: its topic's flush.policy
-            # decides when the log reaches the disk (see the module docstring).
-            if not replica.log.maybe_flush(now_ms) and replica.log.config.flush_policy != "never":
+        config = replica.log.config
+        if ((replica.is_sole_copy or config.unsafe_skip_raft_fsync) and config.flush_policy != "always"
+                and not rd.start_over and vote == replica.durable_vote):
+            # The only copy (or a group told to be unsafe), no new term or vote to make durable:
+            # its topic's flush.policy decides when the log reaches the disk (module docstring).
+            if not replica.log.maybe_flush(now_ms) and config.flush_policy != "never":
                 self.unflushed.add(replica.key)
             return
         started_s = time.perf_counter()

@@ -12,6 +12,7 @@ def test_defaults_are_the_safe_ones():
     assert config.cleanup_policy == "delete"
     assert config.retention_bytes == -1
     assert config.index_interval_bytes == 4096
+    assert config.unsafe_skip_raft_fsync is False
 
 
 def test_dotted_keys_round_trip_and_accept_strings():
@@ -39,6 +40,7 @@ def test_from_dict_overrides_a_base():
         ({"segment.bytes": "big"}, "segment.bytes must be an integer"),
         ({"retention.ms": -2}, r"retention.ms must be at least -1 .*-1 means unlimited"),
         ({"max.message.bytes": 2**33}, "max.message.bytes must be at least 1 and at most"),
+        ({"unsafe.skip.raft.fsync": "yes"}, "unsafe.skip.raft.fsync must be true or false, got 'yes'"),
         ({"segment.megabytes": 1}, "unknown log setting 'segment.megabytes'; known settings: cleanup.policy"),
     ],
 )
@@ -50,3 +52,10 @@ def test_bad_settings_name_the_key_and_what_is_allowed(settings, message):
 def test_field_types_are_checked():
     with pytest.raises(ValueError, match="segment.ms must be an integer"):
         LogConfig(segment_ms=1.5)
+
+
+@pytest.mark.parametrize("raw, expected", [("true", True), ("True", True), ("false", False), (True, True)])
+def test_the_unsafe_raft_fsync_switch_takes_what_a_command_line_or_admin_client_sends(raw, expected):
+    config = LogConfig.from_dict({"unsafe.skip.raft.fsync": raw})
+    assert config.unsafe_skip_raft_fsync is expected
+    assert LogConfig.from_dict(config.to_dict()) == config
