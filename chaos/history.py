@@ -19,6 +19,7 @@ class History:
     def __init__(self, path: str):
         self.path = path
         self.records: list = []
+        self.counts: dict = {}  # (type, f) -> how many, for the live progress line
         self._file = open(path, "w", encoding="utf-8")
         self._lock = threading.Lock()
         self._started_s = time.monotonic()
@@ -31,6 +32,8 @@ class History:
         with self._lock:
             record = {"type": record_type, **fields, "t": round(self.now(), 6)}
             self.records.append(record)
+            key = (record_type, fields.get("f"))
+            self.counts[key] = self.counts.get(key, 0) + 1
             self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
         return record
 

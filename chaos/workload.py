@@ -1,11 +1,17 @@
 """The live workload of a chaos run: producers that record what they sent and what came of it,
-consumers that record what they read, and the final read that says what the log really holds.
+a consumer group whose members record what they read and what they committed, and the final
+read that says what the log really holds.
 
 Each value is unique, so the checker can follow every record from send() to the log. A send is
 recorded as invoked before send() is called; its outcome comes from the delivery callback:
 `ok` with the partition and offset, or `info` for any error there, because a batch that failed
 on its last attempt may have been written by an earlier one whose acknowledgement was lost.
 Only an exception from send() itself is a definite `fail`: the record was never queued.
+
+A group member's reads of one partition are in order only while it holds the partition: given
+it again later, it starts over at the group's committed offset. So each holding is its own
+process in the history ("consumer-0.3": member 0, its third assignment), and the checker's
+order checks apply within one holding.
 """
 
 from __future__ import annotations
@@ -23,19 +29,21 @@ DELIVERY_TIMEOUT_MS = 30_000
 MAX_BLOCK_MS = 2_000
 SEND_TICK_S = 0.01  # the producer sends its quota in bursts this far apart
 POLL_TIMEOUT_S = 0.2
+SESSION_TIMEOUT_MS = 6_000  # a killed member's partitions move on within a fault's length
 
 
 class ProducerWorkload(threading.Thread):
     """Sends unique values at about rate_per_s (acks=all, idempotent unless told not to) until stopped."""
 
     def __init__(self, bootstrap: str, topic: str, history, rate_per_s: float, index: int = 0,
-                 idempotent: bool = True):
+                 idempotent: bool = True, acks: str = "all"):
         super().__init__(name=f"chaos-producer-{index}", daemon=True)
         self.bootstrap, self.topic, self.history = bootstrap, topic, history
         self.rate_per_s = rate_per_s
         self.process = f"producer-{index}"
         self.index = index
         self.idempotent = idempotent
+        self.acks = acks
         self.stopping = threading.Event()
         self.error: BaseException | None = None
 
@@ -46,9 +54,9 @@ class ProducerWorkload(threading.Thread):
             self.error = error
 
     def _run(self) -> None:
-        producer = Producer(self.bootstrap, acks="all", linger_ms=5, request_timeout_ms=REQUEST_TIMEOUT_MS,
+        producer = Producer(self.bootstrap, acks=self.acks, linger_ms=5, request_timeout_ms=REQUEST_TIMEOUT_MS,
                             delivery_timeout_ms=DELIVERY_TIMEOUT_MS, max_block_ms=MAX_BLOCK_MS,
-                            enable_idempotence=self.idempotent)
+                            enable_idempotence=self.idempotent and self.acks == "all")
         sent = 0
         started_s = time.monotonic()
         try:
@@ -82,15 +90,21 @@ class ProducerWorkload(threading.Thread):
             self.history.add("fail", process=self.process, f="send", value=value, error=f"{type(error).__name__}: {error}")
 
 
-class ConsumerWorkload(threading.Thread):
-    """Reads every partition from offset 0 for the whole run, logging each non-empty poll."""
+class GroupMemberWorkload(threading.Thread):
+    """One member of the workload's consumer group: polls, then commits what it read (synchronously,
+    so the history knows which commits the group took), until stopped."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int, history, index: int = 0):
+    def __init__(self, bootstrap: str, topic: str, history, index: int = 0, group: str = "chaos-group"):
         super().__init__(name=f"chaos-consumer-{index}", daemon=True)
-        self.bootstrap, self.topic, self.partitions, self.history = bootstrap, topic, partitions, history
-        self.process = f"consumer-{index}"
+        self.bootstrap, self.topic, self.history, self.group = bootstrap, topic, history, group
+        self.index = index
+        self.holding = 0  # which assignment of this member: the history's process is consumer-<index>.<holding>
         self.stopping = threading.Event()
         self.error: BaseException | None = None
+
+    @property
+    def process(self) -> str:
+        return f"consumer-{self.index}.{self.holding}"
 
     def run(self) -> None:
         try:
@@ -98,13 +112,20 @@ class ConsumerWorkload(threading.Thread):
         except BaseException as error:
             self.error = error
 
+    def _assigned(self, partitions) -> None:
+        self.holding += 1
+        self.history.add("assign", process=self.process, group=self.group, partitions=sorted(tp.partition for tp in partitions))
+
+    def _revoked(self, partitions) -> None:
+        self.history.add("revoke", process=self.process, group=self.group, partitions=sorted(tp.partition for tp in partitions))
+        self.holding += 1
+
     def _run(self) -> None:
-        consumer = Consumer(self.bootstrap, fetch_max_wait_ms=100, request_timeout_ms=REQUEST_TIMEOUT_MS,
-                            auto_offset_reset="earliest")
+        consumer = Consumer(self.bootstrap, group_id=self.group, client_id=f"chaos-{self.index}", fetch_max_wait_ms=100,
+                            request_timeout_ms=REQUEST_TIMEOUT_MS, auto_offset_reset="earliest",
+                            enable_auto_commit=False, session_timeout_ms=SESSION_TIMEOUT_MS)
         try:
-            consumer.assign([TopicPartition(self.topic, p) for p in range(self.partitions)])
-            for p in range(self.partitions):
-                consumer.seek(TopicPartition(self.topic, p), 0)
+            consumer.subscribe([self.topic], on_assign=self._assigned, on_revoke=self._revoked)
             while not self.stopping.is_set():
                 try:
                     records = consumer.poll(timeout=POLL_TIMEOUT_S)
@@ -115,8 +136,22 @@ class ConsumerWorkload(threading.Thread):
                 if records:
                     self.history.add("ok", process=self.process, f="poll",
                                      records=[[r.partition, r.offset, r.value.decode()] for r in records])
+                    self._commit(consumer, records)
         finally:
             consumer.close()
+
+    def _commit(self, consumer, records) -> None:
+        """Commit the position after the last record read of each partition read."""
+        offsets = {}
+        for record in records:
+            offsets[TopicPartition(self.topic, record.partition)] = record.offset + 1
+        try:
+            consumer.commit(offsets)
+        except DistlogError as error:
+            self.history.add("fail", process=self.process, f="commit", group=self.group, error=str(error))
+            return
+        self.history.add("ok", process=self.process, f="commit", group=self.group,
+                         offsets=sorted([tp.partition, offset] for tp, offset in offsets.items()))
 
 
 def final_read(bootstrap: str, topic: str, partitions: int, history, timeout_s: float) -> bool:
