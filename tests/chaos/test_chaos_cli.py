@@ -15,7 +15,7 @@ def test_durations(text, seconds):
 @pytest.mark.parametrize("args, message", [
     (["--kill-random", "soon"], "is not a duration"),
     (["--kill-random", "0s"], "is not a duration"),
-    (["--kill-random", "5s", "--faults", "kill,flood"], "choose from kill, pause, partition, torn-write"),
+    (["--kill-random", "5s", "--faults", "kill,flood"], "choose from kill, leader-kill, controller-kill, pause, partition, torn-write"),
     (["--kill-random", "5s", "--brokers", "1"], "needs --brokers 2 or more"),
     ([], "Missing option '--kill-random'"),
 ])
