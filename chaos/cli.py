@@ -60,10 +60,17 @@ def _faults(_ctx, _param, value):
 @click.option("--replication-factor", "-r", type=click.IntRange(1, 9), default=None,
               help="Copies of each partition of the workload's topic [default: 3, or --brokers if fewer].")
 @click.option("--seed", type=int, default=None, help="Seed of the fault schedule (default: random, printed).")
+@click.option("--acks", type=click.Choice(["all", "1"]), default="all", show_default=True,
+              help="The producers' acks. 1 is a control run: unsafe on purpose, so the checker can be "
+                   "seen catching the acknowledged writes a leader kill loses.")
+@click.option("--flush-policy", type=click.Choice(["always", "never"]), default=None,
+              help="The topic's flush.policy. never is a control run with power-loss faults: what a "
+                   "broker acknowledged without an fsync, a power cut takes back.")
 @click.option("--report-dir", default=None,
               help="Where history.jsonl, report.md, timeline.png and summary.json go "
                    "(default: chaos-reports/<UTC time>).")
-def chaos(duration_s, brokers, partitions, faults, rate_per_s, replication_factor, seed, report_dir):
+def chaos(duration_s, brokers, partitions, faults, rate_per_s, replication_factor, seed, acks, flush_policy,
+          report_dir):
     """Chaos-test a fresh local cluster: live workload, injected faults, history check, report."""
     # Imported here: the runner pulls in the checker and matplotlib, which no other command needs.
     from distlog.chaos.checker import anomalies_of
@@ -80,6 +87,7 @@ def chaos(duration_s, brokers, partitions, faults, rate_per_s, replication_facto
     report_dir = report_dir or f"chaos-reports/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     config = ChaosConfig(duration_s=duration_s, brokers=brokers, partitions=partitions, faults=faults, seed=seed,
                          rate_per_s=rate_per_s, replication_factor=replication_factor, report_dir=report_dir,
+                         acks=acks, flush_policy=flush_policy,
                          command=" ".join(["distlog", *sys.argv[1:]]))
     click.echo(f"chaos: seed {seed}, report in {report_dir}", err=True)
     try:

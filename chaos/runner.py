@@ -26,14 +26,25 @@ from distlog.chaos.checker import check
 from distlog.chaos.history import History
 from distlog.chaos.nemesis import BROKER_BACK_TIMEOUT_S, FAULT_KINDS, Nemesis, heal_everything
 from distlog.chaos.report import write_report
-from distlog.chaos.workload import DELIVERY_TIMEOUT_MS, ConsumerWorkload, ProducerWorkload, final_read
+from distlog.chaos.transcript import LeaderWatcher, write_transcript
+from distlog.chaos.workload import DELIVERY_TIMEOUT_MS, GroupMemberWorkload, ProducerWorkload, final_read
 from distlog.client import Admin
+from distlog.log.synced import RECORD_SYNCED_ENV
 from distlog.supervisor import cluster_file
 from distlog.supervisor.control import ClusterControl, ControlError
 
 TOPIC = "chaos"
 CLUSTER_UP_TIMEOUT_S = 120.0
 FINAL_READ_TIMEOUT_S = 60.0
+HEALTHY_TIMEOUT_S = 60.0  # after healing, how long the cluster gets to be healthy again
+PROGRESS_EVERY_S = 5.0
+SEGMENT_BYTES = 64 * 1024
+# Fewer acknowledged writes than this per second of fault window make the run vacuous: too
+# little was written for its PASS to mean anything.
+MIN_ACKED_PER_S = 20
+RESULT_FIELDS = ("valid", "seed", "duration_s", "faults", "faults_by_kind", "acked_writes", "lost", "unseen",
+                 "duplicates", "inconsistent_offsets", "nonmonotonic_polls", "nonmonotonic_sends", "poll_skips",
+                 "aborted_reads", "failover_ms_p50", "failover_ms_max", "progress_after_heal")
 
 
 @dataclass
@@ -44,11 +55,15 @@ class ChaosConfig:
     faults: tuple = FAULT_KINDS
     seed: int = 0
     rate_per_s: float = 1000.0
-    producers: int = 1
-    consumers: int = 1
+    producers: int = 2
+    consumers: int = 2  # members of one consumer group
     report_dir: str = "chaos-reports"
-    interval_s: tuple = (2.0, 5.0)  # between faults
+    interval_s: tuple = (1.0, 3.0)  # between faults
     fault_duration_s: tuple = (1.0, 3.0)  # how long a pause or partition lasts
+    # The control runs: acks="1", or flush_policy="never" (with power-loss), are unsafe on
+    # purpose, so a run can show the checker catching the writes they lose.
+    acks: str = "all"
+    flush_policy: Optional[str] = None
     # False shows what the checker catches without idempotence: retries after a pause duplicate.
     idempotent_producer: bool = True
     # Copies of each partition; None: 3, or every broker when there are fewer. At RF=3 a kill,
@@ -74,6 +89,7 @@ def run_chaos(config: ChaosConfig, say=print) -> dict:
     history = History(os.path.join(config.report_dir, "history.jsonl"))
     meta = {"command": config.command, **{k: v for k, v in asdict(config).items() if k != "command"},
             "topic": TOPIC, "replication_factor": replication_factor_of(config),
+            "min_acked": int(MIN_ACKED_PER_S * config.duration_s),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_commit": _git_commit()}
     harness_errors = []
     try:
@@ -87,13 +103,16 @@ def run_chaos(config: ChaosConfig, say=print) -> dict:
     finally:
         history.close()
         shutil.rmtree(data_dir, ignore_errors=True)
-    result = check(history.records)
+    result = check(history.records, min_acked=meta["min_acked"])
     result["harness_errors"] = harness_errors
     result["valid"] = result["valid"] and not harness_errors
     meta["harness_errors"] = harness_errors
     result["report"] = write_report(result, config.report_dir, meta, os.path.basename(history.path))
+    write_transcript(history.records, result, os.path.join(config.report_dir, "transcript.md"))
     with open(os.path.join(config.report_dir, "summary.json"), "w") as summary:
         json.dump({key: value for key, value in result.items() if key != "timeline"}, summary, indent=1)
+    with open(os.path.join(config.report_dir, "result.json"), "w") as out:
+        json.dump({key: result.get(key) for key in RESULT_FIELDS}, out, indent=1)
     return result
 
 
@@ -101,48 +120,82 @@ def _run_workload(control, config: ChaosConfig, history, meta: dict, say) -> lis
     """Workload + nemesis for duration_s, heal, final read; returns harness errors (strings)."""
     record = control.record
     bootstrap = ",".join(b["address"] for b in record["brokers"])
-    broker_ids = [b["id"] for b in record["brokers"]]
+    # Small segments, so a partition has older (closed) segments for the corrupt fault to damage
+    # and its segment rolls happen under the faults too.
+    topic_config = {"segment.bytes": str(SEGMENT_BYTES)}
+    if config.flush_policy == "never":
+        # Raft entries are fsynced before any ack whatever flush.policy says; the control run
+        # lifts that on purpose, so a power cut on every replica can take acknowledged writes.
+        topic_config.update({"flush.policy": "never", "unsafe.skip.raft.fsync": "true"})
+    elif config.flush_policy:
+        topic_config["flush.policy"] = config.flush_policy
+    errors = []
     with Admin(bootstrap) as admin:
-        admin.create_topic(TOPIC, partitions=config.partitions, replication_factor=replication_factor_of(config))
-    history.add("meta", **meta)
-    consumers = [ConsumerWorkload(bootstrap, TOPIC, config.partitions, history, i) for i in range(config.consumers)]
-    producers = [ProducerWorkload(bootstrap, TOPIC, history, config.rate_per_s / config.producers, i,
-                                  config.idempotent_producer) for i in range(config.producers)]
-    nemesis = Nemesis(control, history, broker_ids, config.faults, config.seed, config.interval_s,
-                      config.fault_duration_s)
-    threads = (*consumers, *producers, nemesis)
-    try:
-        for thread in threads:
-            thread.start()
-        say(f"running the workload for {config.duration_s:g} s with faults: {', '.join(config.faults)}")
-        threading.Event().wait(config.duration_s)
-        nemesis.stopping.set()
-        nemesis.join(BROKER_BACK_TIMEOUT_S + 10)
-        say("healing the cluster and letting the producers finish")
-        healed = heal_everything(control, broker_ids)
-        for producer in producers:
-            producer.stopping.set()
-        for producer in producers:
-            producer.join(DELIVERY_TIMEOUT_MS / 1000 + 15)
-        for consumer in consumers:
-            consumer.stopping.set()
-            consumer.join(30)
-    finally:
-        for thread in threads:  # on the way out of an error too: nothing keeps running behind it
-            thread.stopping.set()
+        admin.create_topic(TOPIC, partitions=config.partitions, replication_factor=replication_factor_of(config),
+                           config=topic_config)
+        history.add("meta", **meta)
+        members = [GroupMemberWorkload(bootstrap, TOPIC, history, i) for i in range(config.consumers)]
+        producers = [ProducerWorkload(bootstrap, TOPIC, history, config.rate_per_s / config.producers, i,
+                                      config.idempotent_producer, config.acks) for i in range(config.producers)]
+        nemesis = Nemesis(control, history, TOPIC, config.partitions, admin, config.faults, config.seed,
+                          config.interval_s, config.fault_duration_s)
+        watcher = LeaderWatcher(nemesis.leaders, history)
+        threads = (*members, *producers, nemesis, watcher)
+        try:
+            for thread in threads:
+                thread.start()
+            say(f"running the workload for {config.duration_s:g} s with faults: {', '.join(config.faults)}")
+            _show_progress(history, nemesis, config.duration_s, say)
+            nemesis.stopping.set()
+            nemesis.join(BROKER_BACK_TIMEOUT_S + 60)
+            say("healing the cluster, waiting until it is healthy, letting the producers finish")
+            if not heal_everything(control, HEALTHY_TIMEOUT_S):
+                errors.append(f"the cluster was not healthy within {HEALTHY_TIMEOUT_S:g} s of healing")
+            history.add("healed")
+            # A few seconds of writes on the healed cluster: the checker wants each partition to
+            # accept one again (progress after heal).
+            threading.Event().wait(min(5.0, config.duration_s / 4))
+            for producer in producers:
+                producer.stopping.set()
+            for producer in producers:
+                producer.join(DELIVERY_TIMEOUT_MS / 1000 + 15)
+            for member in members:
+                member.stopping.set()
+                member.join(30)
+        finally:
+            for thread in threads:  # on the way out of an error too: nothing keeps running behind it
+                thread.stopping.set()
+            watcher.join(5)
     say("final read")
     final_read(bootstrap, TOPIC, config.partitions, history, FINAL_READ_TIMEOUT_S)
-    errors = [f"{thread.name}: {thread.error!r}" for thread in threads if thread.error is not None]
+    errors += [f"{thread.name}: {thread.error!r}" for thread in threads if thread.error is not None]
     errors += [f"{thread.name} did not stop" for thread in threads if thread.is_alive()]
-    if not healed:
-        errors.append(f"not every broker answered within {BROKER_BACK_TIMEOUT_S:g} s of healing")
     return errors
+
+
+def _show_progress(history, nemesis, duration_s: float, say) -> None:
+    """Wait out the fault window, saying every few seconds how the workload is doing. The window
+    lasts until every chosen fault kind has started once (the schedule goes round the kinds),
+    up to twice duration_s, so a run "with every fault kind" has every kind."""
+    started_s = time.monotonic()
+    ends_s = started_s + duration_s
+    while (left_s := ends_s - time.monotonic()) > 0 or (
+            nemesis.started < len(nemesis.faults) and nemesis.is_alive() and time.monotonic() < started_s + 2 * duration_s):
+        left_s = max(left_s, 0.5)
+        threading.Event().wait(min(PROGRESS_EVERY_S, left_s))
+        counts = history.counts
+        say(f"t={history.now():5.1f}s  acked {counts.get(('ok', 'send'), 0)}, "
+            f"indeterminate {counts.get(('info', 'send'), 0)}, failed {counts.get(('fail', 'send'), 0)}, "
+            f"polls {counts.get(('ok', 'poll'), 0)}, commits {counts.get(('ok', 'commit'), 0)}, "
+            f"faults {nemesis.started}")
 
 
 def _cluster_up(data_dir: str, brokers: int) -> ClusterControl:
     command = [sys.executable, "-m", "distlog.cli", "cluster", "up", "-n", str(brokers), "--data-dir", data_dir,
                "--detach", "--restart-backoff-s", "0.2", "--restart-backoff-max-s", "1"]
-    started = subprocess.run(command, capture_output=True, text=True, timeout=CLUSTER_UP_TIMEOUT_S)
+    # The brokers record how far each segment was fsynced, which the power-loss fault cuts back to.
+    env = {**os.environ, RECORD_SYNCED_ENV: "1"}
+    started = subprocess.run(command, capture_output=True, text=True, timeout=CLUSTER_UP_TIMEOUT_S, env=env)
     if started.returncode != 0:
         raise ChaosRunError(f"the cluster did not start:\n{started.stdout}{started.stderr}")
     return ClusterControl(data_dir)

@@ -1,43 +1,26 @@
-"""Short real chaos runs: three broker processes under a live workload while the nemesis
-partitions them, tears segment tails, kills and pauses them. A clean run must check clean, with
-every fault kind injected and recovered from; a run that duplicates must make the chaos command
-say FAIL and exit 1. Neither may leave a process behind."""
+"""Short real chaos runs: three broker processes at RF=3 under a live workload (two producers,
+a consumer group of two) while the nemesis injects every fault kind. A clean run must check
+clean, with every fault kind injected and recovered from; a run that duplicates must make the
+chaos command say FAIL and exit 1. Neither may leave a process behind."""
 
 import json
 import os
 import tempfile
-import threading
 from dataclasses import dataclass
 
 import pytest
 from click.testing import CliRunner
 
-from distlog.broker.metadata import place_replicas
 from distlog.chaos import runner
 from distlog.chaos.checker import anomalies_of
-from distlog.chaos.nemesis import FAULT_KINDS, Nemesis
+from distlog.chaos.nemesis import FAULT_KINDS
 from distlog.chaos.runner import ChaosConfig, run_chaos
 from distlog.cli import main
 from tests.supervisor.helpers import kill_all, processes_using
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-BROKER_IDS = [1, 2, 3]  # what `distlog cluster up -n 3` numbers them
 PARTITIONS = 4
-
-
-class EveryKindOnce(Nemesis):
-    """Injects each of its fault kinds once, in order, then stops: the seeded draw alone may
-    never pick some kind in a short run. It finishes the cycle even if the run's duration is
-    over first (a pause or partition is then brief), so every kind is always in the history."""
-
-    def run(self) -> None:
-        try:
-            for kind in self.faults:
-                threading.Event().wait(self.rng.uniform(*self.interval_s))  # the schedule, not a sync
-                self._one_fault(kind, self.rng.choice(self.broker_ids))
-        except BaseException as error:  # the runner reports it; the cluster is healed either way
-            self.error = error
 
 
 @pytest.fixture
@@ -59,35 +42,30 @@ def history_of(report_dir):
         return [json.loads(line) for line in lines]
 
 
-def test_a_short_run_with_every_fault_kind_finds_no_anomaly_and_writes_its_report(run_dir, monkeypatch):
-    monkeypatch.setattr(runner, "Nemesis", EveryKindOnce)
+def test_a_short_run_with_every_fault_kind_finds_no_anomaly_and_writes_its_report(run_dir):
     report_dir = run_dir / "report"
-    # RF=1: each fault then stalls exactly the partitions of the broker it hits, which the
-    # progress check below relies on (CI's own chaos run is at RF=3).
+    # The schedule goes round the kinds and the window stretches until each has started once,
+    # so "every fault kind" is drawn however short the run.
     config = ChaosConfig(duration_s=20, brokers=3, partitions=PARTITIONS, seed=12, rate_per_s=300,
-                         report_dir=str(report_dir), interval_s=(0.5, 1.0), fault_duration_s=(1.0, 2.0),
-                         replication_factor=1)
+                         report_dir=str(report_dir), interval_s=(0.3, 0.8), fault_duration_s=(0.5, 1.0))
     result = run_chaos(config, say=lambda message: None)
     assert result["harness_errors"] == []
     assert result["valid"], {name: found[:5] for name, found in anomalies_of(result).items() if found}
     history = history_of(report_dir)
     starts = {r["id"]: r for r in history if r["type"] == "nemesis" and r["phase"] == "start"}
     ends = {r["id"]: r for r in history if r["type"] == "nemesis" and r["phase"] == "end"}
-    assert sorted(r["f"] for r in starts.values()) == sorted(FAULT_KINDS), starts
+    assert {r["f"] for r in starts.values()} == set(FAULT_KINDS), starts
     assert ends.keys() == starts.keys(), "a fault that was started was never ended"
     assert result["sends"]["ok"] > 1000
     assert result["reads"]["final_records"] >= result["sends"]["ok"]
-    # The broker each fault hit took acknowledged writes again afterwards. (That *some* write
-    # succeeded after each fault says nothing with three brokers: the other two keep taking them.)
-    leaders = {p: replicas[0] for p, replicas in enumerate(place_replicas(runner.TOPIC, PARTITIONS, 1, BROKER_IDS))}
-    acks = [(r["t"], leaders[r["partition"]]) for r in history if r["type"] == "ok" and r.get("f") == "send"]
-    for fault_id, start in starts.items():
-        (target,) = start["target"]
-        assert any(t > ends[fault_id]["t"] and leader == target for t, leader in acks), \
-            f"broker {target} took no acknowledged write after {start['f']} fault {fault_id} ended"
-    for name in ("report.md", "timeline.png", "history.jsonl", "summary.json"):
+    # Every partition a fault touched took an acknowledged write again afterwards, and the
+    # group committed (the consumers ran as a group, through the faults).
+    assert result["progress_after_heal"] and result["failover_unrecovered"] == []
+    assert any(r["type"] == "ok" and r.get("f") == "commit" for r in history)
+    for name in ("report.md", "timeline.png", "history.jsonl", "summary.json", "result.json", "transcript.md"):
         assert os.path.getsize(report_dir / name) > 0, name
-    assert json.loads((report_dir / "summary.json").read_text())["valid"] is True
+    assert json.loads((report_dir / "result.json").read_text())["valid"] is True
+    assert "SIGKILL" in (report_dir / "transcript.md").read_text()
 
 
 @dataclass
