@@ -6,11 +6,11 @@ returns what it did for the history's nemesis end record ({} when there was noth
 file paths relative to the data dir, byte positions and counts.
 
 - tear_batch: what a crash in the middle of writing a batch leaves: the newest segment of a
-  partition ends part way into its last batch. Recovery cuts the partial batch off as a torn
-  tail. It is realistic only for bytes that were never fsynced; applied to a replica that had
-  acknowledged the batch, it takes back an acknowledged entry without recovery noticing (the
-  "known gap" in distlog/log/recovery.py), so use it on one replica of a replicated partition,
-  whose leader sends the entry again.
+  partition ends part way into a batch, in bytes that were never fsynced (so never
+  acknowledged). Recovery cuts the partial batch off as a torn tail. Tearing synced bytes
+  would take back an acknowledged entry without recovery noticing (the "known gap" in
+  distlog/log/recovery.py: damage in the last batch looks like a torn tail), which no crash
+  does; that is why the synced-size record decides where the tear goes.
 - corrupt_older_segment: a bit flip or a truncation in a closed segment, which recovery, a
   read or the scrub finds and quarantines, and Raft repairs from the other replicas (issue
   #12). Damage on a minority only: a majority losing the same entry is data loss by design.
@@ -59,11 +59,18 @@ def _batches(path: str) -> list[tuple[int, int, int, int]]:
 
 
 def tear_batch(data_dir: str, rng: random.Random) -> dict:
-    """Cut the newest segment of a random partition at a byte strictly inside its last batch.
+    """Leave the newest segment of a random partition ending part way into a batch, as a crash
+    in the middle of writing one does, but only in bytes the broker had not fsynced: a replica
+    fsyncs before it acknowledges, so a real crash never tears what it acknowledged (tearing
+    that would be corruption, which recovery cannot tell from a torn tail in the last batch).
 
-    Returns {"file", "size_bytes" (before), "cut_at" (the new size), "batch_position",
-    "batch_bytes", "batch_offsets": [base, last], "bytes" (removed)}; {} if no partition's
-    newest segment holds a batch."""
+    Where the last batch is not all synced (by the recorded synced size), the file is cut
+    strictly inside it at or past the synced size ("kind": "cut"); where it is, a prefix of a
+    copy of it is appended, the start of a next batch that never got all its bytes out
+    ("kind": "append"). A segment without a synced-size record counts as never synced.
+    Returns {"file", "kind", "size_bytes" (before), "cut_at" (the new size), "batch_position",
+    "batch_bytes", "batch_offsets": [base, last], "bytes" (removed or added)}; {} if no
+    partition's newest segment holds a batch."""
     candidates = []
     for directory in _partition_dirs(data_dir):
         segments = _segment_paths(directory)
@@ -75,12 +82,21 @@ def tear_batch(data_dir: str, rng: random.Random) -> dict:
         return {}
     path, (position, batch_bytes, base_offset, last_offset) = rng.choice(candidates)
     size_bytes = os.path.getsize(path)
+    synced_bytes = recorded_synced_size(path) or 0  # no record: nothing of it is known to be on disk
+    batch_end = position + batch_bytes
+    done = {"file": os.path.relpath(path, data_dir), "size_bytes": size_bytes, "batch_position": position,
+            "batch_bytes": batch_bytes, "batch_offsets": [base_offset, last_offset]}
+    if synced_bytes >= batch_end:
+        with open(path, "r+b") as segment:
+            segment.seek(position)
+            torn = segment.read(rng.randint(1, batch_bytes - 1))
+            segment.seek(size_bytes)
+            segment.write(torn)
+        return {**done, "kind": "append", "cut_at": size_bytes + len(torn), "bytes": len(torn)}
     # A batch is at least a 61-byte header, so there is always a byte strictly inside it.
-    cut_at = rng.randint(position + 1, position + batch_bytes - 1)
+    cut_at = rng.randint(max(position + 1, synced_bytes), batch_end - 1)
     os.truncate(path, cut_at)
-    return {"file": os.path.relpath(path, data_dir), "size_bytes": size_bytes, "cut_at": cut_at,
-            "batch_position": position, "batch_bytes": batch_bytes, "batch_offsets": [base_offset, last_offset],
-            "bytes": size_bytes - cut_at}
+    return {**done, "kind": "cut", "cut_at": cut_at, "bytes": size_bytes - cut_at}
 
 
 def corrupt_older_segment(data_dir: str, rng: random.Random) -> dict:

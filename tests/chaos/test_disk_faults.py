@@ -99,6 +99,41 @@ def test_tear_batch_leaves_a_partition_whose_newest_segment_is_empty_alone(tmp_p
     assert tear_batch(data_dir, random.Random(1)) == {}
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_tear_batch_never_tears_a_synced_batch_it_appends_a_torn_next_one_instead(tmp_path, recording, seed):
+    """A replica fsyncs before it acknowledges, so a crash only tears unsynced bytes: a fully
+    synced last batch stays whole, and the torn bytes are the start of a batch after it."""
+    directory = partition_dir(str(tmp_path))
+    with PartitionLog.open(directory, SMALL_SEGMENTS) as log:
+        for i in range(7):
+            log.append(values_batch(value(i)))
+        log.flush()
+    done = tear_batch(str(tmp_path), random.Random(seed))
+    assert done["kind"] == "append" and done["cut_at"] == done["size_bytes"] + done["bytes"]
+    assert 0 < done["bytes"] < done["batch_bytes"]
+    with PartitionLog.open(directory, SMALL_SEGMENTS) as log:
+        assert log.damage is None and log.log_end_offset == 7, "every synced record kept, the torn one cut"
+        assert [r.value for r in read_all(log)] == [value(i) for i in range(7)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_tear_batch_cuts_an_unsynced_last_batch_no_lower_than_the_synced_size(tmp_path, recording, seed):
+    directory = partition_dir(str(tmp_path))
+    log = PartitionLog.open(directory, SMALL_SEGMENTS)
+    for i in range(6):
+        log.append(values_batch(value(i)))
+    log.flush()
+    log.append(values_batch(value(6)))  # in the page cache only
+    path = log.segments[-1].log_path
+    killed(log)
+    synced = recorded_synced_size(path) or 0  # a segment rolled and never synced has no record
+    done = tear_batch(str(tmp_path), random.Random(seed))
+    assert done["kind"] == "cut" and synced <= done["cut_at"] < done["batch_position"] + done["batch_bytes"]
+    with PartitionLog.open(directory, SMALL_SEGMENTS) as log:
+        assert log.damage is None and log.log_end_offset == 6
+        assert [r.value for r in read_all(log)] == [value(i) for i in range(6)]
+
+
 # ---- corrupt_older_segment -------------------------------------------------------------------
 
 
