@@ -117,9 +117,17 @@ def _role(broker: int, leaders: dict, topic: str) -> str:
 def _damage_text(record: dict) -> str:
     damage = record.get("damage")
     if damage:
-        return ": " + "; ".join(", ".join(f"{k} {v}" for k, v in entry.items()) for entry in damage)
+        return ": " + "; ".join(_one_damage(entry) for entry in damage)
     if "moved" in record:
         moved = record["moved"]
         return (f": partition {moved['partition']} moved {moved['from']} -> {moved['to']}"
                 f", reassigned {record.get('reassigned')}, decommissioned {record.get('decommissioned')}")
     return ""
+
+
+def _one_damage(entry: dict) -> str:
+    if "files" in entry:  # a power cut: how much it took, not every file
+        return f"broker {entry['broker']} lost {entry['bytes']} unsynced bytes in {len(entry['files'])} files"
+    if len(entry) == 1:
+        return f"broker {entry['broker']} had nothing to lose"
+    return ", ".join(f"{k} {v}" for k, v in entry.items())
