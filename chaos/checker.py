@@ -50,6 +50,7 @@ class _Collected:
         self.first_read: dict = {}         # value -> (index, process, t) of the first poll or final read holding it
         self.polls: list = []              # (process, index, t, records) of every ok poll, in order
         self.commits: list = []            # (process, index, t, group, offsets) of every ok commit, in order
+        self.assigns: list = []            # (process, index, group, partitions) of every assign, in order
         self.final_read = "missing"
         self.final_records: list = []
         self.fault_starts: dict = {}       # id -> start record
@@ -110,7 +111,7 @@ def _anomalies(seen: _Collected) -> dict:
     final_at = {(partition, offset): value for partition, offset, value in final}
     final_values = set(map(_VALUE, final))
     nonmonotonic_polls, poll_skips = _poll_order_anomalies(
-        seen.polls, _offsets_by_partition(final_at) if final_ok else None)
+        seen, _offsets_by_partition(final_at) if final_ok else None)
     return {
         # Jepsen "lost-write": a value known to be written (acknowledged, or observed by a poll,
         # which Jepsen counts as having happened however its send ended) that the healed log lacks.
@@ -179,6 +180,8 @@ def _collect(history: list[dict]) -> _Collected:
             seen.polled_values.update(map(_VALUE, record["records"]))
         elif f == "commit" and kind == "ok":
             seen.commits.append((record["process"], index, t, record["group"], record["offsets"]))
+        elif kind == "assign":
+            seen.assigns.append((record["process"], index, record["group"], record["partitions"]))
         elif f == "final-read":
             # The last final read counts: a runner that retries one logs each attempt.
             seen.final_read = "ok" if kind == "ok" else "failed"
@@ -303,16 +306,46 @@ def _inconsistent_offsets(final: set, extra: set, acked_extra: set, final_at: di
     return found
 
 
-def _poll_order_anomalies(polls: list, final_offsets: dict | None) -> tuple[list, list]:
-    """The nonmonotonic_polls and poll_skips entries; skips need the final read (None = none)."""
-    # Each consumer seeks every partition to 0 before its first poll, so its first offset is
-    # checked against a virtual previous offset of -1: starting later skips offsets 0, 1, ...
+def _poll_order_anomalies(seen: _Collected, final_offsets: dict | None) -> tuple[list, list]:
+    """The nonmonotonic_polls and poll_skips entries; skips need the final read (None = none).
+
+    A consumer reads each partition in lanes. One that assigned itself every partition (no
+    assign record) seeks each to 0 before its first poll, so its first offset is checked against
+    a virtual previous offset of -1: starting later skips offsets 0, 1, ... A group member
+    starts a new lane whenever the group gives it a partition (an assign record), at the
+    group's committed offset: its first read there is checked against the highest commit
+    recorded before that read (starting lower re-reads, which at-least-once allows; starting
+    higher skips)."""
+    events = sorted([(index, "poll", (process, records)) for process, index, _t, records in seen.polls]
+                    + [(index, "commit", (group, offsets)) for _process, index, _t, group, offsets in seen.commits]
+                    + [(index, "assign", (process, group, partitions))
+                       for process, index, group, partitions in seen.assigns], key=lambda event: event[0])
     nonmonotonic_polls, poll_skips = [], []
-    previous_offset: dict = {}   # (process, partition) -> last offset polled
-    for process, _index, _t, records in polls:
+    previous_offset: dict = {}  # (process, partition) -> last offset polled in its lane
+    fresh: dict = {}            # (process, partition) -> group: a lane given by the group, not read yet
+    committed: dict = {}        # (group, partition) -> highest ok-committed offset so far
+    for _index, kind, what in events:
+        if kind == "commit":
+            group, offsets = what
+            for partition, offset in offsets:
+                committed[(group, partition)] = max(committed.get((group, partition), 0), offset)
+            continue
+        if kind == "assign":
+            process, group, partitions = what
+            for partition in partitions:
+                fresh[(process, partition)] = group
+            continue
+        process, records = what
         for partition, offset, _value in records:
-            previous = previous_offset.get((process, partition), -1)
-            previous_offset[(process, partition)] = offset
+            lane = (process, partition)
+            if lane in fresh:
+                previous = committed.get((fresh.pop(lane), partition), 0) - 1
+                previous_offset[lane] = offset
+                if offset <= previous:
+                    continue  # a re-read from below the last commit
+            else:
+                previous = previous_offset.get(lane, -1)
+                previous_offset[lane] = offset
             if offset <= previous:
                 nonmonotonic_polls.append(
                     {"process": process, "partition": partition, "previous": previous, "offset": offset})

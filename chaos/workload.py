@@ -9,9 +9,9 @@ on its last attempt may have been written by an earlier one whose acknowledgemen
 Only an exception from send() itself is a definite `fail`: the record was never queued.
 
 A group member's reads of one partition are in order only while it holds the partition: given
-it again later, it starts over at the group's committed offset. So each holding is its own
-process in the history ("consumer-0.3": member 0, its third assignment), and the checker's
-order checks apply within one holding.
+it again later, it starts over at the group's committed offset. So every assignment is
+recorded, and the checker starts a new lane of that member's reads there, checked against the
+group's commits.
 """
 
 from __future__ import annotations
@@ -98,13 +98,9 @@ class GroupMemberWorkload(threading.Thread):
         super().__init__(name=f"chaos-consumer-{index}", daemon=True)
         self.bootstrap, self.topic, self.history, self.group = bootstrap, topic, history, group
         self.index = index
-        self.holding = 0  # which assignment of this member: the history's process is consumer-<index>.<holding>
+        self.process = f"consumer-{index}"
         self.stopping = threading.Event()
         self.error: BaseException | None = None
-
-    @property
-    def process(self) -> str:
-        return f"consumer-{self.index}.{self.holding}"
 
     def run(self) -> None:
         try:
@@ -113,12 +109,10 @@ class GroupMemberWorkload(threading.Thread):
             self.error = error
 
     def _assigned(self, partitions) -> None:
-        self.holding += 1
         self.history.add("assign", process=self.process, group=self.group, partitions=sorted(tp.partition for tp in partitions))
 
     def _revoked(self, partitions) -> None:
         self.history.add("revoke", process=self.process, group=self.group, partitions=sorted(tp.partition for tp in partitions))
-        self.holding += 1
 
     def _run(self) -> None:
         consumer = Consumer(self.bootstrap, group_id=self.group, client_id=f"chaos-{self.index}", fetch_max_wait_ms=100,

@@ -277,6 +277,50 @@ def test_poll_skip_at_the_start_of_a_partition():
     assert anomalies_found(result)["poll_skips"][0]["missed"] == [[0, 0]]
 
 
+def assign(partitions, t, process="consumer-1", group="g"):
+    return {"type": "assign", "process": process, "group": group, "partitions": partitions, "t": t}
+
+
+def group_history():
+    """Partition 0 holds v0, v2, v4 at 0..2; consumer-0 reads two and commits 2; then the group
+    gives partition 0 to consumer-1."""
+    history = [{"type": "meta", "t": 0.0, "topic": "chaos", "partitions": 1, "seed": 7, "duration_s": 5}]
+    log = [(0, 0, "v0"), (0, 1, "v2"), (0, 2, "v4")]
+    for partition, offset, value in log:
+        history += send(value, partition, offset, t=0.1 * offset)
+    history += [assign([0], 1.0, process="consumer-0"), poll(log[:2], t=1.1), commit([(0, 2)], t=1.2),
+                assign([0], 2.0)]
+    return history, log
+
+
+@pytest.mark.parametrize("first_read, found", [
+    ([(0, 2, "v4")], {}),                          # at the committed offset: nothing skipped
+    ([(0, 1, "v2"), (0, 2, "v4")], {}),            # below it: a re-read, which at-least-once allows
+])
+def test_a_group_member_starts_a_partition_it_is_given_at_the_committed_offset(first_read, found):
+    history, log = group_history()
+    history += [poll(first_read, t=2.1, process="consumer-1"), final_read(log, t=3.0)]
+    result = check(history)
+    assert anomalies_found(result) == found and result["valid"]
+
+
+def test_a_group_member_starting_past_the_committed_offset_skips():
+    history, log = group_history()
+    history[-1:-1] = send("v6", 0, 3, t=1.5)
+    log.append((0, 3, "v6"))
+    history += [poll([(0, 3, "v6")], t=2.1, process="consumer-1"), final_read(log, t=3.0)]
+    assert anomalies_found(check(history)) == {"poll_skips": [
+        {"process": "consumer-1", "partition": 0, "previous": 1, "offset": 3, "missed": [[0, 2]]}]}
+
+
+def test_a_member_given_a_partition_again_may_start_below_what_it_read_before():
+    history, log = group_history()
+    history += [assign([0], 2.5, process="consumer-0"), poll(log[1:], t=2.6, process="consumer-0"),
+                final_read(log, t=3.0)]
+    result = check(history)
+    assert result["valid"], anomalies_found(result)
+
+
 def test_gap_with_nothing_in_the_final_read_is_not_a_skip():
     # Offsets 1 and 2 of partition 0 hold no records (e.g. Raft leader markers) and the
     # consumer correctly jumps from 0 to 3.
