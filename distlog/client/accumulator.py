@@ -50,7 +50,8 @@ class ProducerBatch:
     """One partition's records sent as one record batch; completes all its record futures at once."""
 
     __slots__ = ("topic", "partition", "record_count", "size_bytes", "data", "timestamps_ms", "callbacks",
-                 "created_s", "completed_s", "attempts", "retry_at_s", "base_offset", "error", "done", "order")
+                 "created_s", "completed_s", "attempts", "retry_at_s", "base_offset", "error", "done", "order",
+                 "maybe_written")
 
     def __init__(self, topic: str, partition: int):
         self.topic = topic
@@ -68,6 +69,7 @@ class ProducerBatch:
         self.error = None
         self.done = threading.Event()
         self.order = 0  # an idempotent producer's numbering position (see sequencer.py)
+        self.maybe_written = False  # an attempt ended without saying it was not written (a timeout, say)
 
     def metadata(self, index: int) -> RecordMetadata:
         offset = self.base_offset + index if self.base_offset >= 0 else -1

@@ -36,6 +36,12 @@ from distlog.protocol.messages import ErrorResponse, ProduceRequest
 # Errors after which the partition's leader may have moved: look it up again before retrying. A
 # leader that did not answer in time may have been paused or cut off, and replaced meanwhile.
 _REFRESH_ON = frozenset({ErrorCode.NOT_LEADER, ErrorCode.BROKER_NOT_AVAILABLE, ErrorCode.REQUEST_TIMED_OUT})
+# Answers a leader gives before anything of the batch is proposed: that attempt wrote nothing.
+# Every other failure (a timeout, a lost connection, NOT_LEADER from a leader that lost its
+# leadership with the batch proposed, ...) leaves it open whether the batch is in the log.
+REFUSED_UNWRITTEN = frozenset({ErrorCode.OUT_OF_ORDER_SEQUENCE, ErrorCode.MESSAGE_TOO_LARGE,
+                               ErrorCode.CORRUPT_MESSAGE, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                               ErrorCode.INVALID_REQUEST, ErrorCode.INVALID_TOPIC})
 # The longest one metadata lookup may hold the sender thread, and with it every partition's
 # traffic; a topic's partition count that did not come in time is asked for again (PartitionCounts).
 METADATA_ATTEMPT_S = 1.0
@@ -252,7 +258,12 @@ class Sender:
         held = set()  # idempotent: partitions whose next batch cannot go, so no later one may
         if self.sequencer is not None:
             if self.sequencer.needs_renumbering:
-                self.sequencer.renumber(waiting, self._keys_in_flight())
+                for batch in self.sequencer.renumber(waiting, self._keys_in_flight()):
+                    waiting.remove(batch)
+                    self._finish(batch, -1, DistlogError(
+                        ErrorCode.REQUEST_TIMED_OUT, "an earlier batch of this partition failed for good and this one "
+                        "may have been written by an earlier attempt; sending it again under a new producer id "
+                        "could write it twice, so it failed, and may or may not be in the log"))
                 held |= self.sequencer.needs_renumbering
             if self._retry_appended:
                 waiting.sort(key=by_order)
@@ -396,6 +407,8 @@ class Sender:
                 self._finish(batch, result["base_offset"], None)
 
     def _failed(self, batch: ProducerBatch, error: DistlogError) -> None:
+        if error.code not in REFUSED_UNWRITTEN:
+            batch.maybe_written = True
         settings = self.settings
         now_s = time.monotonic()
         past_deadline = now_s - batch.created_s >= settings.delivery_timeout_s

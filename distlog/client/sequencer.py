@@ -16,7 +16,10 @@ rules the sender follows (see Sender._send):
 A batch that fails for good (a non-retriable error, or delivery_timeout_ms) leaves a hole the
 broker would wait on forever, so the partition is renumbered: once nothing of it is in flight,
 its waiting batches get a fresh producer id and sequences from 0, which the leader accepts as
-a new producer. (Kafka bumps the producer epoch for this; a fresh id per partition does the
+a new producer. Except a waiting batch that may have been written already (an earlier attempt
+timed out, or ended in an answer such as NOT_LEADER that leaves it open): under a new id the
+leader could not recognise it, and would write it twice (a chaos run found that). Such a batch
+fails instead, its outcome unknown, as Kafka's producer fails what it cannot resend safely. (Kafka bumps the producer epoch for this; a fresh id per partition does the
 same without a round trip.) Producer ids are random 62-bit numbers drawn by the client: with
 no transactions to fence there is nothing for a broker to allocate, and two producers drawing
 the same id is a one-in-10^18 event.
@@ -91,9 +94,12 @@ class Sequencer:
         """The batch will not be retried: the partition's later batches must be renumbered."""
         self.needs_renumbering.add((batch.topic, batch.partition))
 
-    def renumber(self, waiting: list, in_flight_keys: set) -> None:
+    def renumber(self, waiting: list, in_flight_keys: set) -> list:
         """For each partition that needs it and has nothing in flight, restamp its waiting
-        batches (in their order) under a fresh producer id, sequences from 0."""
+        batches (in their order) under a fresh producer id, sequences from 0. Returns the
+        waiting batches that may have been written already, left as they are: the caller
+        fails them (see the module docstring)."""
+        unsafe = []
         for key in list(self.needs_renumbering):
             if key in in_flight_keys:
                 continue  # its answers come first: they may be OUT_OF_ORDER and join the waiting
@@ -102,7 +108,11 @@ class Sequencer:
             self._next_sequence[key] = 0
             self._lines.pop(key, None)  # under the new id nothing has been sent yet
             for batch in sorted((b for b in waiting if (b.topic, b.partition) == key), key=by_order):
-                self._stamp(batch)
+                if batch.maybe_written:
+                    unsafe.append(batch)
+                else:
+                    self._stamp(batch)
+        return unsafe
 
     def has_earlier(self, batch, pending) -> bool:
         """Whether a batch of the same partition numbered before `batch` is among `pending`."""

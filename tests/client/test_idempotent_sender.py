@@ -146,6 +146,25 @@ def test_a_batch_that_failed_for_good_gets_its_partition_renumbered_under_a_new_
     assert len({s[0] for s in resent}) == 1 and resent[0][0] != old_pid
 
 
+def test_a_batch_that_may_have_been_written_fails_rather_than_go_again_under_a_new_producer_id(rig):
+    """Renumbered, a batch whose earlier attempt timed out (and may be in the log) would be new to
+    the leader and written twice: it fails, outcome unknown; the never-sent batch after it goes."""
+    sender, accumulator, connection = rig
+    batches = queue_batches(sender, accumulator, 2)
+    sender._send(now_s=0.0)
+    (old_pid, _, _) = sent_stamps(connection)[0]
+    answer(sender, 2, ErrorCode.REQUEST_TIMED_OUT)  # batch 1: proposed, maybe committed, no answer
+    answer(sender, 1, ErrorCode.MESSAGE_TOO_LARGE)  # batch 0 fails for good: the partition is renumbered
+    queue_batches(sender, accumulator, 1)
+    sender._send(now_s=later())
+    sender._send(now_s=later())
+    assert batches[1].done.is_set() and batches[1].error.code == ErrorCode.REQUEST_TIMED_OUT
+    assert "may or may not be in the log" in batches[1].error.message
+    resent = sent_stamps(connection, since=2)
+    assert [(s[1], s[2]) for s in resent] == [(0, b"0-0")]  # only the batch never sent before
+    assert resent[0][0] != old_pid
+
+
 def test_a_fresh_batch_is_stamped_in_place_but_a_renumbered_one_gets_a_copy(rig):
     """A timed-out request may still sit in a ZeroMQ queue holding the batch's buffer (frames
     go zero-copy): renumbering must not change bytes that may yet leave."""
