@@ -523,7 +523,15 @@ def _timeline(seen: _Collected) -> dict:
             counts[min(int(t // TIMELINE_BUCKET_S), bucket_count - 1)] += count
         return counts
 
+    # The slowest acknowledgement completing in each second (invoke to ok), in milliseconds.
+    slowest_ms = [0.0] * bucket_count
+    for value, _process, _index, t, _partition, _offset in seen.acks:
+        invoked = seen.invoked.get(value)
+        if invoked is not None:
+            bucket = min(int(t // TIMELINE_BUCKET_S), bucket_count - 1)
+            slowest_ms[bucket] = max(slowest_ms[bucket], round((t - invoked[1]) * 1000, 1))
     return {"bucket_s": TIMELINE_BUCKET_S,
+            "max_ack_latency_ms": slowest_ms,
             "ok_sends": buckets((t, 1) for t in seen.ok_times_s),
             "failed_sends": buckets((t, 1) for t in seen.failed_times_s),
             "polled_records": buckets((t, len(records)) for _process, _index, t, records in seen.polls)}

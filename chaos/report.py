@@ -22,10 +22,12 @@ from distlog.chaos.checker import anomalies_of
 EXAMPLES_PER_ANOMALY = 10
 TIMELINE_FILE = "timeline.png"
 REPORT_FILE = "report.md"
-FIGURE_SIZE_IN = (10, 3)
+FIGURE_SIZE_IN = (12, 5)
 FIGURE_DPI = 100
 # One colour per fault kind, so the windows of one kind read as a group across the run.
-FAULT_COLOURS = {"kill": "tab:red", "pause": "tab:orange", "partition": "tab:purple"}
+FAULT_COLOURS = {"kill": "tab:red", "leader-kill": "darkred", "controller-kill": "indianred", "pause": "tab:orange",
+                 "partition": "tab:purple", "torn-write": "tab:brown", "corrupt": "tab:pink", "power-loss": "black",
+                 "membership": "tab:cyan"}
 OTHER_FAULT_COLOURS = ["tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
 
 ANOMALY_MEANINGS = {
@@ -196,26 +198,38 @@ def _yes_no(flag: bool) -> str:
 
 
 def _write_timeline(result: dict, png_path: str) -> None:
+    """Sends, polled records and failures per second over the fault windows (each labelled with
+    its kind and targets, kills marked), and below them the slowest acknowledgement per second."""
     timeline = result["timeline"]
     bucket_s = timeline["bucket_s"]
     times_s = [i * bucket_s for i in range(len(timeline["ok_sends"]))]
     figure = Figure(figsize=FIGURE_SIZE_IN, dpi=FIGURE_DPI)
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
+    axes, latency = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     axes.step(times_s, timeline["ok_sends"], where="post", color="tab:green", label="ok sends")
+    axes.step(times_s, timeline.get("polled_records", []) or [0] * len(times_s), where="post", color="tab:blue",
+              alpha=0.6, label="records polled")
     axes.step(times_s, timeline["failed_sends"], where="post", color="black", label="failed sends (fail + info)")
     _shade_faults(axes, result["faults"])
-    axes.set_xlabel("run time (s)")
-    axes.set_ylabel(f"sends per {bucket_s:g} s")
+    axes.set_ylabel(f"per {bucket_s:g} s")
     axes.set_xlim(0, max(len(times_s) * bucket_s, bucket_s))
     axes.set_ylim(bottom=0)
     axes.set_title(f"distlog chaos: {'PASS' if result['valid'] else 'FAIL'}")
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # outside: never hides data
+    latency.step(times_s, timeline.get("max_ack_latency_ms", []) or [0] * len(times_s), where="post", color="tab:red")
+    _shade_faults(latency, result["faults"], labels=False)
+    latency.set_ylabel("slowest ack (ms)", fontsize="small")
+    latency.set_yscale("symlog", linthresh=10)
+    latency.set_ylim(bottom=0)
+    latency.set_xlabel("run time (s)")
     figure.tight_layout()
     figure.savefig(png_path, format="png")
 
 
-def _shade_faults(axes, faults: list) -> None:
+KILLS = ("kill", "leader-kill", "controller-kill", "torn-write", "corrupt", "power-loss")
+
+
+def _shade_faults(axes, faults: list, labels: bool = True) -> None:
     unknown_kinds = sorted({fault["f"] for fault in faults} - FAULT_COLOURS.keys())
     colours = {**FAULT_COLOURS,
                **{kind: OTHER_FAULT_COLOURS[i % len(OTHER_FAULT_COLOURS)] for i, kind in enumerate(unknown_kinds)}}
@@ -223,6 +237,12 @@ def _shade_faults(axes, faults: list) -> None:
     for fault in faults:
         kind = fault["f"]
         # One legend entry per kind, however many windows it has.
-        label = None if kind in labelled else f"fault: {kind}"
+        label = None if kind in labelled or not labels else f"fault: {kind}"
         labelled.add(kind)
         axes.axvspan(fault["start_t"], fault["end_t"], color=colours[kind], alpha=0.2, label=label)
+        if kind in KILLS:  # the moment of a SIGKILL, as a marker on the band's left edge
+            axes.axvline(fault["start_t"], color=colours[kind], linewidth=0.8)
+        if labels:  # which brokers, at the band's top
+            targets = ",".join(map(str, fault.get("target", [])))
+            axes.annotate(f"{kind} {targets}", (fault["start_t"], 1.0), xycoords=("data", "axes fraction"),
+                          rotation=90, va="top", ha="right", fontsize=5, color=colours[kind])
