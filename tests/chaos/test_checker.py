@@ -454,11 +454,12 @@ def test_failover_never_when_no_later_send_succeeds():
 
 def test_timeline_buckets_per_second():
     history = send("a", 0, 0, t=0.2) + send("b", 0, 1, t=0.5) + send("c", None, None, t=2.0, outcome="info")
+    history[-3]["t"] = 0.75  # b acknowledged 250 ms after its invoke, a after 100 ms
     history.append(poll([(0, 0, "a"), (0, 1, "b")], t=1.5))
     history.append(final_read([(0, 0, "a"), (0, 1, "b")], t=3.2))
     timeline = check(history)["timeline"]
     assert timeline == {"bucket_s": 1.0, "ok_sends": [2, 0, 0, 0], "failed_sends": [0, 0, 1, 0],
-                        "polled_records": [0, 2, 0, 0]}
+                        "polled_records": [0, 2, 0, 0], "max_ack_latency_ms": [250.0, 0.0, 0.0, 0.0]}
 
 
 def test_a_200k_record_history_is_checked_completely():
