@@ -263,9 +263,11 @@ class ClusterMetadata:
         """A new version in which broker_id takes no new replicas and every replica it holds
         (the controller quorum's included) is moved to the active broker holding the fewest,
         each partition keeping its replication factor and its other replicas' order."""
-        if broker_id not in self.brokers or broker_id in self.decommissioned:
-            known = "was already decommissioned" if broker_id in self.decommissioned else "is not a broker of this cluster"
-            raise DistlogError(ErrorCode.INVALID_REQUEST, f"broker {broker_id} {known}; brokers: {self.active_brokers}")
+        if broker_id in self.decommissioned:
+            return self  # asked again (a retry after NOT_CONTROLLER, say): under way or done already
+        if broker_id not in self.brokers:
+            raise DistlogError(ErrorCode.INVALID_REQUEST,
+                               f"broker {broker_id} is not a broker of this cluster; brokers: {self.active_brokers}")
         remaining = [b for b in self.active_brokers if b != broker_id]
         image = self._next(decommissioned=[*self.decommissioned, broker_id])
         load = {b: 0 for b in remaining}

@@ -110,6 +110,10 @@ def test_a_decommissioned_broker_is_retired_once_nothing_is_left_on_it():
     assert image.controllers == [4, 2, 3] and controller_voters(image, {}) == (4, 2, 3)
     assert retired(image, 1)
     assert 1 not in peer_addresses(image, {1: "tcp://127.0.0.1:9001"}), "retired: nobody's peer, even if configured"
+    # Asked again (an Admin retry after NOT_CONTROLLER, as a chaos run saw): nothing changes, no error.
+    assert image.with_broker_decommissioned(1, [1, 2, 3]) is image
+    with pytest.raises(DistlogError):
+        image.with_broker_decommissioned(9, [1, 2, 3])  # never a broker here
 
 
 def test_the_only_replica_cannot_be_decommissioned_away_without_another_broker():
