@@ -51,6 +51,7 @@ class _Collected:
         self.polls: list = []              # (process, index, t, records) of every ok poll, in order
         self.commits: list = []            # (process, index, t, group, offsets) of every ok commit, in order
         self.assigns: list = []            # (process, index, group, partitions) of every assign, in order
+        self.failed_commits: list = []     # (index, group, offsets) of commits that failed: maybe applied
         self.final_read = "missing"
         self.final_records: list = []
         self.fault_starts: dict = {}       # id -> start record
@@ -180,6 +181,8 @@ def _collect(history: list[dict]) -> _Collected:
             seen.polled_values.update(map(_VALUE, record["records"]))
         elif f == "commit" and kind == "ok":
             seen.commits.append((record["process"], index, t, record["group"], record["offsets"]))
+        elif f == "commit" and record.get("offsets"):
+            seen.failed_commits.append((index, record["group"], record["offsets"]))
         elif kind == "assign":
             seen.assigns.append((record["process"], index, record["group"], record["partitions"]))
         elif f == "final-read":
@@ -314,16 +317,18 @@ def _poll_order_anomalies(seen: _Collected, final_offsets: dict | None) -> tuple
     a virtual previous offset of -1: starting later skips offsets 0, 1, ... A group member
     starts a new lane whenever the group gives it a partition (an assign record), at the
     group's committed offset: its first read there is checked against the highest commit
-    recorded before that read (starting lower re-reads, which at-least-once allows; starting
-    higher skips)."""
+    recorded before that read, counting failed ones too (a commit that timed out, or whose
+    coordinator lost its leadership, may still have been applied). Starting lower re-reads,
+    which at-least-once allows; starting higher skips."""
     events = sorted([(index, "poll", (process, records)) for process, index, _t, records in seen.polls]
                     + [(index, "commit", (group, offsets)) for _process, index, _t, group, offsets in seen.commits]
+                    + [(index, "commit", (group, offsets)) for index, group, offsets in seen.failed_commits]
                     + [(index, "assign", (process, group, partitions))
                        for process, index, group, partitions in seen.assigns], key=lambda event: event[0])
     nonmonotonic_polls, poll_skips = [], []
     previous_offset: dict = {}  # (process, partition) -> last offset polled in its lane
     fresh: dict = {}            # (process, partition) -> group: a lane given by the group, not read yet
-    committed: dict = {}        # (group, partition) -> highest ok-committed offset so far
+    committed: dict = {}        # (group, partition) -> highest offset a commit so far may have stored
     for _index, kind, what in events:
         if kind == "commit":
             group, offsets = what

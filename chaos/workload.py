@@ -142,7 +142,10 @@ class GroupMemberWorkload(threading.Thread):
         try:
             consumer.commit(offsets)
         except DistlogError as error:
-            self.history.add("fail", process=self.process, f="commit", group=self.group, error=str(error))
+            # Not necessarily refused: a coordinator that timed out or lost its leadership may
+            # still have the commit applied, so the offsets go in the record too.
+            self.history.add("fail", process=self.process, f="commit", group=self.group, error=str(error),
+                             offsets=sorted([tp.partition, offset] for tp, offset in offsets.items()))
             return
         self.history.add("ok", process=self.process, f="commit", group=self.group,
                          offsets=sorted([tp.partition, offset] for tp, offset in offsets.items()))

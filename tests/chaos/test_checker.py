@@ -313,6 +313,18 @@ def test_a_group_member_starting_past_the_committed_offset_skips():
         {"process": "consumer-1", "partition": 0, "previous": 1, "offset": 3, "missed": [[0, 2]]}]}
 
 
+def test_a_group_member_may_start_where_a_commit_that_failed_would_have_put_it():
+    """A commit that timed out may have been applied: starting there is no skip."""
+    history, log = group_history()
+    history[-1:-1] = [{"type": "fail", "process": "consumer-0", "f": "commit", "group": "g",
+                       "offsets": [[0, 3]], "error": "REQUEST_TIMED_OUT", "t": 1.3}]
+    history[-1:-1] = send("v6", 0, 3, t=1.5)
+    log.append((0, 3, "v6"))
+    history += [poll([(0, 3, "v6")], t=2.1, process="consumer-1"), final_read(log, t=3.0)]
+    result = check(history)
+    assert result["valid"], anomalies_found(result)
+
+
 def test_a_member_given_a_partition_again_may_start_below_what_it_read_before():
     history, log = group_history()
     history += [assign([0], 2.5, process="consumer-0"), poll(log[1:], t=2.6, process="consumer-0"),
