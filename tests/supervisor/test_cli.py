@@ -163,10 +163,32 @@ def test_pid_of_an_unrelated_process_counts_as_stale(cluster_dir):
         stranger.communicate(b"")
 
 
-def test_port_base_in_use_starts_nothing(cluster_dir):
-    with socket.socket() as holder:
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _hold_a_port_with_free_neighbours() -> socket.socket:
+    """A listening socket on a port whose neighbours (the other brokers' ports with --port-base
+    one below it, and their metrics ports 1000 up) are free: the test must hit the port it
+    holds, not one some other process happens to use (CI failed on that once)."""
+    for _ in range(50):
+        holder = socket.socket()
         holder.bind(("127.0.0.1", 0))
-        holder.listen()
+        taken = holder.getsockname()[1]
+        if all(_bindable(port) for port in (taken - 1, taken + 1, taken + 999, taken + 1000, taken + 1001)):
+            holder.listen()
+            return holder
+        holder.close()
+    raise AssertionError("no port with free neighbours in 50 tries")
+
+
+def test_port_base_in_use_starts_nothing(cluster_dir):
+    with _hold_a_port_with_free_neighbours() as holder:
         taken = holder.getsockname()[1]
         result = run_cli("up", "--detach", "-n", "3", "--port-base", taken - 1, "--data-dir", cluster_dir)
     assert result.returncode == 1
