@@ -73,20 +73,28 @@ class Admin:
     def _created_as_asked(self, spec: dict) -> bool:
         """Whether the topic exists with the partitions and replication factor `spec` asked for:
         a retried create that finds that took effect the first time."""
+        partitions = self._controller_partitions(spec["name"])
+        return (partitions is not None and len(partitions) == spec["partitions"]
+                and all(len(p["replicas"]) == spec["replication_factor"] for p in partitions))
+
+    def _controller_partition_count(self, name: str) -> int | None:
+        partitions = self._controller_partitions(name)
+        return None if partitions is None else len(partitions)
+
+    def _controller_partitions(self, name: str) -> list | None:
+        """The topic's partitions as the controller has them, None if it has no such topic."""
         # Ask the controller, whose metadata is the committed truth: any other broker pulls it
         # every 100 ms and may lag, or may be failing to save it (a full disk) and keep the old.
         deadline_s = time.monotonic() + 1.0
         while True:
             with contextlib.suppress(DistlogError):
                 connection = self.cluster.broker_connection(self.cluster.controller_id)
-                response = connection.request(MetadataRequest(topics=[spec["name"]]), max(0.2, deadline_s - time.monotonic()))
-                found = [t for t in response.topics if t["name"] == spec["name"] and not t["error_code"]]
+                response = connection.request(MetadataRequest(topics=[name]), max(0.2, deadline_s - time.monotonic()))
+                found = [t for t in response.topics if t["name"] == name and not t["error_code"]]
                 if found:
-                    partitions = found[0]["partitions"]
-                    return (len(partitions) == spec["partitions"]
-                            and all(len(p["replicas"]) == spec["replication_factor"] for p in partitions))
+                    return found[0]["partitions"]
             if time.monotonic() >= deadline_s:
-                return False
+                return None
             time.sleep(0.1)  # a new controller may still be catching up: a backoff, not a synchronisation
             with contextlib.suppress(DistlogError):
                 self.cluster.refresh([], 0.5)  # learn who the controller is now
@@ -107,7 +115,10 @@ class Admin:
         """Grow the topic to `count` partitions in all (never fewer: INVALID_PARTITIONS). Keys
         map to partitions by count, so some keys' new records go to new partitions from now on."""
         request = CreatePartitionsRequest(topics=[{"name": name, "count": count}], timeout_ms=self._timeout_ms(timeout_s))
-        self._controller_request(request, timeout_s)
+        # A retry refused because the topic has `count` partitions already is this request's
+        # own first attempt, kept (a topic only grows, so nobody else shrank it back to count).
+        self._controller_request(request, timeout_s, kept_earlier=lambda: self._controller_partition_count(name) == count,
+                                 kept_code=ErrorCode.INVALID_PARTITIONS)
         self.cluster.topics.pop(name, None)
 
     def reassign_partition(self, name: str, partition: int, replicas: list, timeout_s: float | None = None) -> None:
@@ -296,16 +307,17 @@ class Admin:
     def _timeout_ms(self, timeout_s) -> int:
         return int((self.request_timeout_s if timeout_s is None else timeout_s) * 1000)
 
-    def _controller_request(self, request, timeout_s, kept_earlier=None) -> None:
+    def _controller_request(self, request, timeout_s, kept_earlier=None,
+                            kept_code: ErrorCode = ErrorCode.TOPIC_ALREADY_EXISTS) -> None:
         """Send a topic change to a broker that answers (it forwards it to the controller) and
         retry, with a growing pause, while there is no controller (an election): all within the
         timeout, plus the time the controller may take to spread a change. Raise the first error.
 
         NOT_CONTROLLER leaves it open whether the change was kept (a controller busy applying
         a large change can look gone to the broker that forwarded it). So when a retry is
-        refused as done already (TOPIC_ALREADY_EXISTS), `kept_earlier()` decides whether that
-        is this request's own earlier attempt, which counts as success (Kafka's AdminClient
-        would report the topic as existing)."""
+        refused as done already (`kept_code`: TOPIC_ALREADY_EXISTS for a create), `kept_earlier()`
+        decides whether that is this request's own earlier attempt, which counts as success
+        (Kafka's AdminClient would report the topic as existing)."""
         timeout_s = self.request_timeout_s if timeout_s is None else timeout_s
         deadline = Deadline(timeout_s + CHANGE_SPREAD_S)
         backoff_s = CONTROLLER_RETRY_BACKOFF_MIN_S
@@ -323,7 +335,7 @@ class Admin:
                 retried = True
                 continue
             if (errors and retried and kept_earlier is not None
-                    and errors[0]["error_code"] == ErrorCode.TOPIC_ALREADY_EXISTS and kept_earlier()):
+                    and errors[0]["error_code"] == kept_code and kept_earlier()):
                 return
             if errors:
                 raise DistlogError(errors[0]["error_code"], errors[0]["error_message"])

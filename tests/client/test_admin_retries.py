@@ -1,5 +1,5 @@
 """Admin's controller retries: a create retried after NOT_CONTROLLER that finds its own earlier
-attempt kept succeeds; any other TOPIC_ALREADY_EXISTS is still an error. Stub cluster, no sockets."""
+attempt kept succeeds (a partition increase too); any other refusal is still an error. Stub cluster, no sockets."""
 
 import pytest
 
@@ -86,3 +86,20 @@ def test_a_retried_create_the_controller_does_not_know_fails_after_looking_again
         admin_over(cluster).create_topic("t", partitions=3, replication_factor=3)
     assert caught.value.code == ErrorCode.TOPIC_ALREADY_EXISTS
     assert cluster.controller_asked > 1, "a controller that is catching up is asked again"
+
+
+def test_a_retried_partition_increase_that_finds_its_own_earlier_attempt_succeeds():
+    cluster = StubCluster([answer(ErrorCode.NOT_CONTROLLER), answer(ErrorCode.INVALID_PARTITIONS)], topic(6, 3))
+    admin_over(cluster).create_partitions("t", 6)
+    assert cluster.answers == [], "it asked twice"
+
+
+@pytest.mark.parametrize("answers", [
+    [answer(ErrorCode.NOT_CONTROLLER), answer(ErrorCode.INVALID_PARTITIONS)],  # grown further by someone else
+    [answer(ErrorCode.INVALID_PARTITIONS)],  # refused the first time: not this request's doing
+])
+def test_a_partition_increase_refused_otherwise_is_an_error(answers):
+    cluster = StubCluster(answers, topic(8, 3))
+    with pytest.raises(DistlogError) as caught:
+        admin_over(cluster).create_partitions("t", 6)
+    assert caught.value.code == ErrorCode.INVALID_PARTITIONS
