@@ -73,7 +73,7 @@ HINTS = {
     ErrorCode.REQUEST_TIMED_OUT: "the broker did not finish in time; retry, or raise the timeout",
     ErrorCode.MESSAGE_TOO_LARGE: "send smaller records or batches, or raise the topic's max.message.bytes",
     ErrorCode.UNSUPPORTED_VERSION: "upgrade the client or the broker so their API versions overlap",
-    ErrorCode.INVALID_REQUEST: "the request was malformed; this is a client bug",
+    ErrorCode.INVALID_REQUEST: "the broker refused the request as invalid; the message says what to change",
     ErrorCode.TOPIC_ALREADY_EXISTS: "pick another name, or delete the topic first with `distlog topic delete`",
     ErrorCode.INVALID_PARTITIONS: "the partition count must be a positive integer",
     ErrorCode.INVALID_REPLICATION_FACTOR: "the replication factor must be between 1 and the number of brokers",

@@ -17,3 +17,10 @@ def test_a_bare_code_or_a_plain_message_gets_the_generic_hint():
 def test_sending_after_close_is_not_called_a_client_bug():
     text = str(ProducerClosedError())
     assert "closed" in text and "client bug" not in text and "malformed" not in text
+
+
+def test_an_invalid_request_is_not_called_a_client_bug():
+    """Brokers answer INVALID_REQUEST to what a user asked for (a broker not in the cluster, a
+    session timeout out of range): the hint must not blame the client library."""
+    text = str(DistlogError(ErrorCode.INVALID_REQUEST, "broker 9 is not a broker of this cluster"))
+    assert "broker 9" in text and "client bug" not in text
