@@ -14,6 +14,7 @@ import pytest
 from distlog.client.probe import ping
 from distlog.supervisor import cluster_file
 from distlog.supervisor.broker_process import BROKER_COMMAND_ENV
+from distlog.supervisor.ports import port_is_free
 from tests.supervisor.helpers import REPO_ROOT, processes_using, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
@@ -163,15 +164,6 @@ def test_pid_of_an_unrelated_process_counts_as_stale(cluster_dir):
         stranger.communicate(b"")
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _hold_a_port_with_free_neighbours() -> socket.socket:
     """A listening socket on a port whose neighbours (the other brokers' ports with --port-base
     one below it, and their metrics ports 1000 up) are free: the test must hit the port it
@@ -180,7 +172,7 @@ def _hold_a_port_with_free_neighbours() -> socket.socket:
         holder = socket.socket()
         holder.bind(("127.0.0.1", 0))
         taken = holder.getsockname()[1]
-        if all(_bindable(port) for port in (taken - 1, taken + 1, taken + 999, taken + 1000, taken + 1001)):
+        if all(port_is_free(port) for port in (taken - 1, taken + 1, taken + 999, taken + 1000, taken + 1001)):
             holder.listen()
             return holder
         holder.close()
