@@ -549,8 +549,11 @@ class ReplicaManager:
     def _restore_preferred_leaders(self, now_s: float) -> None:
         for key in list(self._caught_up):
             replica = self.groups[key]
-            if replica.preferred_leader == self.broker_id or replica.node.lead_transferee is not None \
-                    or not self._preferred_caught_up(key, now_s):
+            # _caught_up is from before this tick's Ready handling: a leader that stepped down
+            # since (check-quorum after a SIGSTOP, say) must not be asked to transfer, which
+            # raises NotLeaderError and took the whole broker down in a chaos run.
+            if replica.node.role is not Role.LEADER or replica.preferred_leader == self.broker_id \
+                    or replica.node.lead_transferee is not None or not self._preferred_caught_up(key, now_s):
                 self._preferred_ready_since.pop(key, None)
                 continue
             since = self._preferred_ready_since.setdefault(key, now_s)
