@@ -59,8 +59,12 @@ def test_counters_move_between_two_scrapes_during_a_produce_and_lag_follows_comm
     try:
         records = ("distlog_produced_records_total", (("topic", "scraped"),))
         first = wait_for(lambda: (s := scrape(url)).get(records, 0) > 0 and s, what="a first produced batch")
-        second = wait_for(lambda: (s := scrape(url))[records] > first[records] and s,
-                          what="the produced records counter to move during the produce")
+        # A request's latency is observed when it is answered, after its records were counted:
+        # wait for the latency count to move too, or a scrape between the two sees only one.
+        latency = ("distlog_request_latency_seconds_count", (("api", "PRODUCE"),))
+        second = wait_for(lambda: (s := scrape(url))[records] > first[records]
+                          and s.get(latency, 0) > first.get(latency, 0) and s,
+                          what="the produced records and request latency counters to move during the produce")
     finally:
         stop.set()
         producing.join(60)
