@@ -100,7 +100,11 @@ class Admin:
                 self.cluster.refresh([], 0.5)  # learn who the controller is now
 
     def delete_topic(self, name: str, timeout_s: float | None = None) -> None:
-        self._controller_request(DeleteTopicsRequest(topics=[name], timeout_ms=self._timeout_ms(timeout_s)), timeout_s)
+        # A retry told the topic is unknown is this request's own first attempt, kept (the
+        # controller changed before it answered): the topic is gone, as asked.
+        self._controller_request(DeleteTopicsRequest(topics=[name], timeout_ms=self._timeout_ms(timeout_s)), timeout_s,
+                                 kept_earlier=lambda: self._controller_partitions(name) is None,
+                                 kept_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
         self.cluster.topics.pop(name, None)
 
     def alter_topic_config(self, name: str, set_configs: dict | None = None, delete: list | None = None,
@@ -315,7 +319,8 @@ class Admin:
 
         NOT_CONTROLLER leaves it open whether the change was kept (a controller busy applying
         a large change can look gone to the broker that forwarded it). So when a retry is
-        refused as done already (`kept_code`: TOPIC_ALREADY_EXISTS for a create), `kept_earlier()`
+        refused as done already (`kept_code`: TOPIC_ALREADY_EXISTS for a create, UNKNOWN_TOPIC_OR_PARTITION
+        for a delete), `kept_earlier()`
         decides whether that is this request's own earlier attempt, which counts as success
         (Kafka's AdminClient would report the topic as existing)."""
         timeout_s = self.request_timeout_s if timeout_s is None else timeout_s

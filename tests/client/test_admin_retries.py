@@ -1,5 +1,5 @@
 """Admin's controller retries: a create retried after NOT_CONTROLLER that finds its own earlier
-attempt kept succeeds (a partition increase too); any other refusal is still an error. Stub cluster, no sockets."""
+attempt kept succeeds (a partition increase and a delete too); any other refusal is still an error. Stub cluster, no sockets."""
 
 import pytest
 
@@ -103,3 +103,18 @@ def test_a_partition_increase_refused_otherwise_is_an_error(answers):
     with pytest.raises(DistlogError) as caught:
         admin_over(cluster).create_partitions("t", 6)
     assert caught.value.code == ErrorCode.INVALID_PARTITIONS
+
+
+def test_a_retried_delete_that_finds_the_topic_gone_succeeds():
+    # The fresh-clone CI caught this: the controller moved while the first delete was being
+    # committed, the retry was told the topic does not exist, and `topic delete` failed.
+    cluster = StubCluster([answer(ErrorCode.NOT_CONTROLLER), answer(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)], None)
+    admin_over(cluster).delete_topic("t")
+    assert cluster.answers == [], "it asked twice"
+
+
+def test_deleting_a_topic_that_never_existed_is_an_error():
+    cluster = StubCluster([answer(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)], None)
+    with pytest.raises(DistlogError) as caught:
+        admin_over(cluster).delete_topic("t")
+    assert caught.value.code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
