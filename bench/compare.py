@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """distlog side by side with NATS JetStream and Redis Streams, same workload, same run.
 
-    python bench/compare.py --records 200000 [--peers all|nats|redis|none]
+    python bench/compare.py --records 200000 [--peers all|nats|redis|none] [--json]
 
 The workload is the one ../shared/peers/README.md describes: N records with 8-byte random keys
 and 100-byte random values made before timing, one Python producer with many records in
 flight (a record counts only once acknowledged), then one Python consumer reading everything
 back and checking every record. distlog runs 3 brokers on 127.0.0.1 with one topic of one
 partition at --replication-factor (default 3, as the peers' R3); it is measured through
-Producer.send() per record (as users call it) and through send_batch(). Each system prints one
-JSON line with the same fields; then distlog's ratio to each peer. `ack` says what an
+Producer.send() per record (as users call it) and through send_batch(). Each system gives one
+row with the same fields; the ratios to each peer use send() and poll() (what users call), with
+send_batch() beside them. A table goes to stdout, or with --json to stderr and one JSON object
+`{"systems": [...], "ratios": {"nats-jetstream": {"produce", "consume", "produce_send_batch"}, ...}}`
+to stdout. Broker RSS peaks are sampled during distlog's runs. `ack` says what an
 acknowledgement means for each system: distlog's acks=all is a majority of the replicas with
 the entry fsynced; the peers replicate to 3 copies and do not fsync per write.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -28,6 +32,7 @@ from types import SimpleNamespace
 import click
 import numpy as np
 
+from distlog.bench.rss import RssSampler
 from distlog.bench.produce import consume_records, percentile_ms, produce_with_send, produce_with_send_batch
 
 from distlog.broker.launcher import start_brokers, stop_brokers
@@ -60,25 +65,33 @@ def measure_distlog(records: int, flush_policy: str, replication_factor: int = 3
         ack = (f"committed by {replication_factor // 2 + 1} of {replication_factor} replicas, each fsynced; idempotent producer"
                if replication_factor > 1 else
                f"the only replica's append, flush.policy={flush_policy}; idempotent producer")
+        sampler = RssSampler({f"broker-{b.broker_id}": b.process.pid for b in brokers})
         (elapsed, failures, latencies), cpu_produce = timed_cpu(produce_with_send, bootstrap, "compare-send", values, "all", 5, keys)
+        produce_rss = sampler.stop()
+        sampler = RssSampler({f"broker-{b.broker_id}": b.process.pid for b in brokers})
         (consume_s, verified), cpu_consume = timed_cpu(consume_records, bootstrap, "compare-send", values, 600, keys)
+        consume_rss = sampler.stop()
         lines.append(_line("distlog-send", records, elapsed, consume_s, latencies, failures, verified, ack,
-                           cpu_produce, cpu_consume))
-        (elapsed, failures, latencies), cpu_produce = timed_cpu(
-            produce_with_send_batch, bootstrap, "compare-batch", values_2d, "all", 10_000)
+                           cpu_produce, cpu_consume, produce_rss, consume_rss))
         lines[-1]["note"] = "Producer.send() per record, Consumer.poll()"
+        sampler = RssSampler({f"broker-{b.broker_id}": b.process.pid for b in brokers})
+        (elapsed, failures, latencies), cpu_produce = timed_cpu(
+            produce_with_send_batch, bootstrap, "compare-batch", values_2d, "all", 10_000, keys_2d)
         lines.append(_line("distlog-send_batch", records, elapsed, None, latencies, failures, failures == 0, ack,
-                           cpu_produce, None))
-        lines[-1]["note"] = "Producer.send_batch() of 10,000-record uint8 arrays (values only, no keys)"
+                           cpu_produce, None, sampler.stop(), None))
+        lines[-1]["note"] = "Producer.send_batch() of 10,000-record uint8 arrays of keys and values"
     finally:
         stop_brokers(brokers)
         shutil.rmtree(data_root, ignore_errors=True)
     return lines
 
 
-def _line(system, records, produce_s, consume_s, latencies, failures, verified, ack, cpu_produce, cpu_consume):
+def _line(system, records, produce_s, consume_s, latencies, failures, verified, ack, cpu_produce, cpu_consume,
+          produce_rss, consume_rss):
     return {
         "system": system, "records": records, "value_bytes": 100, "key_bytes": 8,
+        "broker_rss_mb_peak": max(produce_rss.values()), "broker_rss_mb_peaks_produce": produce_rss,
+        "broker_rss_mb_peaks_consume": consume_rss,
         "produce_msgs_per_s": round(records / produce_s), "produce_MB_per_s": round(records * 100 / 1e6 / produce_s, 2),
         "consume_msgs_per_s": round(records / consume_s) if consume_s else None,
         "ack_latency_ms_p50": percentile_ms(latencies, 50), "ack_latency_ms_p99": percentile_ms(latencies, 99),
@@ -99,6 +112,37 @@ def measure_peers(which: str, records: int) -> list:
     return [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
 
 
+def ratios_to_peers(systems: list) -> dict:
+    """distlog's per-record figures (send() / poll()) over each peer's, and send_batch() beside."""
+    by_name = {line["system"]: line for line in systems}
+    send, batch = by_name.get("distlog-send"), by_name.get("distlog-send_batch")
+    ratios = {}
+    for peer in systems:
+        if peer["system"].startswith("distlog") or send is None or not peer.get("produce_msgs_per_s"):
+            continue
+        ratio = {"produce": round(send["produce_msgs_per_s"] / peer["produce_msgs_per_s"], 2), "consume": None}
+        if send.get("consume_msgs_per_s") and peer.get("consume_msgs_per_s"):
+            ratio["consume"] = round(send["consume_msgs_per_s"] / peer["consume_msgs_per_s"], 2)
+        if batch is not None:
+            ratio["produce_send_batch"] = round(batch["produce_msgs_per_s"] / peer["produce_msgs_per_s"], 2)
+        ratios[peer["system"]] = ratio
+    return ratios
+
+
+def table(systems: list, ratios: dict) -> str:
+    def number(value):
+        return "" if value is None else f"{value:,}".replace(",", " ")
+
+    rows = [("system", "produce msg/s", "consume msg/s", "ack p99 ms", "broker RSS MB", "send() ratio produce / consume")]
+    for line in systems:
+        ratio = ratios.get(line["system"])
+        rows.append((line["system"], number(line.get("produce_msgs_per_s")), number(line.get("consume_msgs_per_s")),
+                     number(line.get("ack_latency_ms_p99")), number(line.get("broker_rss_mb_peak")),
+                     f"{ratio['produce']}x / {ratio['consume']}x" if ratio else ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--records", type=click.IntRange(min=1), default=200_000, show_default=True,
               help="records each system produces and consumes")
@@ -108,24 +152,25 @@ def measure_peers(which: str, records: int) -> list:
               help="for --replication-factor 1 (replicas always fsync)")
 @click.option("--replication-factor", type=click.Choice(["1", "2", "3"]), default="3", show_default=True,
               help="distlog's replication factor, on 3 brokers")
+@click.option("--json", "json_output", is_flag=True,
+              help="print one JSON object {systems, ratios} on stdout (the table goes to stderr)")
 def main(**options):
-    """distlog beside NATS JetStream and Redis Streams: the same workload in the same run, JSON lines."""
+    """distlog beside NATS JetStream and Redis Streams: the same workload in the same run; a table and ratios."""
     args = SimpleNamespace(**{**options, "replication_factor": int(options["replication_factor"])})
-    lines = measure_distlog(args.records, args.flush_policy, args.replication_factor)
+    systems = measure_distlog(args.records, args.flush_policy, args.replication_factor)
     if args.peers != "none":
-        lines.extend(measure_peers(args.peers, args.records))
-    for line in lines:
-        print(json.dumps(line))
-    ours = [l for l in lines if l["system"].startswith("distlog")]
-    peers = [l for l in lines if not l["system"].startswith("distlog")]
-    for mine in ours:
-        for peer in peers:
-            ratios = {"distlog": mine["system"], "peer": peer["system"],
-                      "produce_ratio": round(mine["produce_msgs_per_s"] / peer["produce_msgs_per_s"], 2)}
-            if mine["consume_msgs_per_s"] and peer.get("consume_msgs_per_s"):
-                ratios["consume_ratio"] = round(mine["consume_msgs_per_s"] / peer["consume_msgs_per_s"], 2)
-            print(json.dumps(ratios))
-    sys.exit(0 if all(l["verified"] for l in ours) else 1)
+        systems.extend(measure_peers(args.peers, args.records))
+    ratios = ratios_to_peers(systems)
+    result = {"records": args.records, "value_bytes": 100, "key_bytes": 8,
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+              "systems": systems, "ratios": ratios}
+    if args.json_output:
+        print(table(systems, ratios), file=sys.stderr)
+        print(json.dumps(result))
+    else:
+        print(table(systems, ratios))
+    ours = [line for line in systems if line["system"].startswith("distlog")]
+    sys.exit(0 if all(line["verified"] for line in ours) else 1)
 
 
 if __name__ == "__main__":

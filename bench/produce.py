@@ -10,6 +10,7 @@ and two consume paths: Consumer.poll() (records as objects) and Consumer.poll_ba
 (record batches, values checked as numpy arrays). Every record read back is compared with what
 was written, in order, per partition; `verified` is true only when all of them match.
 Ack latency is per batch: from its first record being queued to its acknowledgement.
+Broker and client RSS peaks over the run are sampled from /proc (bench/rss.py).
 Prints one JSON object (with --json) or a readable summary. Stops every broker it started.
 """
 
@@ -29,6 +30,7 @@ from types import SimpleNamespace
 import click
 import numpy as np
 
+from distlog.bench.rss import RssSampler
 from distlog.broker.launcher import start_brokers, stop_brokers
 from distlog.broker.metrics import ENDPOINT_FILE as METRICS_ENDPOINT_FILE
 from distlog.client import Admin, Consumer, Producer
@@ -59,13 +61,14 @@ def produce_with_send(bootstrap, topic, values, acks, linger_ms, keys=None, samp
     return elapsed, failures, [f.batch_latency_s for f in sampled]
 
 
-def produce_with_send_batch(bootstrap, topic, values_2d, acks, chunk_records):
+def produce_with_send_batch(bootstrap, topic, values_2d, acks, chunk_records, keys_2d=None):
     producer = Producer(bootstrap, acks=acks, linger_ms=0)
     try:
         started = time.perf_counter()
         futures = []
         for start in range(0, len(values_2d), chunk_records):
-            futures.extend(producer.send_batch(topic, values_2d[start:start + chunk_records], partition=0))
+            keys = None if keys_2d is None else keys_2d[start:start + chunk_records]
+            futures.extend(producer.send_batch(topic, values_2d[start:start + chunk_records], keys=keys, partition=0))
         producer.flush(600)
         elapsed = time.perf_counter() - started
     finally:
@@ -188,7 +191,7 @@ def run(args, paths) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
     }
     data_root = tempfile.mkdtemp(prefix="distlog-bench-")
-    brokers, scraper = [], None
+    brokers, scraper, sampler = [], None, None
     broker_args = ["--config", f"flush.policy={args.flush_policy}"]
     if args.scrape_every_s is not None:
         broker_args += ["--metrics-port", "0"]
@@ -197,6 +200,7 @@ def run(args, paths) -> int:
         brokers = start_brokers(args.brokers, data_root, extra_args=broker_args)
         if args.scrape_every_s is not None:
             scraper = Scraper([b.data_dir for b in brokers], args.scrape_every_s)
+        sampler = RssSampler({**{f"broker-{b.broker_id}": b.process.pid for b in brokers}, "client": os.getpid()})
         bootstrap = ",".join(b.address for b in brokers)
         verified = True
         with Admin(bootstrap) as admin:
@@ -228,11 +232,17 @@ def run(args, paths) -> int:
             result["consume_batches_records_per_s"] = round(args.records / elapsed)
             verified &= ok
         result["verified"] = bool(verified)
+        peaks = sampler.stop()
+        result["client_rss_mb_peak"] = peaks.pop("client")
+        result["broker_rss_mb_peak"] = max(peaks.values())
+        result["broker_rss_mb_peaks"] = peaks
         if scraper is not None:
             result["scrapes"] = scraper.scrapes
     finally:
         if scraper is not None:
             scraper.stop()
+        if sampler is not None:
+            sampler.stop()
         stop_brokers(brokers)
         shutil.rmtree(data_root, ignore_errors=True)
     if args.json_output:
