@@ -68,17 +68,18 @@ def measure_distlog(records: int, flush_policy: str, replication_factor: int = 3
         sampler = RssSampler({f"broker-{b.broker_id}": b.process.pid for b in brokers})
         (elapsed, failures, latencies), cpu_produce = timed_cpu(produce_with_send, bootstrap, "compare-send", values, "all", 5, keys)
         produce_rss = sampler.stop()
+        produce_anon = sampler.anon_peaks_mb()
         sampler = RssSampler({f"broker-{b.broker_id}": b.process.pid for b in brokers})
         (consume_s, verified), cpu_consume = timed_cpu(consume_records, bootstrap, "compare-send", values, 600, keys)
         consume_rss = sampler.stop()
         lines.append(_line("distlog-send", records, elapsed, consume_s, latencies, failures, verified, ack,
-                           cpu_produce, cpu_consume, produce_rss, consume_rss))
+                           cpu_produce, cpu_consume, produce_rss, consume_rss, produce_anon))
         lines[-1]["note"] = "Producer.send() per record, Consumer.poll()"
         sampler = RssSampler({f"broker-{b.broker_id}": b.process.pid for b in brokers})
         (elapsed, failures, latencies), cpu_produce = timed_cpu(
             produce_with_send_batch, bootstrap, "compare-batch", values_2d, "all", 10_000, keys_2d)
         lines.append(_line("distlog-send_batch", records, elapsed, None, latencies, failures, failures == 0, ack,
-                           cpu_produce, None, sampler.stop(), None))
+                           cpu_produce, None, sampler.stop(), None, sampler.anon_peaks_mb()))
         lines[-1]["note"] = "Producer.send_batch() of 10,000-record uint8 arrays of keys and values"
     finally:
         stop_brokers(brokers)
@@ -87,11 +88,11 @@ def measure_distlog(records: int, flush_policy: str, replication_factor: int = 3
 
 
 def _line(system, records, produce_s, consume_s, latencies, failures, verified, ack, cpu_produce, cpu_consume,
-          produce_rss, consume_rss):
+          produce_rss, consume_rss, produce_anon):
     return {
         "system": system, "records": records, "value_bytes": 100, "key_bytes": 8,
         "broker_rss_mb_peak": max(produce_rss.values()), "broker_rss_mb_peaks_produce": produce_rss,
-        "broker_rss_mb_peaks_consume": consume_rss,
+        "broker_rss_mb_peaks_consume": consume_rss, "broker_rss_anon_mb_peak": max(produce_anon.values()),
         "produce_msgs_per_s": round(records / produce_s), "produce_MB_per_s": round(records * 100 / 1e6 / produce_s, 2),
         "consume_msgs_per_s": round(records / consume_s) if consume_s else None,
         "ack_latency_ms_p50": percentile_ms(latencies, 50), "ack_latency_ms_p99": percentile_ms(latencies, 99),

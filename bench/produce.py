@@ -232,10 +232,12 @@ def run(args, paths) -> int:
             result["consume_batches_records_per_s"] = round(args.records / elapsed)
             verified &= ok
         result["verified"] = bool(verified)
-        peaks = sampler.stop()
+        peaks, anon_peaks = sampler.stop(), sampler.anon_peaks_mb()
         result["client_rss_mb_peak"] = peaks.pop("client")
+        anon_peaks.pop("client")
         result["broker_rss_mb_peak"] = max(peaks.values())
         result["broker_rss_mb_peaks"] = peaks
+        result["broker_rss_anon_mb_peak"] = max(anon_peaks.values())  # heap and buffers: without mapped file pages
         if scraper is not None:
             result["scrapes"] = scraper.scrapes
     finally:

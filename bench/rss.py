@@ -4,6 +4,11 @@ The issue's target is broker RSS during the produce benchmark, so a benchmark st
 RssSampler over its brokers' pids, runs, stops it and reports `peaks_mb()`. Sampling is a thread
 reading /proc/<pid>/status (VmRSS, the kernel's count of resident pages) every `every_s`; a
 process that has exited is simply no longer sampled.
+
+VmRSS counts the file pages a process has mapped as well as its own heap: a broker serves reads
+from a read-only mmap of each segment, so pages it has read count until the kernel unmaps them.
+RssAnon (heap, buffers, queues) is what grows without bound if something is unbounded, so
+it is kept beside the total.
 """
 
 from __future__ import annotations
@@ -11,12 +16,13 @@ from __future__ import annotations
 import threading
 
 
-def rss_mb(pid: int) -> float | None:
-    """The process's resident set in MiB, None when it is gone (or not Linux)."""
+def rss_mb(pid: int, field: str = "VmRSS") -> float | None:
+    """The process's resident set (or another /proc status field: RssAnon, RssFile) in MiB,
+    None when it is gone (or not Linux)."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024  # the kernel reports kB
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
@@ -30,15 +36,17 @@ class RssSampler:
         self.pids = dict(pids)  # name -> pid
         self.every_s = every_s
         self._peaks = {name: 0.0 for name in self.pids}
+        self._anon_peaks = {name: 0.0 for name in self.pids}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
         self._thread.start()
 
     def sample(self) -> None:
         for name, pid in self.pids.items():
-            mb = rss_mb(pid)
-            if mb is not None and mb > self._peaks[name]:
-                self._peaks[name] = mb
+            for peaks, field in ((self._peaks, "VmRSS"), (self._anon_peaks, "RssAnon")):
+                mb = rss_mb(pid, field)
+                if mb is not None and mb > peaks[name]:
+                    peaks[name] = mb
 
     def _run(self) -> None:
         self.sample()
@@ -54,3 +62,6 @@ class RssSampler:
 
     def peaks_mb(self) -> dict:
         return {name: round(peak, 1) for name, peak in self._peaks.items()}
+
+    def anon_peaks_mb(self) -> dict:
+        return {name: round(peak, 1) for name, peak in self._anon_peaks.items()}

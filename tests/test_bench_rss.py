@@ -17,6 +17,7 @@ def test_rss_of_this_process_is_what_the_kernel_says_and_grows_with_touched_memo
     del block
     peaks = sampler.stop()
     assert peaks["me"] >= before + 60
+    assert sampler.anon_peaks_mb()["me"] >= 60, "a heap block is anonymous memory"
 
 
 def test_a_process_that_exited_is_skipped():

@@ -50,3 +50,4 @@ def test_the_produce_benchmark_starts_its_brokers_verifies_and_stops_them():
     assert result["verified"] is True and result["records"] == 500
     assert set(result["broker_rss_mb_peaks"]) == {"broker-1"}, "broker memory is reported"
     assert 10 < result["broker_rss_mb_peak"] < 2000 and result["client_rss_mb_peak"] > 10
+    assert 0 < result["broker_rss_anon_mb_peak"] <= result["broker_rss_mb_peak"]
