@@ -17,6 +17,7 @@ recovery serves only the sound prefix and keeps the rebuilt indexes in memory.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import mmap
 import os
@@ -43,6 +44,14 @@ _EMPTY = memoryview(b"")
 # reader mapped (the kernel keeps mapped pages). Purely advisory: nothing unsynced is dropped.
 HOT_TAIL_BYTES = 16 * 1024 * 1024
 _CACHE_DROP_STEP_BYTES = 4 * 1024 * 1024
+
+# A read maps the pages it touches into the broker, and the kernel counts them in its RSS (and
+# keeps them in the page cache: fadvise cannot drop a mapped page) for as long as the segment is
+# mapped: a broker that served 500 MB measured 540 MB RSS, 47 MB of it its own heap. So each
+# segment keeps only its latest read's pages mapped: the next read hands the previous one's back
+# (madvise DONTNEED). On a shared file mapping that only unmaps them: a view still being sent
+# faults them in again from the page cache or the file, with the same bytes.
+_PAGE_BYTES = mmap.PAGESIZE
 
 
 def segment_file_name(base_offset: int, suffix: str) -> str:
@@ -79,6 +88,7 @@ class Segment:
         # A view of a read-only mmap of the file (the view keeps the mapping alive); its
         # length is the mapped size, so a lock-free reader can never see the two disagree.
         self._map_view = _EMPTY
+        self._last_read = None  # (mapping, start, end) of the latest read, whose pages stay mapped
         # Power-loss tests only (synced.py): where each fsync's size is recorded; None in production.
         self._synced = SyncedRecorder(self.log_path) if recording_enabled() else None
 
@@ -251,6 +261,7 @@ class Segment:
         self._close_fd()
         self._fd = -1
         self._map_view = _EMPTY
+        self._last_read = None  # the mapping holds a dup of the fd until it goes
         if self._synced is not None:
             self._synced.close()  # (the .log went elsewhere; PartitionLog.open removes a record left behind)
 
@@ -398,7 +409,17 @@ class Segment:
             except CorruptDataError:
                 break  # serve the sound batches before it; the next read, starting there, fails
             position += header.batch_length
+        self._release_previous_read(view, start, position)
         return view[start:position]
+
+    def _release_previous_read(self, view: memoryview, start: int, end: int) -> None:
+        previous, self._last_read = self._last_read, (view.obj, start, end)
+        if previous is None:
+            return
+        mapping, previous_start, previous_end = previous
+        if mapping is view.obj and previous_end > start and previous_start < end:
+            previous_end = start  # overlapping (a tail reader rereading): only what lies before this read
+        _unmap_pages(mapping, previous_start, previous_end)
 
     def check(self, position: int, expected_offset: int, max_bytes: int) -> tuple[int, int]:
         """crc-check the whole batches from position (where expected_offset starts) for about
@@ -484,6 +505,7 @@ class Segment:
         close_old_fd = self._close_fd
         self._open_fd(0)  # before closing the old one, so a reader never sees a reused fd number
         self._map_view = _EMPTY
+        self._last_read = None  # the mapping holds a dup of the fd until it goes
         close_old_fd()
 
     def persist_indexes(self) -> None:
@@ -520,6 +542,7 @@ class Segment:
         """Drop the fsynced bytes before the hot tail from the page cache (see HOT_TAIL_BYTES)."""
         cold_end = self.size_bytes - HOT_TAIL_BYTES
         if cold_end - self._cache_dropped_to >= _CACHE_DROP_STEP_BYTES:
+            _unmap_pages(self._map_view.obj, self._cache_dropped_to, min(cold_end, len(self._map_view)))  # else kept
             os.posix_fadvise(self._fd, self._cache_dropped_to, cold_end - self._cache_dropped_to,
                              os.POSIX_FADV_DONTNEED)
             self._cache_dropped_to = cold_end
@@ -538,6 +561,7 @@ class Segment:
             self._close_fd()
         self._fd = -1
         self._map_view = _EMPTY
+        self._last_read = None  # the mapping holds a dup of the fd until it goes
         if self._synced is not None:
             self._synced.close()
 
@@ -559,3 +583,12 @@ class Segment:
     def __repr__(self) -> str:
         return (f"Segment(base_offset={self.base_offset}, next_offset={self.next_offset}, "
                 f"size_bytes={self.size_bytes})")
+
+
+def _unmap_pages(mapping, start: int, end: int) -> None:
+    """Unmap the whole pages of mapping[start:end) from this process (see _PAGE_BYTES); only a
+    hint, so a failure is ignored."""
+    first, last = start - start % _PAGE_BYTES, end - end % _PAGE_BYTES
+    if last > first and isinstance(mapping, mmap.mmap):
+        with contextlib.suppress(OSError, ValueError):  # ValueError: the mapping was closed
+            mapping.madvise(mmap.MADV_DONTNEED, first, last - first)
