@@ -18,7 +18,7 @@ Handling a Ready, in order:
      persist ready.hard_state; then storage.sync(), so all of it is durable (a driver of
      many groups writes every Ready of a loop turn first and syncs each storage once);
   3. send ready.messages_after_persist (votes and acks: they promise what was just written);
-  4. apply ready.committed_entries;
+  4. apply ready.committed_entries (none are delivered with Config.deliver_committed_entries off);
   5. call advance(ready). Do not call tick/step/propose between ready() and advance().
 
 Positions are record offsets: an entry is a batch [base_offset, last_offset] and its index
@@ -218,6 +218,12 @@ class Config:
     # data -> the Membership a membership entry holds; None for every other batch. Called
     # once per entry a follower appends and per proposal, so it must be cheap for the others.
     read_membership: Callable[[object], Optional[Membership]] = membership_in_data
+    # Whether ready() hands the newly committed entries over (read back from storage) for the
+    # caller to apply. A log whose state machine is the log itself (a broker's partition:
+    # readers read the log) has nothing to apply, and reading every batch back, crc-checked,
+    # cost a follower a tenth of its time; then Ready.committed_entries stays empty and
+    # Ready.applied_to alone says how far the commit moved.
+    deliver_committed_entries: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +239,9 @@ class Ready:
     # With start_over: the membership in effect below the new log start, for storage.reset's
     # third argument; None when that is the bootstrap membership (reset with two arguments).
     start_membership: Optional[Membership] = None
+    # The index applied once this Ready is handled: the last committed entry's, also when
+    # committed_entries is not delivered (Config.deliver_committed_entries); None: unchanged.
+    applied_to: Optional[int] = None
 
 
 class ProgressState(enum.Enum):
@@ -631,14 +640,19 @@ class RaftNode:
         self._check_not_in_ready()
         hard_state = self._hard_state()
         committed: list[Entry] = []
+        applied_to = None
         if self.commit > self.applied:
             if self.applied < self._log.log_start_offset() - 1:
                 raise RuntimeError(
                     f"node {self.node_id}: retention removed entries {self.applied + 1}.."
                     f"{self._log.log_start_offset() - 1} before they were applied; bound retention "
                     f"and compaction by min(commit, applied)")
-            committed = [e for e in self._log.entries_from(self.applied + 1, self.commit - self.applied)
-                         if e.last_offset <= self.commit]
+            if self.config.deliver_committed_entries:
+                committed = [e for e in self._log.entries_from(self.applied + 1, self.commit - self.applied)
+                             if e.last_offset <= self.commit]
+                applied_to = committed[-1].last_offset if committed else None
+            else:
+                applied_to = self.commit  # an entry's index is its last offset: commit ends an entry
         rd = Ready(
             hard_state=hard_state if hard_state != self._persisted_hard_state else None,
             start_over=self._log.start_over,
@@ -648,6 +662,7 @@ class RaftNode:
             committed_entries=tuple(committed),
             start_membership=(self._memberships.base if self._log.start_over
                               and self._memberships.base != self._bootstrap else None),
+            applied_to=applied_to,
         )
         self._msgs = []
         self._msgs_after_persist = []
@@ -663,8 +678,8 @@ class RaftNode:
                 self.repair_until = None  # everything it may have acknowledged is durable again: it votes
         if rd.hard_state is not None:
             self._persisted_hard_state = rd.hard_state
-        if rd.committed_entries:
-            self.applied = rd.committed_entries[-1].last_offset
+        if rd.applied_to is not None:
+            self.applied = rd.applied_to
         if self.role is Role.LEADER:
             me = self.progress[self.node_id]
             me.match = me.next - 1 if rd.entries else self._log.stable_last_index()

@@ -109,6 +109,7 @@ class PartitionReplica:
             marker_only_when_needed=True,
             membership_entry=membership_batch,
             read_membership=membership_in_batch,
+            deliver_committed_entries=False,  # the log is the state machine: nothing to apply
         ), self.storage)
         self._producers: Optional[ProducerStateTable] = None
         self._leader_term: Optional[int] = None  # the term this replica last saw itself lead

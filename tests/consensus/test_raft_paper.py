@@ -195,6 +195,34 @@ def test_5_4_leader_counts_itself_only_once_its_entries_are_persisted():
     assert [e.last_offset for e in node.ready().committed_entries] == [0]
 
 
+def test_a_node_that_does_not_deliver_committed_entries_still_advances_applied_without_reading_them():
+    """A broker's partition is its own state machine: reading each committed batch back was a
+    tenth of a follower's time, so it asks not to be handed them."""
+
+    class UnreadableStorage(MemoryStorage):
+        reads_allowed = True
+
+        def entries_from(self, base_offset, max_count):
+            assert self.reads_allowed, "committed entries were read back from storage"
+            return super().entries_from(base_offset, max_count)
+
+    storage = UnreadableStorage()
+    node = RaftNode(Config(node_id=1, peers=(1,), rng=random.Random(1), deliver_committed_entries=False), storage)
+    node.campaign()
+    rd = node.ready()
+    storage.append(rd.entries)
+    node.advance(rd)
+    node.propose(b"x", 3)
+    rd = node.ready()
+    storage.append(rd.entries)
+    node.advance(rd)
+    storage.reads_allowed = False
+    rd = node.ready()
+    assert rd.committed_entries == () and rd.applied_to == node.commit == 3
+    node.advance(rd)
+    assert node.applied == 3 and not node.has_ready()
+
+
 # ---- §5 restart from persisted state ------------------------------------------------------
 
 def test_5_restarted_cluster_keeps_its_committed_log_and_replays_it():
