@@ -941,7 +941,8 @@ def _perf_errors(topic_name: str):
         try:
             yield
         except RequestTimedOutError as error:
-            raise CliError(f"no cluster answered ({error}); is it up? (`distlog cluster up`, or --bootstrap)") from None
+            raise CliError(f"{error}; no cluster answered (start one with `distlog cluster up`, or point "
+                           "--bootstrap / --data-dir at one)") from None
         except DistlogError as error:
             if error.code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
                 raise CliError(f"topic '{topic_name}' does not exist (create it with "

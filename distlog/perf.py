@@ -308,6 +308,10 @@ def run_consume(consumer, settings: ConsumeSettings, latency_of=None, out=sys.st
         for record in records:
             recorder.record(latency_of(record, now_ns), len(record.value or b"") + len(record.key or b""))
         if records:
+            if recorder.count == len(records):
+                # the clock starts at the first record: with --from latest, waiting for the
+                # producer to start is not the consumer's time
+                start_s = now_s
             last_s = now_s
         elif now_s - last_s > settings.timeout_s:
             result = summary(recorder.count, last_s - start_s, recorder.bytes, recorder.latencies_ms(), 0)
