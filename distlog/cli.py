@@ -1045,7 +1045,7 @@ def perf_consume(topic_name, num_records, reporting_interval, as_json, start, ti
         consumer = _perf_consumer(bootstrap, fetch_max_wait_ms, timeout)
         try:
             perf_lib.start_consumer(consumer, topic_name, from_latest=start == "latest")
-            result = perf_lib.run_consume(consumer, settings)
+            result = perf_lib.run_consume(consumer, settings, from_latest=start == "latest")
         except perf_lib.ConsumeTimedOut as timed_out:
             perf_lib.report(timed_out.result, as_json, "consumed")
             raise CliError(f"{timed_out} of the {num_records} asked for") from None

@@ -30,6 +30,8 @@ MIN_SLEEP_S = 0.001
 # catch up: a perf run should offer a steady rate, not make up for lost time.
 MAX_LAG_S = 1.0
 MB = 1024 * 1024
+# Records per poll: small enough that latency is measured as records are handed out.
+POLL_RECORDS = 500
 
 
 class RateLimiter:
@@ -80,7 +82,7 @@ class LatencyRecorder:
         self._count = 0
         self.failures = 0
         self.bytes = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._clock = clock
         self._window_start_s = clock()
         self._window = [0, 0, 0.0, 0.0]  # records, bytes, latency sum, latency max
@@ -102,10 +104,18 @@ class LatencyRecorder:
             window[2] += latency_ms
             if latency_ms > window[3]:
                 window[3] = latency_ms
+            self._lock.notify_all()
 
     def fail(self) -> None:
         with self._lock:
             self.failures += 1
+            self._lock.notify_all()
+
+    def wait_for(self, outcomes: int, timeout_s: float) -> bool:
+        """Wait until `outcomes` records are recorded or failed: a batch's future is done before
+        its records' callbacks have all run on the sender thread."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._count + self.failures >= outcomes, timeout_s)
 
     def take_window(self) -> Window:
         """The interval since the last call, and start a new one."""
@@ -233,6 +243,8 @@ def run_produce(producer, settings: ProduceSettings, out=sys.stderr) -> dict:
                           callback=_Acked(recorder, time.perf_counter_ns(), size))
             reporter.tick()
     producer.flush(settings.timeout_s)
+    if not settings.send_batch:
+        recorder.wait_for(settings.num_records, settings.timeout_s)
     elapsed_s = time.monotonic() - start_s
     return summary(recorder.count, elapsed_s, recorder.bytes, recorder.latencies_ms(), recorder.failures)
 
@@ -294,7 +306,7 @@ def start_consumer(consumer, topic: str, from_latest: bool) -> None:
         consumer.position(tp)
 
 
-def run_consume(consumer, settings: ConsumeSettings, latency_of=None, out=sys.stderr) -> dict:
+def run_consume(consumer, settings: ConsumeSettings, latency_of=None, out=sys.stderr, from_latest=False) -> dict:
     """Read settings.num_records records; latency is end to end (`latency_of(record, now_ns)`
     in ms; by default now minus the record's timestamp). Raises ConsumeTimedOut."""
     latency_of = latency_of or (lambda record, now_ns: now_ns / 1e6 - record.timestamp_ms)
@@ -302,16 +314,17 @@ def run_consume(consumer, settings: ConsumeSettings, latency_of=None, out=sys.st
     reporter = ProgressReporter(recorder, settings.reporting_interval_s, "consumed", out)
     start_s = last_s = time.monotonic()
     while recorder.count < settings.num_records:
-        records = consumer.poll(timeout=0.1, max_records=settings.num_records - recorder.count)
+        poll_start_s = time.monotonic()
+        records = consumer.poll(timeout=0.1, max_records=min(POLL_RECORDS, settings.num_records - recorder.count))
         now_ns = time.time_ns()
         now_s = time.monotonic()
         for record in records:
             recorder.record(latency_of(record, now_ns), len(record.value or b"") + len(record.key or b""))
         if records:
-            if recorder.count == len(records):
-                # the clock starts at the first record: with --from latest, waiting for the
-                # producer to start is not the consumer's time
-                start_s = now_s
+            if from_latest and recorder.count == len(records):
+                # with --from latest the clock starts at the poll that brought the first record:
+                # waiting for a producer to start is not consume time
+                start_s = poll_start_s
             last_s = now_s
         elif now_s - last_s > settings.timeout_s:
             result = summary(recorder.count, last_s - start_s, recorder.bytes, recorder.latencies_ms(), 0)
@@ -350,7 +363,7 @@ def run_end_to_end(producer, consumer, topic: str, num_records: int, throughput:
     thread.start()
     try:
         result = run_consume(consumer, ConsumeSettings(topic, num_records, timeout_s, reporting_interval_s),
-                             latency_of, out)
+                             latency_of, out, from_latest=True)
     finally:
         thread.join()
     result["failures"] = len(failures)
