@@ -9,6 +9,7 @@ writes. Data goes to stdout, messages to stderr; exit codes are 0 ok, 1 failure,
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import importlib
 import json
@@ -901,6 +902,192 @@ class _BenchmarkGroup(click.Group):
 def bench():
     """Benchmarks that start what they need, check what they read back and print JSON
     (the same as `python bench/NAME.py`; the README's numbers come from them)."""
+
+
+# -------------------------------------------------------------------------------------- perf
+
+
+# The client library's defaults, so a perf run measures what an application gets.
+PERF_LINGER_MS = 5.0
+PERF_FETCH_MAX_WAIT_MS = 500
+
+
+@main.group()
+def perf():
+    """Load a running cluster and measure it, as Kafka's producer/consumer perf tools do.
+
+    A progress line goes to stderr every --reporting-interval seconds; the summary goes to
+    stdout (one JSON object with --json)."""
+
+
+def _perf_common(command):
+    command = click.option("--topic", "topic_name", required=True, help="the topic to use (it must exist)")(command)
+    command = click.option("--num-records", type=click.IntRange(min=1), required=True,
+                           help="how many records")(command)
+    command = click.option("--reporting-interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+                           help="seconds between progress lines")(command)
+    command = click.option("--json", "as_json", is_flag=True,
+                           help="print the summary as one JSON object: records, elapsed_s, records_per_s, "
+                                "mb_per_s, latency_ms {avg,p50,p95,p99,p99_9,max}, failures")(command)
+    return command
+
+
+def _perf_errors(topic_name: str):
+    """Turns a missing topic or an unreachable cluster into a message that says what to do."""
+    from distlog.client.errors import RequestTimedOutError
+
+    @contextlib.contextmanager
+    def translated():
+        try:
+            yield
+        except RequestTimedOutError as error:
+            raise CliError(f"{error}; no cluster answered (start one with `distlog cluster up`, or point "
+                           "--bootstrap / --data-dir at one)") from None
+        except DistlogError as error:
+            if error.code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION:
+                raise CliError(f"topic '{topic_name}' does not exist (create it with "
+                               f"`distlog topic create {topic_name}`)") from None
+            raise
+    return translated()
+
+
+def _perf_producer(bootstrap, acks, linger_ms, batch_size, timeout):
+    from distlog.client import Producer
+
+    return Producer(bootstrap, acks=acks, linger_ms=linger_ms, batch_size=batch_size, max_block_ms=timeout * 1000,
+                    request_timeout_ms=timeout * 1000, delivery_timeout_ms=timeout * 1000)
+
+
+def _perf_consumer(bootstrap, fetch_max_wait_ms, timeout):
+    from distlog.client import Consumer
+
+    return Consumer(bootstrap, enable_auto_commit=False, client_id="distlog-perf",
+                    fetch_max_wait_ms=fetch_max_wait_ms, request_timeout_ms=int(timeout * 1000))
+
+
+_PRODUCER_OPTIONS = [
+    click.option("--acks", type=click.Choice(["all", "1", "0"]), default="all", show_default=True,
+                 help="acknowledgements per batch, as `distlog produce --acks`"),
+    click.option("--linger-ms", type=click.FloatRange(min=0), default=PERF_LINGER_MS, show_default=True,
+                 help="how long the producer holds a batch open for more records"),
+    click.option("--batch-size", type=click.IntRange(min=1024), default=1_000_000, show_default=True,
+                 help="the producer's batch size in bytes"),
+    click.option("--throughput", type=float, default=-1, show_default=True,
+                 help="records/s to offer at most; -1 for as fast as possible"),
+    click.option("--record-size", type=click.IntRange(min=1), default=100, show_default=True,
+                 help="bytes of (random) value per record"),
+]
+
+
+def _with(options):
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return apply
+
+
+def _check_throughput(throughput: float) -> None:
+    if throughput != -1 and throughput <= 0:
+        raise click.BadParameter(f"{throughput:g} is neither positive nor -1 (unlimited)", param_hint="'--throughput'")
+
+
+@perf.command("produce")
+@_perf_common
+@_with(_PRODUCER_OPTIONS)
+@click.option("--key-size", type=click.IntRange(min=0), default=0, show_default=True,
+              help="bytes of random key per record (0: no key, records stick to one partition at a time)")
+@click.option("--send-batch", is_flag=True, help="Producer.send_batch with numpy arrays (the fastest path) "
+                                                 "instead of one send() per record")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="seconds to wait for metadata and acknowledgements")
+@cluster_options
+def perf_produce(topic_name, num_records, reporting_interval, as_json, acks, linger_ms, batch_size, throughput,
+                 record_size, key_size, send_batch, timeout, bootstrap):
+    """Send records as fast as allowed and report acknowledgement latency (kafka-producer-perf-test).
+
+    Each record carries its create time as its timestamp, so a `distlog perf consume` running
+    at the same time on this host measures end-to-end latency."""
+    from distlog import perf as perf_lib
+
+    _check_throughput(throughput)
+    settings = perf_lib.ProduceSettings(topic_name, num_records, record_size, throughput, key_size, send_batch,
+                                        reporting_interval, timeout)
+    with _perf_errors(topic_name):
+        producer = _perf_producer(bootstrap, acks, linger_ms, batch_size, timeout)
+        try:
+            producer.partitions_for(topic_name)
+            result = perf_lib.run_produce(producer, settings)
+        finally:
+            producer.close(timeout)
+    perf_lib.report(result, as_json, "sent")
+    if result["failures"]:
+        raise CliError(f"{result['failures']} record(s) were not acknowledged")
+
+
+@perf.command("consume")
+@_perf_common
+@click.option("--from", "start", type=click.Choice(["earliest", "latest"]), default="earliest", show_default=True,
+              help="where to start in every partition (latest: only records produced after the start)")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="seconds without a record after which to give up")
+@click.option("--fetch-max-wait-ms", type=click.IntRange(min=0), default=PERF_FETCH_MAX_WAIT_MS, show_default=True,
+              help="how long a broker may hold a fetch waiting for records")
+@cluster_options
+def perf_consume(topic_name, num_records, reporting_interval, as_json, start, timeout, fetch_max_wait_ms, bootstrap):
+    """Read records from every partition and report end-to-end latency (kafka-consumer-perf-test).
+
+    Latency is the time a record is read minus its timestamp, on this host's clock."""
+    from distlog import perf as perf_lib
+
+    settings = perf_lib.ConsumeSettings(topic_name, num_records, timeout, reporting_interval)
+    with _perf_errors(topic_name):
+        consumer = _perf_consumer(bootstrap, fetch_max_wait_ms, timeout)
+        try:
+            perf_lib.start_consumer(consumer, topic_name, from_latest=start == "latest")
+            result = perf_lib.run_consume(consumer, settings, from_latest=start == "latest")
+        except perf_lib.ConsumeTimedOut as timed_out:
+            perf_lib.report(timed_out.result, as_json, "consumed")
+            raise CliError(f"{timed_out} of the {num_records} asked for") from None
+        finally:
+            consumer.close()
+    perf_lib.report(result, as_json, "consumed")
+
+
+@perf.command("end-to-end")
+@_perf_common
+@_with(_PRODUCER_OPTIONS)
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="seconds without a record after which to give up")
+@click.option("--fetch-max-wait-ms", type=click.IntRange(min=0), default=PERF_FETCH_MAX_WAIT_MS, show_default=True,
+              help="how long a broker may hold a fetch waiting for records")
+@cluster_options
+def perf_end_to_end(topic_name, num_records, reporting_interval, as_json, acks, linger_ms, batch_size, throughput,
+                    record_size, timeout, fetch_max_wait_ms, bootstrap):
+    """Produce at --throughput and consume in one process; report produce-to-consume latency
+    (Kafka's EndToEndLatency), measured from each send() to the record's poll()."""
+    from distlog import perf as perf_lib
+
+    _check_throughput(throughput)
+    if record_size < perf_lib.SEQUENCE_BYTES:
+        raise click.BadParameter(f"must be at least {perf_lib.SEQUENCE_BYTES} (each value starts with its "
+                                 "sequence number)", param_hint="'--record-size'")
+    with _perf_errors(topic_name):
+        producer = _perf_producer(bootstrap, acks, linger_ms, batch_size, max(timeout, 30.0))
+        consumer = _perf_consumer(bootstrap, fetch_max_wait_ms, timeout)
+        try:
+            producer.partitions_for(topic_name)
+            result = perf_lib.run_end_to_end(producer, consumer, topic_name, num_records, throughput, record_size,
+                                             reporting_interval, timeout)
+        except perf_lib.ConsumeTimedOut as timed_out:
+            perf_lib.report(timed_out.result, as_json, "consumed")
+            raise CliError(f"{timed_out} of the {num_records} sent") from None
+        finally:
+            consumer.close()
+            producer.close(timeout)
+    perf_lib.report(result, as_json, "consumed")
+    if result["failures"]:
+        raise CliError(f"{result['failures']} record(s) were not acknowledged")
 
 
 main.add_command(cluster)
