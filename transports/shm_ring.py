@@ -212,8 +212,19 @@ class ShmRingReader:
                 ring = _MappedRing(os.path.join(self.shm_dir, name))
             except (FileNotFoundError, ValueError, OSError) as error:
                 raise StaleDescriptor(f"ring {name!r} is gone ({error})") from error
+            # A new ring usually means a writer restarted: let go of rings whose files are gone,
+            # so a broker does not keep one mapping per peer restart forever.
+            self._drop_unlinked()
             self._rings[name] = ring
         return ring
+
+    def _drop_unlinked(self) -> None:
+        for name in [name for name in self._rings if not os.path.exists(os.path.join(self.shm_dir, name))]:
+            _unmap(self._rings.pop(name))
+
+    @property
+    def mapped_rings(self) -> list[str]:
+        return sorted(self._rings)
 
     def view(self, descriptor: Descriptor) -> memoryview:
         """The frame's bytes, zero-copy; StaleDescriptor if its slot was freed or the ring is gone.
@@ -239,9 +250,13 @@ class ShmRingReader:
     def close(self) -> None:
         """Drop the mappings (those with views still exported go when the views are collected)."""
         for ring in self._rings.values():
-            ring.memory.release()
-            try:
-                ring.buffer.close()
-            except BufferError:
-                pass
+            _unmap(ring)
         self._rings.clear()
+
+
+def _unmap(ring: _MappedRing) -> None:
+    try:
+        ring.memory.release()
+        ring.buffer.close()
+    except BufferError:
+        pass  # a view handed out is still alive; the mapping goes when it is collected

@@ -98,6 +98,19 @@ def test_close_unlinks_the_ring_and_a_reader_then_refuses_new_lookups(shm_dir):
     assert not ring_reader.still_valid(descriptor)
 
 
+def test_a_reader_lets_go_of_rings_whose_writer_is_gone_when_a_new_one_appears(shm_dir, reader):
+    first = ShmRingWriter("broker-4", slot_count=1, slot_bytes=8, shm_dir=shm_dir)
+    held = reader.view(first.write(b"kept"))
+    first.close()
+    assert bytes(held) == b"kept", "a view handed out stays readable after the writer unlinks"
+    second = ShmRingWriter("broker-5", slot_count=1, slot_bytes=8, shm_dir=shm_dir)
+    try:
+        reader.view(second.write(b"new"))
+        assert reader.mapped_rings == [second.name]
+    finally:
+        second.close()
+
+
 def test_a_stale_ring_of_a_dead_pid_is_removed_by_the_next_owner_of_the_identity(shm_dir):
     dead_pid = _a_dead_pid()
     stale = os.path.join(shm_dir, ring_name("broker-3", dead_pid))
