@@ -191,6 +191,24 @@ def test_a_paused_reader_never_blocks_the_writer_and_refuses_reused_slots_on_res
         dealer.close()
 
 
+@pytest.mark.integration
+def test_a_reader_killed_mid_request_leaves_the_writer_timing_out_with_its_slots_back(tmp_path):
+    reader, endpoint = _start(_ECHO_SERVER, f"ipc://{tmp_path}/echo.sock", str(tmp_path))
+    dealer = _dealer(endpoint, tmp_path)
+    try:
+        assert dealer.request([b"A" * (1 << 20)], timeout_s=DEADLINE_S)[0] == b"A" * 8
+        reader.send_signal(signal.SIGKILL)
+        reader.wait(DEADLINE_S)
+        started = time.monotonic()
+        with pytest.raises(TransportTimeout):
+            dealer.request([b"B" * (1 << 20)], timeout_s=0.3)
+        assert time.monotonic() - started < 1.0
+        assert dealer.ring.slots_free == 2 and dealer.in_flight == 0
+    finally:
+        _stop(reader)
+        dealer.close()
+
+
 def test_inline_frames_that_merely_start_like_a_descriptor_stay_inline():
     assert decode_descriptor(b"\xffDLSHM\x01\x00" + bytes(100)) is None
     assert decode_descriptor(b"plain") is None
