@@ -198,6 +198,10 @@ class ShmRouterServer:
             self._descriptors[(peer, cid)] = descriptors
         return resolved
 
+    def from_ring(self, peer: bytes, cid: int) -> bool:
+        """Whether some frame of this request is a view into a writer's ring."""
+        return (peer, cid) in self._descriptors
+
     def still_valid(self, peer: bytes, cid: int) -> bool:
         """True if every ring frame of this request is still the writer's (check after use)."""
         descriptors = self._descriptors.get((peer, cid), ())
