@@ -384,6 +384,9 @@ class Sender:
         acknowledgement was lost is written twice."""
         in_flight = self.in_flight.get(endpoint, {})
         lost = list(in_flight.values())
+        connection = self.cluster.connection(endpoint)
+        for cid in in_flight:
+            connection.abandon(cid)
         in_flight.clear()
         for _, batches in lost:
             for batch in batches:
@@ -455,6 +458,7 @@ class Sender:
             for cid, (sent_at_s, batches) in list(in_flight.items()):
                 if now_s - sent_at_s >= settings.request_timeout_s:
                     del in_flight[cid]
+                    self.cluster.connection(endpoint).abandon(cid)  # its ring slots, if any, are free again
                     for batch in batches:
                         self._failed(batch, RequestTimedOutError(
                             f"no produce reply from {endpoint} within {settings.request_timeout_s:.3g} s"))
