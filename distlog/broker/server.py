@@ -374,6 +374,7 @@ class Broker:
             if received is None:
                 return
             peer, cid, frames = received
+            received = None  # no reference to ring views past the copy below
             if self.server.from_ring(peer, cid):
                 frames = self._copy_out_of_ring(peer, cid, frames)
                 if frames is None:
