@@ -170,8 +170,11 @@ class Scraper:
               help="serve each broker's Prometheus metrics and scrape them this often, as a "
                    "supervised cluster watched by Prometheus would be (default: not served)")
 @click.option("--json", "json_output", is_flag=True, help="print one JSON object")
+@click.option("--shm", is_flag=True, help="producers send batches through a shared-memory ring (DISTLOG_SHM=1)")
 def main(**options):
     """Produce N records on brokers of its own, read them all back, print the rates (JSON with --json)."""
+    if options.pop("shm"):
+        os.environ["DISTLOG_SHM"] = "1"
     args = SimpleNamespace(**options)
     paths = [p for p in args.paths.split(",") if p]
     if set(paths) - {"send", "send_batch"}:

@@ -114,7 +114,8 @@ from distlog.replication.producer_state import DuplicateSequenceError, ProducerB
 from distlog.replication.replica import ControlBatchRefusedError, NotLeaderForPartitionError, PartitionReplica
 from distlog.replication.wire import RaftWireError, decode_frame
 from distlog.transports.faults import FaultRules
-from distlog.transports.zmq_transport import DealerConnection, RouterServer, TransportError
+from distlog.transports.shm_transport import ShmRouterServer
+from distlog.transports.zmq_transport import DealerConnection, TransportError
 
 METADATA_SYNC_INTERVAL_S = 0.1
 METADATA_SYNC_TIMEOUT_S = 1.0
@@ -207,7 +208,9 @@ class Broker:
     def _open(self, config: BrokerConfig) -> None:
         """Everything __init__ sets up after taking the data dir's lock."""
         self.fault_rules = FaultRules()
-        self.server = RouterServer(config.listen, context=self.context, fault_rules=self.fault_rules)
+        # Plain frames pass through unchanged; same-host clients may send big frames through a ring.
+        self.server = ShmRouterServer(config.listen, context=self.context, fault_rules=self.fault_rules)
+        self.stale_ring_requests = 0
         self.running = False
         self.purgatory = FetchPurgatory()
         self.produce_waiters = ProduceWaiters()
@@ -371,7 +374,28 @@ class Broker:
             if received is None:
                 return
             peer, cid, frames = received
+            received = None  # no reference to ring views past the copy below
+            if self.server.from_ring(peer, cid):
+                frames = self._copy_out_of_ring(peer, cid, frames)
+                if frames is None:
+                    continue
             self._on_request(peer, cid, frames)
+
+    def _copy_out_of_ring(self, peer: bytes, cid: int, frames: list):
+        """Own copies of a request's ring frames, or None if the writer reused a slot meanwhile.
+
+        Copy first, check after (seqlock style): a copy taken while the generation held is the
+        writer's frame; if it moved, the copy may be torn and the request is dropped (its writer
+        gave up on it already and retries). No view into the ring outlives this call."""
+        copied = [bytes(frame) for frame in frames]
+        valid = self.server.still_valid(peer, cid)
+        self.server.forget(peer, cid)
+        del frames
+        if not valid:
+            self.stale_ring_requests += 1
+            self.logger.warning("stale_ring_request", count=self.stale_ring_requests)
+            return None
+        return copied
 
     def _on_request(self, peer: bytes, cid: int, frames: list) -> None:
         received_s = time.monotonic()
@@ -471,7 +495,7 @@ class Broker:
         self._close_logs()  # close() flushes: before the last replies leave, as every turn
         self._send_outbox()
         self._close_sockets()
-        self.logger.info("stopped")
+        self.logger.info("stopped", stale_descriptors=self.server.stale_descriptors_dropped + self.stale_ring_requests)
 
     def _close_logs(self) -> None:
         quorum = getattr(self, "metadata_quorum", None)

@@ -85,6 +85,7 @@ class ClusterView:
         self.brokers: dict = {}  # id -> address
         self.controller_id = None
         self.topics: dict = {}  # name -> TopicInfo
+        self.shm = False  # pipelined connections to same-host brokers use a shared-memory ring (Producer(shm=True))
         self._connections: dict = {}  # endpoint -> BrokerConnection for pipelining (send/poll_reply)
         # Blocking calls (metadata, list offsets, admin) get a second connection per broker: a
         # blocking request() discards replies to other cids, so on the pipelining socket it would
@@ -99,7 +100,7 @@ class ClusterView:
         """The connection for pipelined send()/poll_reply(); never call request() on it."""
         connection = self._connections.get(endpoint)
         if connection is None:
-            connection = self._connections[endpoint] = BrokerConnection(endpoint, self.context)
+            connection = self._connections[endpoint] = BrokerConnection(endpoint, self.context, shm=self.shm)
         return connection
 
     def request_connection(self, endpoint: str) -> BrokerConnection:

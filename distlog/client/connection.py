@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
@@ -9,7 +11,16 @@ from distlog.client.errors import RequestTimedOutError
 from distlog.protocol.codec import decode_response, encode
 from distlog.protocol.errors import DistlogError
 from distlog.protocol.messages import ErrorResponse, Message
+from distlog.transports.shm_transport import ShmDealerConnection
 from distlog.transports.zmq_transport import DealerConnection, TransportTimeout
+
+_LOCAL_HOSTS = ("tcp://127.0.0.1:", "tcp://localhost:")
+_ring_counter = itertools.count()
+
+
+def is_same_host(endpoint: str) -> bool:
+    """Whether a broker at this endpoint is surely on this host (loopback TCP or ipc://)."""
+    return endpoint.startswith(_LOCAL_HOSTS) or endpoint.startswith("ipc://")
 
 
 def check_response(response: Message) -> Message:
@@ -22,9 +33,15 @@ def check_response(response: Message) -> Message:
 class BrokerConnection:
     """A DEALER to one broker. `request` is blocking; `send`/`poll_reply` let a caller pipeline."""
 
-    def __init__(self, endpoint: str, context=None, identity: bytes | None = None):
+    def __init__(self, endpoint: str, context=None, identity: bytes | None = None, shm: bool = False):
+        """shm=True: big request frames go through a shared-memory ring (same-host brokers only;
+        elsewhere the flag is ignored). The ring file is named after this pid and unlinked by close()."""
         self.endpoint = endpoint
-        self.transport = DealerConnection(endpoint, context=context, identity=identity)
+        if shm and is_same_host(endpoint):
+            self.transport = ShmDealerConnection(endpoint, context=context, identity=identity,
+                                                 ring_identity=f"client{next(_ring_counter)}")
+        else:
+            self.transport = DealerConnection(endpoint, context=context, identity=identity)
         self._monitor = None  # a PAIR socket of connection events, once watch_disconnects() asked
         # False from a disconnect until the next handshake: a request sent meanwhile can slip into
         # the dying connection (and is lost) before ZeroMQ has detached it.
@@ -68,6 +85,18 @@ class BrokerConnection:
     def send(self, message: Message) -> int | None:
         """Queue a request; its cid, or None when the broker is not connected right now."""
         return self.transport.send_request(encode(message))
+
+    def abandon(self, cid: int) -> None:
+        """Give up on a request sent with send(): a late reply is ignored and its ring slots are freed."""
+        abandon = getattr(self.transport, "abandon", None)
+        if abandon is not None:
+            abandon(cid)
+
+    @property
+    def ring_path(self) -> str | None:
+        """The shared-memory ring file of this connection, if it has one."""
+        ring = getattr(self.transport, "ring", None)
+        return ring.path if ring is not None else None
 
     def poll_reply(self):
         """(cid, response) for the next reply waiting, or None. ErrorResponses are returned as is."""

@@ -26,6 +26,7 @@ an idempotent producer may use up to 16, the brokers' dedup window).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -88,6 +89,7 @@ class Producer:
         max_request_bytes: int = 4 * 1024 * 1024,
         enable_idempotence: bool | None = None,
         metadata_max_age_ms: float = 300_000,
+        shm: bool | None = None,
     ):
         if acks not in ACKS:
             raise ValueError(f"acks must be 'all', 1 or 0, got {acks!r}")
@@ -108,6 +110,9 @@ class Producer:
         self._bootstrap = bootstrap
         self.request_timeout_s = request_timeout_ms / 1000
         self._cluster = ClusterView(bootstrap, request_timeout_s=self.request_timeout_s)
+        # shm: batches to same-host brokers go through a shared-memory ring (opt-in; env DISTLOG_SHM=1).
+        self.shm = os.environ.get("DISTLOG_SHM") == "1" if shm is None else bool(shm)
+        self._cluster.shm = self.shm
         self._sticky = StickyPartitioner()
         self._partition_counts = PartitionCounts()
         self._accumulator = RecordAccumulator(batch_size, buffer_memory, self.max_block_s, linger_ms / 1000,

@@ -378,12 +378,20 @@ class Sender:
             if connection.disconnected():
                 self._connection_lost(endpoint)
 
+    def _abandon(self, endpoint: str, cid: int) -> None:
+        """Give up on a request: its shared-memory slots (Producer(shm=True)) are free again."""
+        abandon = getattr(self.cluster.connection(endpoint), "abandon", None)  # test doubles may lack it
+        if abandon is not None:
+            abandon(cid)
+
     def _connection_lost(self, endpoint: str) -> None:
         """The connection dropped (a broker restart, say): what it carried unanswered is lost, so
         retry it now instead of waiting out request_timeout. As after a timeout, a batch whose
         acknowledgement was lost is written twice."""
         in_flight = self.in_flight.get(endpoint, {})
         lost = list(in_flight.values())
+        for cid in in_flight:
+            self._abandon(endpoint, cid)
         in_flight.clear()
         for _, batches in lost:
             for batch in batches:
@@ -455,6 +463,7 @@ class Sender:
             for cid, (sent_at_s, batches) in list(in_flight.items()):
                 if now_s - sent_at_s >= settings.request_timeout_s:
                     del in_flight[cid]
+                    self._abandon(endpoint, cid)  # its ring slots, if any, are free again
                     for batch in batches:
                         self._failed(batch, RequestTimedOutError(
                             f"no produce reply from {endpoint} within {settings.request_timeout_s:.3g} s"))
