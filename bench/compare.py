@@ -32,9 +32,8 @@ from types import SimpleNamespace
 import click
 import numpy as np
 
-from distlog.bench.rss import RssSampler
 from distlog.bench.produce import consume_records, percentile_ms, produce_with_send, produce_with_send_batch
-
+from distlog.bench.rss import RssSampler, broker_pids
 from distlog.broker.launcher import start_brokers, stop_brokers
 from distlog.client import Admin
 
@@ -65,17 +64,17 @@ def measure_distlog(records: int, flush_policy: str, replication_factor: int = 3
         ack = (f"committed by {replication_factor // 2 + 1} of {replication_factor} replicas, each fsynced; idempotent producer"
                if replication_factor > 1 else
                f"the only replica's append, flush.policy={flush_policy}; idempotent producer")
-        sampler = RssSampler({f"broker-{b.broker_id}": b.process.pid for b in brokers})
+        sampler = RssSampler(broker_pids(brokers))
         (elapsed, failures, latencies), cpu_produce = timed_cpu(produce_with_send, bootstrap, "compare-send", values, "all", 5, keys)
         produce_rss = sampler.stop()
         produce_anon = sampler.anon_peaks_mb()
-        sampler = RssSampler({f"broker-{b.broker_id}": b.process.pid for b in brokers})
+        sampler = RssSampler(broker_pids(brokers))
         (consume_s, verified), cpu_consume = timed_cpu(consume_records, bootstrap, "compare-send", values, 600, keys)
         consume_rss = sampler.stop()
         lines.append(_line("distlog-send", records, elapsed, consume_s, latencies, failures, verified, ack,
                            cpu_produce, cpu_consume, produce_rss, consume_rss, produce_anon))
         lines[-1]["note"] = "Producer.send() per record, Consumer.poll()"
-        sampler = RssSampler({f"broker-{b.broker_id}": b.process.pid for b in brokers})
+        sampler = RssSampler(broker_pids(brokers))
         (elapsed, failures, latencies), cpu_produce = timed_cpu(
             produce_with_send_batch, bootstrap, "compare-batch", values_2d, "all", 10_000, keys_2d)
         lines.append(_line("distlog-send_batch", records, elapsed, None, latencies, failures, failures == 0, ack,

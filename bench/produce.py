@@ -30,7 +30,7 @@ from types import SimpleNamespace
 import click
 import numpy as np
 
-from distlog.bench.rss import RssSampler
+from distlog.bench.rss import RssSampler, broker_pids
 from distlog.broker.launcher import start_brokers, stop_brokers
 from distlog.broker.metrics import ENDPOINT_FILE as METRICS_ENDPOINT_FILE
 from distlog.client import Admin, Consumer, Producer
@@ -203,7 +203,7 @@ def run(args, paths) -> int:
         brokers = start_brokers(args.brokers, data_root, extra_args=broker_args)
         if args.scrape_every_s is not None:
             scraper = Scraper([b.data_dir for b in brokers], args.scrape_every_s)
-        sampler = RssSampler({**{f"broker-{b.broker_id}": b.process.pid for b in brokers}, "client": os.getpid()})
+        sampler = RssSampler({**broker_pids(brokers), "client": os.getpid()})
         bootstrap = ",".join(b.address for b in brokers)
         verified = True
         with Admin(bootstrap) as admin:

@@ -29,6 +29,11 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float | None:
     return None
 
 
+def broker_pids(brokers) -> dict:
+    """{"broker-<id>": pid} of launcher.BrokerProcess objects, the names the benchmarks report."""
+    return {f"broker-{b.broker_id}": b.process.pid for b in brokers}
+
+
 class RssSampler:
     """Samples every named pid's RSS every `every_s` on a thread of its own, until stop()."""
 

@@ -260,8 +260,7 @@ class Segment:
         views that readers hold stay valid."""
         self._close_fd()
         self._fd = -1
-        self._map_view = _EMPTY
-        self._last_read = None  # the mapping holds a dup of the fd until it goes
+        self._forget_mapping()
         if self._synced is not None:
             self._synced.close()  # (the .log went elsewhere; PartitionLog.open removes a record left behind)
 
@@ -412,6 +411,12 @@ class Segment:
         self._release_previous_read(view, start, position)
         return view[start:position]
 
+    def _forget_mapping(self) -> None:
+        """Drop this segment's mapping (readers' views keep theirs), the latest read's with it:
+        a mapping holds a dup of the fd until it goes."""
+        self._map_view = _EMPTY
+        self._last_read = None
+
     def _release_previous_read(self, view: memoryview, start: int, end: int) -> None:
         previous, self._last_read = self._last_read, (view.obj, start, end)
         if previous is None:
@@ -504,8 +509,7 @@ class Segment:
         os.replace(temp_path, self.log_path)
         close_old_fd = self._close_fd
         self._open_fd(0)  # before closing the old one, so a reader never sees a reused fd number
-        self._map_view = _EMPTY
-        self._last_read = None  # the mapping holds a dup of the fd until it goes
+        self._forget_mapping()
         close_old_fd()
 
     def persist_indexes(self) -> None:
@@ -560,8 +564,7 @@ class Segment:
         if self._close_fd is not None:  # a read-only log's placeholder segment has no file
             self._close_fd()
         self._fd = -1
-        self._map_view = _EMPTY
-        self._last_read = None  # the mapping holds a dup of the fd until it goes
+        self._forget_mapping()
         if self._synced is not None:
             self._synced.close()
 
