@@ -14,6 +14,7 @@ import functools
 import importlib
 import json
 import os
+import signal
 import sys
 import time
 from datetime import datetime
@@ -492,6 +493,7 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
                         enable_auto_commit=False, client_id="distlog-cli")
     progress = _PrintedProgress(consumer) if group_id is not None else None
     printed, interrupted = 0, False
+    ctrl_c_deferred = _CtrlCDeferred()
     warned = []
 
     def warn_once(record):
@@ -500,6 +502,7 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
             click.echo(f"warning: {record.topic}-{record.partition} offset {record.offset} is not UTF-8 text and "
                        "prints with replacement characters; --encoding base64 or hex shows its bytes", err=True)
 
+    ctrl_c_deferred.install()
     try:
         # Within --timeout too (a second at least, so --timeout 0 still finds the topic).
         numbers = consumer.partitions_for_topic(topic_name, None if timeout is None else max(timeout, 1.0))
@@ -524,11 +527,13 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
                     break
                 continue
             last_record_s = time.monotonic()
-            for record in records[: None if max_records is None else max_records - printed]:
-                click.echo(_format_record(record, "keyed" if print_keys else output_format, encoding, warn_once), nl=False)
-                printed += 1
-                if progress is not None:
-                    progress.printed(record)
+            with ctrl_c_deferred:  # a Ctrl-C between a line's write and its count would miscount
+                for record in records[: None if max_records is None else max_records - printed]:
+                    click.echo(_format_record(record, "keyed" if print_keys else output_format, encoding, warn_once),
+                               nl=False)
+                    printed += 1
+                    if progress is not None:
+                        progress.printed(record)
             if progress is not None:
                 progress.commit_every(GROUP_COMMIT_INTERVAL_S)
     except KeyboardInterrupt:
@@ -538,6 +543,7 @@ def consume(topic_name, from_beginning, partition, offset, max_records, timeout,
         # of stdout at exit must not fail loudly either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
+        ctrl_c_deferred.uninstall()
         try:
             if progress is not None:
                 progress.commit()
@@ -666,6 +672,44 @@ def _text(data, encoding: str, on_mangled):
     except UnicodeDecodeError:
         on_mangled()
         return data.decode("utf-8", errors="replace")
+
+
+class _CtrlCDeferred:
+    """Ctrl-C raises KeyboardInterrupt as usual, except inside `with deferred:`, where it waits
+    for the block's end.
+
+    Python raises KeyboardInterrupt between any two bytecodes, so "print a line, count it" can
+    be cut in between: the line is out and not counted. Masking SIGINT in the main thread is not
+    enough: another thread (numpy's OpenBLAS workers block no signal) may take the signal, and
+    Python then raises it in the main thread anyway. A handler of our own decides instead."""
+
+    def __init__(self):
+        self.inside = False
+        self.pending = False
+        self._previous = None
+
+    def install(self) -> None:
+        self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _on_sigint(self, signum, frame):
+        if self.inside:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def __enter__(self):
+        self.inside = True
+        return self
+
+    def __exit__(self, *exc_info):
+        self.inside = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
 
 
 def _format_record(record, output_format: str, encoding: str = "utf8", warn=lambda record: None) -> str:
