@@ -216,6 +216,11 @@ class ShmRouterServer:
         self.forget(peer, cid)
         return self.inner.send(peer, cid, frames)
 
+    def send_tracked(self, peer: bytes, cid: int, frames: list):
+        """Reply like RouterServer.send_tracked (its tracker, or None if dropped)."""
+        self.forget(peer, cid)
+        return self.inner.send_tracked(peer, cid, frames)
+
     def close(self, linger_ms: int = 0) -> None:
         self.inner.close(linger_ms)
         self._descriptors.clear()

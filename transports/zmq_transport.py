@@ -30,6 +30,11 @@ ZERO_COPY_THRESHOLD_BYTES = 64 * 1024
 # Large enough that a pipelining client or a burst of replication never hits the high-water mark
 # in normal operation; small enough that a stuck peer cannot eat all memory.
 HIGH_WATER_MARK_MESSAGES = 100_000
+# What a ROUTER queues from one peer before it stops reading that peer's socket, so a client
+# that sends faster than the broker reads is held back by TCP (its own queue fills) instead of
+# filling the broker's memory. A Producer has at most max_in_flight (10) requests out per broker;
+# a peer broker's Raft frames wait in its own DEALER meanwhile, none lost.
+ROUTER_RECEIVE_HWM_MESSAGES = 1_000
 
 # Reconnect quickly after a broker restart (failover target is 1 s) but back off against a peer
 # that stays down so we don't spin on connect().
@@ -61,22 +66,31 @@ def peer_name(identity: bytes) -> str:
     return identity.hex()
 
 
-def _send_frames(sock: zmq.Socket, head: list[bytes], frames: list) -> None:
+def _send_frames(sock: zmq.Socket, head: list[bytes], frames: list, track: bool = False):
     """Send head + frames as one multipart message without blocking; big frames zero-copy.
 
+    With track, the biggest frame goes zero-copy whatever its size and its zmq.MessageTracker
+    is returned: done once ZeroMQ let go of the message (written to the socket, or dropped).
     Raises zmq.Again when the message cannot be queued (no connection, high-water mark); ZeroMQ
     queues multipart messages atomically, so a failure on the first frame sends nothing.
     """
     parts = head + list(frames)
     sizes_bytes = [memoryview(part).nbytes for part in parts]
-    if max(sizes_bytes) < ZERO_COPY_THRESHOLD_BYTES:
+    biggest = max(sizes_bytes)
+    if biggest < ZERO_COPY_THRESHOLD_BYTES and not track:
         # One call for the common small message: per-frame send() calls cost ~40% more.
         sock.send_multipart(parts, zmq.NOBLOCK)
-        return
+        return None
+    tracked = sizes_bytes.index(biggest) if track else -1
+    tracker = None
     last = len(parts) - 1
     for index, part in enumerate(parts):
         flags = zmq.NOBLOCK | (zmq.SNDMORE if index < last else 0)
-        sock.send(part, flags, copy=sizes_bytes[index] < ZERO_COPY_THRESHOLD_BYTES, track=False)
+        if index == tracked:
+            tracker = sock.send(part, flags, copy=False, track=True)
+        else:
+            sock.send(part, flags, copy=sizes_bytes[index] < ZERO_COPY_THRESHOLD_BYTES, track=False)
+    return tracker
 
 
 def _recv_frames(sock: zmq.Socket) -> list[bytes] | None:
@@ -112,7 +126,11 @@ class RouterServer:
         self.socket = self._context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK_MESSAGES)
-        self.socket.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK_MESSAGES)
+        self.socket.setsockopt(zmq.RCVHWM, ROUTER_RECEIVE_HWM_MESSAGES)
+        # A tracked reply goes zero-copy whatever its size (pyzmq would copy one under 64 KiB and
+        # report it done at once, and backpressure would not see it queued); untracked small
+        # frames are copied by _send_frames' own choice.
+        self.socket.copy_threshold = 0
         # Mandatory routing only so send() can report an unroutable reply as False; every send is
         # non-blocking, so it never stalls the broker loop and never raises to the caller.
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -151,17 +169,27 @@ class RouterServer:
         Frames of ZERO_COPY_THRESHOLD_BYTES or more are sent without copying: don't modify them
         afterwards.
         """
+        return self._send(peer, cid, frames, track=False) is not False
+
+    def send_tracked(self, peer: bytes, cid: int, frames: list):
+        """Reply like send(), returning a zmq.MessageTracker (done once ZeroMQ let go of the
+        reply's bytes) or None if the reply was dropped. For replies worth counting until they
+        leave (broker/backpressure.py): tracking costs a zero-copy frame and an event."""
+        sent = self._send(peer, cid, frames, track=True)
+        return None if sent is False else sent
+
+    def _send(self, peer: bytes, cid: int, frames: list, track: bool):
+        """The tracker (None untracked) of a reply that went out, or False if it was dropped."""
         _check_frames(frames)
         if not self.fault_rules.allows_send(peer_name(peer)):
             return False
         try:
-            _send_frames(self.socket, [peer, _CID.pack(cid % _CID_MODULUS)], frames)
+            return _send_frames(self.socket, [peer, _CID.pack(cid % _CID_MODULUS)], frames, track)
         except zmq.ZMQError as error:
             if isinstance(error, zmq.Again) or error.errno == zmq.EHOSTUNREACH:
                 self.unroutable_replies_dropped += 1
                 return False
             raise TransportError(f"send on {self.endpoint} failed: {error.strerror}") from error
-        return True
 
     def close(self, linger_ms: int = 0) -> None:
         """Close the socket; queued replies get up to linger_ms to leave."""

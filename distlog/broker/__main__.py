@@ -9,6 +9,7 @@ import click
 
 from distlog.broker.logs import (DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LEVELS, LOG_BACKUPS_ENV, LOG_LEVEL_ENV,
                                  LOG_MAX_BYTES_ENV, BrokerLogger)
+from distlog.broker.backpressure import Limits
 from distlog.broker.server import Broker, BrokerConfig
 
 
@@ -72,8 +73,17 @@ def keep_freed_memory() -> bool:
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics (0: any free port; the URL is "
                    "written to DATA_DIR/metrics-endpoint)  [default: off]")
+@click.option("--max-parked-per-connection", type=click.IntRange(min=1), default=Limits.parked_per_connection,
+              show_default=True, help="produces (acks 1/all) and fetches one connection may have waiting for an "
+                                      "answer; more are refused with THROTTLING (retriable)")
+@click.option("--max-parked", type=click.IntRange(min=1), default=Limits.parked_total, show_default=True,
+              help="produces and fetches waiting for an answer, all connections together")
+@click.option("--max-parked-produce-bytes", type=click.IntRange(min=1), default=Limits.parked_produce_bytes,
+              show_default=True, help="record bytes of produces waiting for their acknowledgement")
+@click.option("--max-unsent-reply-bytes", type=click.IntRange(min=1), default=Limits.unsent_reply_bytes_per_connection,
+              show_default=True, help="fetched bytes a client may leave unread before its fetches are refused")
 def broker(broker_id, data_dir, listen, peers, configs, cluster_id, log_level, log_file, log_max_bytes, log_backups,
-           metrics_port):
+           metrics_port, max_parked_per_connection, max_parked, max_parked_produce_bytes, max_unsent_reply_bytes):
     """Run one distlog broker (what `distlog cluster up` spawns for each broker)."""
     keep_freed_memory()
     peers = peers or {}
@@ -81,7 +91,9 @@ def broker(broker_id, data_dir, listen, peers, configs, cluster_id, log_level, l
         click.echo(f"error: --peers says broker {broker_id} is at {peers[broker_id]} but --listen is {listen}", err=True)
         sys.exit(2)
     peers.setdefault(broker_id, listen)
-    config = BrokerConfig(broker_id, data_dir, listen, peers, dict(configs), cluster_id, metrics_port=metrics_port)
+    limits = Limits(max_parked_per_connection, max_parked, max_parked_produce_bytes, max_unsent_reply_bytes)
+    config = BrokerConfig(broker_id, data_dir, listen, peers, dict(configs), cluster_id, metrics_port=metrics_port,
+                          limits=limits)
     logger = BrokerLogger(broker_id, level=log_level, path=log_file, max_bytes=log_max_bytes, backups=log_backups)
     try:
         server = Broker(config, logger)

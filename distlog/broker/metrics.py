@@ -10,6 +10,9 @@ Names follow the Kafka and Redpanda exporters' habits (a `distlog_` prefix, `_to
   distlog_fetched_bytes_total{topic}              record batch bytes sent to consumers
   distlog_fetched_records_total{topic}            records in them
   distlog_fsync_latency_seconds                   one group-commit fsync of one partition
+  distlog_requests_throttled_total{api}           produces and fetches refused with THROTTLING
+  distlog_parked_requests                         produces and fetches waiting for a later answer
+  distlog_parked_produce_bytes                    record bytes of produces waiting for their acks
   distlog_partitions                              replicas hosted here
   distlog_partition_leaders                       partitions led here
   distlog_under_replicated_partitions             led here, with fewer in-sync replicas than replicas
@@ -38,7 +41,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from distlog.durable import write_file_atomically
@@ -138,6 +141,12 @@ class BrokerMetrics:
         self.fetched_bytes = Counter("distlog_fetched_bytes", "Record batch bytes sent to consumers", ["topic"],
                                      registry=r)
         self.fetched_records = Counter("distlog_fetched_records", "Records sent to consumers", ["topic"], registry=r)
+        self.throttled = Counter("distlog_requests_throttled", "Produces and fetches refused with THROTTLING "
+                                 "(backpressure.py)", ["api"], registry=r)
+        self.parked_requests = Gauge("distlog_parked_requests", "Produces and fetches waiting for a later answer",
+                                     registry=r)
+        self.parked_produce_bytes = Gauge("distlog_parked_produce_bytes", "Record bytes of produces waiting for "
+                                          "their acknowledgement", registry=r)
         self.fsync_latency = Histogram("distlog_fsync_latency_seconds", "One partition's group-commit fsync",
                                        buckets=_FSYNC_BUCKETS_S, registry=r)
         self._state = _StateCollector()

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from distlog import __version__
+from distlog.broker.backpressure import Backpressure, Limits
 from distlog.broker.controller import (
     CHANGE_RESPONSES,
     FORWARD_GRACE_S,
@@ -144,6 +145,7 @@ class BrokerConfig:
     log_defaults: dict = field(default_factory=dict)  # topic config keys every topic starts from
     cluster_id: str = "distlog"
     metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1 (0: any free port)
+    limits: Limits = field(default_factory=Limits)  # what it holds for clients at most (backpressure.py)
 
     @property
     def controller_ids(self) -> tuple:
@@ -155,6 +157,10 @@ class BrokerConfig:
 # raft-state.json per broker: distlog/consensus/hard_state_store.py); still read, and removed
 # with the partition.
 RAFT_STATE_SUFFIX = ".raft-state"
+
+
+def _records_bytes(response: FetchResponse) -> int:
+    return sum(len(entry["records"]) for entry in response.partitions)
 
 
 def partition_dir_name(topic: str, partition: int) -> str:
@@ -176,7 +182,7 @@ class Broker:
         self.peer_connections: dict = {}  # broker id -> DealerConnection (Raft, metadata sync, forwarding)
         self.metadata_quorum = None  # MetadataQuorum on a controller; None elsewhere
         self.metrics = BrokerMetrics()
-        self._replied_later: dict = {}  # (peer, cid) -> (api name, received at): parked produces and fetches
+        self.backpressure = Backpressure(config.limits)  # parked produces and fetches, unsent replies
         self._next_gauges_s = 0.0
         try:
             self._open(config)
@@ -406,19 +412,27 @@ class Broker:
             self.logger.warning("malformed_request", error=error.message, count=self.malformed_requests)
             self._reply(peer, cid, ErrorResponse(int(error.code), error.message, peek_api_key(frames)))
             return
+        api = request.API_KEY.name
+        self.metrics.requests.labels(api).inc()
+        may_park = request.API_KEY is ApiKey.FETCH or (request.API_KEY is ApiKey.PRODUCE and request.acks != 0)
+        produce_bytes = sum(len(p["records"]) for p in request.partitions) if may_park and api == "PRODUCE" else 0
+        refused = self.backpressure.refusal(peer, api, produce_bytes) if may_park else None
+        if refused is not None:  # answered before anything is done with it: its retry is a first try
+            self.metrics.throttled.labels(api).inc()
+            self._reply(peer, cid, ErrorResponse(int(ErrorCode.THROTTLING), refused, int(request.API_KEY)))
+            return
         try:
             response = self.handlers[request.API_KEY](peer, cid, request)
         except Exception as error:  # a bug in one handler must not take the broker down
-            self.logger.error("handler_failed", api=request.API_KEY.name, error=repr(error), trace=traceback.format_exc())
+            self.logger.error("handler_failed", api=api, error=repr(error), trace=traceback.format_exc())
             response = ErrorResponse(int(ErrorCode.UNKNOWN_SERVER_ERROR), f"{type(error).__name__}: {error}", int(request.API_KEY))
-        api = request.API_KEY.name
-        self.metrics.requests.labels(api).inc()
         if response is not None:
             self.metrics.request_latency.labels(api).observe(time.monotonic() - received_s)
-        elif request.API_KEY is ApiKey.FETCH or (request.API_KEY is ApiKey.PRODUCE and request.acks != 0):
-            self._replied_later[(peer, cid)] = (api, received_s)  # answered by a later turn
-        if response is not None:
+            if isinstance(response, FetchResponse):
+                self.backpressure.reply_pending(peer, _records_bytes(response))
             self._reply(peer, cid, response)
+        elif may_park:
+            self.backpressure.park(peer, cid, api, received_s, produce_bytes)  # answered by a later turn
 
     def _reply(self, peer: bytes | None, cid: int, response) -> None:
         if peer is not None:  # None: a request the broker made of itself (creating __consumer_offsets)
@@ -473,15 +487,24 @@ class Broker:
         """Send one response, once it may leave (after _flush). A socket-level failure loses
         this reply, not the broker: the client's request times out and it retries, as it would
         after a lost packet."""
-        later = self._replied_later.pop((peer, cid), None)
+        later = self.backpressure.release(peer, cid)
         if later is not None:
             self.metrics.request_latency.labels(later[0]).observe(time.monotonic() - later[1])
+        records_bytes = 0
         if isinstance(response, FetchResponse):
+            records_bytes = _records_bytes(response)
             for entry in response.partitions:
                 if entry["records"]:
                     self.metrics.fetched(entry["topic"], entry["records"])
         try:
-            self.server.send(peer, cid, encode(response))
+            if records_bytes:  # counted until ZeroMQ lets go of them: a slow reader is throttled
+                tracker = None
+                try:
+                    tracker = self.server.send_tracked(peer, cid, encode(response))
+                finally:  # a fetch answered where it arrived was counted then (_on_request), a parked one now
+                    self.backpressure.reply_queued(peer, records_bytes, tracker, pending=later is None)
+            else:
+                self.server.send(peer, cid, encode(response))
         except TransportError as error:
             self.logger.error("reply_failed", api=response.API_KEY.name, error=str(error))
 
@@ -516,6 +539,8 @@ class Broker:
         coordinated = [loaded.state.offsets for loaded in self.groups.partitions.values() if loaded.state is not None]
         self.metrics.set_state(take_state(self.replicas, self.replication.in_sync_replicas, self.offline,
                                           self.replication.stats, coordinated))
+        self.metrics.parked_requests.set(self.backpressure.parked)
+        self.metrics.parked_produce_bytes.set(self.backpressure.parked_produce_bytes)
 
     def _close_sockets(self) -> None:
         """Close the sockets and the context, then let another broker have the data dir."""
@@ -1135,6 +1160,7 @@ class Broker:
             except OSError as error:
                 self.logger.error("housekeeping_failed", partition=f"{replica.topic}-{replica.partition}", error=str(error))
         self._scrub(replicas)
+        self.backpressure.sweep()
 
     def _scrub(self, replicas: list) -> None:
         """Spend SCRUB_BYTES_PER_TURN crc-checking the replicas' closed segments, round robin

@@ -182,6 +182,7 @@ class Consumer:
         max_partition_fetch_bytes: int = 8 * 1024 * 1024,
         request_timeout_ms: int = 30_000,
         consumer_timeout_ms: float | None = None,
+        retry_backoff_ms: int = 100,
     ):
         if auto_offset_reset not in _RESET_POLICIES:
             raise ValueError(f"auto_offset_reset must be one of {sorted(_RESET_POLICIES)}, got {auto_offset_reset!r}")
@@ -192,17 +193,20 @@ class Consumer:
         self.fetch_max_bytes = fetch_max_bytes
         self.max_partition_fetch_bytes = max_partition_fetch_bytes
         self.request_timeout_s = request_timeout_ms / 1000
+        self.retry_backoff_s = retry_backoff_ms / 1000
         self.consumer_timeout_s = None if consumer_timeout_ms is None else consumer_timeout_ms / 1000
         self._cluster = ClusterView(bootstrap, request_timeout_s=self.request_timeout_s)
         self._states: dict = {}
         self._in_flight: dict = {}  # endpoint -> (cid, sent_at_s, {tp: fetch_offset at send})
         self._offsets_in_flight: dict = {}  # endpoint -> (cid, sent_at_s, {tp: pending_reset at send})
+        self._throttled_until: dict = {}  # endpoint -> monotonic time: it answered THROTTLING, fetch again then
         self._leaderless: set = set()  # topics with an assigned partition whose leader is not known
         self._poller = zmq.Poller()
         self._registered: set = set()
         self._turn = 0
         self._closed = False
-        self._counters = {"records_consumed": 0, "bytes_fetched": 0, "fetch_responses": 0, "fetch_errors": 0}
+        self._counters = {"records_consumed": 0, "bytes_fetched": 0, "fetch_responses": 0, "fetch_errors": 0,
+                          "fetches_throttled": 0}
         self.group_id = group_id
         self._group = None if group_id is None else GroupClient(
             self, group_id, client_id=client_id, session_timeout_ms=session_timeout_ms, assignor=group_assignor,
@@ -390,7 +394,8 @@ class Consumer:
 
     def metrics(self) -> dict:
         """Counters since the consumer was made: records_consumed (handed out by poll()),
-        bytes_fetched, fetch_responses, fetch_errors; and now: assigned_partitions and
+        bytes_fetched, fetch_responses, fetch_errors, fetches_throttled (a broker at its limits
+        answered THROTTLING; fetching from it paused for retry_backoff_ms); and now: assigned_partitions and
         records_lag_max (the most records any assigned partition has past this consumer's
         position, as of the last fetch; -1 before one)."""
         lags = [state.high_watermark - state.position for state in self._states.values()
@@ -538,7 +543,7 @@ class Consumer:
             if cid is not None:
                 self._offsets_in_flight[endpoint] = (cid, time.monotonic(), asked)
 
-    def _on_offsets_response(self, response, asked: dict) -> None:
+    def _on_offsets_response(self, endpoint: str, response, asked: dict) -> None:
         if not hasattr(response, "partitions"):  # an ErrorResponse
             for tp in asked:
                 self._cluster.invalidate(tp.topic, tp.partition)
@@ -575,13 +580,14 @@ class Consumer:
 
     def _send_fetches(self) -> None:
         by_endpoint: dict = {}
+        now_s = time.monotonic()
         for tp, state in self._states.items():
             if state.fetch_offset is None or state.pending_reset is not None or state.error is not None:
                 continue
             if sum(b.batch_length for b in state.batches) >= self.max_partition_fetch_bytes:
                 continue  # enough buffered; don't read further ahead
             endpoint = self._leader(tp)
-            if endpoint is not None and endpoint not in self._in_flight:
+            if endpoint is not None and endpoint not in self._in_flight and self._throttled_until.get(endpoint, 0) <= now_s:
                 by_endpoint.setdefault(endpoint, []).append(tp)
         for endpoint, tps in by_endpoint.items():
             partitions = [{"topic": tp.topic, "partition": tp.partition, "fetch_offset": self._states[tp].fetch_offset,
@@ -615,7 +621,7 @@ class Consumer:
                     flight = flights.get(endpoint)
                     if flight is not None and flight[0] == cid:
                         del flights[endpoint]
-                        on_response(response, flight[2])
+                        on_response(endpoint, response, flight[2])
                         break
                 else:
                     if self._group is not None:
@@ -632,8 +638,13 @@ class Consumer:
         if self._group is not None:
             self._group.on_disconnect(endpoint)
 
-    def _on_fetch_response(self, response, asked: dict) -> None:
+    def _on_fetch_response(self, endpoint: str, response, asked: dict) -> None:
         self._counters["fetch_responses"] += 1
+        if getattr(response, "error_code", None) == ErrorCode.THROTTLING:
+            # The broker holds too much for its clients (backpressure.py): ask it again later.
+            self._counters["fetches_throttled"] += 1
+            self._throttled_until[endpoint] = time.monotonic() + self.retry_backoff_s
+            return
         if not hasattr(response, "partitions"):  # an ErrorResponse: look the leaders up before the next try
             self._counters["fetch_errors"] += 1
             for tp in asked:

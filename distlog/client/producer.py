@@ -243,7 +243,8 @@ class Producer:
     def metrics(self) -> dict:
         """Counters since the producer was made, in the spirit of Kafka's producer metrics:
         records_sent / records_failed (acknowledged / failed for good), batches_sent, bytes_sent
-        (batch bytes acknowledged), requests_sent, retries (batches sent again), and now:
+        (batch bytes acknowledged), requests_sent, retries (batches sent again),
+        requests_throttled (refused by a broker at its limits, THROTTLING, and retried), and now:
         buffer_bytes_used (records waiting in the accumulator) and batch_size_avg."""
         counters = dict(self._sender_counters)
         counters["buffer_bytes_used"] = self._accumulator.buffered_bytes

@@ -36,12 +36,16 @@ from distlog.protocol.messages import ErrorResponse, ProduceRequest
 # Errors after which the partition's leader may have moved: look it up again before retrying. A
 # leader that did not answer in time may have been paused or cut off, and replaced meanwhile.
 _REFRESH_ON = frozenset({ErrorCode.NOT_LEADER, ErrorCode.BROKER_NOT_AVAILABLE, ErrorCode.REQUEST_TIMED_OUT})
+# Refusals that say nothing is wrong with the broker, only "not now" (at its limits) or "not yet"
+# (an earlier batch is missing, and this one is held behind it): the retry waits retry_backoff_ms
+# each time, not longer and longer, or a throttled producer would slow to one batch a second.
+_STEADY_BACKOFF_ON = frozenset({ErrorCode.THROTTLING, ErrorCode.OUT_OF_ORDER_SEQUENCE})
 # Answers a leader gives before anything of the batch is proposed: that attempt wrote nothing.
 # Every other failure (a timeout, a lost connection, NOT_LEADER from a leader that lost its
 # leadership with the batch proposed, ...) leaves it open whether the batch is in the log.
 REFUSED_UNWRITTEN = frozenset({ErrorCode.OUT_OF_ORDER_SEQUENCE, ErrorCode.MESSAGE_TOO_LARGE,
                                ErrorCode.CORRUPT_MESSAGE, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                               ErrorCode.INVALID_REQUEST, ErrorCode.INVALID_TOPIC})
+                               ErrorCode.INVALID_REQUEST, ErrorCode.INVALID_TOPIC, ErrorCode.THROTTLING})
 # The longest one metadata lookup may hold the sender thread, and with it every partition's
 # traffic; a topic's partition count that did not come in time is asked for again (PartitionCounts).
 METADATA_ATTEMPT_S = 1.0
@@ -174,7 +178,7 @@ class Sender:
         self.in_flight: dict = {}  # endpoint -> {cid: (sent_at_s, [batches])}
         # Producer.metrics(): written by this thread only, read by any (whole ints under the GIL).
         self.counters = {"records_sent": 0, "records_failed": 0, "batches_sent": 0, "bytes_sent": 0,
-                         "retries": 0, "requests_sent": 0}
+                         "retries": 0, "requests_sent": 0, "requests_throttled": 0}
         self.sequencer = Sequencer() if settings.idempotent else None
         # Idempotent: `waiting` keeps each partition's batches in number order on its own (new
         # ones arrive in order, _send keeps the order it finds); only a retry, appended at the
@@ -399,6 +403,8 @@ class Sender:
 
     def _on_response(self, batches: list, response) -> None:
         if isinstance(response, ErrorResponse):
+            if response.error_code == ErrorCode.THROTTLING:  # nothing written; retried after a backoff
+                self.counters["requests_throttled"] += 1
             for batch in batches:
                 self._failed(batch, DistlogError(response.error_code, response.error_message))
             return
@@ -432,7 +438,10 @@ class Sender:
                 self.cluster.forget(batch.topic)  # deleted and created again, maybe: epochs start over
             elif error.code in _REFRESH_ON:
                 self.cluster.invalidate(batch.topic, batch.partition)  # look the leader up before the retry
-            batch.retry_at_s = now_s + min(1.0, settings.retry_backoff_s * (2 ** min(batch.attempts - 1, 10)))
+            if error.code in _STEADY_BACKOFF_ON:
+                batch.retry_at_s = now_s + settings.retry_backoff_s
+            else:
+                batch.retry_at_s = now_s + min(1.0, settings.retry_backoff_s * (2 ** min(batch.attempts - 1, 10)))
             self.counters["retries"] += 1
             self.waiting.append(batch)
             self._retry_appended = True

@@ -45,6 +45,7 @@ class ErrorCode(enum.IntEnum):
     NON_EMPTY_GROUP = 29
     INVALID_GROUP_ID = 30
     REASSIGNMENT_IN_PROGRESS = 31
+    THROTTLING = 32
 
 
 # Retriable errors are the ones a later attempt can succeed at without the user changing anything:
@@ -61,6 +62,7 @@ RETRIABLE = frozenset(
         ErrorCode.COORDINATOR_NOT_AVAILABLE,  # __consumer_offsets is being created or has no leader
         ErrorCode.NOT_COORDINATOR,  # the group's partition moved; find the coordinator again
         ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,  # a new coordinator is rebuilding its groups
+        ErrorCode.THROTTLING,  # the broker is at a limit of what it holds for clients; it did nothing
     }
 )
 
@@ -100,6 +102,8 @@ HINTS = {
     ErrorCode.INVALID_GROUP_ID: "group ids are 1-249 printable characters",
     ErrorCode.REASSIGNMENT_IN_PROGRESS: "wait until the move under way is done (`distlog topic describe` shows "
                                         "target replicas until then), then move it again",
+    ErrorCode.THROTTLING: "the broker holds as much as it may for its clients (answers waiting, replies unread) "
+                          "and did nothing with this request; the client backs off and retries",
 }
 
 

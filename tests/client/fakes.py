@@ -13,6 +13,8 @@ from distlog.protocol.codec import decode_request, encode
 from distlog.protocol.errors import ErrorCode
 from distlog.protocol.messages import (
     EARLIEST_TIMESTAMP,
+    ApiKey,
+    ErrorResponse,
     FetchRequest,
     FetchResponse,
     ListOffsetsRequest,
@@ -126,6 +128,9 @@ class FakeCluster:
         self.leaders = [p % count + 1 for p in range(partitions)]
         self.leader_epochs = [0] * partitions
         self.logs = [[] for _ in range(partitions)]
+        # How many of the next fetches / produces are refused with THROTTLING, as a broker at its
+        # limits refuses them (broker/backpressure.py): before doing anything with them.
+        self.throttle = {ApiKey.FETCH: 0, ApiKey.PRODUCE: 0}
         self.brokers = {}
         for broker_id in range(1, count + 1):
             self.brokers[broker_id] = FakeBroker(self, broker_id)
@@ -151,6 +156,9 @@ class FakeCluster:
     def answer(self, broker_id, request, final=True):
         """The response to `request`; None for a fetch that would come back empty, unless final."""
         with self.lock:
+            if self.throttle.get(request.API_KEY):
+                self.throttle[request.API_KEY] -= 1
+                return ErrorResponse(int(ErrorCode.THROTTLING), "the fake broker is at its limits", int(request.API_KEY))
             if isinstance(request, MetadataRequest):
                 return self.metadata()
             if isinstance(request, ListOffsetsRequest):

@@ -380,3 +380,35 @@ def test_close_with_linger_lets_the_context_terminate_promptly():
     terminator.join(WAIT_S)
     assert not terminator.is_alive(), "context.term() hung: a socket was left open or lingering"
     assert threading.active_count() == threads_before
+
+
+def wait_until(condition, what, timeout_s=WAIT_S):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout_s} s")
+        time.sleep(0.01)  # polling interval of a condition, not synchronisation
+
+
+def test_tracked_replies_are_done_only_once_the_reader_takes_them(router, closing):
+    """What the broker's backpressure counts as unsent (broker/backpressure.py): a reply stays
+    not done while a reader that does not read leaves it queued in ZeroMQ."""
+    dealer = connect(router.endpoint, closing)
+    dealer.socket.setsockopt(zmq.RCVHWM, 1)
+    cid = dealer.send_request([b"fetch"])
+    identity, got_cid, _ = recv_request(router)
+    megabyte = os.urandom(1 << 20)
+    # Far more than the kernel's socket buffers and the reader's queue hold: the last ones wait.
+    trackers = [router.send_tracked(identity, got_cid, [b"h", memoryview(megabyte)]) for _ in range(64)]
+    assert all(tracker is not None for tracker in trackers)
+    small = router.send_tracked(identity, got_cid, [b"a small reply is tracked too" * 40])
+    time.sleep(0.2)  # give ZeroMQ time to move what it can: nothing may count as done that was not read
+    assert not trackers[-1].done and not small.done
+    for _ in range(65):
+        assert recv_reply(dealer)[0] == cid
+    wait_until(lambda: all(t.done for t in trackers) and small.done, "every tracked reply done")
+
+
+def test_a_tracked_reply_to_an_unknown_peer_is_none(router):
+    assert router.send_tracked(b"nobody", 1, [b"x"]) is None
+    assert router.unroutable_replies_dropped == 1
