@@ -6,7 +6,10 @@
 Starts one broker, writes --topic-mb of 500-byte records, then a raw DEALER with a 4 KiB
 receive buffer sends --fetches one-megabyte fetches (spread over the log) and reads none of
 the replies. The broker's RSS (total and anonymous) is sampled while they queue and for
---settle-s after; then a normal consumer must still read from it. Prints one JSON object.
+--settle-s after; then a normal consumer must still read from it. Last, the raw reader reads
+its answers: how many carried records and how many the broker refused with THROTTLING (it
+queues up to --max-unsent-reply-bytes for one reader, broker/backpressure.py). Prints one JSON
+object.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import zmq
 from distlog.bench.rss import RssSampler
 from distlog.broker.launcher import start_brokers, stop_brokers
 from distlog.client import Admin, Consumer, Producer
-from distlog.protocol.codec import encode
+from distlog.protocol.codec import decode_response, encode
+from distlog.protocol.errors import ErrorCode
 from distlog.protocol.messages import FetchRequest
 from distlog.transports.zmq_transport import DealerConnection
 
@@ -56,6 +60,9 @@ def main(fetches, topic_mb, settle_s, json_output):
         sampler = RssSampler({"broker": broker.process.pid}, every_s=0.05)
         reader = DealerConnection(broker.address, identity=b"slow-reader")
         reader.socket.setsockopt(zmq.RCVBUF, 4096)
+        reader.socket.setsockopt(zmq.RCVHWM, 1)
+        if not reader.wait_connected(10):  # requests sent before the connection is up are dropped
+            raise SystemExit("the reader could not connect to the broker")
         step = max(1, records // 100)
         for i in range(fetches):
             offset = (i * step) % records
@@ -74,15 +81,35 @@ def main(fetches, topic_mb, settle_s, json_output):
         while served < 1000 and time.monotonic() < poll_deadline:
             served += len(consumer.poll(timeout=1.0))
         consumer.close()
+        served_raw, throttled = _read_answers(reader, fetches)
         reader.close()
         result = {"fetches_sent_unread": fetches, "topic_mb": topic_mb, "broker_rss_mb_peak": peaks["broker"],
                   "broker_rss_anon_mb_peak": anon_peaks["broker"], "broker_alive": broker.process.poll() is None,
-                  "still_serving": served >= 1000}
+                  "still_serving": served >= 1000, "answers_with_records": served_raw,
+                  "answers_throttled": throttled}
     finally:
         stop_brokers(brokers)
         shutil.rmtree(data_root, ignore_errors=True)
     print(json.dumps(result) if json_output else "\n".join(f"{k:28} {v}" for k, v in result.items()))
     sys.exit(0 if result["broker_alive"] and result["still_serving"] else 1)
+
+
+def _read_answers(reader, expected: int, timeout_s: float = 60.0) -> tuple:
+    """(answers carrying records, THROTTLING answers) of the fetches sent, read until all came."""
+    with_records = throttled = 0
+    deadline = time.monotonic() + timeout_s
+    while with_records + throttled < expected and time.monotonic() < deadline:
+        if not reader.socket.poll(1000):
+            continue
+        reply = reader.recv_reply_nowait()
+        if reply is None:
+            continue
+        answer = decode_response(reply[1])
+        if getattr(answer, "error_code", 0) == ErrorCode.THROTTLING:
+            throttled += 1
+        elif hasattr(answer, "partitions"):
+            with_records += 1
+    return with_records, throttled
 
 
 if __name__ == "__main__":
