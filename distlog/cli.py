@@ -995,11 +995,12 @@ def _perf_errors(topic_name: str):
     return translated()
 
 
-def _perf_producer(bootstrap, acks, linger_ms, batch_size, timeout):
+def _perf_producer(bootstrap, acks, linger_ms, batch_size, max_in_flight, timeout):
     from distlog.client import Producer
 
-    return Producer(bootstrap, acks=acks, linger_ms=linger_ms, batch_size=batch_size, max_block_ms=timeout * 1000,
-                    request_timeout_ms=timeout * 1000, delivery_timeout_ms=timeout * 1000)
+    return Producer(bootstrap, acks=acks, linger_ms=linger_ms, batch_size=batch_size, max_in_flight=max_in_flight,
+                    max_block_ms=timeout * 1000, request_timeout_ms=timeout * 1000,
+                    delivery_timeout_ms=timeout * 1000)
 
 
 def _perf_consumer(bootstrap, fetch_max_wait_ms, timeout):
@@ -1016,6 +1017,9 @@ _PRODUCER_OPTIONS = [
                  help="how long the producer holds a batch open for more records"),
     click.option("--batch-size", type=click.IntRange(min=1024), default=1_000_000, show_default=True,
                  help="the producer's batch size in bytes"),
+    click.option("--max-in-flight", type=click.IntRange(1, 10), default=10, show_default=True,
+                 help="produce requests the producer keeps unanswered per broker (Kafka's "
+                      "max.in.flight.requests.per.connection)"),
     click.option("--throughput", type=float, default=-1, show_default=True,
                  help="records/s to offer at most; -1 for as fast as possible"),
     click.option("--record-size", type=click.IntRange(min=1), default=100, show_default=True,
@@ -1046,8 +1050,8 @@ def _check_throughput(throughput: float) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="seconds to wait for metadata and acknowledgements")
 @cluster_options
-def perf_produce(topic_name, num_records, reporting_interval, as_json, acks, linger_ms, batch_size, throughput,
-                 record_size, key_size, send_batch, timeout, bootstrap):
+def perf_produce(topic_name, num_records, reporting_interval, as_json, acks, linger_ms, batch_size, max_in_flight,
+                 throughput, record_size, key_size, send_batch, timeout, bootstrap):
     """Send records as fast as allowed and report acknowledgement latency (kafka-producer-perf-test).
 
     Each record carries its create time as its timestamp, so a `distlog perf consume` running
@@ -1058,7 +1062,7 @@ def perf_produce(topic_name, num_records, reporting_interval, as_json, acks, lin
     settings = perf_lib.ProduceSettings(topic_name, num_records, record_size, throughput, key_size, send_batch,
                                         reporting_interval, timeout)
     with _perf_errors(topic_name):
-        producer = _perf_producer(bootstrap, acks, linger_ms, batch_size, timeout)
+        producer = _perf_producer(bootstrap, acks, linger_ms, batch_size, max_in_flight, timeout)
         try:
             producer.partitions_for(topic_name)
             result = perf_lib.run_produce(producer, settings)
@@ -1106,8 +1110,8 @@ def perf_consume(topic_name, num_records, reporting_interval, as_json, start, ti
 @click.option("--fetch-max-wait-ms", type=click.IntRange(min=0), default=PERF_FETCH_MAX_WAIT_MS, show_default=True,
               help="how long a broker may hold a fetch waiting for records")
 @cluster_options
-def perf_end_to_end(topic_name, num_records, reporting_interval, as_json, acks, linger_ms, batch_size, throughput,
-                    record_size, timeout, fetch_max_wait_ms, bootstrap):
+def perf_end_to_end(topic_name, num_records, reporting_interval, as_json, acks, linger_ms, batch_size, max_in_flight,
+                    throughput, record_size, timeout, fetch_max_wait_ms, bootstrap):
     """Produce at --throughput and consume in one process; report produce-to-consume latency
     (Kafka's EndToEndLatency), measured from each send() to the record's poll()."""
     from distlog import perf as perf_lib
@@ -1117,7 +1121,7 @@ def perf_end_to_end(topic_name, num_records, reporting_interval, as_json, acks, 
         raise click.BadParameter(f"must be at least {perf_lib.SEQUENCE_BYTES} (each value starts with its "
                                  "sequence number)", param_hint="'--record-size'")
     with _perf_errors(topic_name):
-        producer = _perf_producer(bootstrap, acks, linger_ms, batch_size, max(timeout, 30.0))
+        producer = _perf_producer(bootstrap, acks, linger_ms, batch_size, max_in_flight, max(timeout, 30.0))
         consumer = _perf_consumer(bootstrap, fetch_max_wait_ms, timeout)
         try:
             producer.partitions_for(topic_name)

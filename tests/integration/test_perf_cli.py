@@ -58,7 +58,7 @@ def test_send_batch_path_counts_every_record(bootstrap):
 def test_end_to_end_at_a_steady_rate(bootstrap):
     assert cli(bootstrap, "topic", "create", "perf-e2e", "--replication-factor", "3").returncode == 0
     run = cli(bootstrap, "perf", "end-to-end", "--topic", "perf-e2e", "--num-records", "4000", "--throughput", "2000",
-              "--reporting-interval", "0.5", "--json")
+              "--reporting-interval", "0.5", "--max-in-flight", "2", "--json")
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert_rates(result, 4000)
@@ -74,6 +74,8 @@ def test_missing_topic_and_bad_flags(bootstrap):
     assert cli(bootstrap, "perf", "produce", "--topic", "x", "--num-records", "0").returncode == 2
     assert cli(bootstrap, "perf", "produce", "--topic", "x", "--num-records", "5", "--throughput", "0").returncode == 2
     assert cli(bootstrap, "perf", "consume", "--topic", "x", "--num-records", "5", "--from", "middle").returncode == 2
+    too_many = cli(bootstrap, "perf", "produce", "--topic", "x", "--num-records", "5", "--max-in-flight", "11")
+    assert too_many.returncode == 2 and "--max-in-flight" in too_many.stderr
 
 
 def test_no_cluster_reachable():
