@@ -442,7 +442,9 @@ class SimNode:
 class Simulation:
     """One seeded run. run() returns a SeedResult; with trace=True it records what happened."""
 
-    def __init__(self, seed: int, config: SimConfig = SimConfig(), trace: bool = False):
+    def __init__(self, seed: int, config: SimConfig = SimConfig(), trace: bool = False,
+                 tmp_root: Optional[str] = None):
+        """tmp_root: where a disk seed's directory goes (default tmpfs, or the system's temp dir)."""
         self.seed = seed
         self.config = config
         self.bug = config.inject_bug
@@ -487,7 +489,8 @@ class Simulation:
         self.settled_members: Optional[tuple[int, ...]] = None
         self._commit_when_elected: dict[int, Optional[int]] = {}  # None once it moved
         self.net = Network(self.rng, config.election_timeout_ticks, config.slow_timeouts_max, copy_entries=self.disk)
-        self.tmp_dir = tempfile.mkdtemp(prefix=f"distlog-sim-{seed}-", dir=_fast_tmp_dir()) if self.disk else None
+        self.tmp_dir = (tempfile.mkdtemp(prefix=f"distlog-sim-{seed}-", dir=tmp_root or _fast_tmp_dir())
+                        if self.disk else None)
         # Small segments, so appends roll and retention has closed segments to delete.
         self.log_config = LogConfig(segment_bytes=1024, retention_bytes=1)
         self.nodes = [SimNode(i, self._new_storage(i)) for i in range(self.size)]
@@ -1209,9 +1212,10 @@ class Simulation:
             self.trace.append(f"t={self.now:5d} {text}")
 
 
-def run_seed(seed: int, trace: bool = False, config: SimConfig = SimConfig()) -> SeedResult:
+def run_seed(seed: int, trace: bool = False, config: SimConfig = SimConfig(),
+             tmp_root: Optional[str] = None) -> SeedResult:
     """Run one seed; the same seed always produces the same run."""
-    return Simulation(seed, config, trace).run()
+    return Simulation(seed, config, trace, tmp_root).run()
 
 
 def _fast_tmp_dir() -> Optional[str]:
@@ -1238,21 +1242,27 @@ def run_seeds(seeds: list[int], workers: int, fail_fast: bool = False, config: S
     seeds past it, which are not counted).
     """
     sweep = Sweep()
-    run = functools.partial(run_seed, config=config)
-    if workers > 1:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            results = (pool.imap(run, seeds, chunksize=4) if fail_fast
-                       else pool.imap_unordered(run, seeds, chunksize=25))
-            for result in results:
+    # Every disk seed's directory goes under one of the sweep's own: stopping early terminates
+    # the workers mid-seed, before a seed removes its own, and this removes them all.
+    tmp_root = tempfile.mkdtemp(prefix="distlog-sim-sweep-", dir=_fast_tmp_dir())
+    run = functools.partial(run_seed, config=config, tmp_root=tmp_root)
+    try:
+        if workers > 1:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                results = (pool.imap(run, seeds, chunksize=4) if fail_fast
+                           else pool.imap_unordered(run, seeds, chunksize=25))
+                for result in results:
+                    _count(sweep, result)
+                    if fail_fast and (result.violation or result.liveness_failure):
+                        break
+        else:
+            for seed in seeds:
+                result = run(seed)
                 _count(sweep, result)
                 if fail_fast and (result.violation or result.liveness_failure):
                     break
-    else:
-        for seed in seeds:
-            result = run(seed)
-            _count(sweep, result)
-            if fail_fast and (result.violation or result.liveness_failure):
-                break
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
     sweep.failures.sort(key=lambda r: r.seed)
     return sweep
 

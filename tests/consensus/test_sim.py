@@ -159,3 +159,13 @@ def test_simulator_catches_a_second_membership_change_while_one_is_uncommitted(m
     monkeypatch.setattr(MembershipLog, "latest_offset", property(lambda self: -1))
     failures = [r for r in map(sim.run_seed, membership_seeds(10)) if r.violation]
     assert failures and "uncommitted" in failures[0].violation
+
+
+def test_a_sweep_stopped_at_its_first_failure_leaves_no_seed_directories(tmp_path, monkeypatch):
+    """--fail-fast terminates the workers mid-seed, before a seed removes its own directory;
+    they used to pile up in /dev/shm, one per CI run and injected bug."""
+    monkeypatch.setattr(sim, "_fast_tmp_dir", lambda: str(tmp_path))  # forked workers inherit it
+    config = sim.SimConfig(disk_share=1.0, inject_bug="vote-before-persist")
+    sweep = sim.run_seeds(list(range(150, 200)), workers=2, fail_fast=True, config=config)  # fails at 160-ish
+    assert sweep.failures and sweep.disk_seeds > 0, "no seed failed on disk: nothing was stopped early"
+    assert list(tmp_path.iterdir()) == []
