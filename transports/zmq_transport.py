@@ -33,7 +33,8 @@ HIGH_WATER_MARK_MESSAGES = 100_000
 # What a ROUTER queues from one peer before it stops reading that peer's socket, so a client
 # that sends faster than the broker reads is held back by TCP (its own queue fills) instead of
 # filling the broker's memory. A Producer has at most max_in_flight (10) requests out per broker;
-# a peer broker's Raft frames wait in its own DEALER meanwhile, none lost.
+# a peer broker's Raft frames wait in its own DEALER's queue meanwhile (past that queue's mark
+# they are dropped, which Raft treats as a lost message and resends).
 ROUTER_RECEIVE_HWM_MESSAGES = 1_000
 
 # Reconnect quickly after a broker restart (failover target is 1 s) but back off against a peer

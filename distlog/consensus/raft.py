@@ -177,6 +177,16 @@ class NotLeaderError(Exception):
         self.leader_id = leader_id
 
 
+def _within_bytes(entries: list, budget: int) -> list:
+    """The longest prefix of entries whose data fits in budget bytes, the first one always."""
+    total = 0
+    for count, entry in enumerate(entries):
+        total += len(entry.data)
+        if total > budget and count:
+            return entries[:count]
+    return entries
+
+
 def _no_stamp(data: object, base_offset: int, leader_term: int) -> object:
     return data
 
@@ -199,6 +209,10 @@ class Config:
     pre_vote: bool = True
     check_quorum: bool = True
     max_entries_per_msg: int = 64
+    # At most this many bytes of entry data per append, the first entry always (None: no cap).
+    # With max_in_flight_msgs it bounds what a leader holds queued for a slow follower: 32
+    # appends of 64 one-megabyte batches would be 2 GiB (etcd's MaxSizePerMsg).
+    max_bytes_per_msg: Optional[int] = None
     max_in_flight_msgs: int = 32
     # Give every node its own seed: equal seeds mean equal election timeouts and split votes.
     rng: random.Random = field(default_factory=lambda: random.Random(0))
@@ -1009,6 +1023,8 @@ class RaftNode:
             prev_term = log.term_at(prev_index)
             assert prev_term is not None, f"leader {self.node_id}: next {pr.next} is not after an entry"
             entries = log.entries_from(pr.next, self.config.max_entries_per_msg)
+            if self.config.max_bytes_per_msg is not None:
+                entries = _within_bytes(entries, self.config.max_bytes_per_msg)
             self._send(MsgApp(self.node_id, to, self.term, prev_index, prev_term, tuple(entries),
                               self.commit))
             if pr.state is not ProgressState.REPLICATE:

@@ -463,6 +463,10 @@ class Simulation:
         # A new leader's old-term appends may turn up again while it catches its followers up.
         self.replay_when_elected_probability = self.rng.choice((0.0, 0.5))
         self.disk = self.rng.random() < config.disk_share
+        # A byte cap per append, on disk where entries are real batches; an RNG of its own, so
+        # every seed runs as it did before the cap existed. 1 byte: one entry per append.
+        self.max_bytes_per_msg = (random.Random(f"bytes-{seed}").choice((None, 1, 2048, 1 << 20))
+                                  if self.disk else None)
         # Decided by an RNG of its own, so that every other seed runs exactly as it did before
         # membership changes existed.
         self.membership = (config.inject_bug is None
@@ -1003,6 +1007,7 @@ class Simulation:
             heartbeat_ticks=self.config.heartbeat_ticks,
             pre_vote=self.bug != "no-pre-vote",
             max_entries_per_msg=self.max_entries_per_msg,
+            max_bytes_per_msg=self.max_bytes_per_msg,
             rng=random.Random(self.rng.getrandbits(64)),
             **stamps,
         )

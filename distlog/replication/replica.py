@@ -45,6 +45,10 @@ from distlog.replication.producer_state import ProducerStateTable, batch_info
 # batch_size. Only batch headers are read, so the pause grows with the number of batches.
 PRODUCER_STATE_SCAN_BYTES = 64 * 1024 * 1024
 
+# Entry bytes per append a leader sends (Raft's max_bytes_per_msg; one bigger batch still goes
+# alone). Big enough that a follower catching up gets whole megabytes per round trip.
+APPEND_MAX_BYTES = 1024 * 1024
+
 
 class ControlBatchRefusedError(ValueError):
     """A produce carried a control batch: only the system writes those (see ATTR_CONTROL)."""
@@ -110,6 +114,9 @@ class PartitionReplica:
             membership_entry=membership_batch,
             read_membership=membership_in_batch,
             deliver_committed_entries=False,  # the log is the state machine: nothing to apply
+            # What the leader queues for a slow follower: 32 appends of at most 1 MiB (or one
+            # bigger batch) each, not 32 x 64 one-megabyte batches of a flood (bench/producer_flood.py).
+            max_bytes_per_msg=APPEND_MAX_BYTES,
         ), self.storage)
         self._producers: Optional[ProducerStateTable] = None
         self._leader_term: Optional[int] = None  # the term this replica last saw itself lead

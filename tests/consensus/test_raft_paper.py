@@ -387,6 +387,25 @@ def test_regression_leader_pipelines_small_appends_to_a_follower_in_replicate_st
     assert net.log(2) == net.log(1)
 
 
+def test_appends_carry_at_most_max_bytes_per_msg_and_a_bigger_entry_goes_alone():
+    """What a leader queues for a slow follower is bounded in bytes, not only in entries: a
+    follower that fell behind is caught up in appends of at most max_bytes_per_msg."""
+    net = Network(3, max_bytes_per_msg=250)
+    leader = net.elect(1)
+    net.drop(lambda m: m.to == 2)
+    for data in (b"a" * 100, b"b" * 100, b"c" * 100, b"d" * 1000, b"e" * 100, b"f" * 100):
+        leader.propose(data, 1)
+    net.stabilize()
+    net.recover()
+    sent_before = len(net.sent)
+    net.tick_all(10)
+    assert net.log(2) == net.log(1)
+    carried = [[bytes(e.data)[:1] for e in m.entries] for m in net.sent[sent_before:]
+               if isinstance(m, MsgApp) and m.to == 2 and m.entries]
+    assert [b"a", b"b"] in carried and [b"d"] in carried and [b"e", b"f"] in carried, carried
+    assert not any(len(c) > 2 for c in carried), f"an append carried more than 250 bytes: {carried}"
+
+
 # ---- the Ready protocol --------------------------------------------------------------------
 
 def test_ready_must_be_advanced_before_more_input():
