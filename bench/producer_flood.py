@@ -57,7 +57,7 @@ def _produce(bootstrap: str, seconds: float, results) -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--producers", type=click.IntRange(min=1), default=16, show_default=True, help="producer processes")
 @click.option("--seconds", type=click.FloatRange(min=1), default=10.0, show_default=True,
-              help="how long the followers stay stopped while the producers send")
+              help="how long the producers send (and, with --stop-followers, the followers stay stopped)")
 @click.option("--max-parked-produce-bytes", type=click.IntRange(min=1), default=None,
               help="the leader's bound on parked produce bytes (default: the broker's)")
 @click.option("--stop-followers", is_flag=True, help="SIGSTOP both followers during the flood")
