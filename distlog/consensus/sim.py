@@ -1223,14 +1223,8 @@ def run_seed(seed: int, trace: bool = False, config: SimConfig = SimConfig(),
     return Simulation(seed, config, trace, tmp_root).run()
 
 
-# Where disk seeds' directories go instead of tmpfs (a test that checks none are left behind).
-TMP_DIR_ENV = "DISTLOG_SIM_TMP_DIR"
-
-
 def _fast_tmp_dir() -> Optional[str]:
     """tmpfs when there is one: the crash model cuts files back itself, so real fsyncs only cost."""
-    if os.environ.get(TMP_DIR_ENV):
-        return os.environ[TMP_DIR_ENV]
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 

@@ -159,4 +159,3 @@ def test_simulator_catches_a_second_membership_change_while_one_is_uncommitted(m
     monkeypatch.setattr(MembershipLog, "latest_offset", property(lambda self: -1))
     failures = [r for r in map(sim.run_seed, membership_seeds(10)) if r.violation]
     assert failures and "uncommitted" in failures[0].violation
-
