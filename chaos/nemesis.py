@@ -39,6 +39,7 @@ from distlog.chaos import disk_faults
 from distlog.client.probe import metadata, ping
 from distlog.protocol.errors import DistlogError
 from distlog.supervisor import cluster_file
+from distlog.supervisor.control import ControlError
 from distlog.supervisor.health import cluster_health, partition_leaders
 from distlog.supervisor.probe import ask_every_broker
 from distlog.transports.faults import CLIENTS
@@ -232,7 +233,11 @@ class Nemesis(threading.Thread):
             # Only once the move is over: a partition that is moving refuses to move again.
             self.admin.decommission_broker(added)
             end["decommissioned"] = wait_for_condition(lambda: added not in self._registered(), MOVE_TIMEOUT_S)
-            self.control.remove_broker(added)
+            if end["decommissioned"]:
+                self.control.remove_broker(added)
+            # else it still holds replicas: taking it away would leave them under-replicated for
+            # good; it stays, the heal waits for its move, and the transcript shows the fault's
+            # end with decommissioned False.
 
     # -------------------------------------------------------------------------- cluster state
 
@@ -273,23 +278,38 @@ class Nemesis(threading.Thread):
         return cluster_health(list(answers), answers)["controller_id"]
 
 
-def heal_everything(control, timeout_s: float = BROKER_BACK_TIMEOUT_S) -> bool:
+def heal_everything(control, timeout_s: float = BROKER_BACK_TIMEOUT_S) -> dict:
     """Resume paused brokers, start stopped ones, heal every cut, and wait until the cluster is
     healthy as `distlog cluster health` says (every broker answers, every partition has a leader
-    and all its replicas in sync); False if it is not within timeout_s."""
+    and all its replicas in sync). Returns the last health report (supervisor.health's shape):
+    report["healthy"] is False if the cluster was not healthy within timeout_s, and the report
+    says what was wrong."""
     for broker in control.status()["brokers"]:
         if broker["state"] == "paused":
             control.resume(broker["id"])
         elif broker["state"] == "stopped":
             control.restart(broker["id"])
-    control.heal()
+    deadline_s = time.monotonic() + timeout_s
+    last = {}
+
+    def healed():
+        try:
+            control.heal()
+            return True
+        except ControlError as error:  # a broker started a moment ago is not listening yet: again
+            last["heal_error"] = str(error)
+            return False
 
     def healthy():
         brokers = control.status()["brokers"]
         answers = ask_every_broker(metadata, {b["id"]: b["address"] for b in brokers}, METADATA_TIMEOUT_S)
-        return cluster_health([b["id"] for b in brokers], answers)["healthy"]
+        last["report"] = cluster_health([b["id"] for b in brokers], answers)
+        return last["report"]["healthy"]
 
-    return wait_for_condition(healthy, timeout_s)
+    if not wait_for_condition(healed, timeout_s):
+        raise ControlError(f"the cut between brokers could not be healed within {timeout_s:g} s: {last['heal_error']}")
+    wait_for_condition(healthy, max(0.0, deadline_s - time.monotonic()))
+    return last["report"]
 
 
 def wait_until_answering(control, broker_ids: list, timeout_s: float) -> bool:

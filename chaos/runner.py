@@ -24,7 +24,7 @@ from typing import Optional
 
 from distlog.chaos.checker import check
 from distlog.chaos.history import History
-from distlog.chaos.nemesis import BROKER_BACK_TIMEOUT_S, FAULT_KINDS, Nemesis, heal_everything
+from distlog.chaos.nemesis import BROKER_BACK_TIMEOUT_S, FAULT_KINDS, MOVE_TIMEOUT_S, Nemesis, heal_everything
 from distlog.chaos.report import write_report
 from distlog.chaos.transcript import LeaderWatcher, write_transcript
 from distlog.chaos.workload import DELIVERY_TIMEOUT_MS, GroupMemberWorkload, ProducerWorkload, final_read
@@ -32,6 +32,7 @@ from distlog.client import Admin
 from distlog.log.synced import RECORD_SYNCED_ENV
 from distlog.supervisor import cluster_file
 from distlog.supervisor.control import ClusterControl, ControlError
+from distlog.supervisor.health import unhealthy_summary
 
 TOPIC = "chaos"
 CLUSTER_UP_TIMEOUT_S = 120.0
@@ -92,16 +93,20 @@ def run_chaos(config: ChaosConfig, say=print) -> dict:
             "min_acked": int(MIN_ACKED_PER_S * config.duration_s),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_commit": _git_commit()}
     harness_errors = []
+    went_wrong = True  # until the run got through: an exception keeps the logs too
     try:
         say(f"starting {config.brokers} brokers in {data_dir}")
         control = _cluster_up(data_dir, config.brokers)
         try:
             harness_errors = _run_workload(control, config, history, meta, say)
+            went_wrong = bool(harness_errors)
         finally:
             say("stopping the cluster")
             _cluster_down(control)
     finally:
         history.close()
+        if went_wrong:  # what went wrong is in the brokers' logs, which the data dir takes with it
+            _keep_logs(data_dir, os.path.join(config.report_dir, "logs"))
         shutil.rmtree(data_dir, ignore_errors=True)
     result = check(history.records, min_acked=meta["min_acked"])
     result["harness_errors"] = harness_errors
@@ -149,8 +154,10 @@ def _run_workload(control, config: ChaosConfig, history, meta: dict, say) -> lis
             nemesis.stopping.set()
             nemesis.join(BROKER_BACK_TIMEOUT_S + 60)
             say("healing the cluster, waiting until it is healthy, letting the producers finish")
-            if not heal_everything(control, HEALTHY_TIMEOUT_S):
-                errors.append(f"the cluster was not healthy within {HEALTHY_TIMEOUT_S:g} s of healing")
+            health = heal_everything(control, HEALTHY_TIMEOUT_S)
+            if not health["healthy"]:
+                errors.append(f"the cluster was not healthy within {HEALTHY_TIMEOUT_S:g} s of healing: "
+                              f"{unhealthy_summary(health)}")
             history.add("healed")
             # A few seconds of writes on the healed cluster: the checker wants each partition to
             # accept one again (progress after heal).
@@ -168,8 +175,22 @@ def _run_workload(control, config: ChaosConfig, history, meta: dict, say) -> lis
             watcher.join(5)
     say("final read")
     final_read(bootstrap, TOPIC, config.partitions, history, FINAL_READ_TIMEOUT_S)
+    errors += stuck_moves(history.records)
     errors += [f"{thread.name}: {thread.error!r}" for thread in threads if thread.error is not None]
     errors += [f"{thread.name} did not stop" for thread in threads if thread.is_alive()]
+    return errors
+
+
+def stuck_moves(records) -> list:
+    """Harness errors for the membership faults whose move or decommission did not finish within
+    MOVE_TIMEOUT_S: with no other fault running, a stuck reassignment is a bug in itself."""
+    errors = []
+    for record in records:
+        if record.get("type") == "nemesis" and record.get("phase") == "end" and record.get("f") == "membership":
+            for step in ("reassigned", "decommissioned"):
+                if record.get(step) is False:
+                    errors.append(f"membership fault {record['id']} (broker {record.get('added')}): not {step} "
+                                  f"within {MOVE_TIMEOUT_S:g} s ({record.get('moved')})")
     return errors
 
 
@@ -188,6 +209,18 @@ def _show_progress(history, nemesis, duration_s: float, say) -> None:
             f"indeterminate {counts.get(('info', 'send'), 0)}, failed {counts.get(('fail', 'send'), 0)}, "
             f"polls {counts.get(('ok', 'poll'), 0)}, commits {counts.get(('ok', 'commit'), 0)}, "
             f"faults {nemesis.started}")
+
+
+def _keep_logs(data_dir: str, logs_dir: str) -> None:
+    """Copy the supervisor's and every broker's logs (rotated ones too) out of the run's data dir
+    into logs_dir, so a failed run can be understood after the data dir is gone."""
+    for root, _dirs, files in os.walk(data_dir):
+        for name in files:
+            if name.startswith(("broker.log", "supervisor.log")):
+                source = os.path.join(root, name)
+                target = os.path.join(logs_dir, os.path.relpath(source, data_dir))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.copyfile(source, target)
 
 
 def _cluster_up(data_dir: str, brokers: int) -> ClusterControl:
