@@ -292,11 +292,17 @@ class ReplicaManager:
                 self._queue(key, rd.messages)
                 try:
                     if rd.start_over:
-                        replica.storage.reset(*rd.start_over, rd.start_membership)
+                        replica.start_over(*rd.start_over, rd.start_membership)
                     if rd.entries:
-                        replica.storage.append(rd.entries)
+                        replica.write_entries(rd.entries)
                     if rd.hard_state is not None:
                         replica.storage.set_hard_state(rd.hard_state)
+                except CorruptDataError as error:
+                    # The write read damage in the log: a truncation scanning a damaged batch, or
+                    # the producer table rebuilt from the tail. Damage is repaired from the other
+                    # replicas, as when any read finds it; nothing of this Ready was acknowledged.
+                    self.report_damage(key, error)
+                    continue
                 except Exception as error:  # disk full or failing: this partition goes offline
                     self._fail(key, f"writing its Raft log failed ({error})")
                     continue
