@@ -7,8 +7,13 @@ offsets of each producer's last WINDOW batches and answers a batch it has seen w
 it was first written at, instead of appending it again.
 
 Rules for a batch of producer P (Kafka's, minus transactions):
-- P unknown (new, its state aged out, or a producer that renumbered a partition after giving
-  up on a batch): append it, whatever its first sequence.
+- P unknown: append it if it starts at sequence 0 (a new producer, or one that renumbered a
+  partition after giving up on a batch). Any other first sequence is refused with
+  OUT_OF_ORDER_SEQUENCE: P's state aged out here, or its earlier batches were lost with an
+  uncommitted tail this replica never had and a later batch overtook their retries. Written, it
+  would land ahead of them and they could never follow (it also wrote twice a retry of a batch
+  whose state had aged out). The producer retries it after the earlier ones, or with none
+  coming renumbers: a fresh producer id, sequences from 0.
 - the same (first, last) sequence range as one of P's remembered batches: a duplicate.
 - first sequence right after P's last one: append it.
 - a range wholly between the first sequence this partition saw from P and P's last one, but no
@@ -22,9 +27,9 @@ Rules for a batch of producer P (Kafka's, minus transactions):
 The producer keeps at most WINDOW batches per partition in flight, so a retry always falls
 inside the window.
 
-Sequences are 31-bit and wrap to 0, as Kafka's do. The replica rebuilds the table from the
-tail of its log when the partition opens, so a restarted broker still recognises the retries
-of batches written just before it went down.
+Sequences are 31-bit and wrap to 0, as Kafka's do. Every replica keeps the table as it writes
+(replica.py), and one that just opened reads it from the tail of its log, so a new leader or a
+restarted broker still recognises the retries of batches written just before.
 """
 
 from __future__ import annotations
@@ -86,14 +91,18 @@ def _within(sequence: int, first: int, last: int) -> bool:
 class _ProducerEntry:
     epoch: int
     first_sequence: int  # from here on this producer's sequences were written without gaps
+    last_sequence: int | None  # its last written (the next batch starts right after); None: see truncate
     batches: deque = field(default_factory=lambda: deque(maxlen=WINDOW))  # of ProducerBatchInfo
 
 
 class ProducerStateTable:
     """Per partition: producer id -> the last WINDOW batches written for it."""
 
-    def __init__(self):
+    def __init__(self, end_offset: int = 0):
         self._producers: dict = {}
+        # The offset after the last batch recorded (or the log end the table was read from):
+        # where the log this table describes ends.
+        self.end_offset = end_offset
 
     def __len__(self) -> int:
         return len(self._producers)
@@ -103,7 +112,12 @@ class ProducerStateTable:
         Raises SequenceError if it is neither."""
         entry = self._producers.get(batch.producer_id)
         if entry is None or batch.producer_epoch > entry.epoch:
-            return None
+            if batch.first_sequence == 0:
+                return None
+            raise SequenceError(
+                f"producer {batch.producer_id} is not known here and its batch starts at sequence "
+                f"{batch.first_sequence}, not 0: its earlier batches are still on their way, or it must start over "
+                "under a new producer id")
         if batch.producer_epoch < entry.epoch:
             raise SequenceError(
                 f"producer {batch.producer_id} epoch {batch.producer_epoch} is older than epoch {entry.epoch} "
@@ -112,7 +126,14 @@ class ProducerStateTable:
         for known in entry.batches:
             if (known.first_sequence, known.last_sequence) == (batch.first_sequence, batch.last_sequence):
                 return known
-        last = entry.batches[-1].last_sequence
+        last = entry.last_sequence
+        if last is None:  # known, with nothing in the log (see truncate)
+            if batch.first_sequence == entry.first_sequence:
+                return None
+            raise SequenceError(
+                f"producer {batch.producer_id} sent sequences {batch.first_sequence}..{batch.last_sequence} but "
+                f"{entry.first_sequence} comes next (its earlier batches were lost with an uncommitted tail and "
+                "are being retried)")
         expected = (last + 1) % SEQUENCE_MODULUS
         if batch.first_sequence == expected:
             return None
@@ -132,8 +153,34 @@ class ProducerStateTable:
         """After appending `batch` (with its real offsets)."""
         entry = self._producers.pop(batch.producer_id, None)  # re-inserted last: most recent
         if entry is None or batch.producer_epoch > entry.epoch:
-            entry = _ProducerEntry(batch.producer_epoch, batch.first_sequence)
+            entry = _ProducerEntry(batch.producer_epoch, batch.first_sequence, batch.last_sequence)
         entry.batches.append(batch)
+        entry.last_sequence = batch.last_sequence
         self._producers[batch.producer_id] = entry
+        self.end_offset = max(self.end_offset, batch.last_offset + 1)
         if len(self._producers) > MAX_PRODUCERS:
             del self._producers[next(iter(self._producers))]
+
+    def truncate(self, offset: int) -> None:
+        """The log lost every batch from `offset` on (a follower's uncommitted tail replaced):
+        forget those batches. A producer left with none remembered must go on from the first
+        one lost: its older batches are committed, never cut (it sends a batch past its last
+        WINDOW only once the one WINDOW before is settled), and it retries in order. If that
+        first lost batch was the first this table saw of it, nothing the table knew of it is in
+        the log, and only that sequence may come next (not any: a later batch that overtook the retries
+        would be written ahead of them, and they refused for good)."""
+        if offset >= self.end_offset:
+            return
+        for entry in self._producers.values():
+            batches = entry.batches
+            if not batches or batches[-1].base_offset < offset:
+                continue
+            while batches and batches[-1].base_offset >= offset:
+                first_lost = batches.pop()
+            if batches:
+                entry.last_sequence = batches[-1].last_sequence
+            elif first_lost.first_sequence == entry.first_sequence:
+                entry.last_sequence = None  # nothing written: first_sequence comes next
+            else:
+                entry.last_sequence = (first_lost.first_sequence - 1) % SEQUENCE_MODULUS
+        self.end_offset = offset

@@ -10,12 +10,22 @@ producers' table, and the checks a produced batch passes *before* it becomes a p
 that can never be written must not enter the Raft log). Driving the node — ticks, messages,
 Ready handling, group commit — is distlog.replication.manager's job, for every group at once.
 
-Leadership and the producer table: only the leader checks sequences. The table describes the
-log, uncommitted tail included, so it is dropped whenever this replica stops leading (a new
-leader may truncate that tail) and rebuilt from the tail of the log when it next leads and an
-idempotent producer writes (PRODUCER_STATE_SCAN_BYTES). A retry that reaches a new leader after
-a failover therefore finds the batch the old leader replicated and is answered, not written
-again.
+Leadership and the producer table: only the leader checks sequences, but every replica keeps the
+table, so a new leader knows every producer's recent batches however much was written after
+them (16 producers flooding 1 MB batches outgrew a table read from the log's tail at election:
+a retry from further back was written twice, or refused and its sends failed). The table
+describes the log, uncommitted tail included:
+- a leader records each batch as it proposes it (two produces of one producer can arrive
+  before the first is written);
+- every replica records the batches it writes that it did not propose (write_entries); a write
+  that replaces part of the tail first makes the table forget the batches from there on
+  (ProducerStateTable.truncate), and so does becoming leader over a log shorter than the table
+  (an uncommitted tail dropped before it was written);
+- a table never built, or dropped because the log started over, is read from the tail of the
+  log (PRODUCER_STATE_SCAN_BYTES) at the next write or idempotent produce: only a replica that
+  just opened relies on that scan.
+A retry that reaches a new leader after a failover therefore finds the batch the old leader
+replicated and is answered, not written again.
 """
 
 from __future__ import annotations
@@ -215,19 +225,49 @@ class PartitionReplica:
 
     @property
     def producers(self) -> ProducerStateTable:
-        """The idempotent producers' table, read from the log's tail the first time it is needed
-        in this term of leadership (see the module docstring)."""
+        """The idempotent producers' table, read from the log's tail if it was forgotten (see
+        the module docstring)."""
         if self._producers is None:
-            self._producers = ProducerStateTable()
+            self._producers = ProducerStateTable(self.log.log_end_offset)
             self._rebuild_producer_state()
         return self._producers
 
     def _notice_leadership(self) -> None:
-        """Forget the producer table when leadership changed hands since it was built."""
+        """On becoming leader: the table must not describe more than the log holds (an
+        uncommitted tail may have been dropped before it was written, see the module docstring)."""
         term = self.node.term if self.node.role is Role.LEADER else None
         if term != self._leader_term:
             self._leader_term = term
-            self._producers = None
+            if term is not None and self._producers is not None:
+                self._producers.truncate(self.node.last_index + 1)
+
+    # ---- writing what the Raft node hands over (Ready) ------------------------------------
+
+    def write_entries(self, entries) -> None:
+        """Append Raft entries to the log (replacing any tail at or past the first one's offset)
+        and keep the producer table in step with what the log now holds."""
+        self.storage.append(entries)
+        producers = self._producers
+        if producers is None:
+            self.producers  # read from the log as it now stands  # noqa: B018
+            return
+        leading_term = self._leader_term
+        for entry in entries:
+            if entry.base_offset < producers.end_offset:
+                if entry.term == leading_term:
+                    continue  # this leader's own proposal: recorded when proposed
+                producers.truncate(entry.base_offset)  # the entries from here on replace what it knew
+            info = batch_info(peek_header(entry.data, 0))
+            if info is not None:
+                producers.record(info)
+            else:
+                producers.end_offset = entry.last_offset + 1
+
+    def start_over(self, log_start_offset: int, start_term: int, membership) -> None:
+        """The log starts over empty at log_start_offset (a follower behind the leader's log
+        start): nothing it held describes the producers any longer."""
+        self.storage.reset(log_start_offset, start_term, membership)
+        self._producers = None
 
     def leadership_changed(self) -> None:
         """The manager saw this node's role or term change."""

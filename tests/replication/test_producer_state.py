@@ -16,13 +16,22 @@ def info(first, count=1, producer_id=7, epoch=0, base_offset=0):
                              base_offset, base_offset + count - 1)
 
 
-def test_a_new_producer_starts_anywhere_and_then_must_continue_without_gaps():
+def test_a_new_producer_starts_at_zero_and_then_must_continue_without_gaps():
     table = ProducerStateTable()
-    assert table.check(info(40)) is None
-    table.record(info(40, count=3, base_offset=100))
-    assert table.check(info(43)) is None
-    with pytest.raises(SequenceError, match="43 comes next"):
-        table.check(info(44))
+    assert table.check(info(0)) is None
+    table.record(info(0, count=3, base_offset=100))
+    assert table.check(info(3)) is None
+    with pytest.raises(SequenceError, match="3 comes next"):
+        table.check(info(4))
+
+
+def test_an_unknown_producer_past_sequence_zero_is_refused_not_written_ahead_of_its_earlier_batches():
+    """A 16-producer flood lost a producer's first batches with a leader's uncommitted tail; the
+    new leader, which never had them, wrote a later batch that overtook their retries, and
+    then refused the retries for good."""
+    table = ProducerStateTable()
+    with pytest.raises(SequenceError, match="starts at sequence 40, not 0"):
+        table.check(info(40))
 
 
 def test_a_batch_seen_in_the_last_window_is_a_duplicate_of_its_first_write():
@@ -80,9 +89,47 @@ def test_the_least_recently_written_producer_is_forgotten_past_the_bound():
     table.record(info(1, producer_id=0))  # producer 0 writes again: producer 1 is now the oldest
     table.record(info(0, producer_id=MAX_PRODUCERS))
     assert len(table) == MAX_PRODUCERS
-    assert table.check(info(5, producer_id=1)) is None, "producer 1 should be unknown again"
+    with pytest.raises(SequenceError, match="not known here"):  # producer 1 is unknown again
+        table.check(info(5, producer_id=1))
+    assert table.check(info(0, producer_id=1)) is None
     with pytest.raises(SequenceError):
         table.check(info(5, producer_id=0))
+
+
+def test_truncating_forgets_the_batches_from_an_offset_on_and_what_comes_next_follows_the_rest():
+    table = ProducerStateTable()
+    for i in range(4):  # producer 7: sequences 0..7 at offsets 0..7, two per batch
+        table.record(info(2 * i, count=2, base_offset=2 * i))
+    table.record(info(0, count=1, producer_id=8, base_offset=8))  # producer 8 only past the cut
+    assert table.end_offset == 9
+    table.truncate(4)  # the log lost offsets 4..8
+    assert table.end_offset == 4
+    assert table.check(info(4, count=2, base_offset=4)) is None, "the lost batch is new again"
+    assert table.check(info(2, count=2)).base_offset == 2, "the kept batch is still a duplicate"
+    with pytest.raises(SequenceError, match="4 comes next"):
+        table.check(info(6, count=2))
+    # Producer 8 has nothing in the log now, and its lost batch comes next: not a later one.
+    assert table.check(info(0, producer_id=8)) is None
+    with pytest.raises(SequenceError, match="0 comes next"):
+        table.check(info(1, producer_id=8))
+    table.record(info(0, producer_id=8, base_offset=4))
+    assert table.check(info(1, producer_id=8)) is None
+    table.truncate(9)  # past the end: nothing to forget
+    assert table.end_offset == 5
+
+
+def test_a_producer_whose_remembered_batches_are_all_cut_goes_on_from_the_first_one_lost():
+    """Its older batches (out of the window) are committed: a retry of one is a duplicate, and
+    the first lost batch, not a later one that overtook it, comes next."""
+    table = ProducerStateTable()
+    for i in range(WINDOW + 2):  # the first two fall out of the window
+        table.record(info(i, base_offset=i))
+    table.truncate(2)
+    assert table.check(info(2, base_offset=2)) is None
+    with pytest.raises(DuplicateSequenceError):
+        table.check(info(1))
+    with pytest.raises(SequenceError, match="2 comes next"):
+        table.check(info(5))
 
 
 def idempotent_batch(values, producer_id=99, sequence=0):

@@ -5,6 +5,7 @@ preferred leaders, in-sync replicas, heartbeat coalescing; after each, every rep
 range is byte-identical.
 """
 
+import os
 import time
 
 import pytest
@@ -288,3 +289,114 @@ def test_a_replica_makes_what_its_log_holds_durable_before_it_can_acknowledge_an
     replica = PartitionReplica("t", 0, reopened, 1, (1, 2, 3))
     assert reopened._segments[-1]._fd in fsynced, "the recovered tail was not fsynced before the replica came up"
     replica.close()
+
+
+# ---- the idempotent producers' table across a failover -----------------------------------------
+
+def _idempotent(value: bytes, producer_id: int, sequence: int):
+    return build_batch([value], producer_id=producer_id, producer_epoch=0, base_sequence=sequence)
+
+
+def test_a_retry_after_a_failover_is_recognised_however_much_was_written_since(cluster, monkeypatch):
+    """16 producers flooding 1 MB batches outgrew the new leader's 64 MiB tail scan: a producer
+    whose last batch lay further back was unknown there, so its retry of that batch would have
+    been written again (or refused OUT_OF_ORDER, failing its sends for good). The followers keep
+    the table as they write, so the scan no longer bounds what a new leader knows."""
+    from distlog.replication import replica as replica_module
+
+    monkeypatch.setattr(replica_module, "PRODUCER_STATE_SCAN_BYTES", 1024)  # a few batches
+    replicas = cluster.create("t")
+    cluster.run_until(lambda: cluster.leader_of(KEY) == 1)
+    retried = _idempotent(b"retried", producer_id=7, sequence=0)
+    [first] = cluster.managers[1].propose(replicas[1], retried)
+    for i in range(300):  # ~50 KB: far more than the scan reads (and one index interval), from others
+        cluster.managers[1].propose(replicas[1], _idempotent(b"other-%d" % i + b"." * 100, producer_id=100 + i,
+                                                             sequence=0))
+    cluster.run_until(lambda: all(r.high_watermark == 301 for r in replicas.values()))
+    cluster.crash(1)  # producer 7's acknowledgement never arrived
+    cluster.run_until(lambda: cluster.leader_of(KEY) in (2, 3), what="a new leader")
+    new = cluster.leader_of(KEY)
+    [again] = cluster.managers[new].propose(replicas[new], retried)
+    assert isinstance(again, ProducerBatchInfo) and again.base_offset == first.base_offset
+    [next_one] = cluster.managers[new].propose(replicas[new], _idempotent(b"next", producer_id=7, sequence=1))
+    assert not isinstance(next_one, ProducerBatchInfo), "the producer's next batch is new"
+    cluster.run(0.5)
+    assert committed_bytes(replicas[new]).count(b"retried") == 1
+
+
+def test_a_follower_forgets_what_a_truncated_tail_told_it_of_its_producers(tmp_path):
+    """An uncommitted batch a follower wrote and then had replaced must not answer a retry as a
+    duplicate: its offsets hold another batch now, and the retry would be acknowledged unwritten."""
+    cluster = MemoryCluster(str(tmp_path), broker_ids=(1, 2, 3, 4, 5))
+    voters = (1, 2, 3, 4, 5)
+    replicas = cluster.create("t", voters=voters)
+    cluster.run_until(lambda: cluster.leader_of(KEY) == 1)
+    propose(cluster, 1, b"committed")
+    cluster.run_until(lambda: all(r.high_watermark == 1 for r in replicas.values()))
+    # Only broker 2 gets producer 7's batch: it stays uncommitted, on 1 and 2.
+    cluster.cut |= {(1, b) for b in (3, 4, 5)}
+    cluster.managers[1].propose(replicas[1], _idempotent(b"doomed", producer_id=7, sequence=0))
+    cluster.run_until(lambda: replicas[2].log_end_offset == 2, what="the batch on broker 2")
+    assert replicas[2].producers.check(ProducerBatchInfo(7, 0, 0, 0, -1, -1)) is not None, "2 knows the batch"
+    cluster.crash(1)
+    cluster.cut = {(2, b) for b in voters} | {(b, 2) for b in voters}
+    cluster.run_until(lambda: cluster.leader_of(KEY) in (3, 4, 5), what="a leader of 3, 4 and 5")
+    leader = cluster.leader_of(KEY)
+    propose(cluster, leader, b"replacement")
+    cluster.run_until(lambda: replicas[leader].high_watermark >= 3, what="the replacement committed")
+    cluster.cut.clear()
+    cluster.run_until(lambda: replicas[2].high_watermark == replicas[leader].high_watermark, what="2 catching up")
+    assert b"doomed" not in committed_bytes(replicas[2])
+    assert replicas[2].producers.check(ProducerBatchInfo(7, 0, 0, 0, -1, -1)) is None, \
+        "broker 2 still takes the replaced batch for written"
+    del replicas[1]
+    assert_identical(replicas)
+    cluster.close()
+
+
+def test_a_leader_that_steps_down_forgets_the_batches_it_proposed_and_lost(cluster):
+    replicas = cluster.create("t")
+    cluster.run_until(lambda: cluster.leader_of(KEY) == 1)
+    propose(cluster, 1, b"committed")
+    cluster.run_until(lambda: all(r.high_watermark == 1 for r in replicas.values()))
+    for other in (2, 3):
+        cluster.cut |= {(1, other), (other, 1)}
+    cluster.managers[1].propose(replicas[1], _idempotent(b"doomed", producer_id=7, sequence=0))
+    cluster.run_until(lambda: replicas[1].node.role is not Role.LEADER, what="check-quorum stepping down")
+    cluster.run_until(lambda: cluster.leader_of(KEY) in (2, 3), what="a majority leader")
+    leader = cluster.leader_of(KEY)
+    propose(cluster, leader, b"majority")
+    cluster.run_until(lambda: replicas[leader].high_watermark >= 3)
+    cluster.cut.clear()
+    cluster.run_until(lambda: replicas[1].high_watermark == replicas[leader].high_watermark, what="1 catching up")
+    assert b"doomed" not in committed_bytes(replicas[1])
+    assert replicas[1].producers.check(ProducerBatchInfo(7, 0, 0, 0, -1, -1)) is None
+    assert_identical(replicas)
+
+
+def test_damage_a_follower_write_reads_is_repaired_not_taken_for_a_failed_disk(cluster):
+    """A bit flipped in an older segment of a follower, found when its next write read the log
+    (rebuilding the producer table from the tail), took the partition offline for good as
+    "writing its Raft log failed": two chaos runs ended with it under-replicated. Damage found
+    by any read goes to repair."""
+    config = LogConfig(segment_bytes=2048)
+    replicas = cluster.create("t", config=config)
+    cluster.run_until(lambda: cluster.leader_of(KEY) == 1)
+    for i in range(60):
+        cluster.managers[1].propose(replicas[1], _idempotent(b"v%d" % i + b"." * 60, producer_id=5, sequence=i))
+    cluster.run_until(lambda: all(r.high_watermark == 60 for r in replicas.values()))
+    cluster.crash(3)
+    segments = sorted(p for p in os.listdir(replicas[3].log.directory) if p.endswith(".log"))
+    assert len(segments) >= 3
+    with open(os.path.join(replicas[3].log.directory, segments[0]), "r+b") as older:
+        older.seek(200)
+        byte = older.read(1)[0]
+        older.seek(200)
+        older.write(bytes([byte ^ 0x10]))
+    replicas[3] = cluster.restart(3, "t", 0, (1, 2, 3), config=config)
+    propose(cluster, 1, b"after")
+    cluster.run_until(lambda: KEY in cluster.managers[3].damaged or KEY in cluster.managers[3].failed,
+                      what="the damage found")
+    assert KEY not in cluster.managers[3].failed, cluster.managers[3].failed
+    damaged_replica, error = cluster.managers[3].take_damaged()[KEY]
+    assert "crc32c mismatch" in str(error)
