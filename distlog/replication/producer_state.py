@@ -161,6 +161,10 @@ class ProducerStateTable:
         if len(self._producers) > MAX_PRODUCERS:
             del self._producers[next(iter(self._producers))]
 
+    def batches(self) -> list:
+        """Every remembered batch (of all producers), least recently written producer first."""
+        return [batch for entry in self._producers.values() for batch in entry.batches]
+
     def truncate(self, offset: int) -> None:
         """The log lost every batch from `offset` on (a follower's uncommitted tail replaced):
         forget those batches. A producer left with none remembered must go on from the first

@@ -21,9 +21,10 @@ describes the log, uncommitted tail included:
   that replaces part of the tail first makes the table forget the batches from there on
   (ProducerStateTable.truncate), and so does becoming leader over a log shorter than the table
   (an uncommitted tail dropped before it was written);
-- a table never built, or dropped because the log started over, is read from the tail of the
-  log (PRODUCER_STATE_SCAN_BYTES) at the next write or idempotent produce: only a replica that
-  just opened relies on that scan.
+- a replica that just opened records from its first write on, and reads the log's tail below
+  it (PRODUCER_STATE_SCAN_BYTES) only when a produce first needs the table, as leader: a
+  broker restarting with many partitions does not read every one of them at once. Only that
+  read, after a restart, is bounded.
 A retry that reaches a new leader after a failover therefore finds the batch the old leader
 replicated and is answered, not written again.
 """
@@ -129,6 +130,10 @@ class PartitionReplica:
             max_bytes_per_msg=APPEND_MAX_BYTES,
         ), self.storage)
         self._producers: Optional[ProducerStateTable] = None
+        # Set while the table knows only the batches written from this offset on (a follower
+        # records from its first write after opening); the log's tail below it is read into
+        # the table when a produce first needs it (see `producers`).
+        self._known_from: Optional[int] = None
         self._leader_term: Optional[int] = None  # the term this replica last saw itself lead
         # The last offset this replica holds durably (written and fsynced); acks=1 waits on it.
         self.synced_offset = log.log_end_offset - 1
@@ -225,11 +230,16 @@ class PartitionReplica:
 
     @property
     def producers(self) -> ProducerStateTable:
-        """The idempotent producers' table, read from the log's tail if it was forgotten (see
-        the module docstring)."""
-        if self._producers is None:
-            self._producers = ProducerStateTable(self.log.log_end_offset)
-            self._rebuild_producer_state()
+        """The idempotent producers' table, complete: what was read of the log's tail below
+        where recording began, then what was recorded (see the module docstring)."""
+        if self._producers is None or self._known_from is not None:
+            recorded, known_from = self._producers, self._known_from
+            table = self._producers = ProducerStateTable(self.log.log_end_offset if recorded is None else known_from)
+            self._known_from = None
+            self._read_tail_into(table, below=known_from)
+            if recorded is not None:
+                for info in sorted(recorded.batches(), key=lambda batch: batch.base_offset):
+                    table.record(info)
         return self._producers
 
     def _notice_leadership(self) -> None:
@@ -238,8 +248,19 @@ class PartitionReplica:
         term = self.node.term if self.node.role is Role.LEADER else None
         if term != self._leader_term:
             self._leader_term = term
-            if term is not None and self._producers is not None:
-                self._producers.truncate(self.node.last_index + 1)
+            if term is not None:
+                self._forget_from(self.node.last_index + 1)
+
+    def _forget_from(self, offset: int) -> None:
+        """The log lost every batch from `offset` on: so does the table."""
+        table = self._producers
+        if table is None or offset >= table.end_offset:
+            return
+        if self._known_from is None:
+            table.truncate(offset)
+        else:  # it records again from the cut; the tail read then covers everything below it
+            self._known_from = offset
+            self._producers = ProducerStateTable(offset)
 
     # ---- writing what the Raft node hands over (Ready) ------------------------------------
 
@@ -247,36 +268,36 @@ class PartitionReplica:
         """Append Raft entries to the log (replacing any tail at or past the first one's offset)
         and keep the producer table in step with what the log now holds."""
         self.storage.append(entries)
-        producers = self._producers
-        if producers is None:
-            self.producers  # read from the log as it now stands  # noqa: B018
-            return
+        if self._producers is None:  # it records from here on; the tail below is read when needed
+            self._known_from = entries[0].base_offset
+            self._producers = ProducerStateTable(self._known_from)
         leading_term = self._leader_term
         for entry in entries:
-            if entry.base_offset < producers.end_offset:
+            if entry.base_offset < self._producers.end_offset:
                 if entry.term == leading_term:
                     continue  # this leader's own proposal: recorded when proposed
-                producers.truncate(entry.base_offset)  # the entries from here on replace what it knew
+                self._forget_from(entry.base_offset)  # the entries from here on replace what it knew
             info = batch_info(peek_header(entry.data, 0))
             if info is not None:
-                producers.record(info)
+                self._producers.record(info)
             else:
-                producers.end_offset = entry.last_offset + 1
+                self._producers.end_offset = entry.last_offset + 1
 
     def start_over(self, log_start_offset: int, start_term: int, membership) -> None:
         """The log starts over empty at log_start_offset (a follower behind the leader's log
         start): nothing it held describes the producers any longer."""
         self.storage.reset(log_start_offset, start_term, membership)
-        self._producers = None
+        self._producers = self._known_from = None
 
     def leadership_changed(self) -> None:
         """The manager saw this node's role or term change."""
         self._notice_leadership()
 
-    def _rebuild_producer_state(self) -> None:
-        """Read the producer fields of the batches at the tail of the log (see PRODUCER_STATE_SCAN_BYTES)."""
+    def _read_tail_into(self, table: ProducerStateTable, below: Optional[int] = None) -> None:
+        """Record the producer fields of the batches in the log's last PRODUCER_STATE_SCAN_BYTES
+        (only those before `below`, if given)."""
         offset = self.log.tail_start_offset(PRODUCER_STATE_SCAN_BYTES)
-        end = self.log.log_end_offset
+        end = self.log.log_end_offset if below is None else min(below, self.log.log_end_offset)
         while offset < end:
             view = self.log.read(offset, 1024 * 1024)
             if not len(view):
@@ -285,9 +306,11 @@ class PartitionReplica:
             if not headers:
                 return
             for _, header in headers:
+                if header.base_offset >= end:
+                    return
                 info = batch_info(header)
                 if info is not None:
-                    self._producers.record(info)
+                    table.record(info)
                 offset = header.last_offset + 1
 
     # ---- housekeeping -------------------------------------------------------------------

@@ -132,6 +132,37 @@ def test_a_producer_whose_remembered_batches_are_all_cut_goes_on_from_the_first_
         table.check(info(5))
 
 
+def test_a_reopened_replica_records_from_its_first_write_and_reads_the_tail_below_only_when_a_produce_needs_it(
+        tmp_path):
+    from distlog.consensus.messages import Entry
+    from distlog.consensus.partition_storage import stamp_record_batch
+
+    cluster = MemoryCluster(str(tmp_path), broker_ids=(1,))
+    replica = single_replica(cluster)
+    for sequence in (0, 1):
+        cluster.managers[1].propose(replica, idempotent_batch([b"%d" % sequence], sequence=sequence))
+    cluster.turn()
+    cluster.close()
+    reopened = MemoryCluster(str(tmp_path), broker_ids=(1,))
+    replica = reopened.open_partition(1, "t", 0, (1,))  # not leading: it writes what it is sent
+    end = replica.log_end_offset
+    term = replica.node.term
+
+    def entry(offset, batch):
+        return Entry(term, offset, offset, stamp_record_batch(bytearray(batch), offset, term))
+
+    replica.write_entries([entry(end, idempotent_batch([b"2"], sequence=2))])
+    replica.write_entries([entry(end + 1, idempotent_batch([b"3"], sequence=3))])
+    # The uncommitted end+1 is replaced by another producer's batch before any produce asked.
+    replica.write_entries([entry(end + 1, idempotent_batch([b"q"], producer_id=5, sequence=0))])
+    table = replica.producers  # the tail below the cut read now, what was written since on top
+    assert table.check(info(0, producer_id=99)).base_offset == 0
+    assert table.check(info(2, producer_id=99)).base_offset == end, "the batch written after opening"
+    assert table.check(info(3, producer_id=99)) is None, "the replaced batch is new again"
+    assert table.check(info(0, producer_id=5)).base_offset == end + 1
+    reopened.close()
+
+
 def idempotent_batch(values, producer_id=99, sequence=0):
     return build_batch(values, producer_id=producer_id, producer_epoch=0, base_sequence=sequence)
 
